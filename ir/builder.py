@@ -1,0 +1,55 @@
+"""Build IR: an insertion point, a current source location, and `create`."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from .core import Block, Loc, Operation, Value
+from .errors import VerifyError
+from .ops import OPS
+
+
+class Builder:
+    """Appends ops to the current block. `loc` is stamped on every op created while it is set.
+
+    Each op is verified as it is created, so a mistake surfaces at the line that made it.
+    """
+
+    def __init__(self, block: Block | None = None, loc: Loc | None = None, check: bool = True):
+        self.block = block
+        self.loc = loc
+        self.check = check
+
+    @contextmanager
+    def at(self, block: Block):
+        """Temporarily append to `block` (e.g. a loop body)."""
+        saved, self.block = self.block, block
+        try:
+            yield self
+        finally:
+            self.block = saved
+
+    @contextmanager
+    def located(self, loc: Loc | None):
+        saved, self.loc = self.loc, loc if loc is not None else self.loc
+        try:
+            yield self
+        finally:
+            self.loc = saved
+
+    def create(self, name: str, operands=(), result_types=(), attrs=None, regions=(), names=None) -> Operation:
+        if name not in OPS:
+            raise KeyError(f"unknown op '{name}'")
+        op = Operation(name, operands, result_types, attrs, regions, self.loc, names)
+        if self.check:
+            try:
+                OPS[name].verify(op)
+            except VerifyError:
+                raise
+            except Exception as e:
+                raise VerifyError(op, f"malformed op ({type(e).__name__}: {e})") from None
+        self.block.append(op)
+        return op
+
+    def value(self, name: str, operands=(), result_type=None, attrs=None, hint: str | None = None) -> Value:
+        """Create a one-result op and return its result."""
+        return self.create(name, operands, [result_type], attrs, names=[hint]).results[0]

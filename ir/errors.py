@@ -1,0 +1,26 @@
+"""Errors raised by the IR layer. The front end's CompileError derives from TileError too."""
+from __future__ import annotations
+
+
+class TileError(Exception):
+    """Base of every error tilec raises on purpose."""
+
+
+class VerifyError(TileError):
+    """The IR breaks a rule; the message names the op, its source location and the rule."""
+
+    def __init__(self, op, rule: str):
+        self.op = op
+        self.rule = rule
+        where = f"{op.loc}: " if getattr(op, "loc", None) else ""
+        name = getattr(op, "name", "?")
+        super().__init__(f"{where}op '{name}': {rule}")
+
+
+class ParseError(TileError):
+    """Malformed IR text: carries the line and column."""
+
+    def __init__(self, msg: str, line: int, col: int, text_line: str | None = None):
+        self.line, self.col = line, col
+        detail = f"\n    {text_line}\n    {' ' * (col - 1)}^" if text_line is not None else ""
+        super().__init__(f"line {line}, column {col}: {msg}{detail}")

@@ -1,0 +1,1 @@
+"""tilec: a tile-level GPU kernel language. `import tile` re-exports the language and the launch API."""
