@@ -293,6 +293,17 @@ def _concat(op):
                  for t in ts) and sum(t.shape[ax] for t in ts) == r.shape[ax], f"operands do not concatenate to {r}")
 
 
+@define("convert_layout", "The same tile in another register layout (the result type's); a no-op on values. "
+        "Layout inference inserts it where producers and consumers disagree.")
+def _convert_layout(op):
+    n_operands(op, 1)
+    n_results(op, 1)
+    a, r = op.operands[0].type, op.results[0].type
+    reg_tile(op, a, "operand")
+    reg_tile(op, r, "result")
+    need(op, a.shape == r.shape and a.dtype == r.dtype, f"convert_layout keeps shape and dtype: {a} -> {r}")
+
+
 # ---------------------------------------------------------------- reductions and dot
 @define("reduce", "Reduce attribute `axis` with attribute `kind` (sum max min prod and or xor argmax argmin); "
         "the axis is removed (a scalar if none remain). Float sums accumulate in the element type.",
