@@ -1,24 +1,40 @@
 """Element types: every width from 1 to 8 bits is first-class; sizes are counted in bits.
 
-The value sets, in one place (conversions in `ir/numerics.py` implement exactly this):
+The value sets, in one place (conversions in `ir/numerics.py` implement exactly this, bit for bit;
+it is tested against ml_dtypes, NumPy and brute-force references in `tests/test_numerics.py`):
 
 * Integers ``int{b}`` / ``uint{b}`` for b in 1..8, and i16/i32/i64, u16/u32/u64 (``int8`` is ``i8``,
   ``uint8`` is ``u8``). Two's complement; ``int{b}`` holds [-2^(b-1), 2^(b-1)-1], ``uint{b}`` holds
   [0, 2^b-1]. A float converts to an integer by rounding to nearest, ties to even, then saturating to
   that range; NaN converts to 0. An integer converts to a narrower integer by saturation too.
-* ``bool`` (printed ``i1``): 0 or 1.
+  (ml_dtypes' float -> int4/int2/... casts truncate toward zero and wrap modulo 2^b; we do not.)
+* ``bool`` (printed ``i1``): 0 or 1. Any nonzero input, and NaN, converts to 1 (as NumPy's
+  ``astype(bool)``).
 * IEEE floats f16, f32, f64 and bf16 (8 exponent bits, 7 mantissa bits, f32's range): round to
-  nearest even; overflow gives +-inf; NaN stays NaN.
+  nearest even; overflow gives +-inf; NaN stays NaN (the canonical quiet NaN, with the input's
+  sign; bf16's is S.11111111.1000000 as in ml_dtypes).
 * ``f8e4m3fn`` (OCP FP8 E4M3): bias 7, no infinities, one NaN pattern per sign (S.1111.111),
-  largest finite 448. Overflow of a finite input (beyond the rounding boundary of 448) and +-inf
-  become NaN, as in ml_dtypes.
-* ``f8e5m2`` (OCP FP8 E5M2): IEEE-like, bias 15, infinities and NaNs; overflow gives +-inf.
+  largest finite 448. Overflow of a finite input (beyond the rounding boundary of 448: above 464,
+  while 464 itself ties to the even 448) and +-inf become NaN with the input's sign, as in ml_dtypes.
+* ``f8e5m2`` (OCP FP8 E5M2): IEEE-like, bias 15, infinities and NaNs; overflow (from 61440 up) gives
+  +-inf; NaN gives the quiet NaN S.11111.10.
 * Every other small float ``f{bits}e{E}m{M}`` (bits = 1 + E + M <= 8, E >= 1), e.g. f6e3m2, f6e2m3,
   f5e2m2, f4e2m1, f3e1m1: bias 2^(E-1)-1, subnormals, *no* infinities or NaNs (every code is a
   finite number, as in the OCP MX formats). Rounding is to nearest even; values beyond the largest
-  finite magnitude saturate to it, as do infinities; NaN converts to +0 (the format cannot hold it,
-  and ml_dtypes does the same for float6/float4). The suffix ``fn`` is accepted and ignored
-  (``f6e3m2fn`` is ``f6e3m2``).
+  finite magnitude saturate to it, as do infinities (keeping their sign). The format cannot hold
+  NaN: NaN converts to a zero of the *opposite* sign -- a NaN with a clear sign bit (NumPy's
+  ``np.nan``) gives -0 (code 100..0), a negative NaN gives +0 -- bit-exactly what ml_dtypes does
+  for float6_e3m2fn, float6_e2m3fn and float4_e2m1fn (its "NaN" for them is the -0 pattern, negated
+  for a negative NaN). The value is 0 either way. The suffix ``fn`` is accepted and ignored
+  (``f6e3m2fn`` is ``f6e3m2``). Note ``f8e3m4`` here is finite-only, unlike ml_dtypes' IEEE-like
+  float8_e3m4, and ``f8e4m3`` names ``f8e4m3fn``.
+
+"Nearest even" means: ties go to the neighbour whose code is even (its mantissa LSB is 0; for M = 0
+formats, where only the exponent varies, its exponent LSB is 0). Every conversion rounds exactly
+once, from the exact input value: a float64 (or int64 beyond 2^53) input is rounded straight to the
+target. ml_dtypes 0.6 casts float64 to its small types *through float32*, rounding twice, so for
+float64 inputs within 2^-24 relative of a tie it can differ from us; for float32 inputs, and for
+float64 inputs that float32 holds exactly, we agree with it bit for bit.
 """
 from __future__ import annotations
 
