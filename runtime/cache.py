@@ -1,0 +1,401 @@
+"""The kernel cache: compiled kernels in memory and on disk.
+
+Key: sha256 over (IR text, target, options sorted by name, compiler version), where the compiler
+version is the tilec package version + the llvmlite version + a hash of the sources of
+`tile.codegen` and `tile.passes` (so editing a pass invalidates old entries) + this file's format.
+
+Entries hold the PTX, an optional cubin, the `KernelMeta` (as JSON) and an optional `extra` JSON
+dict (e.g. the IR signature, per-pass dumps' names, resource usage). On disk each entry is ONE file,
+`<dir>/<key[:2]>/<key>.json`, written to a temporary file in the same directory and renamed with
+`os.replace`, so a reader sees either nothing or a whole entry, and concurrent processes writing the
+same key leave one valid entry. Each file carries a sha256 of its payload: a corrupt, truncated or
+foreign file is deleted and rebuilt, never loaded.
+
+Directory: `$TILEC_CACHE_DIR`, else `~/.cache/tilec`. `TILEC_CACHE=0` turns the disk tier off
+(memory only). An unwritable directory degrades to memory-only with one warning.
+
+    cache = default_cache()
+    entry = cache.get_or_build((ir_text, "sm_90a", {"num_warps": 4}), lambda: codegen.compile(fn, "sm_90a"))
+    entry.ptx, entry.cubin, entry.meta, entry.obj      # obj: what build_fn returned (this process only)
+    cache.stats  # CacheStats(memory_hits=.., disk_hits=.., misses=.., build_seconds=.., ...)
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["KernelCache", "CacheEntry", "CacheStats", "default_cache", "cache_key", "compiler_version",
+           "meta_to_json", "meta_from_json", "cache_dir"]
+
+FORMAT = 1
+
+
+# ------------------------------------------------------------------------------ versioning
+_VERSION = None
+_VERSION_LOCK = threading.Lock()
+
+
+def _sources_hash() -> str:
+    h = hashlib.sha256()
+    import importlib
+    for pkg in ("tile.codegen", "tile.passes"):
+        try:
+            mod = importlib.import_module(pkg)
+        except Exception as e:                   # noqa: BLE001 - a broken package still gets a stable key
+            h.update(f"{pkg}:unimportable:{type(e).__name__}".encode())
+            continue
+        root = Path(mod.__file__).resolve().parent
+        for p in sorted(root.rglob("*")):
+            if p.suffix in (".py", ".lark", ".json") and "__pycache__" not in p.parts and p.is_file():
+                h.update(f"{pkg}/{p.relative_to(root).as_posix()}\0".encode())
+                h.update(p.read_bytes())
+                h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def compiler_version() -> str:
+    """"tilec-<version>+llvmlite-<version>+src-<hash of codegen/ and passes/>+fmt-<FORMAT>" (computed once)."""
+    global _VERSION
+    if _VERSION is None:
+        with _VERSION_LOCK:
+            if _VERSION is None:
+                try:
+                    from importlib.metadata import version
+                    tv = version("tilec")
+                except Exception:                # noqa: BLE001
+                    import tile
+                    tv = getattr(tile, "__version__", "0")
+                try:
+                    import llvmlite
+                    lv = llvmlite.__version__
+                except Exception:                # noqa: BLE001
+                    lv = "none"
+                _VERSION = f"tilec-{tv}+llvmlite-{lv}+src-{_sources_hash()}+fmt-{FORMAT}"
+    return _VERSION
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(o):
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=repr)
+    if isinstance(o, bytes):
+        return {"__bytes__": base64.b64encode(o).decode()}
+    return str(o)
+
+
+def cache_key(ir_text: str, target: str, options: dict | None = None, version: str | None = None) -> str:
+    """The sha256 (hex) of (IR text, target, options sorted by name, compiler version)."""
+    payload = {"ir": ir_text, "target": target, "options": dict(options or {}),
+               "version": version if version is not None else compiler_version()}
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ meta
+def meta_to_json(meta) -> dict:
+    if isinstance(meta, dict):
+        return meta
+    d = dataclasses.asdict(meta)
+    d["cluster"] = list(d.get("cluster", (1, 1, 1)))
+    return d
+
+
+def meta_from_json(d: dict):
+    from ..codegen.abi import KernelMeta, ParamABI
+    names = {f.name for f in dataclasses.fields(KernelMeta)}
+    pnames = {f.name for f in dataclasses.fields(ParamABI)}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["params"] = [ParamABI(**{k: v for k, v in p.items() if k in pnames}) for p in d.get("params", [])]
+    if "cluster" in kw:
+        kw["cluster"] = tuple(kw["cluster"])
+    return KernelMeta(**kw)
+
+
+# ----------------------------------------------------------------------------------- entries
+@dataclass
+class CacheEntry:
+    """A cached kernel: `ptx`, `cubin` (bytes or None), `meta` (KernelMeta), `extra` (JSON dict),
+    `key`, `source` ("built" | "memory" | "disk"), and `obj`, what build_fn returned when the entry
+    was built in this process (else None)."""
+    ptx: str
+    meta: object
+    cubin: bytes | None = None
+    extra: dict = field(default_factory=dict)
+    key: str = ""
+    source: str = "built"
+    obj: object = None
+
+    @property
+    def signature(self):
+        return self.extra.get("signature")
+
+
+@dataclass
+class CacheStats:
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    writes: int = 0
+    write_errors: int = 0
+    build_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    @property
+    def hits(self) -> int:
+        return self.memory_hits + self.disk_hits
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hits"] = self.hits
+        return d
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("TILEC_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "tilec"
+
+
+class CorruptEntry(Exception):
+    pass
+
+
+def _entry_from_built(obj, key: str) -> CacheEntry:
+    if isinstance(obj, CacheEntry):
+        e = dataclasses.replace(obj, key=key, source="built")
+        if e.obj is None:
+            e.obj = obj
+        return e
+    get = (lambda k, d=None: obj.get(k, d)) if isinstance(obj, dict) else (lambda k, d=None: getattr(obj, k, d))
+    ptx, meta = get("ptx"), get("meta")
+    if ptx is None or meta is None:
+        raise TypeError(f"build_fn must return an object or dict with .ptx and .meta, got {type(obj).__name__}")
+    if isinstance(meta, dict):
+        meta = meta_from_json(meta)
+    cubin = get("cubin")
+    if not isinstance(cubin, (bytes, bytearray, memoryview)):
+        cubin = None                              # e.g. codegen's Compiled.cubin() method: not stored
+    extra = dict(get("extra") or {})
+    if "signature" not in extra:
+        sig = _signature_of(obj)
+        if sig:
+            extra["signature"] = sig
+    return CacheEntry(ptx=ptx if isinstance(ptx, str) else bytes(ptx).decode(), meta=meta,
+                      cubin=bytes(cubin) if cubin else None, extra=extra, key=key, source="built", obj=obj)
+
+
+def _signature_of(obj):
+    """[(name, printed type)] of a compiled kernel's IR parameters, when it carries its IR."""
+    try:
+        from .launch import signature_of
+        types, names = signature_of(obj)
+        if any(type(t).__name__ == "_AnyTensor" for t in types):
+            return None
+        return [[n, str(t)] for n, t in zip(names, types)]
+    except Exception:                            # noqa: BLE001
+        return None
+
+
+class KernelCache:
+    """Two tiers: a dict in memory, and one JSON file per entry on disk (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None, memory: bool = True):
+        self.directory = Path(directory).expanduser() if directory is not None else cache_dir()
+        if disk is None:
+            disk = os.environ.get("TILEC_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.disk = disk
+        self.memory = memory
+        self.stats = CacheStats()
+        self._mem: dict[str, CacheEntry] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._warned = False
+
+    # ------------------------------------------------------------------ keys
+    @staticmethod
+    def key_of(key_parts) -> str:
+        """A key from (ir_text, target[, options]) / {"ir":..., "target":..., "options":...} / a hex key."""
+        if isinstance(key_parts, str):
+            if len(key_parts) == 64 and all(c in "0123456789abcdef" for c in key_parts):
+                return key_parts
+            raise ValueError("a string cache key must be a 64-digit sha256 hex; pass (ir_text, target, options)")
+        if isinstance(key_parts, dict):
+            return cache_key(key_parts["ir"], key_parts["target"], key_parts.get("options"), key_parts.get("version"))
+        parts = tuple(key_parts)
+        if len(parts) == 2:
+            return cache_key(parts[0], parts[1], None)
+        if len(parts) == 3:
+            return cache_key(parts[0], parts[1], parts[2])
+        raise ValueError("key_parts must be (ir_text, target) or (ir_text, target, options)")
+
+    def path_of(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    # ------------------------------------------------------------------ get / put
+    def get(self, key_parts) -> CacheEntry | None:
+        """The entry, from memory or disk, or None (counts a hit, or nothing)."""
+        key = self.key_of(key_parts)
+        e = self._mem.get(key) if self.memory else None
+        if e is not None:
+            self.stats.memory_hits += 1
+            return dataclasses.replace(e, source="memory")
+        if not self.disk:
+            return None
+        t0 = time.perf_counter()
+        e = self._read(key)
+        if e is None:
+            return None
+        self.stats.load_seconds += time.perf_counter() - t0
+        self.stats.disk_hits += 1
+        if self.memory:
+            self._mem[key] = e
+        return e
+
+    def put(self, key_parts, built) -> CacheEntry:
+        """Store what a build produced (object/dict with ptx, meta[, cubin, extra], or a CacheEntry)."""
+        key = self.key_of(key_parts)
+        e = _entry_from_built(built, key)
+        if self.memory:
+            self._mem[key] = e
+        if self.disk:
+            self._write(e)
+        return e
+
+    def get_or_build(self, key_parts, build_fn) -> CacheEntry:
+        """The cached entry for key_parts, or build_fn() stored and returned (source "built")."""
+        key = self.key_of(key_parts)
+        e = self.get(key)
+        if e is not None:
+            return e
+        with self._lock:
+            klock = self._key_locks.setdefault(key, threading.Lock())
+        with klock:                               # one build per key per process
+            e = self._mem.get(key) if self.memory else None
+            if e is not None:
+                self.stats.memory_hits += 1
+                return dataclasses.replace(e, source="memory")
+            self.stats.misses += 1
+            t0 = time.perf_counter()
+            built = build_fn()
+            self.stats.build_seconds += time.perf_counter() - t0
+            return self.put(key, built)
+
+    def clear(self, disk: bool = False) -> None:
+        """Drop the memory tier (and the disk files with disk=True)."""
+        self._mem.clear()
+        if disk and self.directory.is_dir():
+            for p in self.directory.glob("??/*.json"):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+    def reset_stats(self) -> None:
+        self.stats = CacheStats()
+
+    # ------------------------------------------------------------------ disk format
+    @staticmethod
+    def _payload(e: CacheEntry) -> dict:
+        return {"format": FORMAT, "key": e.key, "ptx": e.ptx,
+                "cubin": base64.b64encode(e.cubin).decode() if e.cubin else None,
+                "meta": meta_to_json(e.meta), "extra": e.extra}
+
+    def _write(self, e: CacheEntry) -> None:
+        payload = self._payload(e)
+        try:
+            body = _canonical(payload)
+        except (TypeError, ValueError) as err:
+            self._warn(f"entry {e.key[:12]} is not JSON-serialisable ({err}); kept in memory only")
+            self.stats.write_errors += 1
+            return
+        doc = '{"checksum":"%s","payload":%s}\n' % (hashlib.sha256(body.encode()).hexdigest(), body)
+        path = self.path_of(e.key)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{e.key[:16]}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(doc)
+            os.replace(tmp, path)
+            tmp = None
+            self.stats.writes += 1
+        except OSError as err:
+            self.stats.write_errors += 1
+            self._warn(f"cannot write the kernel cache in {self.directory} ({err}); continuing without it")
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _read(self, key: str) -> CacheEntry | None:
+        path = self.path_of(key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            self._discard(path)
+            return None
+        try:
+            return self._decode(text, key)
+        except Exception:                        # noqa: BLE001 - anything wrong: rebuild
+            self._discard(path)
+            return None
+
+    def _decode(self, text: str, key: str) -> CacheEntry:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or "payload" not in doc or "checksum" not in doc:
+            raise CorruptEntry("not a cache entry")
+        payload = doc["payload"]
+        if hashlib.sha256(_canonical(payload).encode()).hexdigest() != doc["checksum"]:
+            raise CorruptEntry("checksum mismatch")
+        if payload.get("format") != FORMAT or payload.get("key") != key:
+            raise CorruptEntry("format or key mismatch")
+        if not isinstance(payload.get("ptx"), str):
+            raise CorruptEntry("no PTX")
+        cubin = base64.b64decode(payload["cubin"], validate=True) if payload.get("cubin") else None
+        return CacheEntry(ptx=payload["ptx"], meta=meta_from_json(payload["meta"]), cubin=cubin,
+                          extra=payload.get("extra") or {}, key=key, source="disk")
+
+    def _discard(self, path: Path) -> None:
+        self.stats.corrupt += 1
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+    def _warn(self, msg: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"tilec: {msg}", RuntimeWarning, stacklevel=3)
+
+
+_DEFAULT: KernelCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_cache() -> KernelCache:
+    """The process-wide cache (directory from the environment at first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = KernelCache()
+    return _DEFAULT

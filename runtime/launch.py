@@ -1,0 +1,528 @@
+"""Launching a compiled kernel: argument packing per `codegen/abi.py`, module loading, host copies.
+
+    launch(compiled, grid, args, stream=None)
+
+`compiled` is what `tile.codegen.compile` returns (or a `runtime.cache.CacheEntry`): it has `.ptx`
+(and maybe a `.cubin` as bytes) and `.meta` (a `KernelMeta`). The IR parameter types come from
+`param_types=` / `compiled.param_types` / `compiled.signature` / `compiled.extra["signature"]` /
+the IR function (`compiled.fn`, `.function`, `.module`), or are rebuilt from `meta.params` (then
+tensor dtypes are not checked). The module is loaded once per (context, code) and the function
+launched with block = (meta.num_threads, 1, 1), dynamic shared memory meta.shared_bytes (opting in
+above 48 KB), and cluster meta.cluster.
+
+Arguments, in IR parameter order:
+* tensors: a DeviceArray, a torch tensor (read through data_ptr/shape/stride, torch not imported),
+  anything with `__cuda_array_interface__` or `__dlpack__` (cupy, jax, numba...), or host data —
+  a NumPy array or tile.Array of the parameter's dtype — copied to the device and, after the kernel
+  finished, copied back into the same host object (every tensor argument, read-only NumPy arrays
+  excepted: simple and correct);
+* scalars: Python / NumPy numbers, range-checked against the parameter's dtype.
+Every argument error is a TypeError / ValueError that names the parameter.
+
+Streams: the default is the legacy default stream, which orders with torch's and cupy's default
+streams. Work on another torch/cupy stream needs `stream=torch.cuda.current_stream()` (any object
+`runtime.cuda.stream_handle` understands).
+
+`pack_args` builds the kernel parameter array: a ctypes array of void*, one per machine parameter of
+`meta.params`, pointing at the values, which live in the same buffer right after the pointers (one
+8-byte slot each); DLPack owners that must outlive the launch call are kept on it as `_keep`. The
+packing plan (formats, range checks) is built once per kernel and cached on its meta.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import re
+import struct
+import threading
+
+import numpy as np
+
+from ..codegen.abi import KernelMeta, ParamABI
+from ..ir import numerics
+from ..ir.dtypes import DType, dtype as _dtype
+from ..ir.errors import TileError
+from ..ir.types import ScalarType, TensorType
+from . import cuda as _cuda
+from .arrays import Array, dtype_of
+from .device import DeviceArray, extract_tensor, to_device
+
+__all__ = ["pack_args", "launch", "signature_of", "load_function", "parse_type"]
+
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+# ================================================================================= signature
+_TENSOR_RE = re.compile(r"^tensor<(?:(.*)x)?([A-Za-z0-9_]+)>$")
+
+
+def parse_type(text: str):
+    """An IR parameter type from its printed form: tensors as "tensor<?x128xf32>" (rank 0:
+    "tensor<f32>"), scalars as their dtype ("i32", "f16", "i1")."""
+    text = text.strip()
+    m = _TENSOR_RE.match(text)
+    if m:
+        dims = [None if d == "?" else int(d) for d in m.group(1).split("x")] if m.group(1) else []
+        return TensorType(_dtype(m.group(2)), tuple(dims))
+    return ScalarType(_dtype(text))
+
+
+class _AnyTensor:
+    """A tensor parameter known only from meta.params (dtype unknown)."""
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.shape = (None,) * rank
+        self.dtype = None
+
+
+def _ir_function(compiled, meta):
+    for attr in ("fn", "function", "ir_fn", "kernel_fn"):
+        f = getattr(compiled, attr, None)
+        if f is not None and hasattr(f, "args"):
+            return f
+    for attr in ("module", "ir", "ir_module"):
+        m = getattr(compiled, attr, None)
+        if m is not None and hasattr(m, "functions"):
+            try:
+                return m.get(meta.name)
+            except KeyError:
+                if len(m.functions) == 1:
+                    return m.functions[0]
+    return None
+
+
+def signature_of(compiled) -> tuple[list, list]:
+    """(IR parameter types, names) of a compiled kernel (see the module docstring for the sources)."""
+    meta = compiled.meta
+    pt = getattr(compiled, "param_types", None)
+    if pt is not None:
+        types = [parse_type(t) if isinstance(t, str) else t for t in pt]
+        names = list(getattr(compiled, "param_names", None) or _sources(meta))
+        return types, names
+    sig = getattr(compiled, "signature", None)
+    if isinstance(sig, dict) and sig:
+        return [parse_type(t) if isinstance(t, str) else t for t in sig.values()], list(sig)
+    if isinstance(sig, (list, tuple)) and sig and isinstance(sig[0], (list, tuple)):
+        return [parse_type(t) if isinstance(t, str) else t for _, t in sig], [n for n, _ in sig]
+    extra = getattr(compiled, "extra", None)
+    if isinstance(extra, dict) and extra.get("signature"):
+        sig = extra["signature"]
+        return [parse_type(t) for _, t in sig], [n for n, _ in sig]
+    fn = _ir_function(compiled, meta)
+    if fn is not None:
+        return [a.type for a in fn.args], [a.name or f"arg{a.index}" for a in fn.args]
+    # fall back to the machine parameters
+    types, names = [], []
+    for src in _sources(meta):
+        ps = [p for p in meta.params if p.source == src]
+        if ps[0].role == "ptr":
+            types.append(_AnyTensor(sum(1 for p in ps if p.role == "shape")))
+        else:
+            k = ps[0].kind
+            types.append(ScalarType(_dtype({"i32": "i32", "i64": "i64", "f32": "f32", "f64": "f64"}[k])))
+        names.append(src)
+    return types, names
+
+
+def _sources(meta) -> list:
+    out = []
+    for p in meta.params:
+        if not out or out[-1] != p.source:
+            if p.source not in out:
+                out.append(p.source)
+    return out
+
+
+# ================================================================================== scalars
+def _float_limit(dt: DType) -> float:
+    """The rounding boundary above the largest finite value of dt: magnitudes beyond it overflow."""
+    mx = float(dt.max_value)
+    e = math.frexp(mx)[1] - 1                  # mx = 1.m * 2^e
+    return mx + 2.0 ** (e - dt.man - 1)
+
+
+def _pack_scalar(p: ParamABI, dt: DType, v, name: str):
+    if isinstance(v, (np.ndarray,)) and v.ndim == 0:
+        v = v[()]
+    if dt.kind == "bool":
+        if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and int(v) in (0, 1)):
+            return ctypes.c_int32(1 if v else 0)
+        raise TypeError(f"parameter '{name}' expects a bool (i1), got {type(v).__name__} {v!r}")
+    if dt.kind in ("int", "uint"):
+        if isinstance(v, (float, np.floating, complex, np.complexfloating)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"parameter '{name}' expects an integer ({dt}), got {type(v).__name__} {v!r}")
+        iv = int(v)
+        if not dt.min_value <= iv <= dt.max_value:
+            raise ValueError(f"parameter '{name}' = {iv} is out of range for {dt} "
+                             f"[{dt.min_value}, {dt.max_value}]")
+        if p.kind == "i64":
+            return ctypes.c_int64(iv) if dt.kind == "int" else ctypes.c_uint64(iv)
+        if p.kind != "i32":
+            raise TileError(f"parameter '{name}': ABI kind {p.kind!r} does not fit dtype {dt}")
+        return ctypes.c_int32(iv) if dt.kind == "int" else ctypes.c_uint32(iv)
+    # floats
+    if isinstance(v, (complex, np.complexfloating)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+            or isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"parameter '{name}' expects a number ({dt}), got {type(v).__name__} {v!r}")
+    fv = float(v)
+    if math.isfinite(fv) and abs(fv) > dt.max_value:
+        if dt.name == "f32":
+            with np.errstate(over="ignore"):
+                back = float(np.float32(fv))
+        else:
+            back = float(numerics.decode(numerics.encode(np.array([fv]), dt), dt)[0])
+        if abs(fv) > _float_limit(dt) or not math.isfinite(back):
+            raise ValueError(f"parameter '{name}' = {fv!r} overflows {dt} (largest finite value {dt.max_value})")
+    if p.kind == "f32":
+        return ctypes.c_float(fv)
+    if p.kind == "f64":
+        return ctypes.c_double(fv)
+    if p.kind == "i32":                          # f16 / bf16 / fp8 / small floats: the code in an i32
+        return ctypes.c_uint32(_float_code(dt.name, fv))
+    raise TileError(f"parameter '{name}': ABI kind {p.kind!r} does not fit dtype {dt}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _small_float_code(name: str, fv: float) -> int:
+    return int(numerics.encode(np.array([fv], dtype=np.float64), _dtype(name))[0])
+
+
+def _float_code(name: str, fv: float) -> int:
+    """The code of fv in a 16-bit-or-narrower float type (exactly numerics.encode)."""
+    if name == "f16" and not math.isnan(fv):
+        try:
+            return struct.unpack("<H", struct.pack("<e", fv))[0]      # correctly rounded from the double
+        except OverflowError:
+            pass
+    if math.isnan(fv):
+        return int(numerics.encode(np.array([fv], dtype=np.float64), _dtype(name))[0])
+    return _small_float_code(name, fv)
+
+
+# ================================================================================== packing
+def _i32_error(v: int, name: str, what: str):
+    return ValueError(f"parameter '{name}': {what} {v} does not fit the kernel's 32-bit index "
+                      f"(tensors must have fewer than 2^31 elements per dimension and stride)")
+
+
+def _scalar_packer(p: ParamABI, dt: DType, name: str):
+    """(struct format char, function value -> packable Python number) for one scalar parameter."""
+    def pack(v, p=p, dt=dt, name=name):
+        return _pack_scalar(p, dt, v, name).value
+    if dt.kind == "bool":
+        def pack_bool(v, slow=pack):
+            if v is True or v is False:
+                return int(v)
+            return slow(v)
+        return "i", pack_bool
+    if dt.kind == "int":
+        fmt = "q" if p.kind == "i64" else "i"
+    elif dt.kind == "uint":
+        fmt = "Q" if p.kind == "i64" else "I"
+    else:
+        fmt = {"f32": "f", "f64": "d", "i32": "I"}.get(p.kind, "?")
+    if fmt in "iIqQ" and dt.kind in ("int", "uint"):
+        lo, hi = dt.min_value, dt.max_value
+
+        def pack_int(v, lo=lo, hi=hi, slow=pack):      # fast path: a plain int in range
+            if type(v) is int and lo <= v <= hi:
+                return v
+            return slow(v)
+        return fmt, pack_int
+    if fmt == "I" and dt.is_float:                     # f16/bf16/fp8/...: the code in an i32
+        lim, dname = dt.max_value, dt.name
+
+        def pack_code(v, lim=lim, dname=dname, slow=pack):
+            if type(v) is float and -lim <= v <= lim:
+                return _float_code(dname, v)
+            return slow(v)
+        return fmt, pack_code
+    if fmt in "fd":
+        lim = dt.max_value
+
+        def pack_float(v, lim=lim, slow=pack):
+            if type(v) is float and -lim <= v <= lim:
+                return v
+            return slow(v)
+        return fmt, pack_float
+    return fmt, pack
+
+
+class _Plan:
+    """How to pack one kernel's arguments (built once per meta and IR signature)."""
+
+    def __init__(self, meta: KernelMeta, types: tuple, names: tuple):
+        self.meta, self.types, self.names = meta, types, names
+        self.key = (id(meta.params), meta.align)
+        index = {n: i for i, n in enumerate(names)}
+        self.tensors = []          # (arg index, name, dtype, rank, [(axis, static size)])
+        self.slots = []            # (arg index, role 0 ptr / 1 shape / 2 stride / 3 scalar, axis, packer)
+        fmt = []
+        seen_tensor = set()
+        for p in meta.params:
+            j = index.get(p.source)
+            if j is None:
+                raise TileError(f"kernel '{meta.name}': machine parameter {p.name!r} refers to unknown parameter "
+                                f"{p.source!r} (meta.params and the IR signature disagree)")
+            t = types[j]
+            if p.role in ("ptr", "shape", "stride"):
+                if isinstance(t, ScalarType):
+                    raise TileError(f"kernel '{meta.name}': parameter {p.source!r} is a scalar in the IR but a "
+                                    f"tensor in meta.params")
+                if j not in seen_tensor:
+                    seen_tensor.add(j)
+                    static = [(ax, d) for ax, d in enumerate(t.shape) if d is not None]
+                    self.tensors.append((j, p.source, t.dtype, t.rank, static))
+                role = {"ptr": 0, "shape": 1, "stride": 2}[p.role]
+                self.slots.append((j, role, p.axis, None))
+                fmt.append("Q" if role == 0 else "i4x")
+            else:
+                if not isinstance(t, ScalarType):
+                    raise TileError(f"kernel '{meta.name}': parameter {p.source!r} is a tensor in the IR but a "
+                                    f"scalar in meta.params")
+                f, packer = _scalar_packer(p, t.dtype, p.source)
+                if f == "?":
+                    raise TileError(f"parameter '{p.source}': ABI kind {p.kind!r} does not fit dtype {t.dtype}")
+                self.slots.append((j, 3, -1, packer))
+                fmt.append(f if f in "qQd" else f + "4x")
+        n = len(self.slots)
+        self.n = n
+        self.offs = [8 * n + 8 * i for i in range(n)]          # pointers first, then one 8-byte slot per value
+        self.struct = struct.Struct("<" + "Q" * n + "".join(fmt))
+        self.size = max(self.struct.size, 8)
+        self.arr_t = ctypes.c_void_p * max(n, 1)
+        # one generated function packs everything with a single struct call (no per-slot branching)
+        exprs = [f"b + {o}" for o in self.offs]
+        packers = []
+        for j, role, axis, packer in self.slots:
+            if role == 3:
+                exprs.append(f"P[{len(packers)}](args[{j}])")
+                packers.append(packer)
+            elif role == 0:
+                exprs.append(f"infos[{j}][0]")
+            else:
+                exprs.append(f"infos[{j}][{role}][{axis}]")
+        src = "def fill(buf, b, args, infos):\n    pack_into(buf, 0, " + ", ".join(exprs) + ")\n"
+        env = {"pack_into": self.struct.pack_into, "P": tuple(packers)}
+        exec(compile(src, f"<tilec pack_args {meta.name}>", "exec"), env)
+        self.fill = env["fill"]
+
+    def tensor_infos(self, args, stream, keep):
+        align = self.meta.align
+        infos = {}
+        for j, name, want, rank, static in self.tensors:
+            a = args[j]
+            if type(a) is DeviceArray and (want is None or a.dtype is want or a.dtype == want) \
+                    and len(a.shape) == rank and (align <= 1 or not a.ptr % align or not a.size):
+                info = (a.ptr, a.shape, a.strides)
+            else:
+                info = extract_tensor(a, name, want, rank, align=align, stream=stream, keep=keep)
+            for ax, d in static:
+                if info[1][ax] != d:
+                    t = self.types[j]
+                    raise ValueError(f"parameter '{name}' must have size {d} along dim {ax} (shape "
+                                     f"{tuple('?' if x is None else x for x in t.shape)}), got shape {tuple(info[1])}")
+            infos[j] = info
+        return infos
+
+    def pack(self, args, stream=None, keep=None):
+        keep = [] if keep is None else keep
+        infos = self.tensor_infos(args, stream, keep)
+        buf = bytearray(self.size)
+        arr = self.arr_t.from_buffer(buf)
+        try:
+            self.fill(buf, ctypes.addressof(arr), args, infos)
+        except (struct.error, OverflowError):
+            self._explain(infos)
+            raise
+        if keep:
+            arr._keep = keep
+        return arr
+
+    def _explain(self, infos):
+        for j, role, axis, _ in self.slots:
+            if role in (1, 2):
+                v = infos[j][role][axis]
+                if not _I32_MIN <= v <= _I32_MAX:
+                    raise _i32_error(v, self.names[j], f"{'size' if role == 1 else 'stride'} {axis} =")
+            elif role == 0 and not 0 <= infos[j][0] < 2 ** 64:
+                raise ValueError(f"parameter '{self.names[j]}': bad device address {infos[j][0]!r}")
+
+
+def _plan_for(meta, types, names) -> _Plan:
+    cached = getattr(meta, "_tilec_plan", None)
+    if cached is not None and cached.types == types and cached.names == names and \
+            cached.key == (id(meta.params), meta.align):
+        return cached
+    plan = _Plan(meta, types, names)
+    try:
+        meta._tilec_plan = plan
+    except AttributeError:
+        pass
+    return plan
+
+
+def pack_args(meta: KernelMeta, ir_param_types, args, names=None, *, stream=None, keep: list | None = None):
+    """The kernel parameter array for `args` (one per IR parameter), following codegen/abi.py.
+
+    Tensors must already be on the device (DeviceArray or GPU tensor objects); `launch` copies
+    host arrays first. Returns a ctypes array of void* (one per machine parameter of
+    meta.params), each pointing at its value, stored in the same buffer after the pointers (an
+    8-byte slot per value); DLPack owners that must outlive the launch are kept on it as `_keep`."""
+    types = tuple(ir_param_types)
+    names = tuple(names) if names is not None else tuple(_sources(meta))
+    if len(args) != len(types):
+        raise TypeError(f"kernel '{meta.name}' takes {len(types)} argument{'s' * (len(types) != 1)} "
+                        f"({', '.join(names)}), got {len(args)}")
+    return _plan_for(meta, types, names).pack(args, stream, keep)
+
+
+# ============================================================================== module cache
+_FUNCS: dict = {}
+_FUNCS_LOCK = threading.Lock()
+
+
+def _cubin_of(compiled):
+    """`compiled.cubin` when it is the cubin itself (bytes); codegen's Compiled.cubin() is a method
+    that builds one, which load_module does anyway."""
+    c = getattr(compiled, "cubin", None)
+    return bytes(c) if isinstance(c, (bytes, bytearray, memoryview)) and c else None
+
+
+def _code_of(compiled):
+    ptx = getattr(compiled, "ptx", None)
+    return ptx if ptx is not None else _cubin_of(compiled)
+
+
+def load_function(compiled) -> "_cuda.Function":
+    """The loaded kernel of `compiled` in the current context (cached per context and code)."""
+    if not _cuda._state.ok:
+        _cuda.init()
+    code = _code_of(compiled)
+    if code is None:
+        raise TileError("the compiled kernel has neither PTX nor a cubin")
+    key = (_cuda._state.ctx_int, code)
+    f = _FUNCS.get(key)
+    if f is not None:
+        return f
+    with _FUNCS_LOCK:
+        f = _FUNCS.get(key)
+        if f is None:
+            cubin, ptx = _cubin_of(compiled), getattr(compiled, "ptx", None)
+            name = compiled.meta.name
+            mod = None
+            if cubin:
+                try:
+                    mod = _cuda.load_module(cubin, name=name)
+                except (_cuda.CudaError, TileError):
+                    if ptx is None:
+                        raise
+            if mod is None:
+                mod = _cuda.load_module(ptx, name=name)
+            f = _FUNCS[key] = mod.get_function(name)
+    return f
+
+
+# =================================================================================== launch
+def _is_host(a) -> bool:
+    return isinstance(a, (np.ndarray, Array))
+
+
+def _host_to_device(a, t, name: str):
+    want = t.dtype
+    if isinstance(a, Array):
+        got = a.dtype
+    else:
+        try:
+            got = dtype_of(a)
+        except TypeError as e:
+            raise TypeError(f"parameter '{name}': {e}") from None
+    if want is not None and got != want:
+        hint = f"tile.asarray(x, '{want}')" if isinstance(a, np.ndarray) else f"x.astype('{want}')"
+        what = f"NumPy {a.dtype}" if isinstance(a, np.ndarray) else str(got)
+        raise TypeError(f"parameter '{name}' expects a {want} tensor, got a {what} array (convert it: {hint})")
+    if t.rank is not None and a.ndim != t.rank:
+        raise ValueError(f"parameter '{name}' expects a rank-{t.rank} tensor, got rank {a.ndim} (shape {tuple(a.shape)})")
+    return to_device(a)
+
+
+def _write_back(host, dev: DeviceArray) -> None:
+    back = dev.to_host()
+    if isinstance(host, Array):
+        host._data = back.data
+        return
+    if not host.flags.writeable:
+        return
+    if host.dtype.itemsize * 8 == dev.dtype.bits:
+        host[...] = back.data.reshape(host.shape).view(host.dtype)     # same bits: a bit copy (bf16, fp8, ...)
+    else:
+        host[...] = back.numpy().astype(host.dtype)                     # packed (bool, ml_dtypes int4): decode
+
+
+class _Launcher:
+    """Everything a launch of one compiled kernel needs, resolved once per (context, code)."""
+    __slots__ = ("fn", "meta", "types", "names", "tensor_idx", "block", "shared", "cluster")
+
+    def __init__(self, compiled, types, names):
+        self.fn = load_function(compiled)
+        self.meta = compiled.meta
+        self.types, self.names = tuple(types), tuple(names)
+        self.tensor_idx = tuple(i for i, t in enumerate(self.types) if not isinstance(t, ScalarType))
+        self.block = (int(self.meta.num_threads), 1, 1)
+        self.shared = int(self.meta.shared_bytes or 0)
+        self.cluster = tuple(self.meta.cluster) if self.meta.cluster is not None else (1, 1, 1)
+
+
+_LAUNCHERS: dict = {}
+
+
+def _launcher(compiled, param_types, names) -> _Launcher:
+    if param_types is not None:
+        if names is None:
+            names = _sources(compiled.meta)
+        return _Launcher(compiled, param_types, names)
+    key = (_cuda._state.ctx_int, _code_of(compiled), id(compiled.meta))
+    lz = _LAUNCHERS.get(key)
+    if lz is None or lz.meta is not compiled.meta:
+        types, sig_names = signature_of(compiled)
+        lz = _LAUNCHERS[key] = _Launcher(compiled, types, names or sig_names)
+    return lz
+
+
+def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -> None:
+    """Launch `compiled` over `grid` (an int, a tuple of 1-3 ints, or a callable taking the meta)."""
+    if not _cuda._state.ok:
+        _cuda.init()                              # NoGPUError (one line) without a driver or device
+    lz = _launcher(compiled, param_types, names)
+    if callable(grid):
+        grid = grid(lz.meta)
+    if len(args) != len(lz.types):
+        raise TypeError(f"kernel '{lz.meta.name}' takes {len(lz.types)} arguments ({', '.join(lz.names)}), "
+                        f"got {len(args)}")
+    copies = None                                 # [(host object, DeviceArray)]
+    for i in lz.tensor_idx:
+        a = args[i]
+        if isinstance(a, (np.ndarray, Array)):
+            if copies is None:
+                copies, seen, args = [], {}, list(args)
+            d = seen.get(id(a))
+            if d is None:
+                d = seen[id(a)] = _host_to_device(a, lz.types[i], lz.names[i])
+                copies.append((a, d))
+            args[i] = d
+    params = _plan_for(lz.meta, lz.types, lz.names).pack(args, stream)
+    lz.fn.launch(grid, lz.block, params, lz.shared, stream, lz.cluster)
+    h = 0 if stream is None else _cuda.stream_handle(stream)
+    for i in lz.tensor_idx:
+        a = args[i]
+        if type(a) is DeviceArray:
+            a._stream = h
+    if copies:
+        if h:
+            _cuda.Stream(handle=h).synchronize()
+        else:
+            _cuda.synchronize()
+        for host, d in copies:
+            _write_back(host, d)
