@@ -144,7 +144,13 @@ class _Builder:
     # ---------------------------------------------------------------- leaves
     def loc(self, t) -> Loc:
         f, line, col = t.children
-        return Loc(_unquote(str(f)), int(line), int(col))
+        return Loc(self.unquote(f), int(line), int(col))
+
+    def unquote(self, tok) -> str:
+        try:
+            return _unquote(str(tok))
+        except ValueError as e:             # \\U escape beyond U+10FFFF
+            raise self.err(tok, f"bad escape in string: {e}") from None
 
     def attrdict(self, t) -> dict:
         out = {}
@@ -170,7 +176,7 @@ class _Builder:
         if kind == "float":
             return float(s)
         if kind == "string":
-            return _unquote(s)
+            return self.unquote(tok)
         if s == "true":
             return True
         if s == "false":
@@ -202,8 +208,20 @@ def _hint(name: str):
     return None if name[1:].isdigit() else name[1:]
 
 
+_UNESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)', re.S)
+_SIMPLE = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _unescape(m) -> str:
+    e = m.group(1)
+    if len(e) > 1:
+        return chr(int(e[1:], 16))
+    return _SIMPLE.get(e, e)
+
+
 def _unquote(s: str) -> str:
-    return re.sub(r'\\(.)', r'\1', s[1:-1])
+    """The inverse of `ir.printer.quote` (`\\n \\t \\r \\xHH \\uHHHH \\UHHHHHHHH`; any other escaped char is itself)."""
+    return _UNESCAPE.sub(_unescape, s[1:-1])
 
 
 def _split_top(body: str):

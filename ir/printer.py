@@ -20,7 +20,22 @@ import math
 
 from .core import Block, Function, Module, Operation, Value
 from .dtypes import DType
-from .types import quote
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quote(s: str) -> str:
+    """A string literal of the IR: backslash and quote escaped, newline/tab/CR as \\n \\t \\r, any other
+    non-printable character as \\xHH, \\uHHHH or \\UHHHHHHHH; the rest verbatim (UTF-8 text).
+    `ir.parser` undoes exactly this."""
+    out = []
+    for c in s:
+        e = _ESCAPES.get(c)
+        if e is None and not c.isprintable() and c != " ":
+            o = ord(c)
+            e = f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+        out.append(e or c)
+    return '"' + "".join(out) + '"'
 
 
 def format_attr(v) -> str:
@@ -83,7 +98,7 @@ class _Namer:
 def _clean(name):
     if not name:
         return None
-    s = "".join(c if (c.isalnum() or c in "_.") else "_" for c in name)
+    s = "".join(c if ((c.isascii() and c.isalnum()) or c in "_.") else "_" for c in name)
     if s.isdigit() or not s[0].isalpha() and s[0] != "_":
         s = "v" + s
     return s
