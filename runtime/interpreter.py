@@ -328,7 +328,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf_impl(x):
-    return _erf(np.asarray(x, np.float64)).astype(np.float64)
+    return np.asarray(_erf(np.asarray(x, np.float64)), np.float64)   # scalars come back as Python floats
 
 
 def _sigmoid(x):
