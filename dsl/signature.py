@@ -1,0 +1,75 @@
+"""A kernel's parameters, read from its Python signature and annotations.
+
+Each parameter is one of
+* ``tensor``    — `tile.Tensor[dtype, rank]` (dtype and/or rank may come from the launch argument);
+* ``scalar``    — `int` (i32), `float` (f32), `bool` (i1) or a dtype such as `tile.i64`: a runtime scalar;
+* ``constexpr`` — `tile.constexpr`: a compile-time constant the kernel is specialized on;
+* ``infer``     — no annotation: a tensor or a scalar, as the launch argument says.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from ..ir.dtypes import DType, bool_, f32, i32
+from .language import TensorSpec, Tensor, constexpr
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str                       # 'tensor' | 'scalar' | 'constexpr' | 'infer'
+    dtype: DType | None = None      # tensors and scalars (None: from the argument)
+    rank: int | None = None         # tensors (None: from the argument)
+    default: object = _EMPTY
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _EMPTY
+
+    def describe(self) -> str:
+        if self.kind == "tensor":
+            what = f"a tensor of {self.dtype}" if self.dtype else "a tensor"
+            return what + (f" of rank {self.rank}" if self.rank is not None else "")
+        if self.kind == "scalar":
+            return {"i32": "an int", "f32": "a float", "i1": "a bool"}.get(self.dtype.name, f"a {self.dtype} scalar")
+        if self.kind == "constexpr":
+            return "a compile-time constant"
+        return "a tensor or a scalar"
+
+
+def parse_params(fn) -> list[Param]:
+    """The parameters of a kernel function; raises TypeError for a parameter the language cannot take."""
+    try:
+        sig = inspect.signature(fn, eval_str=True)
+    except NameError as e:
+        raise TypeError(f"{fn.__name__}(): cannot evaluate a parameter annotation: {e}") from None
+    out = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"{fn.__name__}(): *args / **kwargs parameters are not supported in kernels ('{p.name}')")
+        out.append(classify(fn.__name__, p.name, p.annotation, p.default))
+    return out
+
+
+def classify(fname: str, name: str, ann, default=_EMPTY) -> Param:
+    if ann is _EMPTY:
+        return Param(name, "infer", default=default)
+    if ann is constexpr or (isinstance(ann, str) and ann in ("constexpr", "tile.constexpr")):
+        return Param(name, "constexpr", default=default)
+    if isinstance(ann, TensorSpec):
+        return Param(name, "tensor", ann.dtype, ann.rank, default)
+    if ann is Tensor:
+        return Param(name, "tensor", default=default)
+    if ann is bool:
+        return Param(name, "scalar", bool_, default=default)
+    if ann is int:
+        return Param(name, "scalar", i32, default=default)
+    if ann is float:
+        return Param(name, "scalar", f32, default=default)
+    if isinstance(ann, DType):
+        return Param(name, "scalar", ann, default=default)
+    raise TypeError(f"{fname}(): parameter '{name}' has annotation {ann!r}; a kernel parameter is "
+                    f"tile.Tensor[dtype], int, float, bool, a dtype (a runtime scalar) or tile.constexpr")

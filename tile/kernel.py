@@ -1,0 +1,434 @@
+"""`@tile.kernel`: the user-facing kernel object — argument binding, specialization, caching, launch.
+
+    k = tile.kernel(fn)
+    k[grid](*args, **constexprs)                 # compile (cached per specialization) and run
+    ck = k.compile(*args, target="cpu", **constexprs)
+    ck.ir, ck.ir_after["canonicalize"], ck.module
+
+A kernel is specialized on (constexpr values, each tensor's dtype and rank, each scalar's kind) and the
+target; compiled kernels are cached in memory per key. Launches run in the NumPy interpreter (the only
+launcher so far; `_launch` is the seam where the GPU launch goes, and TILEC_TARGET=cpu keeps it there).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+
+from .ir.dtypes import DType, bool_, f32, i32
+from .ir.printer import print_module
+from .ir.types import ScalarType, TensorType
+from .dsl.errors import CompileError
+from .dsl.frontend import compile_kernel
+from .dsl.language import TensorSpec, Tensor
+from .dsl.signature import Param, parse_params
+
+__all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
+
+
+def current_target() -> str:
+    """The target launches compile for: $TILEC_TARGET if set, else 'cpu' (the interpreter)."""
+    return os.environ.get("TILEC_TARGET") or "cpu"
+
+
+class CompiledKernel:
+    """One specialization of a kernel, compiled for one target.
+
+    .ir        the IR text right after the front end
+    .module    the IR Module after the target's pass pipeline (.function: its kernel)
+    .ir_after  pass name -> IR text after that pass (empty when no pipeline ran)
+    .passes    the pass names, in order
+    .target    the target name
+    .signature parameter name -> IR type (tensor and scalar parameters); .constexprs name -> value
+    """
+
+    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params):
+        self.name = name
+        self.target = target
+        self.ir = ir
+        self.module = module
+        self.ir_after = ir_after
+        self.signature = signature
+        self.constexprs = constexprs
+        self.params = params
+        self.asm: dict = {}
+
+    @property
+    def passes(self) -> list[str]:
+        return list(self.ir_after)
+
+    @property
+    def function(self):
+        return self.module.get(self.name)
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{k}: {t}" for k, t in self.signature.items())
+        cs = ", ".join(f"{k}={v!r}" for k, v in self.constexprs.items())
+        return f"<CompiledKernel {self.name}({sig}){' [' + cs + ']' if cs else ''} for {self.target}>"
+
+
+class _Bound:
+    """A call's arguments matched to the kernel's parameters."""
+
+    def __init__(self):
+        self.values: dict = {}          # every parameter -> the value given (or its default)
+        self.types: dict = {}           # runtime parameter -> IR type
+        self.constexprs: dict = {}      # constexpr parameter -> value
+        self.key: list = []
+        self.runtime_args: list = []    # one per IR parameter (None when compiling from a signature)
+
+
+def _is_user_error(e) -> bool:
+    """Errors about the user's kernel or arguments: re-raised with a short traceback (no compiler frames)."""
+    if isinstance(e, CompileError):
+        return not e.internal
+    return getattr(e, "_tile_user_error", False)
+
+
+def _user_error(exc):
+    exc._tile_user_error = True
+    return exc
+
+
+class Kernel:
+    """A kernel function. Launch with `kernel[grid](*args, **constexprs)`; inspect with `kernel.compile(...)`."""
+
+    def __init__(self, fn):
+        if not inspect.isfunction(fn):
+            raise TypeError(f"@tile.kernel decorates a function, got {fn!r}")
+        self.fn = fn
+        self.name = fn.__name__
+        self.params: list[Param] = parse_params(fn)
+        self._sig = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                         default=p.default) for p in self.params])
+        self.cache: dict = {}
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<tile.kernel {self.name}>"
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"launch a kernel with a grid: {self.name}[grid](*args); "
+                        f"to compile without running use {self.name}.compile(*args)")
+
+    def __getitem__(self, grid) -> "Launcher":
+        return Launcher(self, grid)
+
+    # ------------------------------------------------------------ binding
+    def bind(self, args, kwargs, signature_ok: bool = False) -> _Bound:
+        try:
+            ba = self._sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise _user_error(TypeError(f"{self.name}(): {e}")) from None
+        ba.apply_defaults()
+        b = _Bound()
+        for p in self.params:
+            v = ba.arguments[p.name]
+            b.values[p.name] = v
+            if p.kind == "constexpr":
+                if isinstance(v, list):
+                    v = tuple(v)
+                b.constexprs[p.name] = v
+                b.key.append(("c", p.name, _const_key(v)))
+                continue
+            t, rt = self._arg_type(p, v, signature_ok)
+            b.types[p.name] = t
+            b.runtime_args.append(rt)
+            b.key.append(("t", p.name, str(t)))
+        return b
+
+    def _err(self, p: Param, got: str, cls=TypeError):
+        return _user_error(cls(f"{self.name}(): argument '{p.name}' expects {p.describe()}, got {got}"))
+
+    def _arg_type(self, p: Param, v, signature_ok):
+        """(IR type, runtime value) of argument v for parameter p."""
+        kind = p.kind
+        spec = _as_spec(v) if signature_ok else None
+        if kind == "infer":
+            if spec is not None:
+                if isinstance(spec, (TensorSpec, TensorType)):
+                    kind = "tensor"
+                else:
+                    p = Param(p.name, "scalar", spec.dtype if isinstance(spec, ScalarType) else spec,
+                              default=p.default)
+                    kind = "scalar"
+            elif _is_array(v):
+                kind = "tensor"
+            elif _is_scalar(v):
+                p = Param(p.name, "scalar", _scalar_dtype(v), default=p.default)
+                kind = "scalar"
+            else:
+                raise self._err(p, _describe_obj(v))
+        if kind == "tensor":
+            if spec is not None:
+                if isinstance(spec, TensorType):
+                    dt, rank = spec.dtype, spec.rank
+                elif isinstance(spec, TensorSpec) and spec.rank is not None and (spec.dtype or p.dtype):
+                    dt, rank = spec.dtype or p.dtype, spec.rank
+                else:
+                    raise self._err(p, f"{spec!r} (a signature needs a dtype and a rank: tile.Tensor[dtype, rank])")
+                rt = None
+            else:
+                if not _is_array(v):
+                    raise self._err(p, _describe_obj(v))
+                dt, rank = _array_dtype(v), _array_rank(v)
+                if dt is None:
+                    raise self._err(p, _describe_obj(v) + " (its dtype has no tilec equivalent)")
+                rt = v
+            if p.dtype is not None and dt != p.dtype:
+                raise self._err(p, _describe_obj(v) if rt is not None else f"a tensor of {dt}")
+            if p.rank is not None and rank != p.rank:
+                raise self._err(p, f"a rank-{rank} " + ("array" if rt is not None else "tensor"), ValueError)
+            if rank < 1:
+                raise self._err(p, "a 0-d array (pass a Python scalar for a scalar parameter)", ValueError)
+            return TensorType(dt, (None,) * rank), rt
+        # scalar
+        dt = p.dtype
+        if spec is not None:
+            sdt = spec.dtype if isinstance(spec, ScalarType) else spec
+            if not isinstance(sdt, DType) or sdt != dt:
+                raise self._err(p, repr(spec))
+            return ScalarType(dt), None
+        return ScalarType(dt), self._scalar_value(p, v)
+
+    def _scalar_value(self, p: Param, v):
+        dt = p.dtype
+        if _is_array(v) and getattr(v, "shape", None) != ():
+            raise self._err(p, _describe_obj(v))
+        if hasattr(v, "item") and getattr(v, "shape", None) == ():
+            v = v.item()
+        if dt.kind == "bool":
+            if isinstance(v, bool):
+                return v
+            raise self._err(p, _describe_obj(v))
+        if dt.is_int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise self._err(p, _describe_obj(v))
+            if not dt.min_value <= v <= dt.max_value:
+                raise _user_error(ValueError(f"{self.name}(): argument '{p.name}' = {v} does not fit {dt} "
+                                             f"(range {dt.min_value}..{dt.max_value})"))
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self._err(p, _describe_obj(v))
+        return float(v)
+
+    # ------------------------------------------------------------ compile
+    def compile(self, *args, target: str | None = None, **kwargs) -> CompiledKernel:
+        """Compile for `target` (default: the current one). Arguments are launch arguments or a signature:
+        tile.Tensor[dtype, rank] (or a TensorType) for tensors, int/float/bool/a dtype for scalars."""
+        __tracebackhide__ = True
+        try:
+            b = self.bind(args, kwargs, signature_ok=True)
+            return self._compile(b, target or current_target())
+        except Exception as e:
+            if _is_user_error(e):
+                raise e.with_traceback(None) from None
+            raise
+
+    def _compile(self, b: _Bound, target: str) -> CompiledKernel:
+        key = (target, tuple(b.key))
+        ck = self.cache.get(key)
+        if ck is not None:
+            return ck
+        for p in self.params:
+            if p.kind == "constexpr" and not _is_const_ok(b.constexprs[p.name]):
+                raise _user_error(TypeError(f"{self.name}(): constexpr '{p.name}' must be a compile-time value "
+                                            f"(a number, bool, string, dtype, None or a tuple of them), got "
+                                            f"{_describe_obj(b.constexprs[p.name])}"))
+        module = compile_kernel(self.fn, self.params, b.types, b.constexprs, self.name)
+        ir = print_module(module)
+        module, ir_after = _run_passes(module, target, self.name)
+        ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
+        self.cache[key] = ck
+        return ck
+
+    # ------------------------------------------------------------ launch
+    def run(self, grid, *args, **kwargs):
+        __tracebackhide__ = True
+        try:
+            b = self.bind(args, kwargs)
+            ck = self._compile(b, current_target())
+            g = _grid(self.name, grid, b.values)
+            if 0 not in g:
+                _launch(ck, g, b.runtime_args)
+        except Exception as e:
+            if _is_user_error(e):
+                raise e.with_traceback(None) from None
+            raise
+        return ck
+
+
+class Launcher:
+    """`kernel[grid]`: call it with the kernel's arguments."""
+
+    def __init__(self, kernel: Kernel, grid):
+        self.kernel = kernel
+        self.grid = grid
+
+    def __call__(self, *args, **kwargs):
+        __tracebackhide__ = True
+        try:
+            return self.kernel.run(self.grid, *args, **kwargs)
+        except Exception as e:
+            if _is_user_error(e):
+                raise e.with_traceback(None) from None
+            raise
+
+
+def kernel(fn=None):
+    """Decorator: make a Python function a tile kernel (`@tile.kernel`)."""
+    if fn is None:
+        return kernel
+    return Kernel(fn)
+
+
+# ---------------------------------------------------------------- passes and launch
+def _run_passes(module, target: str, name: str):
+    """Run the target's pass pipeline if the pass manager is there (it honors TILEC_DUMP_IR)."""
+    try:
+        from .passes.manager import run_pipeline
+    except ImportError:
+        return module, {}
+    return run_pipeline(module, target, name=name)
+
+
+def _launch(compiled: CompiledKernel, grid: tuple, args: list):
+    """Run a compiled kernel on the grid. The CPU interpreter for now; the GPU launch plugs in here."""
+    if compiled.target != "cpu":
+        raise NotImplementedError(f"launching on target {compiled.target!r} is not available yet; "
+                                  f"set TILEC_TARGET=cpu to run in the interpreter")
+    for (pname, t), v in zip(compiled.signature.items(), args):
+        if isinstance(t, TensorType) and not _is_host_array(v):
+            raise _user_error(TypeError(f"{compiled.name}(): argument '{pname}' is {_describe_obj(v)}: the "
+                                        f"interpreter (target cpu) needs a NumPy array or a tile.Array"))
+    from .runtime import interpreter
+    interpreter.run(compiled.function, grid, args)
+
+
+def _grid(name: str, grid, meta: dict) -> tuple:
+    g = grid(dict(meta)) if callable(grid) else grid
+    if hasattr(g, "__index__"):
+        g = (g,)
+    if not isinstance(g, (tuple, list)) or not 1 <= len(g) <= 3:
+        raise _user_error(TypeError(f"{name}[grid]: the grid must be a tuple of 1 to 3 ints "
+                                    f"(or a function of the arguments returning one), got {g!r}"))
+    out = []
+    for d in g:
+        if isinstance(d, bool) or not hasattr(d, "__index__"):
+            raise _user_error(TypeError(f"{name}[grid]: grid sizes must be ints, got {d!r}"))
+        d = d.__index__()
+        if d < 0:
+            raise _user_error(ValueError(f"{name}[grid]: grid sizes must be >= 0, got {d}"))
+        out.append(d)
+    return tuple(out) + (1,) * (3 - len(out))
+
+
+# ---------------------------------------------------------------- argument inspection
+def _arrays():
+    try:
+        from .runtime import arrays
+        return arrays
+    except ImportError:
+        return None
+
+
+def _is_array(v) -> bool:
+    """A tensor argument: a NumPy array, a tile.Array, or a GPU array (CUDA array interface / DLPack)."""
+    if _is_host_array(v):
+        return True
+    if type(v).__module__ == "numpy" or isinstance(v, type):
+        return False
+    return hasattr(v, "__cuda_array_interface__") or hasattr(v, "__dlpack__")
+
+
+def _is_host_array(v) -> bool:
+    arrays = _arrays()
+    return (arrays is not None and isinstance(v, arrays.Array)) or \
+        (type(v).__module__ == "numpy" and type(v).__name__ == "ndarray")
+
+
+def _is_scalar(v) -> bool:
+    if isinstance(v, (bool, int, float)):
+        return True
+    return type(v).__module__ == "numpy" and getattr(v, "shape", None) == () and hasattr(v, "item")
+
+
+def _scalar_dtype(v) -> DType:
+    if hasattr(v, "item") and not isinstance(v, (bool, int, float)):
+        v = v.item()
+    if isinstance(v, bool):
+        return bool_
+    return i32 if isinstance(v, int) else f32
+
+
+def _array_dtype(v) -> DType | None:
+    arrays = _arrays()
+    if arrays is not None:
+        try:
+            return arrays.dtype_of(v)
+        except TypeError:
+            return None
+    from .ir.dtypes import dtype
+    try:
+        return dtype(v.dtype.name)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _array_rank(v) -> int:
+    if hasattr(v, "ndim"):
+        return int(v.ndim)
+    if hasattr(v, "__cuda_array_interface__"):
+        return len(v.__cuda_array_interface__["shape"])
+    return len(v.shape)
+
+
+def _describe_obj(v) -> str:
+    arrays = _arrays()
+    if arrays is not None and isinstance(v, arrays.Array):
+        return f"a tile.Array of {v.dtype} with shape {tuple(v.shape)}"
+    if type(v).__module__ == "numpy" and type(v).__name__ == "ndarray":
+        return f"numpy {v.dtype} array of shape {v.shape}"
+    if type(v).__module__ == "numpy" and hasattr(v, "dtype"):
+        return f"numpy {v.dtype} scalar {v!r}"
+    if isinstance(v, (bool, int, float)):
+        return f"{type(v).__name__} {v!r}"
+    if v is None:
+        return "None"
+    return f"{type(v).__module__}.{type(v).__qualname__}" if type(v).__module__ != "builtins" else type(v).__name__
+
+
+def _as_spec(v):
+    """A signature entry given to compile() instead of an argument, or None."""
+    if isinstance(v, (TensorSpec, TensorType, ScalarType, DType)):
+        return v
+    if v is Tensor:
+        return TensorSpec()
+    if v is int:
+        return i32
+    if v is float:
+        return f32
+    if v is bool:
+        return bool_
+    return None
+
+
+def _is_const_ok(v) -> bool:
+    if isinstance(v, tuple):
+        return all(_is_const_ok(x) for x in v)
+    if _is_array(v) and not _is_scalar(v):
+        return False
+    return True
+
+
+def _const_key(v):
+    """A hashable key telling constexpr values apart (1, 1.0 and True are different specializations)."""
+    if isinstance(v, tuple):
+        return ("tuple", tuple(_const_key(x) for x in v))
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        v = v.item()
+    try:
+        hash(v)
+        return (type(v).__qualname__, v)
+    except TypeError:
+        return (type(v).__qualname__, id(v))
