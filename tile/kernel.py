@@ -26,9 +26,27 @@ from .dsl.signature import Param, parse_params
 __all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
 
 
+_GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
+
+
+def gpu_arch() -> str | None:
+    """The arch of the NVIDIA GPU in use ('sm_90a', 'sm_80', ...), or None when there is none."""
+    if not _GPU_ARCH:
+        arch = None
+        try:
+            from .runtime import cuda
+            if cuda.available():
+                arch = cuda.device().arch
+        except Exception:                       # noqa: BLE001 - no driver, no bindings: no GPU
+            arch = None
+        _GPU_ARCH.append(arch)
+    return _GPU_ARCH[0]
+
+
 def current_target() -> str:
-    """The target launches compile for: $TILEC_TARGET if set, else 'cpu' (the interpreter)."""
-    return os.environ.get("TILEC_TARGET") or "cpu"
+    """The target launches compile for: $TILEC_TARGET if set, else the GPU's arch if there is an NVIDIA
+    GPU, else 'cpu' (the NumPy interpreter)."""
+    return os.environ.get("TILEC_TARGET") or gpu_arch() or "cpu"
 
 
 class CompiledKernel:
@@ -52,6 +70,17 @@ class CompiledKernel:
         self.constexprs = constexprs
         self.params = params
         self.asm: dict = {}
+        self.binary = None      # GPU targets: the cache entry with .ptx, .cubin, .meta
+
+    @property
+    def ptx(self) -> str | None:
+        """The PTX (NVIDIA targets), else None."""
+        return self.binary.ptx if self.binary is not None else None
+
+    @property
+    def meta(self):
+        """codegen.abi.KernelMeta (threads, shared memory, parameters) for GPU targets, else None."""
+        return self.binary.meta if self.binary is not None else None
 
     @property
     def passes(self) -> list[str]:
@@ -239,6 +268,9 @@ class Kernel:
         ir = print_module(module)
         module, ir_after = _run_passes(module, target, self.name)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
+        if target != "cpu":
+            ck.binary = _build_binary(module, ir, target)
+            ck.asm["ptx"] = ck.binary.ptx
         self.cache[key] = ck
         return ck
 
@@ -292,11 +324,35 @@ def _run_passes(module, target: str, name: str):
     return run_pipeline(module, target, name=name)
 
 
+def _build_binary(module, frontend_ir: str, target: str):
+    """PTX (and cubin) for a GPU target, through the on-disk kernel cache keyed on the front end's IR,
+    the target and the compiler's version (runtime/cache.py)."""
+    from .codegen import compile as codegen_compile
+    from .runtime.cache import default_cache
+    return default_cache().get_or_build((frontend_ir, target, {}),
+                                        lambda: codegen_compile(module, target, run_passes=False))
+
+
+_WARNED: set = set()
+
+
 def _launch(compiled: CompiledKernel, grid: tuple, args: list):
-    """Run a compiled kernel on the grid. The CPU interpreter for now; the GPU launch plugs in here."""
+    """Run a compiled kernel on the grid: on the GPU for GPU targets (falling back to the interpreter,
+    with a one-line notice, where there is no GPU), in the NumPy interpreter for 'cpu'."""
     if compiled.target != "cpu":
-        raise NotImplementedError(f"launching on target {compiled.target!r} is not available yet; "
-                                  f"set TILEC_TARGET=cpu to run in the interpreter")
+        if gpu_arch() is not None:
+            from .runtime.launch import launch
+            launch(compiled.binary, grid, args, param_types=list(compiled.signature.values()),
+                   names=list(compiled.signature))
+            return
+        if compiled.target not in _WARNED:
+            _WARNED.add(compiled.target)
+            import sys
+            print(f"tilec: no NVIDIA GPU/driver found: running {compiled.name} for {compiled.target} in the "
+                  f"CPU interpreter", file=sys.stderr)
+        from .ir.parser import parse_module
+        compiled = CompiledKernel(compiled.name, "cpu", compiled.ir, parse_module(compiled.ir), {},
+                                  compiled.signature, compiled.constexprs, compiled.params)
     for (pname, t), v in zip(compiled.signature.items(), args):
         if isinstance(t, TensorType) and not _is_host_array(v):
             raise _user_error(TypeError(f"{compiled.name}(): argument '{pname}' is {_describe_obj(v)}: the "
