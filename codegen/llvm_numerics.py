@@ -1,0 +1,604 @@
+"""Element arithmetic in LLVM IR, target-independent: the `cast` conversions (bit-exact, as
+`ir/numerics.py` defines them), integer wrap-around for sub-byte types, and float math.
+
+Semantics follow the interpreter (`runtime/interpreter.py`), which is the reference:
+* floats narrower than f32 (f16, bf16, fp8, fp6, fp4, ...) are computed in f32 and rounded to their
+  type after every op; f32 in f32; f64 in f64;
+* integers wrap to their width; x / 0 = -1 and x % 0 = x; shifts by an amount outside [0, bits)
+  give 0 (shl, unsigned shr) or the sign fill (signed shr); max/min ignore a NaN operand (maxNum);
+* casts: floats round to nearest even (one rounding from the exact input: an f64 input goes to a
+  small float through f32 rounded *to odd*, which keeps the final rounding correct); float -> int
+  rounds half to even and saturates, NaN -> 0; int -> narrower int saturates; x -> bool is x != 0
+  (NaN -> 1).
+
+Transcendentals (exp, log, sin, tanh, erf, ...) are computed in f32 (also for f64 operands) from
+the target's fast `exp2` plus range reduction and polynomials written here; they are accurate to a
+few ulp, not bit-exact with NumPy (no GPU math library is).
+"""
+from __future__ import annotations
+
+import math
+
+import llvmlite.ir as ir
+
+from tile.ir.dtypes import DType, f32 as F32, i32 as I32
+
+from .errors import CompileError
+from .llvm_util import (Decls, bf16, f16, f32, f64, i1, i8, i16, i32, i64, is_native_float, is_small_float,
+                        reg_type)
+
+
+def _fc(x: float) -> ir.Constant:
+    return ir.Constant(f32, float(x))
+
+
+def _ic(t, v) -> ir.Constant:
+    return ir.Constant(t, int(v))
+
+
+class Numerics:
+    """Per-module element arithmetic. `math` is the target's provider of `exp2_approx(b, x)` on f32
+    (NVPTX: ex2.approx.f32; AMD: v_exp_f32)."""
+
+    def __init__(self, decls: Decls, math_provider):
+        self.d = decls
+        self.tm = math_provider
+
+    # ------------------------------------------------------------------ small helpers
+    def intr(self, b, name, ret, vals):
+        return self.d.call(b, name, ret, [v.type for v in vals], vals)
+
+    def fintr(self, b, base, x):
+        """llvm.<base>.<f32|f64>(x)."""
+        sfx = "f64" if x.type == f64 else ("f32" if x.type == f32 else ("f16" if x.type == f16 else "bf16"))
+        return self.d.call(b, f"llvm.{base}.{sfx}", x.type, [x.type], [x])
+
+    def fintr2(self, b, base, x, y):
+        sfx = "f64" if x.type == f64 else "f32"
+        return self.d.call(b, f"llvm.{base}.{sfx}", x.type, [x.type, x.type], [x, y])
+
+    def work_type(self, dt: DType):
+        return f64 if dt.name == "f64" else f32
+
+    # ------------------------------------------------------------------ ints
+    def norm_int(self, b, v, dt: DType):
+        """Wrap a sub-byte integer held in an i8 to its width (sign- or zero-extended)."""
+        if dt.kind == "bool" or dt.bits >= 8 or not dt.is_int:
+            return v
+        sh = 8 - dt.bits
+        if dt.kind == "int":
+            return b.ashr(b.shl(v, _ic(i8, sh)), _ic(i8, sh))
+        return b.and_(v, _ic(i8, (1 << dt.bits) - 1))
+
+    def int_const(self, dt: DType, value: int):
+        t = reg_type(dt)
+        if dt.kind == "bool":
+            return ir.Constant(i1, 1 if value else 0)
+        return ir.Constant(t, int(value) & ((1 << t.width) - 1))
+
+    # ------------------------------------------------------------------ float <-> working float
+    def to_work(self, b, v, dt: DType):
+        """A float value as f32 (f64 for f64)."""
+        if dt.name in ("f32", "f64"):
+            return v
+        if dt.name in ("f16", "bf16"):
+            return b.fpext(v, f32)
+        if is_small_float(dt):
+            return self.decode_small(b, v, dt)
+        raise CompileError(f"internal: to_work on {dt}")
+
+    def from_work(self, b, x, dt: DType):
+        """Round an f32 (or f64) working value to `dt` (once)."""
+        if dt.name == "f32":
+            return b.fptrunc(x, f32) if x.type == f64 else x
+        if dt.name == "f64":
+            return b.fpext(x, f64) if x.type == f32 else x
+        if x.type == f64:
+            x = self.f64_to_f32_odd(b, x)
+        if dt.name in ("f16", "bf16"):
+            t = f16 if dt.name == "f16" else bf16
+            r = b.fptrunc(x, t)
+            # canonical quiet NaN with the input's sign (what ir/numerics.py gives)
+            isnan = b.fcmp_unordered("uno", x, x)
+            sign = b.and_(b.lshr(b.bitcast(x, i32), _ic(i32, 16)), _ic(i32, 0x8000))
+            qn = 0x7E00 if dt.name == "f16" else 0x7FC0
+            nanbits = b.trunc(b.or_(sign, _ic(i32, qn)), i16)
+            return b.select(isnan, b.bitcast(nanbits, t), r)
+        return self.encode_small(b, x, dt)
+
+    def f64_to_f32_odd(self, b, x):
+        """f64 -> f32 rounded to odd (truncate, then set the lowest bit if anything was dropped).
+        Values beyond f32's normal range keep a magnitude that rounds the same way in any type
+        narrower than f32."""
+        u = b.bitcast(x, i64)
+        sign = b.trunc(b.lshr(u, _ic(i64, 63)), i32)
+        e = b.trunc(b.and_(b.lshr(u, _ic(i64, 52)), _ic(i64, 0x7FF)), i32)
+        m = b.and_(u, _ic(i64, (1 << 52) - 1))
+        top = b.trunc(b.lshr(m, _ic(i64, 29)), i32)
+        sticky = b.zext(b.icmp_unsigned("!=", b.and_(m, _ic(i64, (1 << 29) - 1)), _ic(i64, 0)), i32)
+        e32 = b.sub(e, _ic(i32, 1023 - 127))
+        normal = b.or_(b.or_(b.shl(e32, _ic(i32, 23)), top), sticky)
+        big = b.icmp_signed(">", e32, _ic(i32, 254))
+        small = b.icmp_signed("<", e32, _ic(i32, 1))
+        iszero = b.and_(b.icmp_unsigned("==", e, _ic(i32, 0)), b.icmp_unsigned("==", m, _ic(i64, 0)))
+        special = b.icmp_unsigned("==", e, _ic(i32, 0x7FF))
+        # beyond f32: 2^127-ish stays huge (overflows any narrower type); tiny: smallest normal odd
+        r = b.select(big, _ic(i32, 0x7F000001), normal)
+        r = b.select(small, _ic(i32, 0x00000001), r)
+        r = b.select(iszero, _ic(i32, 0), r)
+        nan_or_inf = b.select(b.icmp_unsigned("==", m, _ic(i64, 0)), _ic(i32, 0x7F800000), _ic(i32, 0x7FC00000))
+        r = b.select(special, nan_or_inf, r)
+        r = b.or_(r, b.shl(sign, _ic(i32, 31)))
+        return b.bitcast(r, f32)
+
+    # ------------------------------------------------------------------ small floats
+    def _small_layout(self, dt: DType):
+        E, M = dt.exp, dt.man
+        if dt.is_ieee_like:
+            inf = ((1 << E) - 1) << M
+            return inf - 1, inf, inf | (1 << (M - 1)) if M >= 1 else inf
+        if dt.name == "f8e4m3fn":
+            return 0x7E, 0x7F, 0x7F
+        return (1 << (dt.bits - 1)) - 1, None, None
+
+    def encode_small(self, b, x, dt: DType):
+        """f32 -> code of a small float (i8), rounding to nearest even with the type's overflow and
+        NaN rules (ir/numerics.py `_encode_float`, in i32 arithmetic)."""
+        if x.type == f64:
+            x = self.f64_to_f32_odd(b, x)
+        E, M, bits = dt.exp, dt.man, dt.bits
+        emin = 1 - dt.bias
+        max_mag, over_code, nan_code = self._small_layout(dt)
+        C = lambda v: _ic(i32, v)
+        u = b.bitcast(x, i32)
+        neg = b.lshr(u, C(31))
+        e = b.and_(b.lshr(u, C(23)), C(0xFF))
+        m = b.and_(u, C(0x7FFFFF))
+        e_is_max = b.icmp_unsigned("==", e, C(255))
+        m_zero = b.icmp_unsigned("==", m, C(0))
+        isnan = b.and_(e_is_max, b.not_(m_zero))
+        isinf = b.and_(e_is_max, m_zero)
+        sig = b.select(b.icmp_unsigned(">", e, C(0)), b.or_(m, C(0x800000)), m)
+        exp2 = b.sub(self.smax(b, e, C(1)), C(150))
+        clz = self.d.call(b, "llvm.ctlz.i32", i32, [i32, i1], [sig, ir.Constant(i1, 0)])
+        ue = b.add(b.sub(C(31), clz), exp2)            # bitlen - 1 + exp2
+        et = self.smax(b, ue, C(emin))
+        shift = b.sub(b.sub(et, C(M)), exp2)
+        sh = self.smin(b, self.smax(b, shift, C(1)), C(31))
+        q = b.lshr(sig, sh)
+        rem = b.and_(sig, b.sub(b.shl(C(1), sh), C(1)))
+        half = b.shl(C(1), b.sub(sh, C(1)))
+        base = b.shl(b.sub(et, C(emin)), C(M))
+        odd = b.icmp_unsigned("!=", b.and_(b.add(base, q), C(1)), C(0))
+        up = b.or_(b.icmp_unsigned(">", rem, half), b.and_(b.icmp_unsigned("==", rem, half), odd))
+        r = b.add(q, b.zext(up, i32))
+        mag = b.add(base, r)
+        mag = b.select(b.icmp_unsigned("==", sig, C(0)), C(0), mag)
+        over = b.or_(b.icmp_unsigned(">", mag, C(max_mag)), isinf)
+        mag = b.select(over, C(max_mag if over_code is None else over_code), mag)
+        sign = b.shl(neg, C(bits - 1))
+        if nan_code is None:
+            mag = b.select(isnan, C(0), mag)
+            sign = b.select(isnan, b.shl(b.xor(neg, C(1)), C(bits - 1)), sign)
+        else:
+            mag = b.select(isnan, C(nan_code), mag)
+        return b.trunc(b.or_(sign, mag), i8)
+
+    def decode_small(self, b, c8, dt: DType):
+        """code (i8) of a small float -> f32 (exact)."""
+        E, M, bits = dt.exp, dt.man, dt.bits
+        emin = 1 - dt.bias
+        C = lambda v: _ic(i32, v)
+        c = b.and_(b.zext(c8, i32), C((1 << bits) - 1))
+        neg = b.and_(b.lshr(c, C(bits - 1)), C(1))
+        e = b.and_(b.lshr(c, C(M)), C((1 << E) - 1))
+        m = b.and_(c, C((1 << M) - 1))
+        normal = b.or_(b.shl(b.add(e, C(127 - dt.bias)), C(23)), b.shl(m, C(23 - M)))
+        subf = b.fmul(b.uitofp(m, f32), _fc(2.0 ** (emin - M)))
+        v = b.select(b.icmp_unsigned("==", e, C(0)), b.bitcast(subf, i32), normal)
+        if dt.is_ieee_like:
+            top = b.icmp_unsigned("==", e, C((1 << E) - 1))
+            special = b.select(b.icmp_unsigned("==", m, C(0)), C(0x7F800000), C(0x7FC00000))
+            v = b.select(top, special, v)
+        elif dt.name == "f8e4m3fn":
+            isn = b.and_(b.icmp_unsigned("==", e, C(15)), b.icmp_unsigned("==", m, C(7)))
+            v = b.select(isn, C(0x7FC00000), v)
+        v = b.or_(v, b.shl(neg, C(31)))
+        return b.bitcast(v, f32)
+
+    # ------------------------------------------------------------------ min/max helpers
+    def smax(self, b, x, y):
+        return b.select(b.icmp_signed(">", x, y), x, y)
+
+    def smin(self, b, x, y):
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    # ------------------------------------------------------------------ casts
+    def int_range(self, dt: DType):
+        if dt.kind == "bool":
+            return 0, 1
+        return int(dt.min_value), int(dt.max_value)
+
+    def convert(self, b, v, src: DType, dst: DType):
+        """The `cast` op on one value (see the module docstring)."""
+        if src == dst:
+            return v
+        if dst.kind == "bool":
+            if src.is_float:
+                x = self.to_work(b, v, src)
+                return b.fcmp_unordered("une", x, ir.Constant(x.type, 0.0))
+            return b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+        if src.kind == "bool":
+            v = b.zext(v, i32)
+            src = I32
+        if src.is_int and dst.is_int:
+            return self._int_to_int(b, v, src, dst)
+        if src.is_float and dst.is_float:
+            if is_small_float(src):
+                x = self.decode_small(b, v, src)
+                return self.from_work(b, x, dst)
+            x = v if src.name in ("f32", "f64") else b.fpext(v, f32)
+            return self.from_work(b, x, dst)
+        if src.is_float:                               # float -> int
+            x = self.to_work(b, v, src)
+            x = self.fintr(b, "roundeven", x)
+            wide = i64 if dst.bits == 64 else i32
+            if dst.kind == "uint":
+                n = self.d.call(b, f"llvm.fptoui.sat.{'i64' if wide == i64 else 'i32'}.{'f64' if x.type == f64 else 'f32'}",
+                                wide, [x.type], [x])
+                if dst.bits < 32:
+                    n = b.select(b.icmp_unsigned(">", n, ir.Constant(wide, dst.max_value)),
+                                 ir.Constant(wide, dst.max_value), n)
+            else:
+                n = self.d.call(b, f"llvm.fptosi.sat.{'i64' if wide == i64 else 'i32'}.{'f64' if x.type == f64 else 'f32'}",
+                                wide, [x.type], [x])
+                if dst.bits < 32:
+                    n = self.smin(b, self.smax(b, n, ir.Constant(wide, dst.min_value)), ir.Constant(wide, dst.max_value))
+            t = reg_type(dst)
+            return b.trunc(n, t) if t.width < wide.width else n
+        # int -> float
+        signed = src.kind == "int"
+        if is_native_float(dst) and dst.name in ("f32", "f64", "f16"):
+            return b.sitofp(v, reg_type(dst)) if signed else b.uitofp(v, reg_type(dst))
+        # bf16 and small floats: through f64 (exact for every int up to 2^53) rounded to odd f32
+        wide = b.sitofp(v, f64) if signed else b.uitofp(v, f64)
+        return self.from_work(b, wide, dst)
+
+    def _int_to_int(self, b, v, src: DType, dst: DType):
+        st, dt_ = reg_type(src), reg_type(dst)
+        lo_s, hi_s = self.int_range(src)
+        lo_d, hi_d = self.int_range(dst)
+        signed = src.kind == "int"
+        w = max(st.width, dt_.width, 32)
+        W = ir.IntType(w)
+        x = (b.sext(v, W) if signed else b.zext(v, W)) if st.width < w else v
+        if lo_d > lo_s:          # clamp below (only signed sources go below 0)
+            if signed:
+                x = self.smax(b, x, ir.Constant(W, lo_d))
+        if hi_d < hi_s:
+            if signed:
+                x = self.smin(b, x, ir.Constant(W, hi_d))
+            else:
+                x = b.select(b.icmp_unsigned(">", x, ir.Constant(W, hi_d)), ir.Constant(W, hi_d), x)
+        if dt_.width < w:
+            x = b.trunc(x, dt_)
+        return x
+
+    # ------------------------------------------------------------------ elementwise
+    def binary(self, b, name: str, x, y, dt: DType):
+        if dt.is_float:
+            if name in ("max", "min"):
+                if dt.name in ("f32", "f64"):
+                    return self.fintr2(b, "maxnum" if name == "max" else "minnum", x, y)
+                # exact in the narrow type: compare decoded values, keep the original codes
+                xa, ya = self.to_work(b, x, dt), self.to_work(b, y, dt)
+                r = self.fintr2(b, "maxnum" if name == "max" else "minnum", xa, ya)
+                return self.from_work(b, r, dt)
+            xa, ya = self.to_work(b, x, dt), self.to_work(b, y, dt)
+            r = self.float_binary(b, name, xa, ya)
+            return self.from_work(b, r, dt)
+        return self.int_binary(b, name, x, y, dt)
+
+    def float_binary(self, b, name, x, y):
+        if name == "add":
+            return b.fadd(x, y)
+        if name == "sub":
+            return b.fsub(x, y)
+        if name == "mul":
+            return b.fmul(x, y)
+        if name == "div":
+            return b.fdiv(x, y)
+        if name == "rem":
+            return b.frem(x, y)
+        if name == "max":
+            return self.fintr2(b, "maxnum", x, y)
+        if name == "min":
+            return self.fintr2(b, "minnum", x, y)
+        if name == "pow":
+            return self.pow(b, x, y)
+        if name == "atan2":
+            return self.atan2(b, x, y)
+        raise CompileError(f"float op '{name}' is not supported")
+
+    def int_binary(self, b, name, x, y, dt: DType):
+        t = x.type
+        signed = dt.kind == "int"
+        Z, ONE, M1 = ir.Constant(t, 0), ir.Constant(t, 1), ir.Constant(t, -1 & ((1 << t.width) - 1))
+        if name == "add":
+            r = b.add(x, y)
+        elif name == "sub":
+            r = b.sub(x, y)
+        elif name == "mul":
+            r = b.mul(x, y)
+        elif name in ("div", "rem"):
+            if dt.kind == "bool":
+                # i1: x / 1 = x, x / 0 = -1 -> 1 (mod 2); x % 1 = 0, x % 0 = x
+                return b.select(y, x, ir.Constant(i1, 1)) if name == "div" else b.select(y, ir.Constant(i1, 0), x)
+            zero = b.icmp_unsigned("==", y, Z)
+            if signed:
+                minus1 = b.icmp_signed("==", y, M1)
+                safe = b.select(b.or_(zero, minus1), ONE, y)
+                if name == "div":
+                    q = b.sdiv(x, safe)
+                    q = b.select(minus1, b.sub(Z, x), q)
+                    r = b.select(zero, M1, q)
+                else:
+                    q = b.srem(x, safe)
+                    q = b.select(minus1, Z, q)
+                    r = b.select(zero, x, q)
+            else:
+                safe = b.select(zero, ONE, y)
+                if name == "div":
+                    r = b.select(zero, M1, b.udiv(x, safe))
+                else:
+                    r = b.select(zero, x, b.urem(x, safe))
+        elif name == "max":
+            c = b.icmp_signed(">", x, y) if signed else b.icmp_unsigned(">", x, y)
+            return b.select(c, x, y)
+        elif name == "min":
+            c = b.icmp_signed("<", x, y) if signed else b.icmp_unsigned("<", x, y)
+            return b.select(c, x, y)
+        elif name == "and":
+            return b.and_(x, y)
+        elif name == "or":
+            return b.or_(x, y)
+        elif name == "xor":
+            return b.xor(x, y)
+        elif name in ("shl", "shr"):
+            bits = dt.bits
+            if dt.kind == "bool":
+                # shift of a 1-bit value by 0 keeps it, by anything else gives 0
+                return b.select(b.icmp_unsigned("==", y, Z), x, Z)
+            big = b.icmp_unsigned(">=", y, ir.Constant(t, bits))
+            amt = b.select(big, Z, y)
+            if name == "shl":
+                r = b.select(big, Z, b.shl(x, amt))
+            elif signed:
+                r = b.ashr(x, b.select(big, ir.Constant(t, bits - 1), y))
+            else:
+                r = b.select(big, Z, b.lshr(x, amt))
+        else:
+            raise CompileError(f"integer op '{name}' is not supported")
+        return self.norm_int(b, r, dt)
+
+    def unary(self, b, name: str, x, dt: DType):
+        if dt.is_float:
+            if name == "neg":
+                if dt.name in ("f32", "f64", "f16", "bf16"):
+                    return b.fneg(x)
+                return b.xor(x, _ic(i8, 1 << (dt.bits - 1)))           # flip the sign bit of the code
+            if name == "abs":
+                if dt.name in ("f32", "f64", "f16", "bf16"):
+                    return self.fintr(b, "fabs", x)
+                return b.and_(x, _ic(i8, (1 << (dt.bits - 1)) - 1))
+            w = self.to_work(b, x, dt)
+            r = self.float_unary(b, name, w)
+            return self.from_work(b, r, dt)
+        t = x.type
+        if name == "neg":
+            return self.norm_int(b, b.sub(ir.Constant(t, 0), x), dt)
+        if name == "abs":
+            if dt.kind != "int":
+                return x
+            return self.norm_int(b, b.select(b.icmp_signed("<", x, ir.Constant(t, 0)), b.sub(ir.Constant(t, 0), x), x), dt)
+        if name == "not":
+            return self.norm_int(b, b.not_(x), dt)
+        raise CompileError(f"op '{name}' needs float operands, got {dt}")
+
+    def cmp(self, b, pred: str, x, y, dt: DType):
+        if dt.is_float:
+            if is_small_float(dt):
+                x, y = self.to_work(b, x, dt), self.to_work(b, y, dt)
+            ops = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+            if pred == "ne":
+                return b.fcmp_unordered("!=", x, y)
+            return b.fcmp_ordered(ops[pred], x, y)
+        ops = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+        if dt.kind == "int":
+            return b.icmp_signed(ops[pred], x, y)
+        return b.icmp_unsigned(ops[pred], x, y)
+
+    # ------------------------------------------------------------------ float math (f32 working values)
+    def _as32(self, b, x):
+        return (b.fptrunc(x, f32), True) if x.type == f64 else (x, False)
+
+    def _back(self, b, r, was64):
+        return b.fpext(r, f64) if was64 else r
+
+    def float_unary(self, b, name, x):
+        if name in ("floor", "ceil"):
+            return self.fintr(b, name, x)
+        if name == "round":
+            return self.fintr(b, "roundeven", x)
+        if name == "sqrt":
+            return self.fintr(b, "sqrt", x)
+        if name == "rsqrt":
+            return b.fdiv(ir.Constant(x.type, 1.0), self.fintr(b, "sqrt", x))
+        x32, w = self._as32(b, x)
+        f = {"exp": self.exp, "exp2": self.exp2, "log": self.log, "log2": self.log2, "sin": self.sin,
+             "cos": self.cos, "tanh": self.tanh, "erf": self.erf, "sigmoid": self.sigmoid}.get(name)
+        if f is None:
+            raise CompileError(f"float op '{name}' is not supported")
+        return self._back(b, f(b, x32), w)
+
+    def poly(self, b, x, coeffs):
+        """c0 + c1 x + c2 x^2 + ... by Horner with fma."""
+        acc = _fc(coeffs[-1])
+        for c in reversed(coeffs[:-1]):
+            acc = self.fma(b, acc, x, _fc(c))
+        return acc
+
+    def fma(self, b, a, x, c):
+        return self.d.call(b, "llvm.fma.f32", f32, [f32, f32, f32], [a, x, c])
+
+    def exp2(self, b, x):
+        return self.tm.exp2_approx(b, x)
+
+    def exp(self, b, x):
+        # x*log2(e) split in hi + lo so that large |x| keeps its accuracy: 2^hi * (1 + lo*ln2)
+        L = 1.4426950408889634
+        hi = b.fmul(x, _fc(L))
+        lo = self.fma(b, x, _fc(L), b.fneg(hi))                     # exact rounding error of x*L
+        lo = self.fma(b, x, _fc(L - _f32(L)), lo)
+        r = self.tm.exp2_approx(b, hi)
+        return self.fma(b, r, b.fmul(lo, _fc(math.log(2.0))), r)
+
+    def log(self, b, x):
+        return self._log(b, x, natural=True)
+
+    def log2(self, b, x):
+        return self._log(b, x, natural=False)
+
+    def _log(self, b, x, natural: bool):
+        """x = 2^e * m, m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh((m-1)/(m+1)) by its series."""
+        C = lambda v: _ic(i32, v)
+        sub = b.fcmp_ordered("<", x, _fc(1.17549435e-38))
+        xs = b.select(sub, b.fmul(x, _fc(2.0 ** 23)), x)
+        eadj = b.select(sub, C(-23), C(0))
+        u = b.bitcast(xs, i32)
+        # bias so that the mantissa lands in [sqrt(1/2), sqrt(2))
+        u2 = b.sub(u, C(0x3F3504F3))
+        e = b.add(b.ashr(u2, C(23)), eadj)
+        mbits = b.add(b.and_(u2, C(0x7FFFFF)), C(0x3F3504F3))
+        m = b.bitcast(mbits, f32)
+        s = b.fdiv(b.fsub(m, _fc(1.0)), b.fadd(m, _fc(1.0)))
+        s2 = b.fmul(s, s)
+        # 2*(s + s^3/3 + s^5/5 + ...)
+        p = self.poly(b, s2, [2.0, 2.0 / 3, 2.0 / 5, 2.0 / 7, 2.0 / 9, 2.0 / 11])
+        lnm = b.fmul(s, p)
+        ef = b.sitofp(e, f32)
+        if natural:
+            r = self.fma(b, ef, _fc(0.693145751953125), self.fma(b, ef, _fc(1.4286068203094172321e-6), lnm))
+        else:
+            r = self.fma(b, lnm, _fc(1.4426950408889634), ef)
+        # specials: x < 0 or NaN -> NaN, 0 -> -inf, +inf -> +inf
+        r = b.select(b.fcmp_ordered("==", x, _fc(0.0)), _fc(float("-inf")), r)
+        r = b.select(b.fcmp_ordered("==", x, _fc(float("inf"))), _fc(float("inf")), r)
+        r = b.select(b.fcmp_unordered("<", x, _fc(0.0)), _fc(float("nan")), r)
+        return r
+
+    def _reduce_pio2(self, b, x):
+        """x = k*pi/2 + r, |r| <= pi/4 (Cody-Waite with a 3-part pi/2). Returns (r, k as i32)."""
+        k = self.fintr(b, "roundeven", b.fmul(x, _fc(0.6366197723675814)))
+        p1, p2, p3 = 1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8
+        r = self.fma(b, k, _fc(-p1), x)
+        r = self.fma(b, k, _fc(-p2), r)
+        r = self.fma(b, k, _fc(-p3), r)
+        ki = b.fptosi(k, i32)
+        return r, ki
+
+    def _sincos_poly(self, b, r):
+        r2 = b.fmul(r, r)
+        s = b.fmul(r, self.poly(b, r2, [1.0, -1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800]))
+        c = self.poly(b, r2, [1.0, -1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800, 1 / 479001600])
+        return s, c
+
+    def _sincos(self, b, x, want_sin: bool):
+        r, k = self._reduce_pio2(b, x)
+        s, c = self._sincos_poly(b, r)
+        q = b.and_(b.add(k, _ic(i32, 0 if want_sin else 1)), _ic(i32, 3))
+        # quadrant q: sin -> s, c, -s, -c
+        use_c = b.icmp_unsigned("!=", b.and_(q, _ic(i32, 1)), _ic(i32, 0))
+        v = b.select(use_c, c, s)
+        neg = b.icmp_unsigned("!=", b.and_(q, _ic(i32, 2)), _ic(i32, 0))
+        v = b.select(neg, b.fneg(v), v)
+        inf = b.fcmp_ordered("==", self.fintr(b, "fabs", x), _fc(float("inf")))
+        return b.select(inf, _fc(float("nan")), v)
+
+    def sin(self, b, x):
+        return self._sincos(b, x, True)
+
+    def cos(self, b, x):
+        return self._sincos(b, x, False)
+
+    def tanh(self, b, x):
+        a = self.fintr(b, "fabs", x)
+        x2 = b.fmul(x, x)
+        small = b.fmul(x, self.poly(b, x2, [1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925,
+                                            21844 / 6081075, -929569 / 638512875]))
+        e = self.exp(b, b.fmul(a, _fc(2.0)))
+        big = b.fsub(_fc(1.0), b.fdiv(_fc(2.0), b.fadd(e, _fc(1.0))))
+        big = self.d.call(b, "llvm.copysign.f32", f32, [f32, f32], [big, x])
+        return b.select(b.fcmp_ordered("<", a, _fc(0.4)), small, big)
+
+    def erf(self, b, x):
+        a = self.fintr(b, "fabs", x)
+        x2 = b.fmul(x, x)
+        k = 2 / math.sqrt(math.pi)
+        small = b.fmul(x, self.poly(b, x2, [k, -k / 3, k / 10, -k / 42, k / 216, -k / 1320, k / 9360]))
+        # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) for |x| >= 0.5
+        t = b.fdiv(_fc(1.0), self.fma(b, a, _fc(0.3275911), _fc(1.0)))
+        p = b.fmul(t, self.poly(b, t, [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429]))
+        big = b.fsub(_fc(1.0), b.fmul(p, self.exp(b, b.fneg(b.fmul(a, a)))))
+        big = self.d.call(b, "llvm.copysign.f32", f32, [f32, f32], [big, x])
+        return b.select(b.fcmp_ordered("<", a, _fc(0.5)), small, big)
+
+    def sigmoid(self, b, x):
+        return b.fdiv(_fc(1.0), b.fadd(_fc(1.0), self.exp(b, b.fneg(x))))
+
+    def pow(self, b, x, y):
+        x32, w = self._as32(b, x)
+        y32, _ = self._as32(b, y)
+        ax = self.fintr(b, "fabs", x32)
+        r = self.exp2(b, b.fmul(y32, self.log2(b, ax)))
+        # negative base: integer exponents give a sign, others NaN
+        yint = b.fcmp_ordered("==", self.fintr(b, "trunc", y32), y32)
+        half = b.fmul(y32, _fc(0.5))
+        yodd = b.and_(yint, b.fcmp_ordered("!=", self.fintr(b, "trunc", half), half))
+        negx = b.fcmp_ordered("<", x32, _fc(0.0))
+        r = b.select(b.and_(negx, yodd), b.fneg(r), r)
+        r = b.select(b.and_(negx, b.not_(yint)), _fc(float("nan")), r)
+        r = b.select(b.fcmp_ordered("==", y32, _fc(0.0)), _fc(1.0), r)
+        return self._back(b, r, w)
+
+    def atan(self, b, t):
+        """atan on [0, 1]: above tan(pi/8) use pi/4 + atan((t-1)/(t+1)); Taylor series."""
+        hi = b.fcmp_ordered(">", t, _fc(0.41421356237309503))
+        red = b.fdiv(b.fsub(t, _fc(1.0)), b.fadd(t, _fc(1.0)))
+        y = b.select(hi, red, t)
+        y2 = b.fmul(y, y)
+        coeffs = [(-1) ** k / (2 * k + 1) for k in range(12)]
+        a = b.fmul(y, self.poly(b, y2, coeffs))
+        return b.select(hi, b.fadd(a, _fc(math.pi / 4)), a)
+
+    def atan2(self, b, y, x):
+        y32, w = self._as32(b, y)
+        x32, _ = self._as32(b, x)
+        ax, ay = self.fintr(b, "fabs", x32), self.fintr(b, "fabs", y32)
+        mx = self.fintr2(b, "maxnum", ax, ay)
+        mn = self.fintr2(b, "minnum", ax, ay)
+        t = b.fdiv(mn, mx)
+        t = b.select(b.fcmp_ordered("==", mx, _fc(0.0)), _fc(0.0), t)
+        a = self.atan(b, t)
+        a = b.select(b.fcmp_ordered(">", ay, ax), b.fsub(_fc(math.pi / 2), a), a)
+        xneg = b.icmp_signed("<", b.bitcast(x32, i32), _ic(i32, 0))       # x < 0 or x == -0
+        a = b.select(xneg, b.fsub(_fc(math.pi), a), a)
+        a = self.d.call(b, "llvm.copysign.f32", f32, [f32, f32], [a, y32])
+        nan = b.or_(b.fcmp_unordered("uno", x32, x32), b.fcmp_unordered("uno", y32, y32))
+        a = b.select(nan, _fc(float("nan")), a)
+        return self._back(b, a, w)
+
+
+def _f32(x: float) -> float:
+    import struct
+    return struct.unpack("<f", struct.pack("<f", x))[0]

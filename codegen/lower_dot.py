@@ -1,0 +1,210 @@
+"""dot: tensor-core atoms where the layouts are the mma fragments, an FMA loop otherwise.
+
+Tensor cores (mma.sync m16n8k16, bf16/f16 inputs, f32 accumulate): layout inference gives the
+accumulator the fragment layout `thread_maps.mma_c(M, N, wm, wn)` and the operands
+`mma_a` / `mma_b` of the same warp grid (their values arrive through ldmatrix, see
+lower_shared.py). Which register slot feeds which atom is looked up by tile coordinate in the
+layouts, from the fragment tables of ir/fragments.py; nothing is assumed about slot order.
+
+FMA fallback (any dtypes, any shapes, any layouts): both operands are staged through scratch
+shared memory and every thread computes its accumulator elements with a loop over K.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from tile.ir.dtypes import DType, u8
+from tile.ir.layout import Layout
+from tile.passes.thread_maps import MMA_IN, mma_a, mma_b, mma_c, mma_warps, warp_splits
+
+from .llvm_util import f32, f64, i1, i8, i16, i32, i64
+
+
+
+class DotLowering:
+    def _mma_grid(self, a, bt, acc, M, N, K):
+        if getattr(self.tgt, "mma_m16n8k16", None) is None:
+            return None
+        if a.dtype.name not in MMA_IN or acc.dtype.name != "f32":
+            return None
+        for wm, wn in warp_splits(self.num_warps):
+            try:
+                cm = mma_c(M, N, wm, wn).for_threads(self.nthreads)
+            except Exception:
+                continue
+            if acc.map.same(cm) and a.map.same(mma_a(M, K, wm, wn).for_threads(self.nthreads)) and \
+                    bt.map.same(mma_b(K, N, wm, wn).for_threads(self.nthreads)):
+                return wm, wn
+        return None
+
+    def op_dot(self, op):
+        from .lower_tile import RTile
+        a, bt = self.get(op.operands[0]), self.get(op.operands[1])     # RTile or LazyFrag
+        acc = self.rtile(op.operands[2])
+        M, K = op.operands[0].type.shape
+        N = op.operands[1].type.shape[1]
+        rt = op.results[0].type
+        rm = self.tmap(rt)
+        if not acc.map.same(rm):
+            raise self.error(f"dot: accumulator layout {acc.map} differs from the result's {rm}")
+        wg = self._wgmma_plan(a, bt, acc, M, N, K)
+        grid = self._mma_grid(a, bt, acc, M, N, K) if wg is None else None
+        if wg is not None:
+            vals = self._dot_wgmma(a, bt, acc, M, N, K, wg)
+        elif grid is not None:
+            vals = self._dot_mma(a, bt, acc, M, N, K, *grid)
+        else:
+            vals = self._dot_fma(op, self.materialize(a), self.materialize(bt), acc, M, N, K)
+        self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    def _pack2(self, x, y, dt: DType):
+        b = self.b
+        v2 = ir.VectorType(i16, 2)
+        vec = ir.Constant(v2, ir.Undefined)
+        vec = b.insert_element(vec, self.to_code(x, dt), ir.Constant(i32, 0))
+        vec = b.insert_element(vec, self.to_code(y, dt), ir.Constant(i32, 1))
+        return b.bitcast(vec, i32)
+
+    def _dot_mma(self, a, bt, acc, M, N, K, wm, wn):
+        """mma.sync atoms: for every k16 step, every accumulator atom (16x8) of this thread's warp
+        meets the A atom of its rows and the B atom of its columns. Atom origins and register slots
+        come from the layouts (tile coordinates of thread 0's slots)."""
+        from .lower_shared import LazyFrag, _atoms
+        b = self.b
+        via, vib, vic = a.map.value_index(), bt.map.value_index(), acc.map.value_index()
+        dt = a.dtype
+        out = list(acc.vals)
+        la, lb = a, bt
+        c_atoms = _atoms(acc.map, (16, 8))
+        ks_list = sorted({o[1] for o in _atoms(a.map, (16, 16))})
+
+        def slot(vi, c):
+            s_ = vi.get(c)
+            if s_ is None:
+                raise self.error(f"internal: fragment coordinate {c} missing from the layout")
+            return s_
+        for k0 in ks_list:
+            if isinstance(la, LazyFrag):
+                a = _Vals(self._read_ldmatrix(la.sv, la.map, la.dtype, *la.plan, ks_only=k0, partial=True))
+            if isinstance(lb, LazyFrag):
+                bt = _Vals(self._read_ldmatrix(lb.sv, lb.map, lb.dtype, *lb.plan, ks_only=k0, partial=True))
+            A, B = {}, {}
+            for r0, n0 in c_atoms:
+                if r0 not in A:
+                    regs = []
+                    for j in range(4):
+                        r, c = r0 + 8 * (j & 1), k0 + 8 * (j >> 1)
+                        regs.append(self._pack2(a.vals[slot(via, (r, c))], a.vals[slot(via, (r, c + 1))], dt))
+                    A[r0] = regs
+                if n0 not in B:
+                    regs = []
+                    for j in range(2):
+                        k = k0 + 8 * j
+                        regs.append(self._pack2(bt.vals[slot(vib, (k, n0))], bt.vals[slot(vib, (k + 1, n0))], dt))
+                    B[n0] = regs
+            for r0, n0 in c_atoms:
+                cs = [slot(vic, (r0 + 8 * (i >> 1), n0 + (i & 1))) for i in range(4)]
+                d = self.tgt.mma_m16n8k16(b, A[r0], B[n0], [out[s_] for s_ in cs], dt.name)
+                for s_, x in zip(cs, d):
+                    out[s_] = x
+        src = acc.map.dup_source()
+        return [out[src[v]] for v in range(len(out))]
+
+    # ------------------------------------------------------------------ FMA
+    def _stage(self, sv_off, tile, shape):
+        """Write a register tile into scratch at byte offset sv_off, row-major, one code per
+        byte-or-more element; returns the SView."""
+        from .lower_tile import RTile, SView
+        dt = tile.dtype
+        if dt.bits >= 8:
+            sv = SView(ir.Constant(i32, sv_off), tuple(shape), dt,
+                       Layout(tuple(shape), (shape[1], 1)))
+            self.write_tile_smem(sv, tile)
+            return sv, dt
+        codes = RTile(tile.map, [self.to_code(x, dt) for x in tile.vals], u8)
+        sv = SView(ir.Constant(i32, sv_off), tuple(shape), u8, Layout(tuple(shape), (shape[1], 1)))
+        self.write_tile_smem(sv, codes)
+        return sv, u8
+
+    def _dot_fma(self, op, a, bt, acc, M, N, K):
+        b = self.b
+        if "smem_scratch" not in op.attrs:
+            raise self.error("dot needs scratch shared memory: run shared_memory_planning first")
+        base = int(op.attrs["smem_scratch"])
+        ebytes = max(1, a.dtype.bits // 8)
+        self.tgt.barrier(b)
+        sa, sda = self._stage(base, a, (M, K))
+        sb, sdb = self._stage(base + M * K * ebytes, bt, (K, N))
+        self.tgt.barrier(b)
+        cdt = acc.dtype
+        m = acc.map
+        uniq = m.unique_values()
+        float_acc = cdt.is_float
+        work = f64 if cdt.name == "f64" else f32
+
+        def to_acc(x):
+            return self.num.to_work(b, x, cdt) if float_acc else x
+        accs0 = [to_acc(acc.vals[v]) for v in uniq]
+        # the k loop
+        pre = b.block
+        head = self.llfn.append_basic_block("dot.k")
+        body = self.llfn.append_basic_block("dot.body")
+        done = self.llfn.append_basic_block("dot.done")
+        b.branch(head)
+        b.position_at_end(head)
+        kphi = b.phi(i32)
+        kphi.add_incoming(ir.Constant(i32, 0), pre)
+        phis = []
+        for x in accs0:
+            p = b.phi(x.type)
+            p.add_incoming(x, pre)
+            phis.append(p)
+        b.cbranch(b.icmp_signed("<", kphi, ir.Constant(i32, K)), body, done)
+        b.position_at_end(body)
+        rows, cols = {}, {}
+        new = []
+        for u, p in zip(uniq, phis):
+            r, c = self.coords(m, u)
+            rk, ck = str(r), str(c)
+            if rk not in rows:
+                x = self._sload(self.sview_addr(sa, [r, kphi]), sda, 1)[0]
+                x = self.from_code(x, a.dtype) if sda is u8 else x
+                rows[rk] = self._dot_in(x, a.dtype, cdt, work)
+            if ck not in cols:
+                y = self._sload(self.sview_addr(sb, [kphi, c]), sdb, 1)[0]
+                y = self.from_code(y, bt.dtype) if sdb is u8 else y
+                cols[ck] = self._dot_in(y, bt.dtype, cdt, work)
+            xa, yb = rows[rk], cols[ck]
+            if float_acc:
+                fn = "llvm.fma.f64" if work == f64 else "llvm.fma.f32"
+                new.append(self.decls.call(b, fn, work, [work] * 3, [xa, yb, p]))
+            else:
+                new.append(b.add(p, b.mul(xa, yb)))
+        nk = b.add(kphi, ir.Constant(i32, 1))
+        latch = b.block
+        b.branch(head)
+        kphi.add_incoming(nk, latch)
+        for p, x in zip(phis, new):
+            p.add_incoming(x, latch)
+        b.position_at_end(done)
+        vals = [None] * m.nvals
+        for u, p in zip(uniq, phis):
+            vals[u] = self.num.from_work(b, p, cdt) if float_acc else p
+        src = m.dup_source()
+        return [vals[src[v]] for v in range(m.nvals)]
+
+    def _dot_in(self, x, dt: DType, cdt: DType, work):
+        b = self.b
+        if cdt.is_float:
+            w = self.num.to_work(b, x, dt) if dt.is_float else (
+                b.sitofp(x, work) if dt.kind == "int" else b.uitofp(x, work))
+            return b.fpext(w, f64) if work == f64 and w.type == f32 else w
+        t = i32 if cdt.bits <= 32 else i64
+        if dt.kind == "int":
+            return b.sext(x, t) if x.type.width < t.width else x
+        return b.zext(x, t) if x.type.width < t.width else x
+
+
+class _Vals:
+    def __init__(self, vals):
+        self.vals = vals

@@ -1,0 +1,847 @@
+"""Shared memory: alloc_shared / subview / shared_load / shared_store / async_copy / async_commit /
+async_wait / barrier, and every op that moves register-tile elements between threads through a
+scratch buffer (convert_layout, reshape, slice, concat, tile bitcast, and the general cases of
+transpose and broadcast).
+
+All shared tiles live in ONE dynamic shared buffer (`@tile_smem`); their byte offsets come from
+passes/shared_memory_planning.py (`smem_offset` on alloc_shared, `smem_scratch` on ops that need
+scratch). A shared tile's layout (its type's, or row-major) maps coordinates to element offsets;
+a swizzled layout (`sw<B,M,S> o L`) XORs element-offset bits.
+
+Moving elements between threads: barrier; every owner writes its elements (vectorized along
+contiguous runs); barrier; every thread reads what its destination layout needs. Destinations that
+are mma.sync operand fragments of a 16-bit type are read with ldmatrix (.trans where the stored
+matrix is transposed) from a swizzled scratch layout, which avoids bank conflicts.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import llvmlite.ir as ir
+
+from tile.ir.dtypes import DType
+from tile.ir.layout import ComposedLayout, Layout, Swizzle, row_major
+from tile.ir.types import TileType
+from tile.passes.shared_layouts import default_shared_layout, ldmatrix_swizzle, swizzled_row_major
+from tile.passes.thread_maps import ThreadMap, blocked, mma_a, mma_b, warp_splits
+
+from .llvm_util import i1, i8, i16, i32, i64, sptr
+
+TRUE = ir.Constant(i1, 1)
+
+
+def _leaves(shape, stride):
+    if isinstance(shape, int):
+        return [(shape, stride)]
+    out = []
+    for s, d in zip(shape, stride):
+        out += _leaves(s, d)
+    return out
+
+
+class SharedLowering:
+    # ------------------------------------------------------------------ the buffer
+    def smem(self):
+        if self._smem is None:
+            g = ir.GlobalVariable(self.module, ir.ArrayType(i8, 0), "tile_smem", addrspace=3)
+            g.linkage = "external"
+            g.align = 1024
+            self._smem = g
+        return self._smem
+
+    def sptr(self, byte_off, b=None):
+        b = b or self.b
+        p = b.gep(self.smem(), [byte_off], source_etype=i8)
+        p.type = sptr                  # opaque `ptr addrspace(3)` (llvmlite types it as [0 x i8]*)
+        return p
+
+    def _i(self, x):
+        return ir.Constant(i32, x) if isinstance(x, int) else x
+
+    def _add(self, x, y, b=None):
+        b = b or self.b
+        if isinstance(x, int) and isinstance(y, int):
+            return x + y
+        if isinstance(x, int) and x == 0:
+            return y
+        if isinstance(y, int) and y == 0:
+            return x
+        return b.add(self._i(x), self._i(y))
+
+    def _mul(self, x, k: int, b=None):
+        b = b or self.b
+        if isinstance(x, int):
+            return x * k
+        if k == 1:
+            return x
+        if k == 0:
+            return 0
+        return b.mul(x, ir.Constant(i32, k))
+
+    def layout_offset(self, layout, coords, b=None):
+        """Element offset of a coordinate (ints or i32 values) under a shared layout."""
+        b = b or self.b
+        lay = layout.layout if isinstance(layout, ComposedLayout) else layout
+        modes = [lay] if isinstance(lay.shape, int) or lay.rank == 1 and len(coords) == 1 else list(lay)
+        if len(modes) != len(coords):
+            if isinstance(lay.shape, int) and len(coords) == 1:
+                modes = [lay]
+            else:
+                raise self.error(f"shared layout {layout} does not match a rank-{len(coords)} tile")
+        off = 0
+        for mode, c in zip(modes, coords):
+            leaves = _leaves(mode.shape, mode.stride)
+            if len(leaves) == 1:
+                off = self._add(off, self._mul(c, leaves[0][1], b), b)
+                continue
+            div = 1
+            for k, (s, d) in enumerate(leaves):
+                if isinstance(c, int):
+                    dig = (c // div) % s if k < len(leaves) - 1 else c // div
+                else:
+                    dig = b.udiv(c, ir.Constant(i32, div)) if div > 1 else c
+                    if k < len(leaves) - 1:
+                        dig = b.urem(dig, ir.Constant(i32, s))
+                off = self._add(off, self._mul(dig, d, b), b)
+                div *= s
+        if isinstance(layout, ComposedLayout):
+            off = self._add(off, layout.offset, b)
+            sw = layout.swizzle
+            if isinstance(off, int):
+                off = sw(off)
+            else:
+                y = b.and_(off, ir.Constant(i32, sw.yyy_mask))
+                y = b.lshr(y, ir.Constant(i32, sw.shift)) if sw.shift >= 0 else b.shl(y, ir.Constant(i32, -sw.shift))
+                off = b.xor(off, y)
+        return off
+
+    def sview_addr(self, sv, coords, b=None):
+        """i32 byte offset (in the dynamic buffer) of element `coords` of shared view sv (>= 8-bit)."""
+        b = b or self.b
+        e = self.layout_offset(sv.layout, coords, b)
+        byte = self._mul(e, sv.dtype.bits // 8, b)
+        return self._add(sv.off, byte, b)
+
+    # ------------------------------------------------------------------ shared ops
+    def op_alloc_shared(self, op):
+        from .lower_tile import SView
+        t = op.results[0].type
+        if "smem_offset" not in op.attrs:
+            raise self.error("shared tile has no offset: run the shared_memory_planning pass first")
+        lay = t.layout if t.layout is not None else default_shared_layout(t.shape)
+        off = int(op.attrs["smem_offset"])
+        self.set(op.results[0], SView(ir.Constant(i32, off), tuple(t.shape), t.dtype, lay, _align_of(off)))
+
+    def op_subview(self, op):
+        from .lower_tile import SView
+        s = self.get(op.operands[0])
+        i = self.as_i32(self.get(op.operands[1]))
+        lay = s.layout
+        inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+        modes = list(inner)
+        m0 = _leaves(modes[0].shape, modes[0].stride)
+        if len(m0) != 1:
+            raise self.error(f"subview of shared layout {lay}: the stage mode must be one leaf")
+        stage_stride = m0[0][1]
+        rest = modes[1:]
+        sub = rest[0] if len(rest) == 1 else Layout(tuple(m.shape for m in rest), tuple(m.stride for m in rest))
+        if isinstance(lay, ComposedLayout):
+            if (stage_stride % lay.swizzle.period) or lay.offset:
+                raise self.error(f"subview of swizzled layout {lay}: stages must be whole swizzle periods")
+            sub = ComposedLayout(lay.swizzle, 0, sub)
+        bits = s.dtype.bits
+        if (stage_stride * bits) % 8:
+            raise self.error("subview stages must start on whole bytes")
+        stage_bytes = stage_stride * bits // 8
+        off = self.b.add(s.off, self.b.mul(i, ir.Constant(i32, stage_bytes)))
+        self.set(op.results[0], SView(off, tuple(op.results[0].type.shape), s.dtype, sub,
+                                      min(s.align, _align_of(stage_bytes))))
+
+    def op_barrier(self, op):
+        self.tgt.barrier(self.b)
+
+    def op_async_commit(self, op):
+        self.tgt.cp_async_commit(self.b)
+
+    def op_async_wait(self, op):
+        self.tgt.cp_async_wait(self.b, int(op.attrs["pending"]))
+        if getattr(self.tgt, "has_wgmma", False):
+            self.tgt.fence_proxy_async(self.b)       # wgmma reads these bytes through the async proxy
+
+    def _smem_vec(self, sv, m, dt):
+        """How many consecutive elements (along the last dim) of layout m can go as one shared
+        access under shared view sv's layout: a power of two <= 16 bytes, else 1."""
+        if dt.bits < 8 or not m.rank:
+            return 1
+        r = self.vec_len_runs(m, dt)
+        if r <= 1:
+            return 1
+        lay = sv.layout
+        inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+        modes = list(inner) if not isinstance(inner.shape, int) else [inner]
+        last = _leaves(modes[-1].shape, modes[-1].stride)
+        if last[0][1] != 1:
+            return 1
+        v = r
+        # every other stride (and the first leaf's extent) must keep runs aligned
+        while v > 1:
+            ok = last[0][0] % v == 0
+            for md in modes[:-1]:
+                ok = ok and all(d % v == 0 for _, d in _leaves(md.shape, md.stride))
+            for s, d in last[1:]:
+                ok = ok and d % v == 0
+            if isinstance(lay, ComposedLayout):
+                ok = ok and (1 << lay.swizzle.base) % v == 0 and lay.offset % v == 0
+            if ok:
+                break
+            v //= 2
+        return v
+
+    def vec_len_runs(self, m, dt):
+        r = m.runs(-1)
+        cap = max(1, 128 // dt.bits)
+        v = 1
+        while v * 2 <= min(r, cap):
+            v *= 2
+        return v
+
+    def _sload(self, addr, dt: DType, n: int = 1):
+        """Load n consecutive elements (>= 8-bit) at byte offset addr."""
+        b = self.b
+        p = self.sptr(self._i(addr))
+        if n == 1:
+            w = b.load(p, typ=ir.IntType(dt.bits))
+            return [self.from_code(w, dt)]
+        vt = ir.VectorType(ir.IntType(dt.bits), n)
+        ld = b.load(p, typ=vt)
+        ld.align = n * dt.bits // 8
+        return [self.from_code(b.extract_element(ld, ir.Constant(i32, k)), dt) for k in range(n)]
+
+    def _sstore(self, addr, dt: DType, vals):
+        b = self.b
+        p = self.sptr(self._i(addr))
+        codes = [self.to_code(x, dt) for x in vals]
+        if len(vals) == 1:
+            b.store(codes[0], p)
+            return
+        vt = ir.VectorType(ir.IntType(dt.bits), len(vals))
+        vec = ir.Constant(vt, ir.Undefined)
+        for k, c in enumerate(codes):
+            vec = b.insert_element(vec, c, ir.Constant(i32, k))
+        st = b.store(vec, p)
+        st.align = len(vals) * dt.bits // 8
+
+    def _groups_of(self, m, vec):
+        if vec <= 1:
+            return [(v, [v]) for v in range(m.nvals)]
+        return [(g, list(range(g, g + vec))) for g in range(0, m.nvals, vec)]
+
+    def write_tile_smem(self, sv, tile, owner_only=True):
+        """Every owner thread writes its elements of register tile `tile` into shared view sv."""
+        b = self.b
+        m, dt = tile.map, tile.dtype
+        if dt.bits < 8:
+            return self._write_subbyte_smem(sv, tile)
+        own = self.owner(m) if owner_only else None
+        vec = self._smem_vec(sv, m, dt)
+        uniq = set(m.unique_values())
+        body = self._guarded(own)
+        for g, slots in self._groups_of(m, vec):
+            if vec == 1 and g not in uniq:
+                continue
+            c = self.coords(m, g)
+            self._sstore(self.sview_addr(sv, c), dt, [tile.vals[v] for v in slots])
+        self._end_guard(body)
+
+    def _guarded(self, pred):
+        if pred is None:
+            return None
+        b = self.b
+        thenb = self.llfn.append_basic_block("owner")
+        endb = self.llfn.append_basic_block("owner.end")
+        b.cbranch(pred, thenb, endb)
+        b.position_at_end(thenb)
+        return endb
+
+    def _end_guard(self, endb):
+        if endb is not None:
+            self.b.branch(endb)
+            self.b.position_at_end(endb)
+
+    def _write_subbyte_smem(self, sv, tile):
+        """Sub-byte tiles: each thread must own whole bytes (runs along the last dim)."""
+        b = self.b
+        m, dt = tile.map, tile.dtype
+        bits = dt.bits
+        r = m.runs(-1)
+        from math import gcd
+        per = 8 // gcd(8, bits)
+        if r % per:
+            raise self.error(f"writing a {dt} tile to shared memory needs each thread to own whole bytes; "
+                             f"its layout {m} gives runs of {r}")
+        own = self.owner(m)
+        endb = self._guarded(own)
+        nbytes = per * bits // 8
+        for g in range(0, m.nvals, per):
+            c = self.coords(m, g)
+            e = self.layout_offset(sv.layout, c)
+            bo = self._mul(e, bits)
+            byte = b.lshr(self._i(bo), ir.Constant(i32, 3)) if not isinstance(bo, int) else bo // 8
+            codes = [self.to_code(tile.vals[g + k], dt) for k in range(per)]
+            base = self._add(sv.off, byte)
+            if nbytes == 1:
+                words = self._join_words(codes, bits, 8, 1)
+            else:                       # a group of 3/5/6/7 bytes: no alignment, store byte by byte
+                words = self._join_words(codes, bits, 8, nbytes)
+            for k, w in enumerate(words):
+                b.store(w, self.sptr(self._i(self._add(base, k))))
+        self._end_guard(endb)
+
+    def read_tile_smem(self, sv, m: ThreadMap, dt: DType, op=None):
+        """Read register tile of layout m from shared view sv (ldmatrix for mma operands)."""
+        lm = self._ldmatrix_plan(sv, m, dt)
+        if lm is not None:
+            return self._read_ldmatrix(sv, m, dt, *lm)
+        b = self.b
+        if dt.bits < 8:
+            return self._read_subbyte_smem(sv, m, dt)
+        vec = self._smem_vec(sv, m, dt)
+        vals = [None] * m.nvals
+        uniq = set(m.unique_values())
+        src = m.dup_source()
+        for g, slots in self._groups_of(m, vec):
+            if vec == 1 and g not in uniq:
+                continue
+            c = self.coords(m, g)
+            got = self._sload(self.sview_addr(sv, c), dt, len(slots))
+            for v, x in zip(slots, got):
+                vals[v] = x
+        return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
+
+    def _read_subbyte_smem(self, sv, m, dt):
+        b = self.b
+        bits = dt.bits
+        vals = [None] * m.nvals
+        src = m.dup_source()
+        for v in m.unique_values():
+            c = self.coords(m, v)
+            e = self._i(self.layout_offset(sv.layout, c))
+            bo = b.mul(e, ir.Constant(i32, bits))
+            byte = b.add(sv.off, b.lshr(bo, ir.Constant(i32, 3)))
+            sh = b.and_(bo, ir.Constant(i32, 7))
+            w = b.zext(b.load(self.sptr(byte), typ=i8), i32)
+            if 8 % bits:
+                w2 = b.zext(b.load(self.sptr(b.add(byte, ir.Constant(i32, 1))), typ=i8), i32)
+                w = b.or_(w, b.shl(w2, ir.Constant(i32, 8)))
+            code = b.trunc(b.and_(b.lshr(w, sh), ir.Constant(i32, (1 << bits) - 1)), i8)
+            vals[v] = self.from_code(code, dt)
+        return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
+
+    def op_shared_load(self, op):
+        from .lower_tile import RTile
+        sv = self.get(op.operands[0])
+        rt = op.results[0].type
+        m = self.tmap(rt)
+        plan = self._ldmatrix_plan(sv, m, rt.dtype)
+        if plan is not None and self._deferrable(op):
+            # read per k16 step inside the dot, right before the mma's that use it
+            self.set(op.results[0], LazyFrag(sv, m, rt.dtype, plan))
+            return
+        self.set(op.results[0], RTile(m, self.read_tile_smem(sv, m, rt.dtype, op), rt.dtype))
+
+    def _deferrable(self, op) -> bool:
+        """The result's only use is a dot operand later in the same block, with nothing between
+        that could write shared memory."""
+        from tile.ir.ops import OPS
+        res = op.results[0]
+        blk = op.parent
+        i = blk.ops.index(op)
+        for o in blk.ops[i + 1:]:
+            uses = [k for k, v in enumerate(o.operands) if v is res]
+            if o.name == "dot" and uses:
+                if uses not in ([0], [1]):
+                    return False
+                return not any(v is res for later in blk.ops[blk.ops.index(o) + 1:] for x in later.walk()
+                               for v in x.operands) and not _used_in_regions(blk, res, o)
+            if uses or any(v is res for x in o.walk() for v in x.operands):
+                return False
+            if OPS[o.name].effects and o.name not in ("shared_load",):
+                return False
+            if o.regions:
+                return False
+        return False
+
+    def materialize(self, x):
+        """A LazyFrag as an RTile (all fragments read)."""
+        from .lower_tile import RTile
+        if isinstance(x, LazyFrag):
+            return RTile(x.map, self._read_ldmatrix(x.sv, x.map, x.dtype, *x.plan), x.dtype)
+        return x
+
+    def op_shared_store(self, op):
+        sv = self.get(op.operands[0])
+        tile = self.rtile(op.operands[1])
+        self.write_tile_smem(sv, tile)
+
+    # ------------------------------------------------------------------ ldmatrix
+    def _mma_operand_kind(self, m: ThreadMap):
+        """('a'|'b', wm, wn) if m is an mma.sync operand fragment tiled over this kernel's warps."""
+        if m.rank != 2:
+            return None
+        R, C = m.shape
+        key = ("mmakind", m.key())
+        cache = self._owner_cache
+        if key in cache:
+            return cache[key]
+        res = None
+        for wm, wn in warp_splits(self.num_warps):
+            for which, f in (("a", mma_a), ("b", mma_b)):
+                try:
+                    if m.same(f(R, C, wm, wn).for_threads(self.nthreads)):
+                        res = (which, wm, wn)
+                        break
+                except Exception:
+                    continue
+            if res is not None:
+                break
+        cache[key] = res
+        return res
+
+    def _ldmatrix_plan(self, sv, m, dt):
+        """(operand kind, contiguous dim) when fragments of layout m can be read from shared view sv
+        with ldmatrix: 16-bit elements, m an mma.sync operand fragment, and 8-element (16-byte)
+        chunks contiguous and 16-byte aligned in sv's layout (swizzles move whole chunks)."""
+        if dt.bits != 16 or getattr(self.tgt, "ldmatrix", None) is None:
+            return None
+        kind = self._mma_operand_kind(m)
+        if kind is None:
+            return None
+        info = _chunk_info(sv.layout)
+        if info is None:
+            return None
+        return kind, info
+
+    def _read_ldmatrix(self, sv, m, dt, kind, cd, ks_only=None, partial=False):
+        """Read the fragments of layout m with ldmatrix; `ks_only`: just the atoms of that k16
+        step (with `partial`, slots of other steps stay None)."""
+        which, wm, wn = kind
+        b, eb = self.b, self.eb
+        R, C = m.shape
+        trans = (which == "a" and cd == 0) or (which == "b" and cd == 1)
+        # warp base coordinate and the per-lane row offset (computed once, in the entry block)
+        key = ("ldm", m.key(), cd)
+        cached = self._tbase_cache.get(key)
+        if cached is None:
+            warp_tid = eb.and_(self.tid, ir.Constant(i32, ~31 & 0xFFFFFFFF))
+            wb = self.tbase_of(m, warp_tid)
+            lane = eb.and_(self.tid, ir.Constant(i32, 31))
+            row_i = eb.and_(lane, ir.Constant(i32, 7))
+            j0 = eb.and_(eb.lshr(lane, ir.Constant(i32, 3)), ir.Constant(i32, 1))
+            j1 = eb.and_(eb.lshr(lane, ir.Constant(i32, 4)), ir.Constant(i32, 1))
+            # matrix j: origin + 8*(j&1) along dim 0 + 8*(j>>1) along dim 1; stored row i along the
+            # non-contiguous dim
+            l0 = eb.add(eb.mul(j0, ir.Constant(i32, 8)), row_i if cd == 1 else ir.Constant(i32, 0))
+            l1 = eb.add(eb.mul(j1, ir.Constant(i32, 8)), row_i if cd == 0 else ir.Constant(i32, 0))
+            c0 = eb.add(wb[0], l0)
+            c1 = eb.add(wb[1], l1)
+            l0x2 = eb.add(eb.mul(j0, ir.Constant(i32, 8)), row_i if cd == 1 else ir.Constant(i32, 0))
+            cached = (c0, c1, eb.add(wb[0], l0x2), eb.add(wb[1], row_i if cd == 0 else ir.Constant(i32, 0)))
+            self._tbase_cache[key] = cached
+        c0, c1, c0x2, c1x2 = cached
+        vi = m.value_index()
+        vals = [None] * m.nvals
+        h2 = ir.VectorType(ir.IntType(16), 2)
+
+        def put(coord_pair_list, regs):
+            for reg, (ca, cb_) in zip(regs, coord_pair_list):
+                v2 = b.bitcast(reg, h2)
+                for h, cc in enumerate((ca, cb_)):
+                    slot = vi.get(cc)
+                    if slot is None:
+                        raise self.error(f"internal: ldmatrix slot {cc} not in layout {m}")
+                    vals[slot] = self.from_code(b.extract_element(v2, ir.Constant(i32, h)), dt)
+        if which == "a":
+            for o0, o1 in _atoms(m, (16, 16)):
+                if ks_only is not None and o1 != ks_only:
+                    continue
+                addr = self.sview_addr(sv, [self._add(c0, o0), self._add(c1, o1)])
+                regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 4, trans)
+                pairs = []
+                for j in range(4):
+                    r_, k_ = o0 + 8 * (j & 1), o1 + 8 * (j >> 1)
+                    pairs.append(((r_, k_), (r_, k_ + 1)))
+                put(pairs, regs)
+        else:
+            atoms = _atoms(m, (16, 8))
+            have = set(atoms)
+            done = set()
+            for o0, o1 in atoms:
+                if ks_only is not None and o0 != ks_only:
+                    continue
+                if (o0, o1) in done:
+                    continue
+                if (o0, o1 + 8) in have and (o0, o1 + 8) not in done:
+                    addr = self.sview_addr(sv, [self._add(c0, o0), self._add(c1, o1)])
+                    regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 4, trans)
+                    blocks = [(0, 0), (8, 0), (0, 8), (8, 8)]
+                    done |= {(o0, o1), (o0, o1 + 8)}
+                else:
+                    addr = self.sview_addr(sv, [self._add(c0x2, o0), self._add(c1x2, o1)])
+                    regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 2, trans)
+                    blocks = [(0, 0), (8, 0)]
+                    done.add((o0, o1))
+                pairs = []
+                for dk, dn in blocks:
+                    pairs.append(((o0 + dk, o1 + dn), (o0 + dk + 1, o1 + dn)))
+                put(pairs, regs)
+        src = m.dup_source()
+        for v in range(m.nvals):
+            if vals[v] is None:
+                vals[v] = vals[src[v]]
+            if vals[v] is None and not partial:
+                raise self.error(f"internal: ldmatrix left slot {v} of {m} unset")
+        return vals
+
+    def tbase_of(self, m: ThreadMap, tid):
+        """Per dim, the coordinate offset of thread `tid` (an i32 value) in layout m (entry block)."""
+        eb = self.eb
+        c = [ir.Constant(i32, 0)] * m.rank
+        div = 1
+        for s, cs in m.tmodes:
+            if any(cs):
+                dig = eb.urem(eb.udiv(tid, ir.Constant(i32, div)), ir.Constant(i32, s))
+                for d, k in enumerate(cs):
+                    if k:
+                        c[d] = eb.add(c[d], eb.mul(dig, ir.Constant(i32, k)))
+            div *= s
+        return c
+
+    # ------------------------------------------------------------------ scratch and conversions
+    def scratch(self, op, shape, dt: DType, layout=None):
+        from .lower_tile import SView
+        if "smem_scratch" not in op.attrs:
+            raise self.error("this op needs scratch shared memory: run the shared_memory_planning pass first")
+        lay = layout if layout is not None else default_shared_layout(shape)
+        off = int(op.attrs["smem_scratch"])
+        return SView(ir.Constant(i32, off), tuple(shape), dt, lay, _align_of(off))
+
+    def scratch_layout_for(self, src: ThreadMap, dst: ThreadMap, dt: DType):
+        """The scratch layout of a conversion src -> dst (must agree with
+        passes/shared_memory_planning.py on the size: numel elements)."""
+        if dst.rank == 2 and dt.bits == 16 and self._mma_operand_kind(dst) is not None:
+            contig = 1
+            if src.runs(-1) <= 1 and src.rank == 2 and src.permute([1, 0]).runs(-1) > 1:
+                contig = 0
+            return swizzled_row_major(dst.shape, dt.bits, contig)
+        return default_shared_layout(dst.shape)
+
+    def _codes_tile(self, tile):
+        """A sub-byte register tile as a tile of u8 codes (for staging through scratch)."""
+        from .lower_tile import RTile
+        from tile.ir.dtypes import u8
+        if tile.dtype.bits >= 8:
+            return tile
+        return RTile(tile.map, [self.to_code(x, tile.dtype) for x in tile.vals], u8)
+
+    def _stage_dtype(self, dt):
+        from tile.ir.dtypes import u8
+        return u8 if dt.bits < 8 else dt
+
+    def op_convert_layout(self, op):
+        from .lower_tile import RTile
+        a = self.rtile(op.operands[0])
+        rt = op.results[0].type
+        dm = self.tmap(rt)
+        if a.map.same(dm):
+            self.set(op.results[0], RTile(dm, list(a.vals), rt.dtype))
+            return
+        # same threads hold the same elements: a permutation of registers
+        if a.map.nthreads == dm.nthreads and (a.map.tcoords() == dm.tcoords()).all():
+            vi = a.map.value_index()
+            if all(c in vi for c in dm.vcoord_list()):
+                self.set(op.results[0], RTile(dm, [a.vals[vi[c]] for c in dm.vcoord_list()], rt.dtype))
+                return
+        sdt = self._stage_dtype(rt.dtype)
+        sv = self.scratch(op, rt.shape, sdt, self.scratch_layout_for(a.map, dm, sdt))
+        self.tgt.barrier(self.b)
+        self.write_tile_smem(sv, self._codes_tile(a))
+        if op.attrs.get("smem_lazy") and getattr(self.tgt, "has_wgmma", False):
+            self.tgt.fence_proxy_async(self.b)
+        self.tgt.barrier(self.b)
+        if op.attrs.get("smem_lazy"):
+            plan = self._ldmatrix_plan(sv, dm, sdt)
+            if plan is not None:            # the dot(s) read the fragments k step by k step
+                self.set(op.results[0], LazyFrag(sv, dm, rt.dtype, plan))
+                return
+        vals = self.read_tile_smem(sv, dm, sdt, op)
+        if sdt is not rt.dtype:
+            vals = [self.from_code(x, rt.dtype) for x in vals]
+        self.set(op.results[0], RTile(dm, vals, rt.dtype))
+
+    def move_through_smem(self, op, a, rm: ThreadMap, src_coord):
+        """Result value at coordinate c = source element at src_coord(c) (lists of i32 values)."""
+        from .lower_tile import RTile
+        rt = op.results[0].type
+        sdt = self._stage_dtype(a.dtype)
+        sv = self.scratch(op, a.map.shape, sdt)
+        self.tgt.barrier(self.b)
+        self.write_tile_smem(sv, self._codes_tile(a))
+        self.tgt.barrier(self.b)
+
+        def rd(v):
+            x = self._read_elem(sv, src_coord(self.coords(rm, v)), sdt)
+            return self.from_code(x, a.dtype) if sdt is not a.dtype else x
+        vals = self.map_values(rm, rd)
+        self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    def _read_elem(self, sv, coords, dt):
+        if dt.bits >= 8:
+            return self._sload(self.sview_addr(sv, coords), dt, 1)[0]
+        b = self.b
+        e = self._i(self.layout_offset(sv.layout, coords))
+        bo = b.mul(e, ir.Constant(i32, dt.bits))
+        byte = b.add(sv.off, b.lshr(bo, ir.Constant(i32, 3)))
+        sh = b.and_(bo, ir.Constant(i32, 7))
+        w = b.zext(b.load(self.sptr(byte), typ=i8), i32)
+        if 8 % dt.bits:
+            w2 = b.zext(b.load(self.sptr(b.add(byte, ir.Constant(i32, 1))), typ=i8), i32)
+            w = b.or_(w, b.shl(w2, ir.Constant(i32, 8)))
+        code = b.trunc(b.and_(b.lshr(w, sh), ir.Constant(i32, (1 << dt.bits) - 1)), i8)
+        return self.from_code(code, dt)
+
+    def _unravel(self, lin, shape):
+        """Row-major linear index (i32 value) -> coordinates."""
+        b = self.b
+        out = []
+        for d in reversed(range(len(shape))):
+            if d == 0:
+                out.append(lin)
+            else:
+                out.append(b.urem(lin, ir.Constant(i32, shape[d])))
+                lin = b.udiv(lin, ir.Constant(i32, shape[d]))
+        return list(reversed(out))
+
+    def _ravel(self, coords, shape):
+        b = self.b
+        lin = ir.Constant(i32, 0)
+        for c, s in zip(coords, shape):
+            lin = b.add(b.mul(lin, ir.Constant(i32, s)), c)
+        return lin
+
+    def op_reshape(self, op):
+        from .lower_tile import RTile
+        a = self.rtile(op.operands[0])
+        rs = op.results[0].type.shape
+        ash = op.operands[0].type.shape
+        rm = self.tmap(op.results[0].type)
+        view = a.map.reshape(rs)
+        if view is not None and view.same(rm):
+            self.set(op.results[0], RTile(rm, list(a.vals), a.dtype))
+            return
+        self.move_through_smem(op, a, rm, lambda c: self._unravel(self._ravel(c, rs), ash))
+
+    def op_slice(self, op):
+        a = self.rtile(op.operands[0])
+        st = list(op.attrs["start"])
+        rm = self.tmap(op.results[0].type)
+        self.move_through_smem(op, a, rm, lambda c: [self._add(x, s) for x, s in zip(c, st)])
+
+    def op_concat(self, op):
+        from .lower_tile import RTile
+        rt = op.results[0].type
+        rm = self.tmap(rt)
+        ax = int(op.attrs["axis"])
+        if rt.dtype.bits < 8:
+            raise self.error("concat of sub-byte tiles is not supported by the GPU back end (cast first)")
+        sv = self.scratch(op, rt.shape, rt.dtype)
+        self.tgt.barrier(self.b)
+        start = 0
+        for v in op.operands:
+            a = self.rtile(v)
+            sub_off = [0] * rt.rank
+            sub_off[ax] = start
+            from .lower_tile import SView
+            # a view of the result-shaped scratch shifted to this operand's slot
+            base = self.layout_offset(sv.layout, sub_off)
+            lay = sv.layout
+            inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+            part = SView(self._add(sv.off, self._mul(base, rt.dtype.bits // 8) if rt.dtype.bits >= 8 else 0),
+                         tuple(v.type.shape), rt.dtype,
+                         Layout(tuple(v.type.shape), inner.stride) if rt.rank > 1 else Layout(v.type.shape[0], 1))
+            if rt.dtype.bits < 8:
+                raise self.error("concat of sub-byte tiles is not supported by the GPU back end")
+            self.write_tile_smem(part, a)
+            start += v.type.shape[ax]
+        self.tgt.barrier(self.b)
+        self.set(op.results[0], RTile(rm, self.read_tile_smem(sv, rm, rt.dtype, op), rt.dtype))
+
+    def bitcast_tile(self, op):
+        """Tile bitcast that changes the last dim: through shared memory as raw bits."""
+        from .lower_tile import RTile, SView
+        a = self.rtile(op.operands[0])
+        rt = op.results[0].type
+        rm = self.tmap(rt)
+        at = op.operands[0].type
+        sv_in = self.scratch(op, at.shape, at.dtype)
+        self.tgt.barrier(self.b)
+        self.write_tile_smem(sv_in, a)
+        self.tgt.barrier(self.b)
+        sv_out = SView(sv_in.off, tuple(rt.shape), rt.dtype, default_shared_layout(rt.shape))
+        vals = self.map_values(rm, lambda v: self._read_elem(sv_out, self.coords(rm, v), rt.dtype))
+        self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    # ------------------------------------------------------------------ async copies
+    def op_async_copy(self, op):
+        b = self.b
+        sv = self.get(op.operands[0])
+        T = self.get(op.operands[1])
+        idx = [self.as_i32(self.get(v)) for v in op.operands[2:]]
+        st: TileType = op.operands[0].type
+        dt = st.dtype
+        m = blocked(st.shape, self.nthreads, dt.bits)
+        info, _ = self._tile_info_fn(T, idx, m, st.shape)
+        vec = self._vec_len(m, dt)
+        svec = self._smem_vec(sv, m, dt) if dt.bits >= 8 else vec
+        nbytes = vec * dt.bits // 8
+        use_async = vec > 1 and nbytes in (4, 8, 16) and svec >= vec if dt.bits >= 8 else \
+            (nbytes in (4, 8, 16) and self._subbyte_smem_contig(sv, m, vec))
+        uniq = set(m.unique_values())
+        own = self.owner(m)
+        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+
+        def async_path():
+            for g, slots in self._groups(m, vec):
+                inb, off = info(g)
+                c = self.coords(m, g)
+                dst = self._smem_byte_addr(sv, c, dt)
+                if dt.bits >= 8:
+                    srcp = self.elem_ptr(T, b.select(inb, off, ir.Constant(i64, 0)))
+                else:
+                    boff = b.lshr(b.mul(off, ir.Constant(i64, dt.bits)), ir.Constant(i64, 3))
+                    srcp = self.byte_ptr(T, b.select(inb, boff, ir.Constant(i64, 0)))
+                size = b.select(inb, ir.Constant(i32, nbytes), ir.Constant(i32, 0))
+                self.tgt.cp_async(b, self.sptr(self._i(dst)), srcp, nbytes, size)
+            return []
+
+        def sync_path():
+            zero = self.constant(dt, 0)
+            endb = self._guarded(own)
+            if dt.bits >= 8:
+                self._copy_loop(sv, T, idx, m, dt, zero)
+            else:
+                from .lower_tile import RTile
+                vals = [None] * m.nvals
+                for v in range(m.nvals):
+                    inb, off = info(v)
+                    vals[v] = self._load_one(T, dt, off, inb, zero)
+                self._end_guard(endb)
+                endb = None
+                self._write_subbyte_smem(sv, RTile(m, vals, dt))
+            self._end_guard(endb)
+            return []
+        if use_async and fast is not None:
+            self._branch2(fast, async_path, sync_path, None)
+        else:
+            sync_path()
+
+    def _copy_loop(self, sv, T, idx, m, dt, zero):
+        """Element-by-element global -> shared copy as a runtime loop over this thread's value
+        slots (compact code: the fallback of async_copy)."""
+        b = self.b
+        pre = b.block
+        head = self.llfn.append_basic_block("copy.head")
+        body = self.llfn.append_basic_block("copy.body")
+        done = self.llfn.append_basic_block("copy.done")
+        b.branch(head)
+        b.position_at_end(head)
+        v = b.phi(i32)
+        v.add_incoming(ir.Constant(i32, 0), pre)
+        b.cbranch(b.icmp_unsigned("<", v, ir.Constant(i32, m.nvals)), body, done)
+        b.position_at_end(body)
+        tb = self.tbase(m)
+        c = list(tb)
+        div = 1
+        for s_, cs in m.vmodes:
+            dig = b.urem(b.udiv(v, ir.Constant(i32, div)), ir.Constant(i32, s_))
+            for d, k in enumerate(cs):
+                if k:
+                    c[d] = b.add(c[d], b.mul(dig, ir.Constant(i32, k)))
+            div *= s_
+        lead, upred, uoff = self._tile_access_info(T, idx, m.shape)
+        pred, off = upred, uoff
+        for d in range(m.rank):
+            tc = b.add(idx[lead + d], c[d])
+            ok = b.icmp_unsigned("<", tc, T.shape[lead + d])
+            pred = ok if pred is None else b.and_(pred, ok)
+            off = b.add(off, b.mul(self._sext64(tc), self._sext64(T.strides[lead + d])))
+        x = self._load_one(T, dt, off, pred, zero)
+        self._sstore(self.sview_addr(sv, c), dt, [x])
+        nv = b.add(v, ir.Constant(i32, 1))
+        v.add_incoming(nv, b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def _subbyte_smem_contig(self, sv, m, vec):
+        lay = sv.layout
+        if isinstance(lay, ComposedLayout):
+            return False
+        inner = lay
+        modes = list(inner) if not isinstance(inner.shape, int) else [inner]
+        last = _leaves(modes[-1].shape, modes[-1].stride)
+        return last[0][1] == 1 and len(last) == 1 and all(
+            d % vec == 0 for md in modes[:-1] for _, d in _leaves(md.shape, md.stride))
+
+    def _smem_byte_addr(self, sv, coords, dt):
+        if dt.bits >= 8:
+            return self.sview_addr(sv, coords)
+        e = self.layout_offset(sv.layout, coords)
+        bo = self._mul(e, dt.bits)
+        byte = self.b.lshr(self._i(bo), ir.Constant(i32, 3)) if not isinstance(bo, int) else bo // 8
+        return self._add(sv.off, byte)
+
+
+def _align_of(off: int) -> int:
+    return (off & -off) if off else 1 << 20
+
+
+def _chunk_info(lay):
+    """The dim (0 or 1) along which 8 consecutive 16-bit elements are contiguous and 16-byte aligned
+    in a 2-D shared layout (every other stride a multiple of 8; a swizzle moves whole chunks), or
+    None."""
+    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+    if isinstance(inner.shape, int) or inner.rank != 2:
+        return None
+    if isinstance(lay, ComposedLayout) and (lay.swizzle.base < 3 or lay.offset % 8):
+        return None
+    modes = [_leaves(inner.mode(d).shape, inner.mode(d).stride) for d in (0, 1)]
+    for cd in (1, 0):
+        first = modes[cd][0]
+        if first[1] != 1 or first[0] % 8:
+            continue
+        rest = modes[cd][1:] + modes[1 - cd]
+        if all(d % 8 == 0 for _, d in rest):
+            return cd
+    return None
+
+
+def _atoms(m, size):
+    """Origins (multiples of `size`) of the fragment atoms thread 0 holds, in slot order."""
+    seen, out = set(), []
+    for c in m.vcoord_list():
+        o = (c[0] - c[0] % size[0], c[1] - c[1] % size[1])
+        if o not in seen:
+            seen.add(o)
+            out.append(o)
+    return out
+
+
+class LazyFrag:
+    """A shared_load into an mma operand fragment whose ldmatrix reads are done by the dot that
+    uses it, one k16 step at a time (keeps fewer fragment registers live)."""
+
+    def __init__(self, sv, m, dtype, plan):
+        self.sv, self.map, self.dtype, self.plan = sv, m, dtype, plan
+
+
+def _used_in_regions(blk, res, upto) -> bool:
+    return False

@@ -1,0 +1,627 @@
+"""Target-independent lowering of tile IR (after layout inference and shared-memory planning) to
+LLVM IR with llvmlite.ir.
+
+The model (one kernel = one LLVM function; every thread runs it):
+* a scalar IR value is one LLVM value, the same in every thread;
+* a register tile is the list of LLVM values its layout (a TVLayout, analyzed as a
+  `passes.thread_maps.ThreadMap`) gives each thread: `RTile(map, vals)`; thread coordinates come
+  from the layout, never from numbers written here;
+* a shared tile is a byte offset into the kernel's one dynamic shared buffer plus its shared layout;
+* a global tensor is its base pointer and runtime sizes/strides (codegen/abi.py);
+* structured control flow becomes an LLVM CFG with phis over the flattened values.
+
+Target specifics (thread ids, barriers, shuffles, predicated memory instructions, async copies,
+tensor-core instructions, fast exp2) come from a `target` object (codegen/nvptx_intrinsics.py for
+NVIDIA); the op families are split over mixins: memory (lower_memory.py), shared memory and data
+movement between threads (lower_shared.py), reductions (lower_reduce.py), dot (lower_dot.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+
+from tile.ir.core import Block, Function, Operation, Value
+from tile.ir.dtypes import DType
+from tile.ir.ops import BINARY, UNARY
+from tile.ir.types import ScalarType, TensorType, TileType
+from tile.passes.thread_maps import ThreadMap, as_map
+
+from .abi import KernelMeta, flatten_params
+from .errors import CompileError
+from .llvm_numerics import Numerics
+from .llvm_util import Decls, f32, f64, gptr, i1, i8, i32, i64, reg_type, sptr
+from .lower_dot import DotLowering
+from .lower_memory import MemoryLowering
+from .lower_reduce import ReduceLowering
+from .lower_shared import SharedLowering
+from .lower_wgmma import WgmmaLowering
+
+
+@dataclass
+class RTile:
+    """A lowered register tile: this thread's values, one per value slot of `map`."""
+    map: ThreadMap
+    vals: list
+    dtype: DType
+
+
+@dataclass
+class TensorV:
+    """A lowered global tensor parameter."""
+    ptr: object
+    shape: list
+    strides: list
+    dtype: DType
+    name: str
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+
+@dataclass
+class SView:
+    """A lowered shared tile: byte offset (i32) in the dynamic shared buffer + its layout."""
+    off: object
+    shape: tuple
+    dtype: DType
+    layout: object          # tile.ir.layout.Layout | ComposedLayout over the tile shape (element offsets)
+    align: int = 16         # a power of two dividing `off` (known at compile time)
+
+
+class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering, WgmmaLowering):
+    """Lowers one IR function to an LLVM module holding one kernel."""
+
+    def __init__(self, fn: Function, target, triple: str, options: dict | None = None):
+        self.fn = fn
+        self.target_info = target
+        self.options = dict(options or {})
+        self.num_warps = int(fn.attrs.get("num_warps", self.options.get("num_warps", 4)))
+        self.nthreads = 32 * self.num_warps if target.warp_size == 32 else target.warp_size * self.num_warps
+        self.module = ir.Module(name=fn.name)
+        self.module.triple = triple
+        self.decls = Decls(self.module)
+        self.tgt = target.make_intrinsics(self.decls)
+        self.num = Numerics(self.decls, self.tgt)
+        self.vals: dict[int, object] = {}
+        self.params = flatten_params(fn)
+        self.align = int(self.options.get("align", 16))
+        self._tbase_cache: dict = {}
+        self._owner_cache: dict = {}
+        self._smem = None
+        self.shared_bytes = int(fn.attrs.get("shared_bytes", 0))
+        self.current_op: Operation | None = None
+
+    # ------------------------------------------------------------------ errors
+    def error(self, msg: str, op: Operation | None = None) -> CompileError:
+        return CompileError(msg, op or self.current_op, kernel=self.fn.name)
+
+    # ------------------------------------------------------------------ entry
+    def build(self) -> ir.Module:
+        ptypes = []
+        for p in self.params:
+            ptypes.append({"ptr": gptr, "i32": i32, "i64": i64, "f32": f32, "f64": f64}[p.kind])
+        fnty = ir.FunctionType(ir.VoidType(), ptypes)
+        self.llfn = ir.Function(self.module, fnty, name=self.fn.name)
+        self.llfn.calling_convention = "ptx_kernel" if self.target_info.name == "nvptx" else self.target_info.kernel_cc
+        for a, p in zip(self.llfn.args, self.params):
+            a.name = p.name.replace(".", "_")
+            if p.kind == "ptr":
+                a.add_attribute("noalias") if self.options.get("noalias", False) else None
+                a.attributes.align = max(1, self.align)
+        self.target_info.add_function_attributes(self.llfn, self.nthreads, self.options)
+        entry = self.llfn.append_basic_block("entry")
+        body = self.llfn.append_basic_block("body")
+        self.eb = ir.IRBuilder(entry)              # hoisted thread-invariant computations
+        self.b = ir.IRBuilder(body)
+        self.tid = self.tgt.thread_id(self.eb)
+        self._bind_params()
+        self.lower_block(self.fn.body)
+        self.b.ret_void()
+        self.eb.branch(body)
+        return self.module
+
+    def _bind_params(self):
+        it = iter(self.llfn.args)
+        for a in self.fn.args:
+            t = a.type
+            if isinstance(t, TensorType):
+                ptr = next(it)
+                shape = [next(it) for _ in range(t.rank)]
+                strides = [next(it) for _ in range(t.rank)]
+                for k, d in enumerate(t.shape):
+                    if d is not None:
+                        shape[k] = ir.Constant(i32, d)
+                self.vals[id(a)] = TensorV(ptr, shape, strides, t.dtype, a.name or f"arg{a.index}")
+            else:
+                raw = next(it)
+                self.vals[id(a)] = self._scalar_param(raw, t.dtype)
+
+    def _scalar_param(self, raw, dt: DType):
+        eb = self.eb
+        if dt.kind == "bool":
+            return eb.icmp_unsigned("!=", raw, ir.Constant(i32, 0))
+        if dt.name in ("f32", "f64"):
+            return raw
+        if dt.name in ("f16", "bf16"):
+            return eb.bitcast(eb.trunc(raw, ir.IntType(16)), reg_type(dt))
+        t = reg_type(dt)
+        if t.width < raw.type.width:
+            return eb.trunc(raw, t)
+        return raw
+
+    # ------------------------------------------------------------------ values
+    def get(self, v: Value):
+        try:
+            return self.vals[id(v)]
+        except KeyError:
+            raise self.error(f"internal: value {v} has no lowering") from None
+
+    def set(self, v: Value, x):
+        self.vals[id(v)] = x
+
+    def tmap(self, t: TileType) -> ThreadMap:
+        if t.layout is None:
+            raise self.error(f"register tile {t} has no layout: run layout inference first")
+        try:
+            return as_map(t.layout, self.nthreads)
+        except Exception as e:
+            raise self.error(f"unsupported register layout {t.layout}: {e}") from None
+
+    def rtile(self, v: Value) -> RTile:
+        x = self.get(v)
+        if not isinstance(x, RTile):
+            raise self.error(f"internal: expected a register tile for {v}")
+        return x
+
+    def tbase(self, m: ThreadMap) -> list:
+        """Per dim, this thread's coordinate offset in layout m (i32, computed once in the entry)."""
+        key = m.key()
+        c = self._tbase_cache.get(key)
+        if c is None:
+            eb = self.eb
+            c = [ir.Constant(i32, 0)] * m.rank
+            div = 1
+            for s, cs in m.tmodes:
+                if any(cs):
+                    dig = eb.urem(eb.udiv(self.tid, ir.Constant(i32, div)), ir.Constant(i32, s)) if div > 1 else \
+                        eb.urem(self.tid, ir.Constant(i32, s))
+                    for d, k in enumerate(cs):
+                        if k:
+                            term = eb.mul(dig, ir.Constant(i32, k)) if k != 1 else dig
+                            c[d] = term if _is_zero(c[d]) else eb.add(c[d], term)
+                div *= s
+            self._tbase_cache[key] = c
+        return c
+
+    def owner(self, m: ThreadMap):
+        """i1: this thread is the first holder of its values (its digits in replicating thread
+        modes are 0); None when nothing is replicated across threads."""
+        key = m.key()
+        if key in self._owner_cache:
+            return self._owner_cache[key]
+        reps = m.replica_tmodes()
+        res = None
+        eb = self.eb
+        for div, s in reps:
+            dig = eb.urem(eb.udiv(self.tid, ir.Constant(i32, div)), ir.Constant(i32, s))
+            z = eb.icmp_unsigned("==", dig, ir.Constant(i32, 0))
+            res = z if res is None else eb.and_(res, z)
+        self._owner_cache[key] = res
+        return res
+
+    def coords(self, m: ThreadMap, v: int, b=None) -> list:
+        """This thread's tile coordinate (list of i32) of value slot v."""
+        b = b or self.b
+        tb = self.tbase(m)
+        vc = m.vcoord_list()[v]
+        out = []
+        for d in range(m.rank):
+            if vc[d] == 0:
+                out.append(tb[d])
+            elif _is_zero(tb[d]):
+                out.append(ir.Constant(i32, vc[d]))
+            else:
+                out.append(b.add(tb[d], ir.Constant(i32, vc[d])))
+        return out
+
+    def map_values(self, m: ThreadMap, fn):
+        """[fn(v) for unique slots v], copies for duplicate slots."""
+        src = m.dup_source()
+        out = [None] * m.nvals
+        for v in range(m.nvals):
+            out[v] = fn(v) if src[v] == v else out[src[v]]
+        return out
+
+    # ------------------------------------------------------------------ blocks and ops
+    def lower_block(self, block: Block):
+        """Lower a block's ops; returns the terminator's operand values (lowered), or None."""
+        for op in block.ops:
+            self.current_op = op
+            if op.name in ("yield", "condition"):
+                return op
+            meth = getattr(self, "op_" + op.name, None)
+            if meth is None:
+                if op.name in BINARY or op.name in UNARY:
+                    meth = self.op_elementwise
+                else:
+                    raise self.error("this op has no lowering in the GPU back end")
+            try:
+                meth(op)
+            except CompileError:
+                raise
+            except Exception as e:
+                raise self.error(f"internal error while lowering: {type(e).__name__}: {e}") from e
+        return None
+
+    # ------------------------------------------------------------------ flattening for phis
+    def flatten(self, x) -> list:
+        if isinstance(x, RTile):
+            return [x.vals[u] for u in x.map.unique_values()]
+        if isinstance(x, SView):
+            return [x.off]
+        return [x]
+
+    def unflatten(self, template, flat: list, pos: int):
+        if isinstance(template, RTile):
+            u = template.map.unique_values()
+            src = template.map.dup_source()
+            vals = [None] * template.map.nvals
+            for k, v in enumerate(u):
+                vals[v] = flat[pos + k]
+            for v in range(template.map.nvals):
+                if vals[v] is None:
+                    vals[v] = vals[src[v]]
+            return RTile(template.map, vals, template.dtype), pos + len(u)
+        if isinstance(template, SView):
+            return SView(flat[pos], template.shape, template.dtype, template.layout, template.align), pos + 1
+        return flat[pos], pos + 1
+
+    def _template(self, t, ref=None):
+        """A lowered-value template for type t (maps for tiles)."""
+        if isinstance(t, TileType) and t.space == "reg":
+            m = self.tmap(t)
+            return RTile(m, [None] * m.nvals, t.dtype)
+        if isinstance(t, TileType):
+            if not isinstance(ref, SView):
+                raise self.error("a shared tile carried by control flow must come from one allocation")
+            return ref
+        return None
+
+    def _check_same_layout(self, a, b_, what):
+        if isinstance(a, RTile) and isinstance(b_, RTile) and not a.map.same(b_.map):
+            raise self.error(f"{what}: layouts differ ({a.map} vs {b_.map}); layout inference should have "
+                             f"inserted a convert_layout")
+        if isinstance(a, SView) and isinstance(b_, SView) and str(a.layout) != str(b_.layout):
+            raise self.error(f"{what}: shared layouts differ")
+
+    # ------------------------------------------------------------------ control flow
+    def op_for(self, op: Operation):
+        b = self.b
+        lo, hi, step = (self.get(v) for v in op.operands[:3])
+        inits = [self.get(v) for v in op.operands[3:]]
+        body = op.regions[0]
+        templates = [self._template(a.type, x) for a, x in zip(body.args[1:], inits)]
+        for t, x in zip(templates, inits):
+            self._check_same_layout(t, x, "for: initial value")
+        flat_init = [y for x in inits for y in self.flatten(x)]
+        pre = b.block
+        head = self.llfn.append_basic_block("for.head")
+        bodyb = self.llfn.append_basic_block("for.body")
+        exitb = self.llfn.append_basic_block("for.exit")
+        b.branch(head)
+        b.position_at_end(head)
+        ivt = lo.type
+        iv = b.phi(ivt, name="iv")
+        iv.add_incoming(lo, pre)
+        phis = []
+        for x in flat_init:
+            p = b.phi(x.type)
+            p.add_incoming(x, pre)
+            phis.append(p)
+        cond = b.icmp_signed("<", iv, hi)
+        b.cbranch(cond, bodyb, exitb)
+        b.position_at_end(bodyb)
+        self.set(body.args[0], iv)
+        carried, pos = [], 0
+        for a, t, x in zip(body.args[1:], templates, inits):
+            tv, pos = self.unflatten(t if t is not None else x, phis, pos)
+            self.set(a, tv)
+            carried.append(tv)
+        term = self.lower_block(body)
+        ys = [self.get(v) for v in term.operands]
+        for t, y in zip(carried, ys):
+            self._check_same_layout(t, y, "for: yielded value")
+        flat_y = [z for y in ys for z in self.flatten(y)]
+        self.current_op = op
+        nxt = b.add(iv, step)
+        latch = b.block
+        b.branch(head)
+        iv.add_incoming(nxt, latch)
+        for p, y in zip(phis, flat_y):
+            if y.type != p.type:
+                raise self.error(f"internal: loop-carried type mismatch {y.type} vs {p.type}")
+            p.add_incoming(y, latch)
+        b.position_at_end(exitb)
+        pos = 0
+        for r, c in zip(op.results, carried):
+            tv, pos = self.unflatten(c, phis, pos)
+            self.set(r, tv)
+
+    def op_if(self, op: Operation):
+        b = self.b
+        c = self.get(op.operands[0])
+        thenb = self.llfn.append_basic_block("if.then")
+        elseb = self.llfn.append_basic_block("if.else")
+        merge = self.llfn.append_basic_block("if.end")
+        b.cbranch(c, thenb, elseb)
+        outs = []
+        for region, blk in zip(op.regions, (thenb, elseb)):
+            b.position_at_end(blk)
+            term = self.lower_block(region)
+            ys = [self.get(v) for v in term.operands] if term is not None else []
+            outs.append((ys, b.block))
+            b.branch(merge)
+        self.current_op = op
+        b.position_at_end(merge)
+        (yt, bt), (ye, be) = outs
+        for r, x, y in zip(op.results, yt, ye):
+            tmpl = self._template(r.type, x)
+            if isinstance(tmpl, RTile):
+                self._check_same_layout(tmpl, x, "if: then-value")
+                self._check_same_layout(tmpl, y, "if: else-value")
+            fx, fy = self.flatten(x), self.flatten(y)
+            flat = []
+            for p, q in zip(fx, fy):
+                if p is q:
+                    flat.append(p)
+                    continue
+                phi = b.phi(p.type)
+                phi.add_incoming(p, bt)
+                phi.add_incoming(q, be)
+                flat.append(phi)
+            tv, _ = self.unflatten(tmpl if tmpl is not None else x, flat, 0)
+            self.set(r, tv)
+
+    def op_while(self, op: Operation):
+        b = self.b
+        inits = [self.get(v) for v in op.operands]
+        before, after = op.regions
+        templates = [self._template(a.type, x) for a, x in zip(before.args, inits)]
+        flat_init = [y for x in inits for y in self.flatten(x)]
+        pre = b.block
+        head = self.llfn.append_basic_block("while.head")
+        afterb = self.llfn.append_basic_block("while.body")
+        exitb = self.llfn.append_basic_block("while.exit")
+        b.branch(head)
+        b.position_at_end(head)
+        phis = []
+        for x in flat_init:
+            p = b.phi(x.type)
+            p.add_incoming(x, pre)
+            phis.append(p)
+        pos = 0
+        for a, t, x in zip(before.args, templates, inits):
+            tv, pos = self.unflatten(t if t is not None else x, phis, pos)
+            self.set(a, tv)
+        term = self.lower_block(before)
+        cond = self.get(term.operands[0])
+        passed = [self.get(v) for v in term.operands[1:]]
+        b.cbranch(cond, afterb, exitb)
+        b.position_at_end(afterb)
+        for a, x in zip(after.args, passed):
+            self.set(a, x)
+        term2 = self.lower_block(after)
+        ys = [self.get(v) for v in term2.operands]
+        flat_y = [z for y in ys for z in self.flatten(y)]
+        latch = b.block
+        b.branch(head)
+        for p, y in zip(phis, flat_y):
+            p.add_incoming(y, latch)
+        b.position_at_end(exitb)
+        for r, x in zip(op.results, passed):
+            self.set(r, x)
+
+    def op_print(self, op: Operation):
+        pass                                        # debug prints run in the interpreter only
+
+    # ------------------------------------------------------------------ scalars and creation
+    def constant(self, dt: DType, value):
+        """LLVM constant of dtype dt with the value an IR attribute gives (the interpreter's
+        `to_value` rules: floats rounded to the type, ints wrapped)."""
+        import math
+        t = reg_type(dt)
+        if dt.kind == "bool":
+            return ir.Constant(i1, 1 if value else 0)
+        if dt.is_float:
+            v = float(value)
+            if dt.name in ("f32", "f64", "f16", "bf16"):
+                if dt.name == "f16" and not math.isnan(v):
+                    import numpy as np
+                    v = float(np.float16(v))
+                return ir.Constant(t, v)
+            from tile.ir import numerics
+            import numpy as np
+            return ir.Constant(i8, int(numerics.encode(np.asarray(v, np.float64), dt)))
+        if isinstance(value, float):
+            from tile.ir import numerics
+            import numpy as np
+            value = int(numerics.decode(numerics.encode(np.asarray(value), dt), dt))
+        v = int(value)
+        m = 1 << dt.bits
+        v %= m
+        if dt.kind == "int" and v >= m >> 1:
+            v -= m
+        return ir.Constant(t, v & ((1 << t.width) - 1) if v < 0 else v)
+
+    def op_constant(self, op):
+        self.set(op.results[0], self.constant(op.results[0].type.dtype, op.attrs["value"]))
+
+    def op_full(self, op):
+        t = op.results[0].type
+        m = self.tmap(t)
+        c = self.constant(t.dtype, op.attrs["value"])
+        self.set(op.results[0], RTile(m, [c] * m.nvals, t.dtype))
+
+    def op_splat(self, op):
+        t = op.results[0].type
+        m = self.tmap(t)
+        s = self.get(op.operands[0])
+        self.set(op.results[0], RTile(m, [s] * m.nvals, t.dtype))
+
+    def op_arange(self, op):
+        t = op.results[0].type
+        m = self.tmap(t)
+        start = int(op.attrs["start"])
+        vals = self.map_values(m, lambda v: self._add_const(self.coords(m, v)[0], start))
+        self.set(op.results[0], RTile(m, vals, t.dtype))
+
+    def _add_const(self, x, k):
+        if k == 0:
+            return x
+        if isinstance(x, ir.Constant):
+            return ir.Constant(i32, x.constant + k)
+        return self.b.add(x, ir.Constant(i32, k))
+
+    def op_block_id(self, op):
+        self.set(op.results[0], self.tgt.block_id(self.b, op.attrs["axis"]))
+
+    def op_num_blocks(self, op):
+        self.set(op.results[0], self.tgt.num_blocks(self.b, op.attrs["axis"]))
+
+    def op_dim(self, op):
+        self.set(op.results[0], self.get(op.operands[0]).shape[op.attrs["axis"]])
+
+    def op_stride(self, op):
+        self.set(op.results[0], self.get(op.operands[0]).strides[op.attrs["axis"]])
+
+    # ------------------------------------------------------------------ elementwise
+    def _elementwise(self, op, fn):
+        """Apply fn(list of operand values) per value slot (scalars: once)."""
+        args = [self.get(v) for v in op.operands]
+        rt = op.results[0].type
+        if not isinstance(rt, TileType):
+            self.set(op.results[0], fn(args))
+            return
+        m = None
+        for a in args:
+            if isinstance(a, RTile):
+                if m is None:
+                    m = a.map
+                elif not a.map.same(m):
+                    raise self.error(f"operand layouts differ ({m} vs {a.map}); layout inference should have "
+                                     f"inserted a convert_layout")
+        rm = self.tmap(rt)
+        if m is not None and not rm.same(m):
+            raise self.error(f"result layout {rm} differs from the operands' {m}")
+        vals = self.map_values(rm, lambda v: fn([a.vals[v] if isinstance(a, RTile) else a for a in args]))
+        self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    def op_elementwise(self, op):
+        dt = op.results[0].type.dtype
+        b = self.b
+        if op.name in BINARY:
+            self._elementwise(op, lambda xs: self.num.binary(b, op.name, xs[0], xs[1], dt))
+        else:
+            self._elementwise(op, lambda xs: self.num.unary(b, op.name, xs[0], dt))
+
+    def op_cmp(self, op):
+        dt = op.operands[0].type.dtype
+        self._elementwise(op, lambda xs: self.num.cmp(self.b, op.attrs["pred"], xs[0], xs[1], dt))
+
+    def op_select(self, op):
+        self._elementwise(op, lambda xs: self.b.select(xs[0], xs[1], xs[2]))
+
+    def op_cast(self, op):
+        src, dst = op.operands[0].type.dtype, op.results[0].type.dtype
+        self._elementwise(op, lambda xs: self.num.convert(self.b, xs[0], src, dst))
+
+    def op_bitcast(self, op):
+        a, r = op.operands[0].type, op.results[0].type
+        if isinstance(a, ScalarType):
+            x = self.get(op.operands[0])
+            self.set(op.results[0], self.bitcast_scalar(x, a.dtype, r.dtype))
+            return
+        if a.shape == r.shape:
+            self._elementwise(op, lambda xs: self.bitcast_scalar(xs[0], a.dtype, r.dtype))
+            return
+        self.bitcast_tile(op)
+
+    def bitcast_scalar(self, x, src: DType, dst: DType):
+        b = self.b
+        bits = src.bits
+        code = self.to_code(x, src)
+        return self.from_code(code if code.type.width == max(8, dst.bits) else
+                              (b.trunc(code, ir.IntType(max(8, dst.bits))) if code.type.width > max(8, dst.bits)
+                               else b.zext(code, ir.IntType(max(8, dst.bits)))), dst)
+
+    def to_code(self, x, dt: DType, b=None):
+        """Register value -> its storage code as an integer of max(8, bits) bits (sub-byte codes
+        in the low bits of an i8, higher bits 0)."""
+        b = b or self.b
+        if dt.kind == "bool":
+            return b.zext(x, i8)
+        if dt.is_float and dt.name in ("f32", "f64", "f16", "bf16"):
+            return b.bitcast(x, ir.IntType(dt.bits))
+        if dt.bits < 8:
+            return b.and_(x, ir.Constant(i8, (1 << dt.bits) - 1))
+        return x
+
+    def from_code(self, c, dt: DType, b=None):
+        """Storage code (integer of max(8, bits) bits, extra high bits ignored) -> register value."""
+        b = b or self.b
+        if dt.kind == "bool":
+            return b.icmp_unsigned("!=", b.and_(c, ir.Constant(c.type, 1)), ir.Constant(c.type, 0))
+        if dt.is_float and dt.name in ("f32", "f64", "f16", "bf16"):
+            return b.bitcast(c, reg_type(dt))
+        if dt.bits < 8:
+            if dt.is_float:
+                return b.and_(c, ir.Constant(i8, (1 << dt.bits) - 1))
+            if dt.kind == "int":
+                sh = ir.Constant(i8, 8 - dt.bits)
+                return b.ashr(b.shl(c, sh), sh)
+            return b.and_(c, ir.Constant(i8, (1 << dt.bits) - 1))
+        return c
+
+    # ------------------------------------------------------------------ layout-only ops
+    def op_transpose(self, op):
+        a = self.rtile(op.operands[0])
+        perm = list(op.attrs["perm"])
+        rt = op.results[0].type
+        rm = self.tmap(rt)
+        if rm.same(a.map.permute(perm)):
+            self.set(op.results[0], RTile(rm, list(a.vals), rt.dtype))
+            return
+        self.move_through_smem(op, a, rm, lambda c: [c[perm.index(d)] for d in range(len(perm))])
+
+    def op_broadcast(self, op):
+        a = self.get(op.operands[0])
+        rt = op.results[0].type
+        rm = self.tmap(rt)
+        if not isinstance(a, RTile):
+            raise self.error("broadcast of a non-tile")
+        ashape = op.operands[0].type.shape
+        need = rm.broadcast_operand(ashape)
+        if a.map.same(need):
+            # every result slot reads the operand slot holding its (projected) coordinate
+            lead = rt.rank - len(ashape)
+            vi = a.map.value_index()
+            vals = []
+            for c in rm.vcoord_list():
+                cc = tuple(0 if s == 1 else x for x, s in zip(c[lead:], ashape))
+                vals.append(a.vals[vi[cc]])
+            self.set(op.results[0], RTile(rm, vals, rt.dtype))
+            return
+        # general case: each thread picks the element from shared memory
+        lead = rt.rank - len(op.operands[0].type.shape)
+        ashape = op.operands[0].type.shape
+
+        def src_coord(c):
+            cc = c[lead:]
+            return [ir.Constant(i32, 0) if s == 1 else x for x, s in zip(cc, ashape)]
+        self.move_through_smem(op, a, rm, src_coord)
+
+
+def _is_zero(x) -> bool:
+    return isinstance(x, ir.Constant) and x.constant == 0

@@ -1,0 +1,206 @@
+"""dot on Hopper (sm_90a): `wgmma.mma_async` with both operands read from shared memory through
+64-bit matrix descriptors (/work/shared/notes/fragment-layouts.md §3, verified on an H100).
+
+Used when the accumulator has the interleaved mma layout `thread_maps.mma_c(M, N, wm, wn)` with
+whole warpgroups along M (wm % 4 == 0: warps 4g..4g+3 then hold 64-row blocks, exactly the wgmma
+m64nN accumulator of warpgroup g) and both operands are shared tiles read lazily (a shared_load or
+a conversion staged through scratch, see lower_shared.LazyFrag) whose shared layouts are one of the
+canonical wgmma layouts. Which layout that is -- K-major with a 128/64/32-byte swizzle, or
+MN-major with the 128-byte swizzle -- and the descriptor's LBO/SBO are read off the layout by
+checking it element by element against the canonical formulas, never assumed.
+
+Per dot: wgmma.fence; for every k16 step, every 64-row block and n block of this warpgroup, one
+wgmma; commit; wait 0. Shared-memory writes that feed wgmma are made visible to the async proxy
+with fence.proxy.async (after cp.async waits and before the barrier of staged conversions).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import llvmlite.ir as ir
+
+from tile.ir.layout import ComposedLayout
+from tile.passes.thread_maps import mma_c, warp_splits
+
+from .llvm_util import i32, i64
+
+_MODE = {128: 1, 64: 2, 32: 3}
+
+
+def _swz(o: int, W: int) -> int:
+    return o ^ (((o >> 7) & (W // 16 - 1)) << 4)
+
+
+@lru_cache(maxsize=256)
+def canonical_info(layout_str: str, shape: tuple, role: str, bits: int):
+    """(major, mode, LBO, SBO) if the 2-D shared layout (text form) of operand `role` ('a': (M, K),
+    'b': (K, N)) is a canonical wgmma layout for 16-bit elements; else None."""
+    from tile.ir.layout import parse_layout
+    if bits != 16:
+        return None
+    lay = parse_layout(layout_str)
+    if not isinstance(lay, ComposedLayout):
+        return None
+    inner, sw = lay.layout, lay.swizzle
+    if lay.offset or sw.base != 3 or sw.shift != 3 or sw.bits not in (1, 2, 3):
+        return None
+    W = {3: 128, 2: 64, 1: 32}[sw.bits]
+    kdim = 1 if role == "a" else 0
+    xdim = 1 - kdim
+    R, C = shape
+    X, K = shape[xdim], shape[kdim]
+
+    def coord(x, k):
+        return (x, k) if xdim == 0 else (k, x)
+
+    def Lu(x, k):
+        return inner(coord(x, k))
+
+    def L(x, k):
+        return lay(coord(x, k))
+    if K % 16 or X % 64:
+        return None
+    # K-major: rows of W bytes along k, 8-row groups SBO apart, k panels anywhere
+    E = W // 2
+    try:
+        sbo = 2 * Lu(8, 0)
+        ok = True
+        for x in range(X):
+            for k in range(K):
+                exp = 2 * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * 2, W)
+                if 2 * L(x, k) != exp:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok and sbo % 16 == 0:
+            return ("K", _MODE[W], 16, sbo)
+    except Exception:
+        pass
+    if W != 128:
+        return None
+    # MN-major, 128-byte swizzle: 64-element panels along x (LBO apart), 8-deep k groups SBO apart
+    try:
+        lbo = 2 * Lu(64, 0) if X > 64 else 0
+        sbo = 2 * Lu(0, 8)
+        for x in range(X):
+            for k in range(K):
+                exp = (x // 64) * lbo + (k // 8) * sbo + _swz((k % 8) * 128 + (x % 64) * 2, 128)
+                if 2 * L(x, k) != exp:
+                    return None
+        if lbo % 16 or sbo % 16:
+            return None
+        return ("MN", 1, lbo if lbo else 16, sbo)
+    except Exception:
+        return None
+
+
+class WgmmaLowering:
+    def _wgmma_plan(self, a, bt, acc, M, N, K):
+        from .lower_shared import LazyFrag
+        if not getattr(self.tgt, "has_wgmma", False) or self.options.get("wgmma") is False:
+            return None
+        if not (isinstance(a, LazyFrag) and isinstance(bt, LazyFrag)):
+            return None
+        if a.dtype.name not in ("bf16", "f16") or acc.dtype.name != "f32" or a.dtype != bt.dtype:
+            return None
+        grid = None
+        for wm, wn in warp_splits(self.num_warps):
+            if wm % 4:
+                continue
+            try:
+                if acc.map.same(mma_c(M, N, wm, wn).for_threads(self.nthreads)):
+                    grid = (wm, wn)
+                    break
+            except Exception:
+                continue
+        if grid is None:
+            return None
+        wm, wn = grid
+        n_wg = N // wn
+        if n_wg % 8:
+            return None
+        n_inst = n_wg if n_wg <= 256 else (256 if n_wg % 256 == 0 else (128 if n_wg % 128 == 0 else 0))
+        if not n_inst:
+            return None
+        ia = canonical_info(str(a.sv.layout), (M, K), "a", 16)
+        ib = canonical_info(str(bt.sv.layout), (K, N), "b", 16)
+        if ia is None or ib is None:
+            return None
+        need = {1: 1024, 2: 512, 3: 256}
+        if getattr(a.sv, "align", 0) < need[ia[1]] or getattr(bt.sv, "align", 0) < need[ib[1]]:
+            return None
+        return wm, wn, n_inst, ia, ib
+
+    def _desc_hi(self, info):
+        major, mode, lbo, sbo = info
+        return (((lbo & 0x3FFFF) >> 4) << 16) | (((sbo & 0x3FFFF) >> 4) << 32) | (mode << 62)
+
+    def _smem_base32(self):
+        c = self._tbase_cache.get("smem_base32")
+        if c is None:
+            c = self.eb.ptrtoint(self.sptr(ir.Constant(i32, 0), self.eb), i32)
+            self._tbase_cache["smem_base32"] = c
+        return c
+
+    def _desc(self, sv, byte_off, hi):
+        """The 64-bit descriptor of the operand block starting `byte_off` (i32) bytes into sv."""
+        b = self.b
+        addr = b.add(self._smem_base32(), b.add(sv.off, byte_off) if not _zero(byte_off) else sv.off)
+        lo = b.and_(b.lshr(addr, ir.Constant(i32, 4)), ir.Constant(i32, 0x3FFF))
+        return b.or_(b.zext(lo, i64), ir.Constant(i64, hi))
+
+    def _dot_wgmma(self, a, bt, acc, M, N, K, plan):
+        wm, wn, n_inst, ia, ib = plan
+        b = self.b
+        gm = wm // 4
+        vic = acc.map.value_index()
+        out = list(acc.vals)
+        dt = a.dtype.name
+        # this warp's warpgroup: rows block gi (of gm), column block gj (of wn)
+        warp = b.udiv(self.tid, ir.Constant(i32, 32))
+        gi = b.udiv(b.urem(warp, ir.Constant(i32, wm)), ir.Constant(i32, 4))
+        gj = b.udiv(warp, ir.Constant(i32, wm))
+        la, lb = a.sv.layout, bt.sv.layout
+        inner_a = la.layout if isinstance(la, ComposedLayout) else la
+        inner_b = lb.layout if isinstance(lb, ComposedLayout) else lb
+
+        def lin(inner, coord):
+            return 2 * inner(coord)
+        n_wg = N // wn
+        hi_a, hi_b = self._desc_hi(ia), self._desc_hi(ib)
+        blocks_m = M // (64 * gm)
+        # byte offset of the warpgroup's first row (A) / column (B): linear in gi / gj
+        da = lin(inner_a, (64, 0)) if gm > 1 else 0
+        db = lin(inner_b, (0, n_wg)) if wn > 1 else 0
+        wa = b.mul(gi, ir.Constant(i32, da)) if gm > 1 else ir.Constant(i32, 0)
+        wb = b.mul(gj, ir.Constant(i32, db)) if wn > 1 else ir.Constant(i32, 0)
+        self.tgt.wgmma_fence(b)
+        for k0 in range(0, K, 16):
+            descs_b = []
+            for nb in range(n_wg // n_inst):
+                off = lin(inner_b, (k0, nb * n_inst))
+                descs_b.append(self._desc(bt.sv, b.add(wb, ir.Constant(i32, off)), hi_b))
+            for j in range(blocks_m):
+                off = lin(inner_a, (64 * gm * j, k0))
+                da_ = self._desc(a.sv, b.add(wa, ir.Constant(i32, off)), hi_a)
+                for nb in range(n_wg // n_inst):
+                    slots = []
+                    for r in range(n_inst // 2):
+                        c = (64 * gm * j + 8 * ((r >> 1) & 1), nb * n_inst + 8 * (r >> 2) + (r & 1))
+                        s = vic.get(c)
+                        if s is None:
+                            raise self.error(f"internal: wgmma accumulator coordinate {c} not in {acc.map}")
+                        slots.append(s)
+                    d = self.tgt.wgmma(b, [out[s] for s in slots], da_, descs_b[nb], n_inst, dt,
+                                       1 if ia[0] == "MN" else 0, 1 if ib[0] == "MN" else 0)
+                    for s, x in zip(slots, d):
+                        out[s] = x
+        self.tgt.wgmma_commit(b)
+        self.tgt.wgmma_wait(b, 0)
+        src = acc.map.dup_source()
+        return [out[src[v]] for v in range(len(out))]
+
+
+def _zero(x) -> bool:
+    return isinstance(x, ir.Constant) and x.constant == 0

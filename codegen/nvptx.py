@@ -1,0 +1,168 @@
+"""The NVIDIA back end: tile IR (after the sm_* pipeline's passes) -> LLVM IR -> O3 -> PTX.
+
+Targets: sm_80 (PTX ISA 7.0), sm_89 (7.8), sm_90a (8.0). The LLVM work (parse, verify, O3, PTX
+emission) runs in a forked child (codegen/llvm_isolated.py) so that an LLVM abort can never take
+the caller down. `ptxas` (tests) or nvJitLink (runtime) turn the PTX into a cubin.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import llvmlite.ir as ir
+
+from tile.ir.core import Function
+
+from .abi import KernelMeta, flatten_params
+from .errors import CompileError
+from .llvm_isolated import LLVMJob, run_llvm
+from .nvptx_intrinsics import NVPTXIntrinsics
+
+TRIPLE = "nvptx64-nvidia-cuda"
+# target -> (LLVM cpu, PTX feature). Never +ptx78 with sm_90a: LLVM exits the process.
+TARGETS = {"sm_80": ("sm_80", "+ptx70"), "sm_89": ("sm_89", "+ptx78"), "sm_90a": ("sm_90a", "+ptx80")}
+# dynamic shared memory a block may opt into (bytes)
+SMEM_LIMIT = {"sm_80": 166912, "sm_89": 101376, "sm_90a": 232448}
+
+
+class NVPTXTarget:
+    """What codegen/lower_tile.py needs to know about NVIDIA."""
+    name = "nvptx"
+    warp_size = 32
+    triple = TRIPLE
+
+    def __init__(self, arch: str):
+        if arch not in TARGETS:
+            raise CompileError(f"unknown NVIDIA target {arch!r}; targets: {', '.join(TARGETS)}")
+        self.arch = arch
+        self.cpu, self.features = TARGETS[arch]
+
+    def make_intrinsics(self, decls):
+        return NVPTXIntrinsics(decls, self.arch)
+
+    def add_function_attributes(self, llfn, nthreads: int, options: dict):
+        # string attributes print verbatim after the signature (llvmlite rejects them in .add())
+        set.add(llfn.attributes, f'"nvvm.reqntid"="{nthreads}"')
+        if options.get("min_blocks_per_sm"):
+            set.add(llfn.attributes, f'"nvvm.minctasm"="{int(options["min_blocks_per_sm"])}"')
+        if options.get("maxnreg"):
+            set.add(llfn.attributes, f'"nvvm.maxnreg"="{int(options["maxnreg"])}"')
+
+
+@dataclass
+class Compiled:
+    """One compiled kernel. `ptx` is the PTX text (what a runtime loads: cuModuleLoadData or
+    nvJitLink); `meta` is the launch contract (codegen/abi.py): name, threads per block, dynamic
+    shared memory bytes, machine parameters in order."""
+    ptx: str
+    llvm_ir: str
+    meta: KernelMeta
+    optimized_ir: str = ""
+    tile_ir: str = ""
+    ir_after: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def target(self) -> str:
+        return self.meta.target
+
+    def cubin(self, use: str = "auto") -> bytes:
+        """PTX -> cubin for this target: nvJitLink in process (`use="nvjitlink"`), or ptxas
+        (`use="ptxas"`); "auto" tries nvJitLink, then ptxas."""
+        errors = []
+        if use in ("auto", "nvjitlink"):
+            try:
+                return _nvjitlink(self.ptx, self.meta.target, self.meta.name)
+            except Exception as e:            # noqa: BLE001
+                errors.append(f"nvJitLink: {e}")
+                if use == "nvjitlink":
+                    raise CompileError(errors[-1], kernel=self.meta.name) from None
+        if use in ("auto", "ptxas"):
+            out, log = run_ptxas(self.ptx, self.meta.target)
+            return out
+        raise CompileError("no PTX assembler available: " + "; ".join(errors), kernel=self.meta.name)
+
+    def ptxas_report(self) -> dict:
+        """Run `ptxas -v` and parse its resource report (registers, spills, shared, stack)."""
+        _, log = run_ptxas(self.ptx, self.meta.target)
+        return parse_ptxas_report(log)
+
+
+def _nvjitlink(ptx: str, arch: str, name: str) -> bytes:
+    from cuda.bindings import nvjitlink as nj
+    data = ptx.encode()
+    h = nj.create(2, [f"-arch={arch}", "-O3"])
+    try:
+        nj.add_data(h, nj.InputType.PTX, data, len(data), f"{name}.ptx")
+        nj.complete(h)
+        buf = bytearray(nj.get_linked_cubin_size(h))
+        nj.get_linked_cubin(h, buf)
+        return bytes(buf)
+    finally:
+        nj.destroy(h)
+
+
+def run_ptxas(ptx: str, arch: str, extra=()) -> tuple[bytes, str]:
+    """Assemble PTX with `ptxas -arch=<arch> -v`; returns (cubin bytes, ptxas log). Raises
+    CompileError with the log if ptxas rejects it, or if ptxas is not installed."""
+    exe = shutil.which("ptxas")
+    if exe is None:
+        raise CompileError("ptxas is not on PATH")
+    with tempfile.TemporaryDirectory() as d:
+        src, out = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
+        with open(src, "w") as f:
+            f.write(ptx)
+        p = subprocess.run([exe, f"-arch={arch}", "-v", *extra, src, "-o", out], capture_output=True, text=True)
+        log = p.stdout + p.stderr
+        if p.returncode != 0:
+            raise CompileError(f"ptxas rejected the PTX:\n{log}")
+        with open(out, "rb") as f:
+            return f.read(), log
+
+
+_REPORT = {
+    "registers": re.compile(r"Used (\d+) registers"),
+    "stack": re.compile(r"(\d+) bytes stack frame"),
+    "spill_stores": re.compile(r"(\d+) bytes spill stores"),
+    "spill_loads": re.compile(r"(\d+) bytes spill loads"),
+    "smem": re.compile(r"(\d+) bytes smem"),
+}
+
+
+def parse_ptxas_report(log: str) -> dict:
+    out = {}
+    for k, rx in _REPORT.items():
+        m = rx.search(log)
+        out[k] = int(m.group(1)) if m else 0
+    out["log"] = log
+    return out
+
+
+def compile_function(fn: Function, target: str = "sm_90a", options: dict | None = None,
+                     tile_ir: str = "", ir_after: dict | None = None) -> Compiled:
+    """Lower one IR function that has been through the target's passes (layouts and shared memory
+    planned) to PTX."""
+    from .lower_tile import KernelLowering
+    options = dict(options or {})
+    tgt = NVPTXTarget(target)
+    low = KernelLowering(fn, tgt, TRIPLE, options)
+    module = low.build()
+    text = str(module)
+    shared = int(fn.attrs.get("shared_bytes", 0))
+    if shared > SMEM_LIMIT[target]:
+        raise CompileError(f"needs {shared} bytes of shared memory; {target} allows at most "
+                           f"{SMEM_LIMIT[target]} per block (use smaller tiles or fewer stages)", kernel=fn.name)
+    opts = ("--nvptx-short-ptr",)
+    job = LLVMJob(text, TRIPLE, tgt.cpu, tgt.features, int(options.get("opt", 3)), opts, "asm", fn.name)
+    res = run_llvm(job, timeout=float(options.get("llvm_timeout", 600)))
+    meta = KernelMeta(name=fn.name, target=target, num_threads=low.nthreads, shared_bytes=shared,
+                      params=flatten_params(fn), align=low.align)
+    return Compiled(ptx=res["asm"], llvm_ir=text, meta=meta, optimized_ir=res.get("optimized_ir", ""),
+                    tile_ir=tile_ir, ir_after=dict(ir_after or {}))

@@ -1,0 +1,177 @@
+"""NVPTX instruction selection: special registers, barriers, warp shuffles, predicated global
+loads/stores, cp.async, ldmatrix, mma.sync, fast math.
+
+Everything here is either an LLVM NVVM intrinsic (names checked against the bundled LLVM 22, see
+/work/shared/notes/codegen-notes.md) or -- only where LLVM has no intrinsic that keeps the
+instruction whole -- an inline-asm pattern of exactly one PTX instruction (predicated `ld.global` /
+`st.global`: LLVM would otherwise turn every masked access into a branch).
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from .errors import CompileError
+from .llvm_util import Decls, f16, f32, gptr, i1, i8, i16, i32, i64, sptr, void
+
+_CONSTRAINT = {16: "h", 32: "r", 64: "l"}
+
+
+class NVPTXIntrinsics:
+    """The NVPTX side of the lowering interface used by codegen/lower_tile.py."""
+
+    warp_size = 32
+    name = "nvptx"
+
+    def __init__(self, decls: Decls, arch: str):
+        self.d = decls
+        self.arch = arch
+        self.sm = int("".join(ch for ch in arch[3:] if ch.isdigit()))
+
+    # ------------------------------------------------------------------ ids and sync
+    def sreg(self, b, name):
+        return self.d.call(b, f"llvm.nvvm.read.ptx.sreg.{name}", i32, [], [])
+
+    def thread_id(self, b):
+        return self.sreg(b, "tid.x")
+
+    def block_id(self, b, axis: int):
+        return self.sreg(b, "ctaid." + "xyz"[axis])
+
+    def num_blocks(self, b, axis: int):
+        return self.sreg(b, "nctaid." + "xyz"[axis])
+
+    def barrier(self, b):
+        self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.all", void, [i32], [ir.Constant(i32, 0)])
+
+    def shfl_xor(self, b, v, lane_mask: int):
+        """Butterfly shuffle of a 32-bit value (i32 or f32) across the full warp."""
+        if v.type == f32:
+            return self.d.call(b, "llvm.nvvm.shfl.sync.bfly.f32", f32, [i32, f32, i32, i32],
+                               [ir.Constant(i32, -1), v, ir.Constant(i32, lane_mask), ir.Constant(i32, 0x1F)])
+        return self.d.call(b, "llvm.nvvm.shfl.sync.bfly.i32", i32, [i32, i32, i32, i32],
+                           [ir.Constant(i32, -1), v, ir.Constant(i32, lane_mask), ir.Constant(i32, 0x1F)])
+
+    # ------------------------------------------------------------------ math
+    def exp2_approx(self, b, x):
+        return self.d.call(b, "llvm.nvvm.ex2.approx.f", f32, [f32], [x])
+
+    # ------------------------------------------------------------------ global memory
+    def pred_load(self, b, ptr, bits: int, n: int, pred, others):
+        """`@pred ld.global{.vN}.b{bits}` of n words at `ptr` (aligned to n*bits/8); where pred is
+        false the results are `others`. Returns a list of n i{bits} values."""
+        if bits == 8:
+            if n != 1:
+                raise CompileError("internal: 8-bit predicated loads are scalar")
+            t = i16
+            other = b.zext(others[0], i16)
+            asm = ir.InlineAsm(ir.FunctionType(i16, [gptr, i1, i16]), "@$2 ld.global.u8 $0, [$1];",
+                               "=h,l,b,0", side_effect=True)
+            r = b.call(asm, [ptr, pred, other])
+            return [b.trunc(r, i8)]
+        t = ir.IntType(bits)
+        c = _CONSTRAINT[bits]
+        if n == 1:
+            asm = ir.InlineAsm(ir.FunctionType(t, [gptr, i1, t]), f"@$2 ld.global.b{bits} $0, [$1];",
+                               f"={c},l,b,0", side_effect=True)
+            return [b.call(asm, [ptr, pred, others[0]])]
+        st = ir.LiteralStructType([t] * n)
+        outs = ", ".join(f"${k}" for k in range(n))
+        text = f"@${n + 1} ld.global.v{n}.b{bits} {{{outs}}}, [${n}];"
+        cons = ",".join([f"={c}"] * n + ["l", "b"] + [str(k) for k in range(n)])
+        asm = ir.InlineAsm(ir.FunctionType(st, [gptr, i1] + [t] * n), text, cons, side_effect=True)
+        r = b.call(asm, [ptr, pred] + list(others))
+        return [b.extract_value(r, k) for k in range(n)]
+
+    def pred_store(self, b, ptr, bits: int, vals, pred):
+        """`@pred st.global{.vN}.b{bits} [ptr], {vals}`."""
+        n = len(vals)
+        if bits == 8:
+            asm = ir.InlineAsm(ir.FunctionType(void, [gptr, i16, i1]), "@$2 st.global.u8 [$0], $1;",
+                               "l,h,b", side_effect=True)
+            b.call(asm, [ptr, b.zext(vals[0], i16), pred])
+            return
+        t = ir.IntType(bits)
+        c = _CONSTRAINT[bits]
+        if n == 1:
+            asm = ir.InlineAsm(ir.FunctionType(void, [gptr, t, i1]), f"@$2 st.global.b{bits} [$0], $1;",
+                               f"l,{c},b", side_effect=True)
+            b.call(asm, [ptr, vals[0], pred])
+            return
+        ins = ", ".join(f"${k + 1}" for k in range(n))
+        text = f"@${n + 1} st.global.v{n}.b{bits} [$0], {{{ins}}};"
+        cons = ",".join(["l"] + [c] * n + ["b"])
+        asm = ir.InlineAsm(ir.FunctionType(void, [gptr] + [t] * n + [i1]), text, cons, side_effect=True)
+        b.call(asm, [ptr] + list(vals) + [pred])
+
+    # ------------------------------------------------------------------ async copies
+    def cp_async(self, b, dst, src, nbytes: int, src_size):
+        """cp.async {16: .cg, 4/8: .ca}.shared.global with src-size zero fill."""
+        kind = "cg" if nbytes == 16 else "ca"
+        self.d.call(b, f"llvm.nvvm.cp.async.{kind}.shared.global.{nbytes}.s", void, [sptr, gptr, i32],
+                    [dst, src, src_size])
+
+    def cp_async_commit(self, b):
+        self.d.call(b, "llvm.nvvm.cp.async.commit.group", void, [], [])
+
+    def cp_async_wait(self, b, n: int):
+        self.d.call(b, "llvm.nvvm.cp.async.wait.group", void, [i32], [ir.Constant(i32, n)])
+
+    # ------------------------------------------------------------------ tensor cores
+    def ldmatrix(self, b, ptr, num: int, trans: bool):
+        """ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 -> num i32 registers."""
+        name = f"llvm.nvvm.ldmatrix.sync.aligned.m8n8.x{num}{'.trans' if trans else ''}.b16"
+        if num == 1:
+            return [self.d.call(b, name, i32, [sptr], [ptr])]
+        st = ir.LiteralStructType([i32] * num)
+        r = self.d.call(b, name, st, [sptr], [ptr])
+        return [b.extract_value(r, k) for k in range(num)]
+
+    # ------------------------------------------------------------------ Hopper warpgroup MMA
+    @property
+    def has_wgmma(self) -> bool:
+        return self.arch == "sm_90a"
+
+    def fence_proxy_async(self, b):
+        """fence.proxy.async.shared::cta: generic-proxy shared-memory writes become visible to
+        the async proxy (wgmma reads operands through it)."""
+        self.d.call(b, "llvm.nvvm.fence.proxy.async.shared_cta", void, [], [])
+
+    def wgmma_fence(self, b):
+        self.d.call(b, "llvm.nvvm.wgmma.fence.sync.aligned", void, [], [])
+
+    def wgmma_commit(self, b):
+        self.d.call(b, "llvm.nvvm.wgmma.commit_group.sync.aligned", void, [], [])
+
+    def wgmma_wait(self, b, n: int):
+        self.d.call(b, "llvm.nvvm.wgmma.wait_group.sync.aligned", void, [i64], [ir.Constant(i64, n)])
+
+    def wgmma(self, b, acc, desc_a, desc_b, n: int, in_dtype: str, trans_a: int, trans_b: int):
+        """One `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{bf16|f16}` with both operands in shared
+        memory (64-bit matrix descriptors); acc: the n/2 f32 accumulator registers of this thread
+        (accumulated into: scale-d = 1). No LLVM intrinsic exists: one inline-asm instruction."""
+        k = n // 2
+        if len(acc) != k:
+            raise CompileError(f"internal: wgmma m64n{n} needs {k} accumulators, got {len(acc)}")
+        outs = ", ".join(f"${i}" for i in range(k))
+        text = (f"{{ .reg .pred p; setp.ne.b32 p, ${k + 2}, 0; "
+                f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{in_dtype}.{in_dtype} "
+                f"{{{outs}}}, ${k}, ${k + 1}, p, 1, 1, {trans_a}, {trans_b}; }}")
+        cons = ",".join(["=f"] * k + ["l", "l", "r"] + [str(i) for i in range(k)])
+        st = ir.LiteralStructType([f32] * k)
+        asm = ir.InlineAsm(ir.FunctionType(st, [i64, i64, i32] + [f32] * k), text, cons, side_effect=True)
+        r = b.call(asm, [desc_a, desc_b, ir.Constant(i32, 1)] + list(acc))
+        return [b.extract_value(r, i) for i in range(k)]
+
+    def mma_m16n8k16(self, b, a, bb, c, in_dtype: str):
+        """D = A*B + C on one m16n8k16 atom: a = 4 i32 (packed pairs), bb = 2 i32, c = 4 f32."""
+        f4 = ir.LiteralStructType([f32] * 4)
+        if in_dtype == "bf16":
+            r = self.d.call(b, "llvm.nvvm.mma.m16n8k16.row.col.bf16", f4, [i32] * 6 + [f32] * 4, list(a) + list(bb) + list(c))
+        elif in_dtype == "f16":
+            h2 = ir.VectorType(f16, 2)
+            av = [b.bitcast(x, h2) for x in a]
+            bv = [b.bitcast(x, h2) for x in bb]
+            r = self.d.call(b, "llvm.nvvm.mma.m16n8k16.row.col.f32.f32", f4, [h2] * 6 + [f32] * 4, av + bv + list(c))
+        else:
+            raise CompileError(f"internal: mma.sync for {in_dtype}")
+        return [b.extract_value(r, k) for k in range(4)]

