@@ -494,6 +494,26 @@ def empty_like(a) -> DeviceArray:
     return empty(tuple(a.shape), a.dtype if isinstance(a, (DeviceArray, Array)) else _dtype_of_any(a))
 
 
+def gpu_tensor_dtype(obj) -> DType | None:
+    """The tilec dtype of a GPU tensor argument (DeviceArray, torch tensor, DLPack or CUDA-array-interface
+    object) without touching its memory; None if it cannot be told."""
+    if isinstance(obj, DeviceArray):
+        return obj.dtype
+    if _is_torch_tensor(obj):
+        name = _TORCH_DTYPES.get(str(obj.dtype))
+        return _dtype(name) if name else None
+    try:
+        cai = getattr(obj, "__cuda_array_interface__", None)
+    except Exception:                                # noqa: BLE001 - torch bf16 raises here
+        cai = None
+    if cai is not None:
+        try:
+            return _cai_dtype(cai["typestr"], cai.get("descr"), None, "argument")
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def _dtype_of_any(a) -> DType:
     from .arrays import dtype_of
     return dtype_of(a)

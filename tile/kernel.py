@@ -394,7 +394,15 @@ def _is_array(v) -> bool:
         return True
     if type(v).__module__ == "numpy" or isinstance(v, type):
         return False
-    return hasattr(v, "__cuda_array_interface__") or hasattr(v, "__dlpack__")
+    return _has(v, "__cuda_array_interface__") or _has(v, "__dlpack__")
+
+
+def _has(v, attr) -> bool:
+    """hasattr that survives properties raising other errors (torch bf16's __cuda_array_interface__)."""
+    try:
+        return hasattr(v, attr)
+    except Exception:                             # noqa: BLE001
+        return True
 
 
 def _is_host_array(v) -> bool:
@@ -418,11 +426,19 @@ def _scalar_dtype(v) -> DType:
 
 
 def _array_dtype(v) -> DType | None:
+    if not _is_host_array(v):                     # GPU arrays: DeviceArray, torch, CUDA array interface
+        try:
+            from .runtime.device import gpu_tensor_dtype
+            dt = gpu_tensor_dtype(v)
+            if dt is not None:
+                return dt
+        except ImportError:
+            pass
     arrays = _arrays()
     if arrays is not None:
         try:
             return arrays.dtype_of(v)
-        except TypeError:
+        except (TypeError, ValueError):
             return None
     from .ir.dtypes import dtype
     try:
@@ -434,7 +450,7 @@ def _array_dtype(v) -> DType | None:
 def _array_rank(v) -> int:
     if hasattr(v, "ndim"):
         return int(v.ndim)
-    if hasattr(v, "__cuda_array_interface__"):
+    if _has(v, "__cuda_array_interface__"):
         return len(v.__cuda_array_interface__["shape"])
     return len(v.shape)
 
