@@ -19,7 +19,15 @@ pipeline (every register tile has a layout, shared memory is planned).
 
 Options: `num_warps` (default: the function attribute `num_warps`, else 4), `align` (the
 alignment, in bytes, the code may assume for tensor base addresses; default 16 = KernelMeta.align),
-`opt` (LLVM level, 3), `maxnreg`, `min_blocks_per_sm`, `kernel`, `run_passes`.
+`opt` (LLVM level, 3), `maxnreg`, `min_blocks_per_sm`, `kernel`, `run_passes`, `wgmma` (False:
+use mma.sync on sm_90a too).
+
+What runs where: sm_80/sm_89 dots with bf16/f16 inputs and an f32 accumulator use mma.sync
+m16n8k16 with ldmatrix from swizzled shared memory; on sm_90a the same dots use wgmma with
+shared-memory descriptors when both operands come from shared memory (a pipelined loop's ring
+buffer or a staged conversion) and the accumulator has whole warpgroups along M, else mma.sync.
+Other dots use an FMA loop. The function attribute `target` (set by `compile`/`prepare` before
+the pipeline runs) lets the passes pick per-generation layouts and pipelining depth.
 
 How a runtime launches the result (contract of codegen/abi.py):
 * block = (meta.num_threads, 1, 1); grid = the user's grid, axes 0, 1, 2 -> ctaid.x, y, z;
@@ -74,10 +82,16 @@ def _is_prepared(fn) -> bool:
 
 
 def prepare(module, target: str = "sm_90a", num_warps: int | None = None):
-    """Run the target's pass pipeline on `module` in place; returns (module, ir_after)."""
+    """Run the target's pass pipeline on `module` in place; returns (module, ir_after).
+
+    Records the target in each function's attribute `target` first: layout inference then picks
+    warp grids for the GPU generation (warpgroup-shaped on Hopper) and software pipelining keeps
+    one wgmma group in flight on sm_90a. A caller that runs `passes.manager.run_pipeline` itself
+    should set that attribute the same way."""
     from tile.passes.manager import run_pipeline
-    if num_warps is not None:
-        for f in module.functions:
+    for f in module.functions:
+        f.attrs.setdefault("target", target)
+        if num_warps is not None:
             f.attrs["num_warps"] = int(num_warps)
     return run_pipeline(module, target)
 

@@ -438,8 +438,8 @@ class MemoryLowering:
         m = self.tmap(rt)
         dt = rt.dtype
         other = self.constant(dt, op.attrs.get("other", 0))
-        if mask is not None:
-            self._check_same_layout(RTileLike(m), mask, "load: mask")
+        if mask is not None and not mask.map.same(m):
+            raise self.error(f"load: the mask's layout {mask.map} differs from the tile's {m}")
         info, bases = self._tile_info_fn(T, idx, m, rt.shape)
         vec = self._vec_len(m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
@@ -595,9 +595,3 @@ class MemoryLowering:
         fast = self._fast_cond(T, vec, col0) if vec > 1 else None
         self._write_elems(T, dt, m, val.vals, info, vec, fast, None)
 
-
-class RTileLike:
-    """A stand-in with only a map, for layout checks."""
-
-    def __init__(self, m):
-        self.map = m

@@ -347,10 +347,19 @@ class SharedLowering:
             # read per k16 step inside the dot, right before the mma's that use it
             self.set(op.results[0], LazyFrag(sv, m, rt.dtype, plan))
             return
+        if m.rank == 2 and self._deferrable(op, through_transpose=True):
+            # a tile used only as `tile.T` by a dot: read the transposed view's fragments
+            svt = transposed_view(sv)
+            mt = m.permute([1, 0])
+            plan = self._ldmatrix_plan(svt, mt, rt.dtype)
+            if plan is not None:
+                self.set(op.results[0], LazyFrag(svt, mt, rt.dtype, plan, transposed=True))
+                return
         self.set(op.results[0], RTile(m, self.read_tile_smem(sv, m, rt.dtype, op), rt.dtype))
 
-    def _deferrable(self, op) -> bool:
-        """The result's only use is a dot operand later in the same block, with nothing between
+    def _deferrable(self, op, through_transpose: bool = False) -> bool:
+        """The result's only use is a dot operand later in the same block (with
+        `through_transpose`: a 2-D transpose whose result is that operand), with nothing between
         that could write shared memory."""
         from tile.ir.ops import OPS
         res = op.results[0]
@@ -358,11 +367,17 @@ class SharedLowering:
         i = blk.ops.index(op)
         for o in blk.ops[i + 1:]:
             uses = [k for k, v in enumerate(o.operands) if v is res]
+            if through_transpose and uses == [0] and o.name == "transpose" and list(o.attrs["perm"]) == [1, 0]:
+                if any(v is res for later in blk.ops[blk.ops.index(o) + 1:] for x in later.walk()
+                       for v in x.operands):
+                    return False
+                res, through_transpose = o.results[0], False
+                continue
             if o.name == "dot" and uses:
                 if uses not in ([0], [1]):
                     return False
                 return not any(v is res for later in blk.ops[blk.ops.index(o) + 1:] for x in later.walk()
-                               for v in x.operands) and not _used_in_regions(blk, res, o)
+                               for v in x.operands)
             if uses or any(v is res for x in o.walk() for v in x.operands):
                 return False
             if OPS[o.name].effects and o.name not in ("shared_load",):
@@ -837,11 +852,22 @@ def _atoms(m, size):
 
 class LazyFrag:
     """A shared_load into an mma operand fragment whose ldmatrix reads are done by the dot that
-    uses it, one k16 step at a time (keeps fewer fragment registers live)."""
+    uses it, one k16 step at a time (keeps fewer fragment registers live). `transposed`: the IR
+    value is the transpose of this view (sv and map are already the transposed ones; the transpose
+    op that follows passes it on)."""
 
-    def __init__(self, sv, m, dtype, plan):
-        self.sv, self.map, self.dtype, self.plan = sv, m, dtype, plan
+    def __init__(self, sv, m, dtype, plan, transposed=False):
+        self.sv, self.map, self.dtype, self.plan, self.transposed = sv, m, dtype, plan, transposed
 
 
-def _used_in_regions(blk, res, upto) -> bool:
-    return False
+def transposed_view(sv):
+    """The same shared bytes viewed as the transposed 2-D tile."""
+    from .lower_tile import SView
+    lay = sv.layout
+    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+    m0, m1 = inner.mode(0), inner.mode(1)
+    lt = Layout((m1.shape, m0.shape), (m1.stride, m0.stride))
+    if isinstance(lay, ComposedLayout):
+        lt = ComposedLayout(lay.swizzle, lay.offset, lt)
+    return SView(sv.off, (sv.shape[1], sv.shape[0]), sv.dtype, lt, sv.align)
+

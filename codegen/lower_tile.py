@@ -91,6 +91,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering
         self._owner_cache: dict = {}
         self._smem = None
         self.shared_bytes = int(fn.attrs.get("shared_bytes", 0))
+        self._async_loops: set = set()          # loops whose last wgmma group is waited for at the exit
         self.current_op: Operation | None = None
 
     # ------------------------------------------------------------------ errors
@@ -344,6 +345,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering
                 raise self.error(f"internal: loop-carried type mismatch {y.type} vs {p.type}")
             p.add_incoming(y, latch)
         b.position_at_end(exitb)
+        if id(op) in self._async_loops:
+            self.tgt.wgmma_wait(b, 0)
         pos = 0
         for r, c in zip(op.results, carried):
             tv, pos = self.unflatten(c, phis, pos)
@@ -586,10 +589,15 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering
 
     # ------------------------------------------------------------------ layout-only ops
     def op_transpose(self, op):
-        a = self.rtile(op.operands[0])
+        from .lower_shared import LazyFrag
+        x = self.get(op.operands[0])
         perm = list(op.attrs["perm"])
         rt = op.results[0].type
         rm = self.tmap(rt)
+        if isinstance(x, LazyFrag) and x.transposed and perm == [1, 0] and rm.same(x.map):
+            self.set(op.results[0], LazyFrag(x.sv, x.map, x.dtype, x.plan))
+            return
+        a = self.rtile(op.operands[0])
         if rm.same(a.map.permute(perm)):
             self.set(op.results[0], RTile(rm, list(a.vals), rt.dtype))
             return

@@ -132,6 +132,32 @@ class WgmmaLowering:
             return None
         return wm, wn, n_inst, ia, ib
 
+    def _async_wgmma_loop(self):
+        """The `for` whose body this dot is in, if the dot may stay in flight across iterations: the
+        loop was pipelined with prefetch distance stages-2, the dot accumulates into the loop-carried
+        value, and its result goes only to the yield (so nothing reads it before the next wgmma or the
+        wait at the loop's exit)."""
+        op = self.current_op
+        blk = op.parent
+        loop = getattr(blk, "parent", None)
+        if loop is None or getattr(loop, "name", None) != "for":
+            return None
+        S, D = loop.attrs.get("pipelined"), loop.attrs.get("prefetch")
+        if not S or D is None or D != S - 2:
+            return None
+        acc, res = op.operands[2], op.results[0]
+        if acc.owner is not blk or acc not in blk.args:
+            return None
+        users = [o for o in blk.ops for v in o.operands if v is res]
+        if len(users) != 1 or users[0].name != "yield":
+            return None
+        y = users[0]
+        if [i for i, v in enumerate(y.operands) if v is res] != [blk.args.index(acc) - 1]:
+            return None
+        if any(v is acc for o in blk.ops if o is not op for x in o.walk() for v in x.operands):
+            return None
+        return loop
+
     def _desc_hi(self, info):
         major, mode, lbo, sbo = info
         return (((lbo & 0x3FFFF) >> 4) << 16) | (((sbo & 0x3FFFF) >> 4) << 32) | (mode << 62)
@@ -197,7 +223,14 @@ class WgmmaLowering:
                     for s, x in zip(slots, d):
                         out[s] = x
         self.tgt.wgmma_commit(b)
-        self.tgt.wgmma_wait(b, 0)
+        loop = self._async_wgmma_loop()
+        if loop is not None:
+            # the accumulator only flows to the next iteration's wgmma: keep this group running
+            # (the loop's prefetch distance leaves its operand stage untouched for one more iteration)
+            self.tgt.wgmma_wait(b, 1)
+            self._async_loops.add(id(loop))
+        else:
+            self.tgt.wgmma_wait(b, 0)
         src = acc.map.dup_source()
         return [out[src[v]] for v in range(len(out))]
 

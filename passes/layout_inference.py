@@ -335,6 +335,11 @@ class LayoutInference:
             if vt.dtype.bits < 8 and n == "store" and not _owns_bytes(vm, vt.dtype.bits):
                 vm = self.default(vt)
                 self.require(op, vi, vm)
+            elif n == "store" and _scattered(vm, vt):
+                # a big tile in a fragment layout (short runs per thread): one trip through shared
+                # memory buys 16-byte coalesced stores
+                vm = self.default(vt)
+                self.require(op, vi, vm)
             if len(op.operands) > vi + 1:
                 self.require(op, vi + 1, vm)
         elif n == "scatter":
@@ -635,9 +640,10 @@ class LayoutInference:
                 contig = -1
                 for ld in loads_of(r, []):
                     lt = ld.results[0].type
-                    if lt.dtype.bits == 16 and lt.rank == 2 and lt.layout is not None and \
-                            _is_mma_operand(as_map(lt.layout, self.nthreads), self.num_warps):
-                        want_swizzle = True
+                    if lt.dtype.bits == 16 and lt.rank == 2 and lt.layout is not None:
+                        lm = as_map(lt.layout, self.nthreads)
+                        if _is_mma_operand(lm, self.num_warps) or _is_mma_operand(lm.permute([1, 0]), self.num_warps):
+                            want_swizzle = True
                 if want_swizzle and t.rank >= 2:
                     inner = swizzled_row_major(t.shape[-2:], t.dtype.bits)
                     lay = _stack_stages(inner, t.shape)
@@ -701,6 +707,16 @@ def _is_mma_operand(m: ThreadMap, num_warps: int) -> bool:
 def _looks_mma(m: ThreadMap) -> bool:
     """An mma C-like layout: lanes (4, 8) with col stride 2 / row stride 1."""
     return m.rank == 2 and len(m.tmodes) >= 2 and m.tmodes[0] == (4, (0, 2)) and m.tmodes[1] == (8, (1, 0))
+
+
+def _scattered(m: ThreadMap, t) -> bool:
+    """A tile of at least 4 KB whose threads hold runs of less than 16 bytes along the last dim,
+    where the blocked layout would give full 16-byte runs."""
+    if t.rank < 2 or t.dtype.bits < 8 or t.nbits < 4096 * 8:
+        return False
+    if any(s & (s - 1) for s in t.shape):
+        return False
+    return m.runs(-1) * t.dtype.bits < 128 and blocked(t.shape, m.nthreads, t.dtype.bits).runs(-1) * t.dtype.bits >= 128
 
 
 def _owns_bytes(m: ThreadMap, bits: int) -> bool:

@@ -19,7 +19,7 @@ Group accounting: before the wait of iteration j, D+j groups have been committed
 included, which keeps the count uniform; D = S-1 stages are prefetched) and group j must be complete,
 so at most D-1 may still be in flight. The stage written in iteration j, (j+D) % S = (j-1) % S, was
 last read in iteration j-1; every thread has passed iteration j's barrier, so those reads are done.
-On sm_90a (function attribute `target`, set by codegen.compile) with S >= 3 the prefetch distance
+On sm_90a (function attribute `target`, set by codegen.compile) with S >= 4 the prefetch distance
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
@@ -172,7 +172,7 @@ class _LoopPipeliner:
         # prefetch distance: S-1 stages ahead; on Hopper S-2, so that the stage overwritten in
         # iteration j was read by the dot of iteration j-2 -- the dot of j-1 (an asynchronous wgmma)
         # may still be reading its stage (codegen then waits for one wgmma group, not all)
-        D = S - 2 if (self.fn.attrs.get("target") == "sm_90a" and S >= 3) else S - 1
+        D = S - 2 if (self.fn.attrs.get("target") == "sm_90a" and S >= 4) else S - 1
         # prologue
         for s in range(D):
             if s == 0:
@@ -197,6 +197,22 @@ class _LoopPipeliner:
             rtype = res.type
             users = [u for u in self.fn.walk() if any(x is res for x in u.operands)]
             conv = None
+            tr = None
+            if rtype.layout is not None and len(users) == 1 and users[0].name == "transpose" and \
+                    list(users[0].attrs["perm"]) == [1, 0]:
+                # load -> .T -> convert(fragment): read the transposed fragments straight from shared
+                tr = users[0]
+                tusers = [u for u in self.fn.walk() if any(x is tr.results[0] for x in u.operands)]
+                if tusers and all(u.name == "convert_layout" for u in tusers) and \
+                        len({str(u.results[0].type.layout) for u in tusers}) == 1:
+                    from .thread_maps import as_map
+                    want = as_map(tusers[0].results[0].type.layout)
+                    tr.results[0].type = tusers[0].results[0].type
+                    rtype = rtype.with_(layout=want.permute([1, 0]).to_tv())
+                    for u in tusers:
+                        _replace_uses(self.fn, u.results[0], tr.results[0])
+                        u.parent.ops.remove(u)
+                tr = None
             if rtype.layout is not None and users and all(u.name == "convert_layout" for u in users):
                 lays = {str(u.results[0].type.layout) for u in users}
                 if len(lays) == 1:
@@ -247,7 +263,9 @@ class _LoopPipeliner:
                 continue
             t = ring.type
             swz = any(ld.results[0].type.dtype.bits == 16 and ld.results[0].type.rank == 2 and
-                      _is_mma_operand(as_map(ld.results[0].type.layout, 32 * nw), nw) for ld in loads)
+                      (_is_mma_operand(as_map(ld.results[0].type.layout, 32 * nw), nw) or
+                       _is_mma_operand(as_map(ld.results[0].type.layout, 32 * nw).permute([1, 0]), nw))
+                      for ld in loads)
             lay = _stack_stages(swizzled_row_major(t.shape[-2:], t.dtype.bits), t.shape) if swz and t.rank >= 3 \
                 else default_shared_layout(t.shape)
             ring.type = t.with_(layout=lay)

@@ -75,7 +75,12 @@ def test_gemm_layouts():
     # the loads stay blocked (coalesced, vectorized) and are converted once each
     for ld in ops(fn, "load"):
         assert lay(ld.results[0]).runs(-1) == 8
-    assert len(ops(fn, "convert_layout")) == 2
+    loop = ops(fn, "for")[0]
+    assert len([o for o in loop.regions[0].walk() if o.name == "convert_layout"]) == 2
+    # after the loop, one conversion gives the 32 KB output tile 16-byte coalesced stores
+    tail = [o for o in fn.body.ops[fn.body.ops.index(loop):] if o.name == "convert_layout"]
+    assert len(tail) == 1 and lay(tail[0].results[0]).runs(-1) == 8
+    assert ops(fn, "store")[0].operands[-1] is tail[0].results[0]
     # the accumulator's zeros are created in the mma layout (no conversion before the loop)
     full = ops(fn, "full")[0]
     assert lay(full.results[0]).same(mma_c(128, 128, wm, wn))
@@ -92,8 +97,13 @@ def test_epilogue_in_accumulator_layout():
     m = NK.gemm(epilogue=True)
     fn = m.functions[0]
     infer_function(fn)
-    conv = ops(fn, "convert_layout")
-    assert len(conv) == 2                       # only the two dot operands
+    loop = ops(fn, "for")[0]
+    conv = [o for o in fn.body.ops[fn.body.ops.index(loop):] if o.name == "convert_layout"]
+    assert len(conv) == 1 and ops(fn, "store")[0].operands[-1] is conv[0].results[0]   # only before the store
+    for o in fn.body.ops[fn.body.ops.index(loop) + 1:fn.body.ops.index(conv[0])]:
+        for r in o.results:
+            if isinstance(r.type, TileType) and r.type.rank == 2:
+                assert lay(r).same(lay(ops(fn, "dot")[0].results[0]))      # bias + relu + cast in registers
     bias_load = [o for o in ops(fn, "load") if o.operands[0].name == "bias"][0]
     acc = lay(ops(fn, "dot")[0].results[0])
     assert lay(bias_load.results[0]).same(acc.broadcast_operand((128,)))
@@ -166,13 +176,17 @@ def test_scratch_offsets_of_lazy_fragments():
     fn = m.functions[0]
     infer_function(fn)
     total = plan_function(fn)
-    conv = ops(fn, "convert_layout")
+    loop = ops(fn, "for")[0]
+    conv = [o for o in loop.regions[0].walk() if o.name == "convert_layout"]
     sizes = [scratch_bytes(c) for c in conv]
     assert sizes == [128 * 32 * 2, 32 * 128 * 2]
     assert all(c.attrs.get("smem_lazy") for c in conv)
     offs = sorted(c.attrs["smem_scratch"] for c in conv)
     assert offs[1] >= offs[0] + sizes[0]
-    assert total == sum(sizes) == fn.attrs["shared_bytes"]
+    # the epilogue's conversion (after the loop) reuses the operands' scratch
+    out = [o for o in ops(fn, "convert_layout") if o not in conv][0]
+    assert out.attrs["smem_scratch"] == 0 and scratch_bytes(out) == 128 * 128 * 2
+    assert total == max(sum(sizes), 128 * 128 * 2) == fn.attrs["shared_bytes"]
 
 
 def test_scratch_reuse():
