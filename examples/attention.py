@@ -34,7 +34,7 @@ def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[b
     hi = S
     if CAUSAL:
         hi = min(S, (bm + 1) * BM)                         # keys past the block's last row are all masked
-    for n in tile.range(0, hi, BN):
+    for n in tile.range(0, hi, BN, stages=2):               # K/V tiles double-buffered
         k = tile.load(K, (b, hk, n, 0), (BN, D))
         v = tile.load(V, (b, hk, n, 0), (BN, D))
         s = tile.dot(q, k.T) * qk_scale

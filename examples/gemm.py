@@ -12,7 +12,7 @@ from tile import bf16, f32
 
 @tile.kernel
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
-         scale: float, BM: tile.constexpr = 64, BN: tile.constexpr = 64, BK: tile.constexpr = 32,
+         scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none"):
     K = A.shape[1]
     bm = tile.block_id(0)
@@ -50,7 +50,7 @@ def reference(a, b, bias, scale, act):
     return y
 
 
-def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=64, BN=64, BK=32, seed=None):
+def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)

@@ -105,6 +105,10 @@ class _Bound:
         self.constexprs: dict = {}      # constexpr parameter -> value
         self.key: list = []
         self.runtime_args: list = []    # one per IR parameter (None when compiling from a signature)
+        self.options: dict = {}         # launch options (num_warps) -> value
+
+
+LAUNCH_OPTIONS = ("num_warps",)         # keyword arguments of a launch that are not kernel parameters
 
 
 def _is_user_error(e) -> bool:
@@ -145,6 +149,8 @@ class Kernel:
 
     # ------------------------------------------------------------ binding
     def bind(self, args, kwargs, signature_ok: bool = False) -> _Bound:
+        kwargs = dict(kwargs)
+        options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs and k not in self._sig.parameters}
         try:
             ba = self._sig.bind(*args, **kwargs)
         except TypeError as e:
@@ -164,6 +170,12 @@ class Kernel:
             b.types[p.name] = t
             b.runtime_args.append(rt)
             b.key.append(("t", p.name, str(t)))
+        for k, v in options.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or (k == "num_warps" and v & (v - 1)):
+                raise _user_error(ValueError(f"{self.name}(): launch option '{k}' must be a positive "
+                                             f"{'power of two' if k == 'num_warps' else 'int'}, got {v!r}"))
+            b.options[k] = v
+            b.key.append(("o", k, v))
         return b
 
     def _err(self, p: Param, got: str, cls=TypeError):
@@ -265,6 +277,8 @@ class Kernel:
                                             f"(a number, bool, string, dtype, None or a tuple of them), got "
                                             f"{_describe_obj(b.constexprs[p.name])}"))
         module = compile_kernel(self.fn, self.params, b.types, b.constexprs, self.name)
+        for f in module.functions:
+            f.attrs.update(b.options)
         ir = print_module(module)
         module, ir_after = _run_passes(module, target, self.name)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
@@ -321,6 +335,9 @@ def _run_passes(module, target: str, name: str):
         from .passes.manager import run_pipeline
     except ImportError:
         return module, {}
+    if target != "cpu":
+        for f in module.functions:      # layout inference picks warp grids per GPU generation from it
+            f.attrs.setdefault("target", target)
     return run_pipeline(module, target, name=name)
 
 
