@@ -106,6 +106,7 @@ class _Bound:
         self.key: list = []
         self.runtime_args: list = []    # one per IR parameter (None when compiling from a signature)
         self.options: dict = {}         # launch options (num_warps) -> value
+        self.stream = None              # the CUDA stream of a launch (torch/cupy stream or handle); None = default
 
 
 LAUNCH_OPTIONS = ("num_warps",)         # keyword arguments of a launch that are not kernel parameters
@@ -151,6 +152,10 @@ class Kernel:
     def bind(self, args, kwargs, signature_ok: bool = False) -> _Bound:
         kwargs = dict(kwargs)
         options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs and k not in self._sig.parameters}
+        if "stream" in kwargs and "stream" not in self._sig.parameters:
+            b_stream = kwargs.pop("stream")       # where to launch; not part of the specialization
+        else:
+            b_stream = None
         try:
             ba = self._sig.bind(*args, **kwargs)
         except TypeError as e:
@@ -176,6 +181,7 @@ class Kernel:
                                              f"{'power of two' if k == 'num_warps' else 'int'}, got {v!r}"))
             b.options[k] = v
             b.key.append(("o", k, v))
+        b.stream = b_stream
         return b
 
     def _err(self, p: Param, got: str, cls=TypeError):
@@ -296,7 +302,7 @@ class Kernel:
             ck = self._compile(b, current_target())
             g = _grid(self.name, grid, b.values)
             if 0 not in g:
-                _launch(ck, g, b.runtime_args)
+                _launch(ck, g, b.runtime_args, b.stream)
         except Exception as e:
             if _is_user_error(e):
                 raise e.with_traceback(None) from None
@@ -353,13 +359,13 @@ def _build_binary(module, frontend_ir: str, target: str):
 _WARNED: set = set()
 
 
-def _launch(compiled: CompiledKernel, grid: tuple, args: list):
+def _launch(compiled: CompiledKernel, grid: tuple, args: list, stream=None):
     """Run a compiled kernel on the grid: on the GPU for GPU targets (falling back to the interpreter,
     with a one-line notice, where there is no GPU), in the NumPy interpreter for 'cpu'."""
     if compiled.target != "cpu":
         if gpu_arch() is not None:
             from .runtime.launch import launch
-            launch(compiled.binary, grid, args, param_types=list(compiled.signature.values()),
+            launch(compiled.binary, grid, args, stream, param_types=list(compiled.signature.values()),
                    names=list(compiled.signature))
             return
         if compiled.target not in _WARNED:
