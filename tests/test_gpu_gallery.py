@@ -112,3 +112,20 @@ def test_gpu_and_interpreter_agree_lowbit_exact_decode():
     Y = tile.asarray(np.full((3, 64), np.nan), bf16)
     [(yg, yc)] = _both(lb.lowbit_gemm, (1, 1), [X, W, S, Y], [3], G=32)
     assert rel(yg.numpy(), yc.numpy()) < 4e-3
+
+
+def test_launch_options_num_warps_and_stream():
+    """num_warps=8 changes the block size; a non-default (non-blocking) stream orders the copies."""
+    from tile.runtime import cuda
+    g = load("gemm")
+    rng = np.random.default_rng()
+    M, N, K = 200, 136, 72
+    A = tile.asarray(rng.standard_normal((M, K)), bf16)
+    B = tile.asarray(rng.standard_normal((K, N)), bf16)
+    C = tile.asarray(np.full((M, N), np.nan), bf16)
+    bias = rng.standard_normal(N).astype(np.float32)
+    s = cuda.Stream(non_blocking=True)
+    ck = g.gemm[(tile.cdiv(M, 128), tile.cdiv(N, 128))](A, B, C, bias, 1.0, num_warps=8, stream=s)
+    assert ck.meta.num_threads == 256
+    ref = g.reference(A.numpy(), B.numpy(), None, 1.0, "none")
+    assert rel(C.numpy(), ref) < 1e-2
