@@ -1,0 +1,25 @@
+"""Assemble the default GEMM for the GPU's arch and count the tensor-core and copy instructions in its
+SASS (cuobjdump must be on PATH). Usage: python scripts/sass_check.py [OUTDIR]"""
+import collections
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tile
+from tile.codegen import compile as codegen_compile
+
+out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+spec = importlib.util.spec_from_file_location("gemm", Path(__file__).parent.parent / "examples" / "gemm.py")
+g = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(g)
+for arch in ("sm_90a", "sm_80"):
+    ck = g.gemm.compile(*[tile.Tensor[tile.bf16, 2]] * 3, tile.Tensor[tile.f32, 1], float, target=arch)
+    cubin = codegen_compile(ck.module, arch, run_passes=False).cubin()
+    path = out / f"gemm_{arch}.cubin"
+    path.write_bytes(cubin)
+    sass = subprocess.run(["cuobjdump", "-sass", str(path)], capture_output=True, text=True).stdout
+    (out / f"gemm_{arch}.sass").write_text(sass)
+    ops = collections.Counter(m.group(1) for m in re.finditer(r"\b(HGMMA|HMMA|LDSM|LDGSTS|LDG|STG|BAR|WARPGROUP)[.\w]*", sass))
+    print(f"gemm 128x128x64 {arch}: SASS instruction counts {dict(sorted(ops.items()))}")
