@@ -23,9 +23,11 @@ alignment, in bytes, the code may assume for tensor base addresses; default 16 =
 use mma.sync on sm_90a too).
 
 What runs where: sm_80/sm_89 dots with bf16/f16 inputs and an f32 accumulator use mma.sync
-m16n8k16 with ldmatrix from swizzled shared memory; on sm_90a the same dots use wgmma with
-shared-memory descriptors when both operands come from shared memory (a pipelined loop's ring
-buffer or a staged conversion) and the accumulator has whole warpgroups along M, else mma.sync.
+m16n8k16 with ldmatrix from swizzled shared memory; on sm_90a the same dots use wgmma when the
+accumulator has whole warpgroups along M and B comes from shared memory (a pipelined loop's ring
+buffer or a staged conversion) in a canonical wgmma layout: with A from shared memory too (SS), or
+A from registers in the mma A-fragment layout (RS; e.g. attention's p @ v, p converted in-thread
+from the previous wgmma's accumulator); else mma.sync.
 Other dots use an FMA loop. The function attribute `target` (set by `compile`/`prepare` before
 the pipeline runs) lets the passes pick per-generation layouts and pipelining depth.
 

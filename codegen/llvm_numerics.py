@@ -258,6 +258,23 @@ class Numerics:
             return b.trunc(n, t) if t.width < wide.width else n
         # int -> float
         signed = src.kind == "int"
+        if src.bits <= 16 and dst.name != "f64":
+            # narrow ints are exact in f32: the magic-number conversion (logic ops + one float sub, all
+            # full rate) instead of a conversion instruction. From the code c (the value's low `bits`
+            # bits; signed: offset binary, c ^ 2^(bits-1) = x + 2^(bits-1)), bits(1.5 * 2^23) | c is the
+            # float 1.5 * 2^23 + c; subtracting 1.5 * 2^23 (+ 2^(bits-1)) leaves x exactly. Working
+            # from the code lets LLVM drop the sign extension of sub-byte values (and ptxas fuse the
+            # mask, xor and or into one LOP3).
+            w = src.bits
+            c = b.zext(v, i32) if v.type.width < 32 else v
+            if w < 32:
+                c = b.and_(c, _ic(i32, (1 << w) - 1))
+            off = 12582912.0
+            if signed:
+                c = b.xor(c, _ic(i32, 1 << (w - 1)))
+                off += float(1 << (w - 1))
+            f = b.fsub(b.bitcast(b.or_(c, _ic(i32, 0x4B400000)), f32), _fc(off))
+            return self.from_work(b, f, dst)
         if is_native_float(dst) and dst.name in ("f32", "f64", "f16"):
             return b.sitofp(v, reg_type(dst)) if signed else b.uitofp(v, reg_type(dst))
         # bf16 and small floats: through f64 (exact for every int up to 2^53) rounded to odd f32

@@ -26,6 +26,7 @@ from tile.passes.shared_layouts import default_shared_layout, ldmatrix_swizzle, 
 from tile.passes.thread_maps import ThreadMap, blocked, mma_a, mma_b, warp_splits
 
 from .llvm_util import i1, i8, i16, i32, i64, sptr
+from .lower_memory import _and
 
 TRUE = ir.Constant(i1, 1)
 
@@ -318,9 +319,104 @@ class SharedLowering:
                 vals[v] = x
         return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
 
+    def _subbyte_read_plan(self, sv, m, dt):
+        """(elements per access, bytes per word) for reading runs of a packed sub-byte tile from
+        shared memory as whole aligned words, or None (element by element)."""
+        bits = dt.bits
+        lay = sv.layout
+        if isinstance(lay, ComposedLayout) or not m.rank:
+            return None
+        r = m.runs(-1)
+        vec = 1
+        while vec * 2 <= r and vec * 2 * bits <= 128:
+            vec *= 2
+        if (vec * bits) % 8 or vec * bits < 16:
+            return None
+        modes = list(lay) if not isinstance(lay.shape, int) else [lay]
+        last = _leaves(modes[-1].shape, modes[-1].stride)
+        if last[0][1] != 1 or last[0][0] % vec:
+            return None
+        others = [d for md in modes[:-1] for _, d in _leaves(md.shape, md.stride)] + [d for _, d in last[1:]]
+        nbytes = vec * bits // 8
+        for w in (16, 8, 4, 2):
+            if nbytes % w == 0 and sv.align % w == 0 and all((d * bits) % (8 * w) == 0 for d in others):
+                return vec, w
+        return None
+
+    def _codes_of_words32(self, words, bits, count, signed=False):
+        """Little-endian i32 words -> `count` packed codes of `bits` bits as i8 (signed: sign-extended,
+        which from_code's own sign extension then folds into). A code inside one word takes a
+        shift pair (bfe); one straddling two words a funnel shift first."""
+        b = self.b
+        out = []
+        for e in range(count):
+            p = e * bits
+            wi, sh = divmod(p, 32)
+            x = words[wi]
+            if sh + bits > 32:
+                x = b.or_(b.lshr(x, ir.Constant(i32, sh)), b.shl(words[wi + 1], ir.Constant(i32, 32 - sh)))
+                sh = 0
+            if signed:
+                if 32 - bits - sh:
+                    x = b.shl(x, ir.Constant(i32, 32 - bits - sh))
+                x = b.ashr(x, ir.Constant(i32, 32 - bits))
+            else:
+                if sh:
+                    x = b.lshr(x, ir.Constant(i32, sh))
+                x = b.and_(x, ir.Constant(i32, (1 << bits) - 1))
+            out.append(b.trunc(x, i8))
+        return out
+
     def _read_subbyte_smem(self, sv, m, dt):
         b = self.b
         bits = dt.bits
+        plan = self._subbyte_read_plan(sv, m, dt)
+        if plan is not None:
+            vec, w = plan
+            nbytes = vec * bits // 8
+            n = nbytes // w
+            W = ir.IntType(8 * w)
+            vals = [None] * m.nvals
+            src = m.dup_source()
+            for g, slots in self._groups_of(m, vec):
+                if src[g] != g:
+                    continue
+                c = self.coords(m, g)
+                e = self._i(self.layout_offset(sv.layout, c))
+                byte = b.add(sv.off, b.lshr(b.mul(e, ir.Constant(i32, bits)), ir.Constant(i32, 3)))
+                if w >= 4:                        # as 32-bit words: codes come out with one or two shifts
+                    n32 = nbytes // 4
+                    words = []
+                    k = 0
+                    while k < n32:
+                        q = 4 if (n32 - k >= 4 and w >= 16) else (2 if (n32 - k >= 2 and w >= 8) else 1)
+                        p = self.sptr(b.add(byte, ir.Constant(i32, 4 * k)) if k else byte)
+                        if q == 1:
+                            ld = b.load(p, typ=i32)
+                            ld.align = 4
+                            words.append(ld)
+                        else:
+                            ld = b.load(p, typ=ir.VectorType(i32, q))
+                            ld.align = 4 * q
+                            words += [b.extract_element(ld, ir.Constant(i32, j)) for j in range(q)]
+                        k += q
+                    codes = self._codes_of_words32(words, bits, vec, signed=dt.kind == "int")
+                elif n in (2, 4) and n * w <= 16:
+                    vt = ir.VectorType(W, n)
+                    ld = b.load(self.sptr(byte), typ=vt)
+                    ld.align = n * w
+                    words = [b.extract_element(ld, ir.Constant(i32, k)) for k in range(n)]
+                    codes = self._split_words(words, 8 * w, bits, vec)
+                else:
+                    words = []
+                    for k in range(n):
+                        ld = b.load(self.sptr(b.add(byte, ir.Constant(i32, k * w))), typ=W)
+                        ld.align = w
+                        words.append(ld)
+                    codes = self._split_words(words, 8 * w, bits, vec)
+                for v, cd in zip(slots, codes):
+                    vals[v] = self.from_code(cd, dt)
+            return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
         vals = [None] * m.nvals
         src = m.dup_source()
         for v in m.unique_values():
@@ -713,6 +809,8 @@ class SharedLowering:
         idx = [self.as_i32(self.get(v)) for v in op.operands[2:]]
         st: TileType = op.operands[0].type
         dt = st.dtype
+        if dt.bits < 8:
+            return self._async_copy_packed(sv, T, idx, st)
         m = blocked(st.shape, self.nthreads, dt.bits)
         info, _ = self._tile_info_fn(T, idx, m, st.shape)
         vec = self._vec_len(m, dt)
@@ -758,6 +856,210 @@ class SharedLowering:
             self._branch2(fast, async_path, sync_path, None)
         else:
             sync_path()
+
+    def op_async_gather(self, op):
+        """s[r, c] = T[rows[r], col0 + c]: 16-byte (or narrower) cp.async chunks along the contiguous
+        dim, each thread using the row index of its chunk (the blocked copy layout; the row indices
+        are converted to its projection by layout inference); element by element when the runtime
+        check fails or the type is sub-byte."""
+        from .lower_tile import RTile
+        b = self.b
+        sv = self.get(op.operands[0])
+        T = self.get(op.operands[1])
+        st: TileType = op.operands[0].type
+        dt = st.dtype
+        m = blocked(st.shape, self.nthreads, dt.bits)
+        rows = self._rows_operand(op, op.operands[2], m)
+        col0 = self.as_i32(self.get(op.operands[3]))
+        info = self._rows_info(T, rows, col0, m, st.shape[1])
+        vec = self._vec_len(m, dt)
+        svec = self._smem_vec(sv, m, dt) if dt.bits >= 8 else 1
+        nbytes = vec * dt.bits // 8
+        use_async = dt.bits >= 8 and vec > 1 and nbytes in (4, 8, 16) and svec >= vec
+        fast = self._fast_cond(T, vec, col0) if use_async else None
+
+        def async_path():
+            for g, slots in self._groups(m, vec):
+                inb, off = info(g)
+                dst = self._smem_byte_addr(sv, self.coords(m, g), dt)
+                srcp = self.elem_ptr(T, b.select(inb, off, ir.Constant(i64, 0)))
+                size = b.select(inb, ir.Constant(i32, nbytes), ir.Constant(i32, 0))
+                self.tgt.cp_async(b, self.sptr(self._i(dst)), srcp, nbytes, size)
+            return []
+
+        def sync_path():
+            vals = self._read_elems(T, dt, m, info, 1, None, self.constant(dt, 0), None)
+            self.write_tile_smem(sv, RTile(m, vals, dt))
+            return []
+        self._branch2(fast, async_path, sync_path, None)
+
+    def _async_copy_packed(self, sv, T, idx, st):
+        """A sub-byte tile copied as bytes: in shared memory it is packed exactly like a row of
+        global memory (LSB-first, rows of shape[-1] * bits / 8 whole bytes), so each row is one
+        contiguous byte span in both places, independent of element boundaries. Threads take
+        16/8/4-byte chunks of the row spans (cp.async, zero fill outside the tensor) when a runtime
+        check makes that exact (unit last stride; the tile start, the row pitch and the tensor's
+        last size multiples of the chunk); otherwise groups of whole bytes are assembled from
+        element loads (zero outside the tensor) and stored, a runtime loop per thread."""
+        b = self.b
+        dt = st.dtype
+        bits = dt.bits
+        shape = tuple(int(x) for x in st.shape)
+        r, R = len(shape), T.rank
+        lead = R - r
+        if (shape[-1] * bits) % 8:
+            raise self.error(f"async copy of a {dt} tile {shape}: its rows are not whole bytes "
+                             f"({shape[-1]} x {bits} bits); load it synchronously")
+        RB = shape[-1] * bits // 8
+        rshape = shape[:-1]
+        nrows = prod(rshape) if rshape else 1
+        lay = sv.layout
+        inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+        modes = list(inner) if not isinstance(inner.shape, int) else [inner]
+        last = _leaves(modes[-1].shape, modes[-1].stride)
+        if isinstance(lay, ComposedLayout) or len(last) != 1 or last[0][1] != 1:
+            raise self.error(f"async copy of a {dt} tile: shared layout {lay} is not packed row by row")
+
+        def unravel_static(i):
+            out = []
+            for d in reversed(range(len(rshape))):
+                out.append(i % rshape[d])
+                i //= rshape[d]
+            return list(reversed(out))
+        row_bits = [self.layout_offset(lay, unravel_static(i) + [0]) * bits for i in range(nrows)]
+        if any(x % 8 for x in row_bits):
+            raise self.error(f"async copy of a {dt} tile: shared rows of layout {lay} do not start on bytes")
+        chunk = 0
+        for c in (16, 8, 4):
+            if RB % c == 0 and all((x // 8) % c == 0 for x in row_bits) and sv.align % c == 0:
+                chunk = c
+                break
+        nt = self.nthreads
+        z64 = ir.Constant(i64, 0)
+
+        def row_coords(row):
+            """Runtime row index -> coordinates of the leading tile dims (i32)."""
+            out = []
+            for d in reversed(range(len(rshape))):
+                if d == 0:
+                    out.append(row)
+                else:
+                    out.append(b.urem(row, ir.Constant(i32, rshape[d])))
+                    row = b.udiv(row, ir.Constant(i32, rshape[d]))
+            return list(reversed(out))
+
+        lead_pred, lead_off = self._tile_access_info(T, idx, shape)[1:]
+
+        def row_access(rc):
+            """(in-bounds of the row (leading dims), i64 element offset of the row's first element)."""
+            pred, off = lead_pred, lead_off
+            for d in range(r - 1):
+                tc = b.add(idx[lead + d], rc[d])
+                pred = _and(b, pred, b.icmp_unsigned("<", tc, T.shape[lead + d]))
+                off = b.add(off, b.mul(self._sext64(tc), self._sext64(T.strides[lead + d])))
+            return pred, off
+
+        def smem_row_byte(rc):
+            e = self.layout_offset(lay, list(rc) + [ir.Constant(i32, 0)])
+            eb_ = self._mul(e, bits)
+            return b.lshr(self._i(eb_), ir.Constant(i32, 3)) if not isinstance(eb_, int) else eb_ // 8
+
+        def async_path():
+            cpr = RB // chunk
+            nch = nrows * cpr
+            lim = b.mul(self._sext64(T.shape[-1]), ir.Constant(i64, bits))
+            col0 = b.mul(self._sext64(idx[-1]), ir.Constant(i64, bits))
+            for k in range((nch + nt - 1) // nt):
+                c = b.add(self.tid, ir.Constant(i32, k * nt))
+                row = b.udiv(c, ir.Constant(i32, cpr)) if cpr > 1 else c
+                cb = b.urem(c, ir.Constant(i32, cpr)) if cpr > 1 else ir.Constant(i32, 0)
+                rc = row_coords(row) if r > 1 else []
+                pred, off = row_access(rc)
+                cbit = b.add(col0, b.mul(b.zext(cb, i64), ir.Constant(i64, chunk * 8)))
+                pred = _and(b, pred, b.icmp_unsigned("<", cbit, lim))
+                off = b.add(off, self._sext64(idx[-1]))                  # unit last stride here
+                gbyte = b.add(b.lshr(b.mul(off, ir.Constant(i64, bits)), ir.Constant(i64, 3)),
+                              b.mul(b.zext(cb, i64), ir.Constant(i64, chunk)))
+                sbyte = self._add(self._add(sv.off, smem_row_byte(rc)), b.mul(cb, ir.Constant(i32, chunk)))
+                srcp = self.byte_ptr(T, b.select(pred, gbyte, z64))
+                size = b.select(pred, ir.Constant(i32, chunk), ir.Constant(i32, 0))
+                if nch % nt and (k + 1) * nt > nch:
+                    endb = self._guarded(b.icmp_unsigned("<", c, ir.Constant(i32, nch)))
+                    self.tgt.cp_async(b, self.sptr(self._i(sbyte)), srcp, chunk, size)
+                    self._end_guard(endb)
+                else:
+                    self.tgt.cp_async(b, self.sptr(self._i(sbyte)), srcp, chunk, size)
+            return []
+
+        def sync_path():
+            from math import gcd
+            per = 8 // gcd(8, bits)
+            nb = per * bits // 8
+            gpr = shape[-1] // per
+            ng = nrows * gpr
+            zero = self.constant(dt, 0)
+
+            def body(g):
+                row = b.udiv(g, ir.Constant(i32, gpr)) if gpr > 1 else g
+                cg = b.urem(g, ir.Constant(i32, gpr)) if gpr > 1 else ir.Constant(i32, 0)
+                rc = row_coords(row) if r > 1 else []
+                pred, off = row_access(rc)
+                codes = []
+                for e in range(per):
+                    col = b.add(b.add(idx[-1], b.mul(cg, ir.Constant(i32, per))), ir.Constant(i32, e))
+                    inb = _and(b, pred, b.icmp_unsigned("<", col, T.shape[-1]))
+                    eoff = b.add(off, b.mul(self._sext64(col), self._sext64(T.strides[-1])))
+                    codes.append(self.to_code(self._load_one(T, dt, eoff, inb, zero), dt))
+                base = self._add(self._add(sv.off, smem_row_byte(rc)), b.mul(cg, ir.Constant(i32, nb)))
+                for k2, w in enumerate(self._join_words(codes, bits, 8, nb)):
+                    b.store(w, self.sptr(self._i(self._add(base, k2))))
+            self._thread_loop((ng + nt - 1) // nt, lambda k: b.add(self.tid, b.mul(k, ir.Constant(i32, nt))),
+                              ng, body)
+            return []
+
+        if not chunk:
+            sync_path()
+            return
+        fast = b.icmp_unsigned("==", T.strides[-1], ir.Constant(i32, 1))
+        am = ir.Constant(i64, 8 * chunk - 1)
+        z = ir.Constant(i64, 0)
+
+        def aligned(x32):
+            return b.icmp_unsigned("==", b.and_(b.mul(self._sext64(x32), ir.Constant(i64, bits)), am), z)
+        fast = b.and_(fast, aligned(idx[-1]))
+        fast = b.and_(fast, aligned(T.shape[-1]))
+        for j in range(R - 1):
+            fast = b.and_(fast, aligned(T.strides[j]))
+        if chunk > self.align:
+            p = b.ptrtoint(T.ptr, i64)
+            fast = b.and_(fast, b.icmp_unsigned("==", b.and_(p, ir.Constant(i64, chunk - 1)), z))
+        self._branch2(fast, async_path, sync_path, None)
+
+    def _thread_loop(self, count: int, index_of, limit: int, body):
+        """for k in 0..count-1: g = index_of(k); if g < limit: body(g) -- a runtime loop."""
+        b = self.b
+        pre = b.block
+        head = self.llfn.append_basic_block("tl.head")
+        bodyb = self.llfn.append_basic_block("tl.body")
+        work = self.llfn.append_basic_block("tl.work")
+        latch = self.llfn.append_basic_block("tl.latch")
+        done = self.llfn.append_basic_block("tl.done")
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(i32)
+        k.add_incoming(ir.Constant(i32, 0), pre)
+        b.cbranch(b.icmp_unsigned("<", k, ir.Constant(i32, count)), bodyb, done)
+        b.position_at_end(bodyb)
+        g = index_of(k)
+        b.cbranch(b.icmp_unsigned("<", g, ir.Constant(i32, limit)), work, latch)
+        b.position_at_end(work)
+        body(g)
+        b.branch(latch)
+        b.position_at_end(latch)
+        nk = b.add(k, ir.Constant(i32, 1))
+        k.add_incoming(nk, latch)
+        b.branch(head)
+        b.position_at_end(done)
 
     def _copy_loop(self, sv, T, idx, m, dt, zero):
         """Element-by-element global -> shared copy as a runtime loop over this thread's value

@@ -145,21 +145,62 @@ class NVPTXIntrinsics:
     def wgmma_wait(self, b, n: int):
         self.d.call(b, "llvm.nvvm.wgmma.wait_group.sync.aligned", void, [i64], [ir.Constant(i64, n)])
 
-    def wgmma(self, b, acc, desc_a, desc_b, n: int, in_dtype: str, trans_a: int, trans_b: int):
+    def wgmma(self, b, acc, desc_a, desc_b, n: int, in_dtype: str, trans_a: int, trans_b: int,
+              a_off: int = 0, b_off: int = 0, scale_d=1):
         """One `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{bf16|f16}` with both operands in shared
         memory (64-bit matrix descriptors); acc: the n/2 f32 accumulator registers of this thread
-        (accumulated into: scale-d = 1). No LLVM intrinsic exists: one inline-asm instruction."""
+        (scale-d = 1: accumulate; 0: D = A*B, the old values are ignored). `a_off`/`b_off`: byte
+        offsets (multiples of 16) added to the descriptors' start addresses inside the instruction's
+        operand set-up (CUTLASS-style desc + (off >> 4)), so that one base descriptor per operand stays
+        live instead of one per k step. No LLVM intrinsic exists: one inline-asm instruction."""
+        return self._wgmma_asm(b, acc, None, desc_a, a_off, desc_b, b_off, n, in_dtype, trans_a, trans_b, scale_d)
+
+    def wgmma_rs(self, b, acc, a_regs, desc_b, n: int, in_dtype: str, trans_b: int, b_off: int = 0, scale_d=1):
+        """The RS form of `wgmma`: A from registers (4 b32 registers, each a packed pair, in the
+        m16n8k16 A-fragment order of this thread's warp, fragment-layouts.md §3.2) and B in shared
+        memory. The A registers must stay unchanged until the wgmma group is waited for."""
+        if len(a_regs) != 4:
+            raise CompileError(f"internal: wgmma m64n{n} (A from registers) needs 4 A registers, got {len(a_regs)}")
+        return self._wgmma_asm(b, acc, list(a_regs), None, 0, desc_b, b_off, n, in_dtype, None, trans_b, scale_d)
+
+    def _wgmma_asm(self, b, acc, a_regs, desc_a, a_off, desc_b, b_off, n, in_dtype, trans_a, trans_b, scale_d):
         k = n // 2
         if len(acc) != k:
             raise CompileError(f"internal: wgmma m64n{n} needs {k} accumulators, got {len(acc)}")
+        for off in (a_off, b_off):
+            if off % 16 or not 0 <= off < (1 << 18):
+                raise CompileError(f"internal: wgmma descriptor offset {off} is not a multiple of 16 below 256 KB")
+        args, types, cons = [], [], []
+
+        def arg(v, t, c):
+            args.append(v)
+            types.append(t)
+            cons.append(c)
+            return f"${k + len(args) - 1}"
+        regs, pre = [".reg .pred p;"], []
+        if a_regs is not None:
+            a_txt = "{" + ", ".join(arg(x, i32, "r") for x in a_regs) + "}"
+        else:
+            a_txt = arg(desc_a, i64, "l")
+            if a_off:
+                regs.append(".reg .b64 da;")
+                pre.append(f"add.s64 da, {a_txt}, {a_off >> 4};")
+                a_txt = "da"
+        b_txt = arg(desc_b, i64, "l")
+        if b_off:
+            regs.append(".reg .b64 db;")
+            pre.append(f"add.s64 db, {b_txt}, {b_off >> 4};")
+            b_txt = "db"
+        sc = arg(scale_d if isinstance(scale_d, ir.Value) else ir.Constant(i32, int(scale_d)), i32, "r")
         outs = ", ".join(f"${i}" for i in range(k))
-        text = (f"{{ .reg .pred p; setp.ne.b32 p, ${k + 2}, 0; "
+        trans = f"{trans_b}" if a_regs is not None else f"{trans_a}, {trans_b}"
+        text = (f"{{ {' '.join(regs)} setp.ne.b32 p, {sc}, 0; {' '.join(pre)}{' ' if pre else ''}"
                 f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{in_dtype}.{in_dtype} "
-                f"{{{outs}}}, ${k}, ${k + 1}, p, 1, 1, {trans_a}, {trans_b}; }}")
-        cons = ",".join(["=f"] * k + ["l", "l", "r"] + [str(i) for i in range(k)])
+                f"{{{outs}}}, {a_txt}, {b_txt}, p, 1, 1, {trans}; }}")
+        cons = ",".join(["=f"] * k + cons + [str(i) for i in range(k)])
         st = ir.LiteralStructType([f32] * k)
-        asm = ir.InlineAsm(ir.FunctionType(st, [i64, i64, i32] + [f32] * k), text, cons, side_effect=True)
-        r = b.call(asm, [desc_a, desc_b, ir.Constant(i32, 1)] + list(acc))
+        asm = ir.InlineAsm(ir.FunctionType(st, types + [f32] * k), text, cons, side_effect=True)
+        r = b.call(asm, args + list(acc))
         return [b.extract_value(r, i) for i in range(k)]
 
     def mma_m16n8k16(self, b, a, bb, c, in_dtype: str):

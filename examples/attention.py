@@ -21,6 +21,8 @@ def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[b
     S = Q.shape[2]
     HKV = K.shape[1]
     bm = tile.block_id(0)
+    if CAUSAL:
+        bm = tile.num_blocks(0) - 1 - bm                   # the longest rows first (a shorter tail)
     bh = tile.block_id(1)
     b = bh // H
     h = bh % H
@@ -32,8 +34,10 @@ def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[b
     qk_scale = sm_scale * LOG2E
     rows = bm * BM + tile.arange(0, BM)
     hi = S
+    last = rows
     if CAUSAL:
         hi = min(S, (bm + 1) * BM)                         # keys past the block's last row are all masked
+        last = tile.minimum(rows, S - 1)                   # each row's last visible key
     for n in tile.range(0, hi, BN, stages=2):               # K/V tiles double-buffered
         k = tile.load(K, (b, hk, n, 0), (BN, D))
         v = tile.load(V, (b, hk, n, 0), (BN, D))
@@ -41,7 +45,7 @@ def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[b
         cols = n + tile.arange(0, BN)
         valid = cols[None, :] < S
         if CAUSAL:
-            valid = valid & (cols[None, :] <= rows[:, None])
+            valid = cols[None, :] <= last[:, None]         # (one compare: last < S)
         s = tile.where(valid, s, NEG_INF)
         m_new = tile.maximum(m_i, tile.max(s, axis=1))
         p = tile.exp2(s - m_new[:, None])

@@ -58,7 +58,7 @@ def moe_up(X: tile.Tensor[bf16, 2], W1: tile.Tensor[bf16, 3], rows: tile.Tensor[
     tok = tile.load(rows, (pm * BM,), (BM,))               # token of each row; -1 for padding rows
     gate = tile.zeros((BM, BN), f32)
     up = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, D, BK):
+    for k in tile.range(0, D, BK, stages=3):
         x = tile.gather(X, tok, k, BK)                      # the permutation is fused into the load
         gate = tile.dot(x, tile.load(W1, (e, k, pn * BN), (BK, BN)), gate)
         up = tile.dot(x, tile.load(W1, (e, k, F + pn * BN), (BK, BN)), up)
@@ -73,7 +73,7 @@ def moe_down(Hbuf: tile.Tensor[bf16, 2], W2: tile.Tensor[bf16, 3], block_expert:
     pn = tile.block_id(1)
     e = block_expert[pm]
     acc = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, F, BK):
+    for k in tile.range(0, F, BK, stages=3):
         acc = tile.dot(tile.load(Hbuf, (pm * BM, k), (BM, BK)), tile.load(W2, (e, k, pn * BN), (BK, BN)), acc)
     tile.store(Ybuf, (pm * BM, pn * BN), acc.astype(bf16))
 

@@ -519,6 +519,22 @@ def _async_copy(op):
     need(op, s.dtype == t.dtype and 1 <= s.rank <= t.rank, f"shared tile {s} does not fit tensor {t}")
 
 
+@define("async_gather", "`async_gather(s, T, rows, col0)`: start copying rows of a 2-D tensor into the 2-D shared tile "
+        "s: s[r, c] = T[rows[r], col0 + c], 0 for rows outside [0, T.dim0) and columns outside T (the async "
+        "form of `gather`). Complete after `async_commit` + `async_wait` + `barrier`.", effects=True)
+def _async_gather(op):
+    n_operands(op, 4)
+    n_results(op, 0)
+    s = op.operands[0].type
+    need(op, isinstance(s, TileType) and s.space == "shared" and s.rank == 2, f"operand 0 must be a 2-D shared tile, got {s}")
+    t = tensor_operand(op, op.operands[1])
+    need(op, t.rank == 2 and s.dtype == t.dtype, f"shared tile {s} does not fit the 2-D tensor {t}")
+    rows, c0 = op.operands[2].type, op.operands[3].type
+    need(op, isinstance(rows, TileType) and rows.rank == 1 and rows.dtype.is_int and rows.shape[0] == s.shape[0],
+         f"rows must be a 1-D integer tile of {s.shape[0]} indices, got {rows}")
+    need(op, is_int_scalar(c0), "col0 must be an integer scalar")
+
+
 @define("async_commit", "Close the current group of async copies.", effects=True)
 def _async_commit(op):
     n_operands(op, 0)

@@ -23,7 +23,8 @@ On sm_90a (function attribute `target`, set by codegen.compile) with S >= 4 the 
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
-A load is pipelined when it has no mask and `other` 0 (async copies zero-fill outside the
+A load (or a `gather` of rows by index: an async_gather, row indices loop-invariant) is pipelined
+when it has no mask and `other` 0 (async copies zero-fill outside the
 tensor, exactly what such a load reads), its index operands depend only on the induction variable
 and loop-invariant values through pure ops, and the loop body contains a dot. The output is
 ordinary tile IR: the interpreter runs it (async copies complete at once there) and gives the
@@ -88,16 +89,18 @@ class _LoopPipeliner:
             return []
         out = []
         for o in self.body.ops:
-            if o.name != "load":
+            if o.name not in ("load", "gather"):
                 continue
             T = o.operands[0].type
-            if len(o.operands) != 1 + T.rank:              # has a mask
+            if o.name == "load" and len(o.operands) != 1 + T.rank:      # has a mask
                 continue
             if o.attrs.get("other", 0) not in (0, 0.0, False):
                 continue
             rt = o.results[0].type
             if rt.rank > T.rank:
                 continue
+            if rt.dtype.bits < 8 and (rt.shape[-1] * rt.dtype.bits) % 8:
+                continue                                  # packed rows must be whole bytes in shared memory
             sl = self.slice_of(o.operands[1:])
             if sl is None:
                 continue
@@ -163,7 +166,8 @@ class _LoopPipeliner:
                 sv = Operation("subview", [ring, slot_value], [stt], {}, loc=loc)
                 then_b.append(sv)
                 idx = [mp.get(id(v), v) for v in ld.operands[1:]]
-                then_b.append(Operation("async_copy", [sv.results[0], ld.operands[0], *idx], [], {}, loc=ld.loc))
+                kind = "async_gather" if ld.name == "gather" else "async_copy"
+                then_b.append(Operation(kind, [sv.results[0], ld.operands[0], *idx], [], {}, loc=ld.loc))
             then_b.append(Operation("yield", [], [], {}, loc=loc))
             else_b.append(Operation("yield", [], [], {}, loc=loc))
             into.append(Operation("if", [c], [], {}, [then_b, else_b], loc=loc))

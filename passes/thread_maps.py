@@ -436,6 +436,8 @@ def blocked(shape, nthreads: int, elem_bits: int = 32, max_vec_bits: int = 128) 
         vm = [(shape[d], unit(d)) for d in range(r)]
         return ThreadMap(shape, [(nthreads, z)], vm)
     vec_max = max(1, max_vec_bits // max(1, elem_bits))
+    while vec_max & (vec_max - 1):            # a power of two (int3: 32 codes = 12 bytes, not 42)
+        vec_max &= vec_max - 1
     vec = min(vec_max, shape[-1], max(1, numel // nthreads))
     if elem_bits < 8:                         # sub-byte: each thread owns whole bytes
         from math import gcd

@@ -32,12 +32,12 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
 * `reduce`: float sums/products of narrow floats (< 32 bits) accumulate in float32 and round once
   to the dtype; f32 sums use NumPy's float32 pairwise summation; f64 in float64; integers wrap.
   `max`/`min` ignore NaNs unless all are NaN; `argmax`/`argmin` give the first index of the extreme.
-* `load`/`async_copy` read `other` (0) outside the tensor or where the mask is false; `store`/
+* `load`/`async_copy`/`async_gather` read `other` (0) outside the tensor or where the mask is false; `store`/
   `atomic` skip such elements; `gather`/`scatter` skip rows/columns outside the tensor (a scatter
   to the same row twice: the last row wins). Atomics apply their arithmetic in the tensor's dtype
   (narrow floats rounded after the op), one element at a time.
 * `alloc_shared` gives a poisoned buffer (NaN for floats that have one, random codes otherwise);
-  `async_copy` copies at once; `barrier`, `async_commit`, `async_wait` do nothing.
+  `async_copy`/`async_gather` copy at once; `barrier`, `async_commit`, `async_wait` do nothing.
 * Blocks run one after another, grid axis 0 fastest, then 1, then 2; within a block, ops run in
   program order on whole tiles.
 * `print` prints `[block (x, y, z)] ` then `fmt.format(*values)` when fmt has `{}` fields, else fmt
@@ -706,6 +706,16 @@ def _r_shared_store(ctx, op, args):
 def _r_async_copy(ctx, op, args):
     s, t = args[0], args[1]
     s.buf[...] = _load_tile(t, _ints(args[2:]), s.buf.shape, to_value(0, t.dtype))
+
+
+@rule("async_gather")
+def _r_async_gather(ctx, op, args):
+    s, t, rows, col0 = args
+    shape = s.buf.shape
+    out = np.full(shape, to_value(0, t.dtype), t.work.dtype)
+    rows, cols, vr, vc = _rows_cols(t, rows, col0, shape[1])
+    out[np.ix_(vr, vc)] = t.work[np.ix_(rows[vr], cols[vc])]
+    s.buf[...] = out
 
 
 @rule("async_commit", "async_wait", "barrier")

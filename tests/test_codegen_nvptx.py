@@ -186,3 +186,31 @@ def test_parse_ptxas_report():
            "4 bytes spill loads\nptxas info    : Used 96 registers, used 1 barriers, 16384 bytes smem\n")
     r = parse_ptxas_report(log)
     assert (r["registers"], r["spill_stores"], r["stack"], r["smem"]) == (96, 4, 8, 16384)
+
+
+@pytest.mark.parametrize("M,K,wm,wn", [(64, 64, 4, 1), (128, 64, 4, 1), (128, 64, 8, 1), (128, 32, 4, 2),
+                                       (256, 32, 8, 1)])
+def test_wgmma_rs_fragment_slots(M, K, wm, wn):
+    """The register slots fed to an RS-form wgmma hold, in every thread, exactly the A-fragment
+    elements of fragment-layouts.md §3.2 (row 16w + g + 8((i>>1)&1), col 2q + (i&1) + 8(i>>2)) of its
+    warpgroup's 64-row block; and an mma accumulator (the previous wgmma's) holds the same elements
+    per thread as that A fragment (the f32 -> bf16 conversion needs no data movement)."""
+    from tile.codegen.lower_wgmma import rs_fragment_slots
+    from tile.passes.thread_maps import mma_a, mma_c
+    nt = 32 * wm * wn
+    am = mma_a(M, K, wm, wn).for_threads(nt)
+    cm = mma_c(M, K, wm, wn).for_threads(nt)
+    if wn == 1:      # (with warps along N, each warp's accumulator holds other columns)
+        assert (am.tcoords() == cm.tcoords()).all() and set(am.vcoord_list()) == set(cm.vcoord_list())
+    gm = wm // 4
+    for j in range(M // (64 * gm)):
+        for k0 in range(0, K, 16):
+            slots = rs_fragment_slots(am, gm, j, k0)
+            for t in range(nt):
+                wi = (t // 32) % wm
+                gi, w, g, q = wi // 4, wi % 4, (t % 32) >> 2, t & 3
+                for r, pair in enumerate(slots):
+                    for e, s in enumerate(pair):
+                        i = 2 * r + e
+                        want = (64 * (gm * j + gi) + 16 * w + g + 8 * ((i >> 1) & 1), k0 + 2 * q + (i & 1) + 8 * (i >> 2))
+                        assert tuple(am.coord(t, s)) == want, (t, r, e)

@@ -99,3 +99,43 @@ def test_tilec_compile_writes_ptx(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ".target sm_90a" in out.read_text()
     ptxas(out.read_text(), "sm_90a", tmp_path)
+
+
+@needs_ptxas
+@pytest.mark.parametrize("D,causal,BM", [(64, False, 64), (128, False, 64), (128, True, 64), (128, False, 128)])
+def test_attention_pv_wgmma_from_registers(D, causal, BM, tmp_path):
+    """sm_90a attention: p @ v is a wgmma in the RS form (p's bf16 A fragments in registers, converted
+    from q @ k^T's wgmma accumulator inside each thread, no shared-memory round trip) with V read
+    through an MN-major (trans-b = 1) 128B-swizzle descriptor; q @ k^T stays SS. No mma.sync, no
+    ldmatrix, no injected warpgroup.arrive / serialization (C7519/C7515); the gallery default
+    (BM = 64) spills nothing."""
+    import re
+    from tile.ir.core import Operation
+    k = load("attention").attention
+    ck = k.compile(*signature(k), target="sm_90a", D=D, CAUSAL=causal, BM=BM)
+    ptx = ck.ptx
+    rs = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k16\.f32\.bf16\.bf16 \{[^}]*\}, "
+                    r"\{%r\d+, %r\d+, %r\d+, %r\d+\}, \S+, p, 1, 1, 1;", ptx)
+    ss = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k16\.f32\.bf16\.bf16 \{[^}]*\}, "
+                    r"%?\w+, %?\w+, p, 1, 1, 0, 0;", ptx)
+    blocks = BM // 64
+    assert len(rs) == blocks * 64 // 16 and all(int(n) == D for n in rs), rs   # BN = 64: 4 k16 steps
+    assert len(ss) == blocks * D // 16 and all(int(n) == 64 for n in ss), ss
+    assert "mma.sync" not in ptx and "ldmatrix" not in ptx
+    # the conversion of p to the A fragment stays in registers
+    fn = ck.module.functions[0]
+    pv = [op for op in fn.walk() if op.name == "dot" and op.operands[1].owner.name == "shared_load"]
+    assert len(pv) == 1
+    a = pv[0].operands[0].owner
+    while isinstance(a, Operation) and a.name == "convert_layout":
+        assert "smem_scratch" not in a.attrs
+        a = a.operands[0].owner
+    assert a.name == "cast"
+    src = tmp_path / "k.ptx"
+    src.write_text(ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "C7519" not in r.stderr and "C7515" not in r.stderr, r.stderr
+    if BM == 64:
+        assert "0 bytes spill stores" in r.stderr, r.stderr

@@ -114,6 +114,39 @@ def test_gpu_and_interpreter_agree_lowbit_exact_decode():
     assert rel(yg.numpy(), yc.numpy()) < 4e-3
 
 
+@pytest.mark.parametrize("wtype", ["int3", "int4"])
+@pytest.mark.parametrize("N", [192, 100])
+def test_gpu_and_interpreter_agree_lowbit_pipelined_packed(wtype, N):
+    """The benchmark's tile (BK=128: 8-byte chunks of int3 rows; 16-byte of int4), N=192 taking the
+    cp.async path and N=100 (rows not whole chunks) the element fallback."""
+    lb = load("lowbit_gemm")
+    rng = np.random.default_rng()
+    X = tile.asarray(rng.standard_normal((5, 384)), bf16)
+    W, S = lb.quantize_weights(rng.standard_normal((384, N)), wtype, 128, 0.0)
+    Y = tile.asarray(np.full((5, N), np.nan), bf16)
+    [(yg, yc)] = _both(lb.lowbit_gemm, (1, tile.cdiv(N, 64)), [X, W, S, Y], [3], G=128, BM=16, BN=64, BK=128)
+    assert np.isfinite(yg.numpy().astype(np.float64)).all()
+    assert rel(yg.numpy(), yc.numpy()) < 4e-3
+
+
+@tile.kernel
+def _cast_rows(W: tile.Tensor[2], Y: tile.Tensor[tile.f32, 2], BN: tile.constexpr = 64):
+    w = tile.load(W, (tile.block_id(0) * 32, 0), (32, BN))
+    tile.store(Y, (tile.block_id(0) * 32, 0), w.astype(tile.f32))
+
+
+@pytest.mark.parametrize("wtype", ["int3", "int4", "uint5", "int8", "uint8", "i16"])
+def test_int_to_float_cast_bit_exact(wtype):
+    """Narrow ints -> f32 (the magic-number conversion) equal the interpreter bit for bit."""
+    t = tile.dtype(wtype)
+    rng = np.random.default_rng()
+    W = tile.asarray(rng.integers(t.min_value, t.max_value + 1, (64, 64)), t)
+    Y = np.full((64, 64), np.nan, np.float32)
+    [(yg, yc)] = _both(_cast_rows, (2,), [W, Y], [1])
+    assert np.array_equal(np.asarray(yg), np.asarray(yc))
+    assert np.array_equal(np.asarray(yc), W.numpy().astype(np.float32))
+
+
 def test_launch_options_num_warps_and_stream():
     """num_warps=8 changes the block size; a non-default (non-blocking) stream orders the copies."""
     from tile.runtime import cuda

@@ -57,7 +57,7 @@ KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "cmp", "select", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
     "slice", "concat", "convert_layout", "reduce", "dot", "block_id", "num_blocks", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
-    "shared_store", "async_copy", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
+    "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
     "condition"}
 
 
@@ -363,6 +363,12 @@ class Gen:
             s = g(self.tile_t(space="shared"))
             t = self.tensor(r.randint(s.type.rank, 3), s.type.dtype)
             return self.new(name, [s, t, *[self.idx() for _ in range(t.type.rank)]], [])
+        if name == "async_gather":
+            t = self.tensor(2)
+            R, C = r.choice([1, 4, 8]), r.choice([1, 2, 16])
+            s = g(TileType(t.type.dtype, (R, C), "shared"))
+            rows = g(self.tile_t(self.dt("int"), (R,)))
+            return self.new(name, [s, t, rows, self.idx()], [])
         if name in ("async_commit", "barrier"):
             return self.new(name)
         if name == "async_wait":
