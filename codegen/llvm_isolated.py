@@ -1,14 +1,15 @@
-"""Run LLVM (parse, verify, optimize, emit) on textual LLVM IR in a forked child process.
+"""Run LLVM (parse, verify, optimize, emit) on textual LLVM IR in a separate worker process.
 
 The llvmlite wheel is built with assertions: some malformed IR (a bad `nvvm.annotations` entry, a
 PTX version the CPU does not support, ...) aborts the whole process instead of raising. The code
 generators therefore build their LLVM IR as text with `llvmlite.ir` (pure Python, never crashes)
-and hand it to `run_llvm`, which does everything that touches the LLVM C++ library in a child made
-with `os.fork()`. The child sends its result back through a pipe; a child that dies on a signal
-or exits without answering becomes a `CompileError` naming the kernel. Process-global LLVM options
-(`--nvptx-short-ptr`) are set only in the child, so they never leak into the caller.
+and hand it to `run_llvm`, which does everything that touches the LLVM C++ library in a worker: a
+fresh Python process (`python -m tile.codegen.llvm_worker`), started once and reused, never a fork
+(a fork of a process that holds CUDA's threads can deadlock). A worker that dies on a signal or
+hangs becomes a `CompileError` naming the kernel, and the next job starts a new one. Process-global
+LLVM options (`--nvptx-short-ptr`) are set only in the worker, so they never leak into the caller.
 
-Where `os.fork` is unavailable (or `TILEC_LLVM_INPROCESS=1`), the same work runs in-process.
+With `TILEC_LLVM_INPROCESS=1` the same work runs in-process (faster to debug, unprotected).
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import os
 import pickle
 import select
 import signal
+import struct
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -67,74 +72,96 @@ def _work(job: LLVMJob) -> dict:
 def run_llvm(job: LLVMJob, timeout: float = 600.0) -> dict:
     """Optimize and emit `job.ir`. Returns {"asm" or "obj": ..., "optimized_ir": str}.
     Raises CompileError if LLVM rejects the IR, crashes, or runs past `timeout` seconds."""
-    if not hasattr(os, "fork") or os.environ.get("TILEC_LLVM_INPROCESS") == "1":
+    if os.environ.get("TILEC_LLVM_INPROCESS") == "1":
         res = _work(job)
-        if "error" in res:
-            raise CompileError(res["error"], kernel=job.kernel)
-        return res
-    r, w = os.pipe()
-    errf = tempfile.TemporaryFile()
-    pid = os.fork()
-    if pid == 0:                                   # child: never return into the caller's stack
-        code = 0
-        try:
-            os.close(r)
+    else:
+        with _LOCK:
+            global _WORKER
+            if _WORKER is None or _WORKER.proc.poll() is not None:
+                _WORKER = _Worker()
             try:
-                import faulthandler
-                faulthandler.disable()
-            except Exception:                      # noqa: BLE001
-                pass
-            os.dup2(errf.fileno(), 2)              # LLVM's own messages go to the parent's error
-            try:
-                res = _work(job)
-            except BaseException as e:             # noqa: BLE001 - anything goes back as text
-                res = {"error": f"{type(e).__name__}: {e}"}
-            data = pickle.dumps(res)
-            view = memoryview(data)
-            while view:
-                n = os.write(w, view)
-                view = view[n:]
-            os.close(w)
-        except BaseException:                      # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise CompileError(f"LLVM ran longer than {timeout:.0f} s and was stopped", kernel=job.kernel)
-            ready, _, _ = select.select([r], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            b = os.read(r, 1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(r)
-    _, status = os.waitpid(pid, 0)
-    errf.seek(0)
-    llvm_msg = errf.read(4000).decode("utf-8", "replace").strip()
-    errf.close()
-    detail = ("\nLLVM said: " + llvm_msg) if llvm_msg else ""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        raise CompileError(f"LLVM crashed ({name}) while compiling the generated IR "
-                           f"(target {job.cpu}{' ' + job.features if job.features else ''}); "
-                           f"this is a code generator bug{detail}", kernel=job.kernel)
-    data = b"".join(chunks)
-    if not data:
-        raise CompileError(f"the LLVM child exited (status {os.WEXITSTATUS(status)}) without a result{detail}",
-                           kernel=job.kernel)
-    res = pickle.loads(data)
+                res = _WORKER.call(job, timeout)
+            except CompileError:
+                _WORKER = None                     # it died or hung: the next job starts a fresh one
+                raise
     if "error" in res:
         raise CompileError(res["error"], kernel=job.kernel)
     return res
+
+
+class _Worker:
+    """A child Python process (a fresh interpreter, not a fork: the caller may have CUDA's threads)
+    that runs LLVM jobs sent as length-prefixed pickles over its stdin/stdout."""
+
+    def __init__(self):
+        self.err = tempfile.TemporaryFile()        # LLVM's own messages (and a crash's) land here
+        self.proc = subprocess.Popen([sys.executable, "-m", "tile.codegen.llvm_worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+
+    def call(self, job: LLVMJob, timeout: float) -> dict:
+        mark = self.err.tell() if not self.err.closed else 0
+        data = pickle.dumps(job)
+        try:
+            self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.proc.stdin.flush()
+            n = struct.unpack("<Q", self._read(8, job, timeout))[0]
+            return pickle.loads(self._read(n, job, timeout))
+        except (BrokenPipeError, EOFError):
+            pass
+        try:
+            status = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait()
+        self.err.seek(mark)
+        msg = self.err.read(4000).decode("utf-8", "replace").strip()
+        detail = ("\nLLVM said: " + msg) if msg else ""
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = str(-status)
+            raise CompileError(f"LLVM crashed ({name}) while compiling the generated IR "
+                               f"(target {job.cpu}{' ' + job.features if job.features else ''}); "
+                               f"this is a code generator bug{detail}", kernel=job.kernel)
+        raise CompileError(f"the LLVM worker exited (status {status}) without a result{detail}", kernel=job.kernel)
+
+    def _read(self, n: int, job: LLVMJob, timeout: float) -> bytes:
+        fd, chunks, got = self.proc.stdout.fileno(), [], 0
+        deadline = time.monotonic() + timeout
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.proc.kill()
+                self.proc.wait()
+                raise CompileError(f"LLVM ran longer than {timeout:.0f} s and was stopped", kernel=job.kernel)
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            b = os.read(fd, min(n - got, 1 << 20))
+            if not b:
+                raise EOFError
+            chunks.append(b)
+            got += len(b)
+        return b"".join(chunks)
+
+
+_WORKER: _Worker | None = None
+_LOCK = threading.Lock()
+
+
+def serve() -> None:
+    """The worker's loop: read a job, run it, answer; exit at end of input."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = inp.read(8)
+        if len(head) < 8:
+            return
+        job = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+        try:
+            res = _work(job)
+        except BaseException as e:                 # noqa: BLE001 - anything goes back as text
+            res = {"error": f"{type(e).__name__}: {e}"}
+        data = pickle.dumps(res)
+        out.write(struct.pack("<Q", len(data)) + data)
+        out.flush()

@@ -1,7 +1,7 @@
 """The NVIDIA back end: tile IR (after the sm_* pipeline's passes) -> LLVM IR -> O3 -> PTX.
 
 Targets: sm_80 (PTX ISA 7.0), sm_89 (7.8), sm_90a (8.0). The LLVM work (parse, verify, O3, PTX
-emission) runs in a forked child (codegen/llvm_isolated.py) so that an LLVM abort can never take
+emission) runs in a worker process (codegen/llvm_isolated.py) so that an LLVM abort can never take
 the caller down. `ptxas` (tests) or nvJitLink (runtime) turn the PTX into a cubin.
 """
 from __future__ import annotations
