@@ -13,6 +13,7 @@ With `TILEC_LLVM_INPROCESS=1` the same work runs in-process (faster to debug, un
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import select
@@ -148,6 +149,22 @@ class _Worker:
 
 _WORKER: _Worker | None = None
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _shutdown() -> None:
+    """End the worker with the caller: closing its input ends its loop."""
+    w = _WORKER
+    if w is not None and w.proc.poll() is None:
+        try:
+            w.proc.stdin.close()
+            w.proc.wait(timeout=5)
+        except Exception:                          # noqa: BLE001
+            w.proc.kill()
+            w.proc.wait()
+    if w is not None:
+        w.proc.stdout.close()
+        w.err.close()
 
 
 def serve() -> None:
