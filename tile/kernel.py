@@ -78,6 +78,12 @@ class CompiledKernel:
         return self.binary.ptx if self.binary is not None else None
 
     @property
+    def cubin(self) -> bytes | None:
+        """The cubin when the kernel cache holds one (the runtime otherwise builds it from the PTX)."""
+        c = getattr(self.binary, "cubin", None)
+        return c if isinstance(c, (bytes, bytearray)) else None
+
+    @property
     def meta(self):
         """codegen.abi.KernelMeta (threads, shared memory, parameters) for GPU targets, else None."""
         return self.binary.meta if self.binary is not None else None
@@ -365,8 +371,7 @@ def _launch(compiled: CompiledKernel, grid: tuple, args: list, stream=None):
     if compiled.target != "cpu":
         if gpu_arch() is not None:
             from .runtime.launch import launch
-            launch(compiled.binary, grid, args, stream, param_types=list(compiled.signature.values()),
-                   names=list(compiled.signature))
+            launch(compiled, grid, args, stream)      # reads .ptx/.cubin, .meta and .signature
             return
         if compiled.target not in _WARNED:
             _WARNED.add(compiled.target)
