@@ -641,8 +641,20 @@ def _barrier(fe, a: Args):
 
 @builtin("annotate")
 def _annotate(fe, a: Args):
-    raise a.err(None, "tile.annotate is not supported yet (the IR has no layout-conversion op); "
-                      "give shared tiles a layout with alloc_shared(..., layout=...)")
+    """`tile.annotate(x, layout)`: x in the given register layout (a `convert_layout` whose result type
+    carries it; layout inference keeps annotated layouts and reports conflicts)."""
+    x = a["x"]
+    if not is_tile(x) or x.type.space != "reg":
+        raise a.err("x", f"annotate takes a register tile, got {describe(x)}")
+    lay = layout_arg(a, "layout")
+    if lay is None:
+        raise a.err("layout", "annotate needs a layout (a tile.layout TVLayout or its text)")
+    if type(lay).__name__ != "TVLayout":
+        raise a.err("layout", f"a register tile needs a thread-value layout (tile.layout TVLayout / 'tv<...>'), "
+                              f"got {lay}")
+    if tuple(lay.tile_shape if isinstance(lay.tile_shape, tuple) else (lay.tile_shape,)) != tuple(x.type.shape):
+        raise a.err("layout", f"the layout is for a {lay.tile_shape} tile, but the tile is {tuple(x.type.shape)}")
+    return fe.b.value("convert_layout", [x], x.type.with_(layout=lay))
 
 
 # ---------------------------------------------------------------- methods

@@ -588,3 +588,35 @@ def test_shared_tile_with_layout():
     assert f'layout="{lay}"' in roundtrip(ck)
     ck2 = with_layout.compile(tile.Tensor[f32, 2], tile.Tensor[f32, 2], lay)
     assert f'layout="{lay}"' in roundtrip(ck2)
+
+
+# ---------------------------------------------------------------- explicit register layouts
+def test_annotate_register_layout_is_kept():
+    from tile.ir.register_layout import tv_blocked
+    lay = str(tv_blocked((64, 64), (8, 16), (8, 4)))
+
+    @tile.kernel
+    def twice(X: tile.Tensor[tile.f32, 2], Y: tile.Tensor[tile.f32, 2], LAY: tile.constexpr = lay):
+        x = tile.annotate(tile.load(X, (0, 0), (64, 64)), LAY)
+        tile.store(Y, (0, 0), x * 2.0)
+
+    X = np.random.default_rng().standard_normal((64, 64)).astype(np.float32)
+    Y = np.full((64, 64), np.nan, np.float32)
+    twice[(1,)](X, Y)
+    assert np.array_equal(Y, 2 * X)
+    ck = twice.compile(X, Y, target="sm_90a")
+    after = ck.ir_after["layout_inference"]
+    assert f'convert_layout' in after and lay in after            # the user's layout survives inference
+
+
+def test_annotate_wrong_shape_is_located():
+    from tile.ir.register_layout import tv_blocked
+    lay = str(tv_blocked((64, 64), (8, 16), (8, 4)))
+
+    @tile.kernel
+    def bad(X: tile.Tensor[tile.f32, 2], LAY: tile.constexpr = lay):
+        x = tile.annotate(tile.load(X, (0, 0), (32, 64)), LAY)
+
+    with pytest.raises(tile.CompileError) as e:
+        bad.compile(np.zeros((32, 64), np.float32), target="cpu")
+    assert "annotate: the layout is for a (64, 64) tile" in str(e.value) and "^" in str(e.value)
