@@ -255,3 +255,12 @@ def test_python_dash_m_entry_point(tmp_path, tir):
     r = subprocess.run([sys.executable, "-m", "tile.cli", "ir", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert re.match(rf"^{re.escape(str(bad))}:1:\d+: ", one_line(r.stderr))
+
+
+def test_layout_picture(capsys):
+    code, out, err = run(capsys, "layout", "tv<(16,8) | ((4,8),(2,2)):((32,1),(16,8))>")
+    assert code == 0
+    rows = [l for l in out.splitlines() if "|" in l and "T" in l]
+    assert rows[0].split("|")[1].split()[:4] == ["T0V0", "T0V1", "T1V0", "T1V1"]   # mma C fragment row 0
+    code, out, err = run(capsys, "layout", "(4,(2,")
+    assert code == 1 and "position 6" in err and "Traceback" not in err

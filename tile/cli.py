@@ -318,6 +318,13 @@ def cmd_passes(a) -> int:
     return 0
 
 
+def cmd_layout(a) -> int:
+    from .ir.layout import parse_layout
+    from .ir.register_layout import picture
+    print(picture(parse_layout(a.text)))   # a LayoutError (a TileError) becomes the one-line error
+    return 0
+
+
 _SUFFIX_ATTRS = {".ptx": ("ptx",), ".cubin": ("cubin",), ".hsaco": ("hsaco", "code_object", "co"),
                  ".co": ("hsaco", "code_object", "co"), ".ll": ("llvm_ir", "llvm", "ll")}
 
@@ -444,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="NAME", help="the kernel to compile when FILE.tir holds several")
     common(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("layout", help="draw a layout: which thread holds which element, or each offset",
+                       description="Parse a layout in its text form (`(8,64):(64,1)`, `sw<3,4,3> o (8,64):(64,1)`, "
+                                   "`tv<(16,8) | ((4,8),(2,2)):((32,1),(16,8))>`) and print a picture of it: for a "
+                                   "thread-value layout, T<thread>V<value> in each tile cell; else each offset.")
+    p.add_argument("text", help="the layout, quoted")
+    p.set_defaults(func=cmd_layout)
     return ap
 
 
