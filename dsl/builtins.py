@@ -263,11 +263,11 @@ def _store_scalar(fe, a: Args):
     return None
 
 
-@builtin("gather")
-def _gather(fe, a: Args):
+def _row_access(fe, a: Args, verb: str):
+    """The checked (tensor, rows, col0) operands of gather/scatter: a 2-D tensor, a 1-D integer row tile."""
     t = tensor_arg(a)
     if t.type.rank != 2:
-        raise a.err("T", f"reads a 2-D tensor, got {t.type}")
+        raise a.err("T", f"{verb} a 2-D tensor, got {t.type}")
     rows = a["rows"]
     if not (is_tile(rows) and rows.type.rank == 1 and rows.type.dtype.is_int and rows.type.dtype != bool_):
         raise a.err("rows", f"rows must be a 1-D integer tile, got {describe(rows)}")
@@ -275,6 +275,12 @@ def _gather(fe, a: Args):
         c0 = fe.arith.index(a["col0"], "col0")
     except SemanticError as e:
         raise a.err("col0", e.msg) from None
+    return t, rows, c0
+
+
+@builtin("gather")
+def _gather(fe, a: Args):
+    t, rows, c0 = _row_access(fe, a, "reads")
     n = const_int(a, "ncols")
     if n <= 0:
         raise a.err("ncols", f"ncols must be positive, got {n}")
@@ -288,16 +294,7 @@ def _gather(fe, a: Args):
 
 @builtin("scatter")
 def _scatter(fe, a: Args):
-    t = tensor_arg(a)
-    if t.type.rank != 2:
-        raise a.err("T", f"writes a 2-D tensor, got {t.type}")
-    rows = a["rows"]
-    if not (is_tile(rows) and rows.type.rank == 1 and rows.type.dtype.is_int and rows.type.dtype != bool_):
-        raise a.err("rows", f"rows must be a 1-D integer tile, got {describe(rows)}")
-    try:
-        c0 = fe.arith.index(a["col0"], "col0")
-    except SemanticError as e:
-        raise a.err("col0", e.msg) from None
+    t, rows, c0 = _row_access(fe, a, "writes")
     v = value_for_tensor(fe, a, t)
     if v.type.rank != 2 or v.type.shape[0] != rows.type.shape[0]:
         raise a.err("value", f"value must be a {rows.type.shape[0]}xC tile (one row per index), got {v.type}")
