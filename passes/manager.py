@@ -264,6 +264,19 @@ def _verify(m: Module, pass_name: str, target: str | None):
         raise PassVerifyError(pass_name, e, target) from e
 
 
+def _dump_dir_for(root: Path, kname: str, frontend: str) -> Path:
+    """DIR/<kernel>/ for a kernel's first specialization; DIR/<kernel>.2/, .3/, ... for others (a directory
+    whose 00-frontend.tir holds the same input is reused, so recompiling one specialization overwrites it)."""
+    k = 1
+    while True:
+        d = root / (kname if k == 1 else f"{kname}.{k}")
+        f = d / "00-frontend.tir"
+        if not d.exists() or not f.exists() or f.read_text().split("\n", 1)[-1] == frontend:
+            d.mkdir(parents=True, exist_ok=True)
+            return d
+        k += 1
+
+
 def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, dump_dir=None,
                  stop_after: str | None = None, passes: Iterable | None = None,
                  name: str | None = None) -> tuple[Module, dict[str, str]]:
@@ -273,7 +286,8 @@ def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, du
 
     verify: check the input and the IR after each pass; a VerifyError becomes PassVerifyError
       naming the pass (or "the front end" for invalid input).
-    dump_dir (or env TILEC_DUMP_IR): write DIR/<name>/NN-<pass>.tir, 00-frontend.tir being the input;
+    dump_dir (or env TILEC_DUMP_IR): write DIR/<name>/NN-<pass>.tir, 00-frontend.tir being the input
+    (another specialization of the same kernel goes to DIR/<name>.2/, ...);
       `name` defaults to the module's kernel name. The IR of a pass that broke verification is still
       written, so it can be inspected.
     stop_after: the last pass to run (a name in the pipeline; "frontend" runs none).
@@ -302,8 +316,7 @@ def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, du
     out_dir = None
     if dump_dir:
         kname = name or ("_".join(f.name for f in module.functions) if module.functions else "module")
-        out_dir = Path(dump_dir) / _safe(kname)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = _dump_dir_for(Path(dump_dir), _safe(kname), print_module(module))
 
     def dump(i: int, key: str, text: str, note: str = ""):
         if out_dir is not None:

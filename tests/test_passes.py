@@ -502,3 +502,14 @@ def test_register_orders_pipelines_and_pass_objects():
         M._SCHEDULE[:] = [e for e in M._SCHEDULE if not (e[0] == "sm_90a" and e[1] == 2e6)]
         M._rebuild()
     assert "test_late" not in M.PIPELINES["sm_80"] and M.PIPELINES["sm_90a"].count("canonicalize") == 1
+
+
+def test_dumps_of_two_specializations_do_not_overwrite(tmp_path):
+    a = parse_module(SMALL)
+    b = parse_module(SMALL)
+    b.functions[0].attrs["BM"] = 64                     # another specialization of the same kernel
+    M.run_pipeline(a, "cpu", dump_dir=tmp_path)
+    M.run_pipeline(b, "cpu", dump_dir=tmp_path)
+    M.run_pipeline(parse_module(SMALL), "cpu", dump_dir=tmp_path)   # the first again: reuses its directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small", "small.2"]
+    assert "BM = 64" in (tmp_path / "small.2" / "00-frontend.tir").read_text()
