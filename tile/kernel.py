@@ -408,12 +408,17 @@ def _grid(name: str, grid, meta: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- argument inspection
+_ARRAYS: list = []      # memo of the runtime.arrays module (looked up on every argument of every launch)
+
+
 def _arrays():
-    try:
-        from .runtime import arrays
-        return arrays
-    except ImportError:
-        return None
+    if not _ARRAYS:
+        try:
+            from .runtime import arrays
+        except ImportError:
+            arrays = None
+        _ARRAYS.append(arrays)
+    return _ARRAYS[0]
 
 
 def _is_array(v) -> bool:
