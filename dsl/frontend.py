@@ -393,16 +393,20 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
             raise SemanticError(f"the Python builtin '{name}' is not supported in kernels", node)
         raise SemanticError(f"name '{name}' is not defined", node)
 
+    def starred(self, e: ast.Starred):
+        """The values `*x` spreads: a tuple, a list or a tensor's shape."""
+        v = self.expr(e.value)
+        if isinstance(v, TensorShape):
+            v = self._wrap(v.items, e)
+        if not isinstance(v, (tuple, list)):
+            raise SemanticError(f"cannot unpack {describe(v)} with *", e)
+        return v
+
     def expr_Tuple(self, node):
         out = []
         for e in node.elts:
             if isinstance(e, ast.Starred):
-                v = self.expr(e.value)
-                if isinstance(v, TensorShape):
-                    v = self._wrap(v.items, e)
-                if not isinstance(v, (tuple, list)):
-                    raise SemanticError(f"cannot unpack {describe(v)} with *", e)
-                out.extend(v)
+                out.extend(self.starred(e))
             else:
                 out.append(self.expr(e))
         return tuple(out)
@@ -623,12 +627,7 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
         starred = False
         for e in node.args:
             if isinstance(e, ast.Starred):
-                v = self.expr(e.value)
-                if isinstance(v, TensorShape):
-                    v = self._wrap(v.items, e)
-                if not isinstance(v, (tuple, list)):
-                    raise SemanticError(f"cannot unpack {describe(v)} with *", e)
-                args.extend(v)
+                args.extend(self.starred(e))
                 starred = True
             else:
                 args.append(self.expr(e))
