@@ -15,29 +15,16 @@ import llvmlite.ir as ir
 
 from tile.ir.dtypes import DType, u8
 from tile.ir.layout import Layout
-from tile.passes.thread_maps import MMA_IN, mma_a, mma_b, mma_c, mma_warps, warp_splits
+from tile.ir.thread_maps import MMA_IN, mma_dot_grid
 
 from .llvm_util import f32, f64, i1, i8, i16, i32, i64
 
 
 
 class DotLowering:
-    def _mma_grid(self, a, bt, acc, M, N, K):
-        if getattr(self.tgt, "mma_m16n8k16", None) is None:
-            return None
-        if a.dtype.name not in MMA_IN or acc.dtype.name != "f32":
-            return None
-        for wm, wn in warp_splits(self.num_warps):
-            try:
-                cm = mma_c(M, N, wm, wn).for_threads(self.nthreads)
-            except Exception:
-                continue
-            if acc.map.same(cm) and a.map.same(mma_a(M, K, wm, wn).for_threads(self.nthreads)) and \
-                    bt.map.same(mma_b(K, N, wm, wn).for_threads(self.nthreads)):
-                return wm, wn
-        return None
-
     def op_dot(self, op):
+        """Carries out the atom instruction selection recorded (attribute `atom`): a wgmma form,
+        mma.sync m16n8k16 over the warp grid `warps`, or the FMA loop."""
         from .lower_tile import RTile
         a, bt = self.get(op.operands[0]), self.get(op.operands[1])     # RTile or LazyFrag
         acc = self.rtile(op.operands[2])
@@ -47,15 +34,37 @@ class DotLowering:
         rm = self.tmap(rt)
         if not acc.map.same(rm):
             raise self.error(f"dot: accumulator layout {acc.map} differs from the result's {rm}")
-        wg = self._wgmma_plan(a, bt, acc, M, N, K)
-        grid = self._mma_grid(a, bt, acc, M, N, K) if wg is None else None
-        if wg is not None:
-            vals = self._dot_wgmma(a, bt, acc, M, N, K, wg)
-        elif grid is not None:
+        atom = op.attrs.get("atom")
+        if atom is None:
+            raise self.error("dot has no atom (attribute `atom`): run the select_instructions pass")
+        if self.target.mma_atom(atom) is None:
+            raise self.error(f"atom = {atom!r}: target {self.target.name} offers {', '.join(self._atom_names())}")
+        if atom.startswith("wgmma"):
+            vals = self._dot_wgmma(a, bt, acc, M, N, K, self._wgmma_plan(op, atom, a, bt, acc, M, N, K))
+        elif atom == "mma.m16n8k16":
+            if a.dtype.name not in MMA_IN or acc.dtype.name != "f32":
+                raise self.error(f"atom = {atom!r} multiplies bf16/f16 into f32, not {a.dtype} into {acc.dtype}")
+            grid = self._mma_grid(op, a, bt, acc)
             vals = self._dot_mma(a, bt, acc, M, N, K, *grid)
         else:
             vals = self._dot_fma(op, self.materialize(a), self.materialize(bt), acc, M, N, K)
         self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    def _atom_names(self):
+        return [("wgmma.m64nNk16.ss|rs" if n == "wgmma" else n) for n in self.target.mma_names]
+
+    def _mma_grid(self, op, a, bt, acc):
+        """The warp grid of an mma.sync dot (attribute `warps`), checked against the operands'
+        fragment layouts."""
+        g = op.attrs.get("warps")
+        if not (isinstance(g, list) and len(g) == 2):
+            raise self.error("an mma.m16n8k16 dot needs attribute warps = [wm, wn]")
+        grid = mma_dot_grid(a.map, bt.map, acc.map, self.num_warps)
+        if grid != tuple(g):
+            raise self.error(f"atom mma.m16n8k16 with warps = {g}: the operands are not the mma.sync fragments "
+                             f"of that warp grid (layout inference gave "
+                             f"{'no mma layouts' if grid is None else 'warps = ' + str(list(grid))})")
+        return grid
 
     def _pack2(self, x, y, dt: DType):
         b = self.b

@@ -19,6 +19,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from tile.ir.dtypes import DType
+from tile.ir.thread_maps import vector_elems
 from tile.ir.types import TileType
 
 from .llvm_util import gptr, i1, i8, i16, i32, i64, reg_type
@@ -103,17 +104,21 @@ class MemoryLowering:
             c = b.and_(c, b.icmp_unsigned("==", b.and_(p, ir.Constant(i64, vbytes - 1)), ir.Constant(i64, 0)))
         return c
 
-    def _vec_len(self, m, dt: DType, store: bool = False) -> int:
-        r = m.runs(-1)
-        if r <= 1:
-            return 1
-        cap = max(1, 128 // dt.bits)
-        v = 1
-        while v * 2 <= min(r, cap):
-            v *= 2
-        if dt.bits < 8 and (v * dt.bits) % 8:
-            return 1
-        return v
+    def _vec_len(self, m, dt: DType) -> int:
+        return vector_elems(m, dt.bits)
+
+    def chosen_vec(self, op, m, dt: DType) -> int:
+        """The vector width (elements per access) instruction selection recorded on `op` (attribute
+        `vec`), checked against what the layout allows."""
+        vec = op.attrs.get("vec")
+        if vec is None:
+            raise self.error("no vector width chosen (attribute `vec`): run the select_instructions pass")
+        limit = vector_elems(m, dt.bits)
+        if isinstance(vec, bool) or not isinstance(vec, int) or vec < 1 or vec & (vec - 1) or vec > limit \
+                or (dt.bits < 8 and vec > 1 and (vec * dt.bits) % 8):
+            raise self.error(f"vec = {vec!r} cannot be used here: the layout {m} allows a power of two up to "
+                             f"{limit} elements per access" + (" (whole bytes)" if dt.bits < 8 else ""))
+        return vec
 
     def _groups(self, m, vec):
         """Value slots in vector groups: [(first slot, [slots...])]; slots of one group hold
@@ -441,7 +446,7 @@ class MemoryLowering:
         if mask is not None and not mask.map.same(m):
             raise self.error(f"load: the mask's layout {mask.map} differs from the tile's {m}")
         info, bases = self._tile_info_fn(T, idx, m, rt.shape)
-        vec = self._vec_len(m, dt)
+        vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
         vals = self._read_elems(T, dt, m, info, vec, fast, other, mask.vals if mask else None)
         from .lower_tile import RTile
@@ -461,7 +466,7 @@ class MemoryLowering:
                              f"{m} gives threads runs of {m.runs(-1)} elements along the last dim "
                              f"(annotate a layout with longer runs)")
         info, bases = self._tile_info_fn(T, idx, m, op.operands[1 + R].type.shape)
-        vec = self._vec_len(m, dt, store=True)
+        vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
         self._write_elems(T, dt, m, val.vals, info, vec, fast, mask.vals if mask else None)
 
@@ -576,7 +581,7 @@ class MemoryLowering:
         dt = rt.dtype
         other = self.constant(dt, op.attrs.get("other", 0))
         info = self._rows_info(T, rows, col0, m, rt.shape[1])
-        vec = self._vec_len(m, dt)
+        vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, col0) if vec > 1 else None
         vals = self._read_elems(T, dt, m, info, vec, fast, other, None)
         from .lower_tile import RTile
@@ -591,7 +596,7 @@ class MemoryLowering:
         if dt.bits < 8 and (self._vec_len(m, dt) * dt.bits) % 8:
             raise self.error(f"scattering a {dt} tile needs each thread to own whole bytes (layout {m})")
         info = self._rows_info(T, rows, col0, m, op.operands[3].type.shape[1])
-        vec = self._vec_len(m, dt, store=True)
+        vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, col0) if vec > 1 else None
         self._write_elems(T, dt, m, val.vals, info, vec, fast, None)
 

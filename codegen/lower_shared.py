@@ -22,22 +22,15 @@ import llvmlite.ir as ir
 from tile.ir.dtypes import DType
 from tile.ir.layout import ComposedLayout, Layout, Swizzle, row_major
 from tile.ir.types import TileType
-from tile.passes.shared_layouts import default_shared_layout, ldmatrix_swizzle, swizzled_row_major
-from tile.passes.thread_maps import ThreadMap, blocked, mma_a, mma_b, warp_splits
+from tile.ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
+                                    leaves as _leaves, smem_vector_elems, transpose_layout)
+from tile.ir.targets import LAZY_COPIES
+from tile.ir.thread_maps import ThreadMap, blocked, mma_operand_kind
 
 from .llvm_util import i1, i8, i16, i32, i64, sptr
 from .lower_memory import _and
 
 TRUE = ir.Constant(i1, 1)
-
-
-def _leaves(shape, stride):
-    if isinstance(shape, int):
-        return [(shape, stride)]
-    out = []
-    for s, d in zip(shape, stride):
-        out += _leaves(s, d)
-    return out
 
 
 class SharedLowering:
@@ -166,7 +159,7 @@ class SharedLowering:
 
     def op_async_wait(self, op):
         self.tgt.cp_async_wait(self.b, int(op.attrs["pending"]))
-        if getattr(self.tgt, "has_wgmma", False):
+        if self.target.has("async_proxy"):
             self.tgt.fence_proxy_async(self.b)       # wgmma reads these bytes through the async proxy
 
     def _smem_vec(self, sv, m, dt):
@@ -174,29 +167,7 @@ class SharedLowering:
         access under shared view sv's layout: a power of two <= 16 bytes, else 1."""
         if dt.bits < 8 or not m.rank:
             return 1
-        r = self.vec_len_runs(m, dt)
-        if r <= 1:
-            return 1
-        lay = sv.layout
-        inner = lay.layout if isinstance(lay, ComposedLayout) else lay
-        modes = list(inner) if not isinstance(inner.shape, int) else [inner]
-        last = _leaves(modes[-1].shape, modes[-1].stride)
-        if last[0][1] != 1:
-            return 1
-        v = r
-        # every other stride (and the first leaf's extent) must keep runs aligned
-        while v > 1:
-            ok = last[0][0] % v == 0
-            for md in modes[:-1]:
-                ok = ok and all(d % v == 0 for _, d in _leaves(md.shape, md.stride))
-            for s, d in last[1:]:
-                ok = ok and d % v == 0
-            if isinstance(lay, ComposedLayout):
-                ok = ok and (1 << lay.swizzle.base) % v == 0 and lay.offset % v == 0
-            if ok:
-                break
-            v //= 2
-        return v
+        return smem_vector_elems(sv.layout, self.vec_len_runs(m, dt))
 
     def vec_len_runs(self, m, dt):
         r = m.runs(-1)
@@ -298,9 +269,10 @@ class SharedLowering:
                 b.store(w, self.sptr(self._i(self._add(base, k))))
         self._end_guard(endb)
 
-    def read_tile_smem(self, sv, m: ThreadMap, dt: DType, op=None):
-        """Read register tile of layout m from shared view sv (ldmatrix for mma operands)."""
-        lm = self._ldmatrix_plan(sv, m, dt)
+    def read_tile_smem(self, sv, m: ThreadMap, dt: DType, op=None, ldmatrix: bool = True):
+        """Read register tile of layout m from shared view sv (ldmatrix for mma operands, unless
+        `ldmatrix` is False)."""
+        lm = self._ldmatrix_plan(sv, m, dt) if ldmatrix else None
         if lm is not None:
             return self._read_ldmatrix(sv, m, dt, *lm)
         b = self.b
@@ -434,53 +406,44 @@ class SharedLowering:
         return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
 
     def op_shared_load(self, op):
+        """Carries out the `copy` instruction selection chose: `ld.shared` / `ldmatrix` (a register
+        tile now), or a lazy fragment that the consuming dot reads itself (`smem.desc`,
+        `ldmatrix.k`, `ldmatrix.trans.k` through the transpose that follows)."""
         from .lower_tile import RTile
         sv = self.get(op.operands[0])
         rt = op.results[0].type
         m = self.tmap(rt)
-        plan = self._ldmatrix_plan(sv, m, rt.dtype)
-        if plan is not None and self._deferrable(op):
-            # read per k16 step inside the dot, right before the mma's that use it
-            self.set(op.results[0], LazyFrag(sv, m, rt.dtype, plan))
-            return
-        if m.rank == 2 and self._deferrable(op, through_transpose=True):
-            # a tile used only as `tile.T` by a dot: read the transposed view's fragments
-            svt = transposed_view(sv)
-            mt = m.permute([1, 0])
-            plan = self._ldmatrix_plan(svt, mt, rt.dtype)
-            if plan is not None:
-                self.set(op.results[0], LazyFrag(svt, mt, rt.dtype, plan, transposed=True))
-                return
-        self.set(op.results[0], RTile(m, self.read_tile_smem(sv, m, rt.dtype, op), rt.dtype))
+        copy = self.copy_choice(op, ("ld.shared", "ldmatrix") + LAZY_COPIES)
+        if copy == "ldmatrix.trans.k":
+            svt, mt = transposed_view(sv), m.permute([1, 0])
+            self.set(op.results[0], LazyFrag(svt, mt, rt.dtype, self.ldmatrix_plan_or_error(svt, mt, rt.dtype), True))
+        elif copy in LAZY_COPIES:
+            self.set(op.results[0], LazyFrag(sv, m, rt.dtype, self.ldmatrix_plan_or_error(sv, m, rt.dtype)))
+        elif copy == "ldmatrix":
+            vals = self._read_ldmatrix(sv, m, rt.dtype, *self.ldmatrix_plan_or_error(sv, m, rt.dtype))
+            self.set(op.results[0], RTile(m, vals, rt.dtype))
+        else:
+            self.set(op.results[0], RTile(m, self.read_tile_smem(sv, m, rt.dtype, op, ldmatrix=False), rt.dtype))
 
-    def _deferrable(self, op, through_transpose: bool = False) -> bool:
-        """The result's only use is a dot operand later in the same block (with
-        `through_transpose`: a 2-D transpose whose result is that operand), with nothing between
-        that could write shared memory."""
-        from tile.ir.ops import OPS
-        res = op.results[0]
-        blk = op.parent
-        i = blk.ops.index(op)
-        for o in blk.ops[i + 1:]:
-            uses = [k for k, v in enumerate(o.operands) if v is res]
-            if through_transpose and uses == [0] and o.name == "transpose" and list(o.attrs["perm"]) == [1, 0]:
-                if any(v is res for later in blk.ops[blk.ops.index(o) + 1:] for x in later.walk()
-                       for v in x.operands):
-                    return False
-                res, through_transpose = o.results[0], False
-                continue
-            if o.name == "dot" and uses:
-                if uses not in ([0], [1]):
-                    return False
-                return not any(v is res for later in blk.ops[blk.ops.index(o) + 1:] for x in later.walk()
-                               for v in x.operands)
-            if uses or any(v is res for x in o.walk() for v in x.operands):
-                return False
-            if OPS[o.name].effects and o.name not in ("shared_load",):
-                return False
-            if o.regions:
-                return False
-        return False
+    def copy_choice(self, op, allowed) -> str:
+        """The `copy` attribute of op (instruction selection's choice), checked."""
+        c = op.attrs.get("copy")
+        if c is None:
+            raise self.error("no copy mechanism chosen (attribute `copy`): run the select_instructions pass")
+        if c not in allowed:
+            raise self.error(f"copy = {c!r} is not a mechanism of '{op.name}'; one of: {', '.join(allowed)}")
+        if c.startswith("ldmatrix") and self.target.copy_atom("ldmatrix") is None or \
+                c == "smem.desc" and self.target.copy_atom("smem.desc") is None or \
+                c == "cp.async" and not self.target.has("cp.async"):
+            raise self.error(f"copy = {c!r}: target {self.target.name} has no such instruction")
+        return c
+
+    def ldmatrix_plan_or_error(self, sv, m, dt):
+        plan = self._ldmatrix_plan(sv, m, dt)
+        if plan is None:
+            raise self.error(f"ldmatrix cannot read this tile: it needs 16-bit elements in an mma operand "
+                             f"fragment layout and 16-byte chunks in shared layout {sv.layout} (got {dt}, {m})")
+        return plan
 
     def materialize(self, x):
         """A LazyFrag as an RTile (all fragments read)."""
@@ -497,26 +460,10 @@ class SharedLowering:
     # ------------------------------------------------------------------ ldmatrix
     def _mma_operand_kind(self, m: ThreadMap):
         """('a'|'b', wm, wn) if m is an mma.sync operand fragment tiled over this kernel's warps."""
-        if m.rank != 2:
-            return None
-        R, C = m.shape
         key = ("mmakind", m.key())
-        cache = self._owner_cache
-        if key in cache:
-            return cache[key]
-        res = None
-        for wm, wn in warp_splits(self.num_warps):
-            for which, f in (("a", mma_a), ("b", mma_b)):
-                try:
-                    if m.same(f(R, C, wm, wn).for_threads(self.nthreads)):
-                        res = (which, wm, wn)
-                        break
-                except Exception:
-                    continue
-            if res is not None:
-                break
-        cache[key] = res
-        return res
+        if key not in self._owner_cache:
+            self._owner_cache[key] = mma_operand_kind(m, self.num_warps)
+        return self._owner_cache[key]
 
     def _ldmatrix_plan(self, sv, m, dt):
         """(operand kind, contiguous dim) when fragments of layout m can be read from shared view sv
@@ -527,7 +474,7 @@ class SharedLowering:
         kind = self._mma_operand_kind(m)
         if kind is None:
             return None
-        info = _chunk_info(sv.layout)
+        info = ldmatrix_chunk_dim(sv.layout)
         if info is None:
             return None
         return kind, info
@@ -637,14 +584,8 @@ class SharedLowering:
         return SView(ir.Constant(i32, off), tuple(shape), dt, lay, _align_of(off))
 
     def scratch_layout_for(self, src: ThreadMap, dst: ThreadMap, dt: DType):
-        """The scratch layout of a conversion src -> dst (must agree with
-        passes/shared_memory_planning.py on the size: numel elements)."""
-        if dst.rank == 2 and dt.bits == 16 and self._mma_operand_kind(dst) is not None:
-            contig = 1
-            if src.runs(-1) <= 1 and src.rank == 2 and src.permute([1, 0]).runs(-1) > 1:
-                contig = 0
-            return swizzled_row_major(dst.shape, dt.bits, contig)
-        return default_shared_layout(dst.shape)
+        """The scratch layout of a conversion src -> dst (ir/shared_layouts.py)."""
+        return conversion_scratch_layout(src, dst, dt.bits, self.num_warps)
 
     def _codes_tile(self, tile):
         """A sub-byte register tile as a tile of u8 codes (for staging through scratch)."""
@@ -676,14 +617,13 @@ class SharedLowering:
         sv = self.scratch(op, rt.shape, sdt, self.scratch_layout_for(a.map, dm, sdt))
         self.tgt.barrier(self.b)
         self.write_tile_smem(sv, self._codes_tile(a))
-        if op.attrs.get("smem_lazy") and getattr(self.tgt, "has_wgmma", False):
-            self.tgt.fence_proxy_async(self.b)
+        lazy = op.attrs.get("copy") in LAZY_COPIES
+        if lazy and self.target.has("async_proxy"):
+            self.tgt.fence_proxy_async(self.b)      # a wgmma may read these bytes through the async proxy
         self.tgt.barrier(self.b)
-        if op.attrs.get("smem_lazy"):
-            plan = self._ldmatrix_plan(sv, dm, sdt)
-            if plan is not None:            # the dot(s) read the fragments k step by k step
-                self.set(op.results[0], LazyFrag(sv, dm, rt.dtype, plan))
-                return
+        if lazy:                            # the dot(s) read the fragments k step by k step
+            self.set(op.results[0], LazyFrag(sv, dm, rt.dtype, self.ldmatrix_plan_or_error(sv, dm, sdt)))
+            return
         vals = self.read_tile_smem(sv, dm, sdt, op)
         if sdt is not rt.dtype:
             vals = [self.from_code(x, rt.dtype) for x in vals]
@@ -813,11 +753,12 @@ class SharedLowering:
             return self._async_copy_packed(sv, T, idx, st)
         m = blocked(st.shape, self.nthreads, dt.bits)
         info, _ = self._tile_info_fn(T, idx, m, st.shape)
-        vec = self._vec_len(m, dt)
-        svec = self._smem_vec(sv, m, dt) if dt.bits >= 8 else vec
+        vec = self.chosen_vec(op, m, dt)
         nbytes = vec * dt.bits // 8
-        use_async = vec > 1 and nbytes in (4, 8, 16) and svec >= vec if dt.bits >= 8 else \
-            (nbytes in (4, 8, 16) and self._subbyte_smem_contig(sv, m, vec))
+        use_async = self.copy_choice(op, ("cp.async", "ld.global")) == "cp.async"
+        if use_async and not (vec > 1 and nbytes in (4, 8, 16) and self._smem_vec(sv, m, dt) >= vec):
+            raise self.error(f"cp.async needs 4, 8 or 16-byte chunks contiguous in shared layout {sv.layout} "
+                             f"(vec = {vec} elements of {dt})")
         uniq = set(m.unique_values())
         own = self.owner(m)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
@@ -872,10 +813,12 @@ class SharedLowering:
         rows = self._rows_operand(op, op.operands[2], m)
         col0 = self.as_i32(self.get(op.operands[3]))
         info = self._rows_info(T, rows, col0, m, st.shape[1])
-        vec = self._vec_len(m, dt)
-        svec = self._smem_vec(sv, m, dt) if dt.bits >= 8 else 1
+        vec = self.chosen_vec(op, m, dt)
         nbytes = vec * dt.bits // 8
-        use_async = dt.bits >= 8 and vec > 1 and nbytes in (4, 8, 16) and svec >= vec
+        use_async = self.copy_choice(op, ("cp.async", "ld.global")) == "cp.async"
+        if use_async and not (dt.bits >= 8 and vec > 1 and nbytes in (4, 8, 16) and self._smem_vec(sv, m, dt) >= vec):
+            raise self.error(f"cp.async needs 4, 8 or 16-byte chunks contiguous in shared layout {sv.layout} "
+                             f"(vec = {vec} elements of {dt})")
         fast = self._fast_cond(T, vec, col0) if use_async else None
 
         def async_path():
@@ -1098,16 +1041,6 @@ class SharedLowering:
         b.branch(head)
         b.position_at_end(done)
 
-    def _subbyte_smem_contig(self, sv, m, vec):
-        lay = sv.layout
-        if isinstance(lay, ComposedLayout):
-            return False
-        inner = lay
-        modes = list(inner) if not isinstance(inner.shape, int) else [inner]
-        last = _leaves(modes[-1].shape, modes[-1].stride)
-        return last[0][1] == 1 and len(last) == 1 and all(
-            d % vec == 0 for md in modes[:-1] for _, d in _leaves(md.shape, md.stride))
-
     def _smem_byte_addr(self, sv, coords, dt):
         if dt.bits >= 8:
             return self.sview_addr(sv, coords)
@@ -1119,26 +1052,6 @@ class SharedLowering:
 
 def _align_of(off: int) -> int:
     return (off & -off) if off else 1 << 20
-
-
-def _chunk_info(lay):
-    """The dim (0 or 1) along which 8 consecutive 16-bit elements are contiguous and 16-byte aligned
-    in a 2-D shared layout (every other stride a multiple of 8; a swizzle moves whole chunks), or
-    None."""
-    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
-    if isinstance(inner.shape, int) or inner.rank != 2:
-        return None
-    if isinstance(lay, ComposedLayout) and (lay.swizzle.base < 3 or lay.offset % 8):
-        return None
-    modes = [_leaves(inner.mode(d).shape, inner.mode(d).stride) for d in (0, 1)]
-    for cd in (1, 0):
-        first = modes[cd][0]
-        if first[1] != 1 or first[0] % 8:
-            continue
-        rest = modes[cd][1:] + modes[1 - cd]
-        if all(d % 8 == 0 for _, d in rest):
-            return cd
-    return None
 
 
 def _atoms(m, size):
@@ -1165,11 +1078,4 @@ class LazyFrag:
 def transposed_view(sv):
     """The same shared bytes viewed as the transposed 2-D tile."""
     from .lower_tile import SView
-    lay = sv.layout
-    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
-    m0, m1 = inner.mode(0), inner.mode(1)
-    lt = Layout((m1.shape, m0.shape), (m1.stride, m0.stride))
-    if isinstance(lay, ComposedLayout):
-        lt = ComposedLayout(lay.swizzle, lay.offset, lt)
-    return SView(sv.off, (sv.shape[1], sv.shape[0]), sv.dtype, lt, sv.align)
-
+    return SView(sv.off, (sv.shape[1], sv.shape[0]), sv.dtype, transpose_layout(sv.layout), sv.align)

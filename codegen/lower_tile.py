@@ -24,8 +24,9 @@ import llvmlite.ir as ir
 from tile.ir.core import Block, Function, Operation, Value
 from tile.ir.dtypes import DType
 from tile.ir.ops import BINARY, UNARY
+from tile.ir.targets import Target
 from tile.ir.types import ScalarType, TensorType, TileType
-from tile.passes.thread_maps import ThreadMap, as_map
+from tile.ir.thread_maps import ThreadMap, as_map
 
 from .abi import KernelMeta, flatten_params
 from .errors import CompileError
@@ -73,16 +74,17 @@ class SView:
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering, WgmmaLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
-    def __init__(self, fn: Function, target, triple: str, options: dict | None = None):
+    def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
         self.fn = fn
-        self.target_info = target
+        self.target = target                     # ir.targets.Target: the facts (warp size, atoms, features)
+        self.backend = backend                   # the family's code generator (nvptx.NVPTXBackend)
         self.options = dict(options or {})
         self.num_warps = int(fn.attrs.get("num_warps", self.options.get("num_warps", 4)))
-        self.nthreads = 32 * self.num_warps if target.warp_size == 32 else target.warp_size * self.num_warps
+        self.nthreads = target.threads(self.num_warps)
         self.module = ir.Module(name=fn.name)
-        self.module.triple = triple
+        self.module.triple = target.llvm_triple
         self.decls = Decls(self.module)
-        self.tgt = target.make_intrinsics(self.decls)
+        self.tgt = backend.make_intrinsics(self.decls)
         self.num = Numerics(self.decls, self.tgt)
         self.vals: dict[int, object] = {}
         self.params = flatten_params(fn)
@@ -105,13 +107,13 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering
             ptypes.append({"ptr": gptr, "i32": i32, "i64": i64, "f32": f32, "f64": f64}[p.kind])
         fnty = ir.FunctionType(ir.VoidType(), ptypes)
         self.llfn = ir.Function(self.module, fnty, name=self.fn.name)
-        self.llfn.calling_convention = "ptx_kernel" if self.target_info.name == "nvptx" else self.target_info.kernel_cc
+        self.llfn.calling_convention = self.backend.kernel_cc
         for a, p in zip(self.llfn.args, self.params):
             a.name = p.name.replace(".", "_")
             if p.kind == "ptr":
                 a.add_attribute("noalias") if self.options.get("noalias", False) else None
                 a.attributes.align = max(1, self.align)
-        self.target_info.add_function_attributes(self.llfn, self.nthreads, self.options)
+        self.backend.add_function_attributes(self.llfn, self.nthreads, self.options)
         entry = self.llfn.append_basic_block("entry")
         body = self.llfn.append_basic_block("body")
         self.eb = ir.IRBuilder(entry)              # hoisted thread-invariant computations

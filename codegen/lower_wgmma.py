@@ -26,156 +26,62 @@ proxy with fence.proxy.async (after cp.async waits and before the barrier of sta
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import re
 
 import llvmlite.ir as ir
 
 from tile.ir.layout import ComposedLayout
-from tile.passes.thread_maps import mma_a, mma_c, warp_splits
+from tile.ir.shared_layouts import wgmma_canonical
 
 from .llvm_util import i32, i64
 
-_MODE = {128: 1, 64: 2, 32: 3}
-
-
-def _swz(o: int, W: int) -> int:
-    return o ^ (((o >> 7) & (W // 16 - 1)) << 4)
-
-
-@lru_cache(maxsize=256)
-def canonical_info(layout_str: str, shape: tuple, role: str, bits: int):
-    """(major, mode, LBO, SBO) if the 2-D shared layout (text form) of operand `role` ('a': (M, K),
-    'b': (K, N)) is a canonical wgmma layout for 16-bit elements; else None."""
-    from tile.ir.layout import parse_layout
-    if bits != 16:
-        return None
-    lay = parse_layout(layout_str)
-    if not isinstance(lay, ComposedLayout):
-        return None
-    inner, sw = lay.layout, lay.swizzle
-    if lay.offset or sw.base != 3 or sw.shift != 3 or sw.bits not in (1, 2, 3):
-        return None
-    W = {3: 128, 2: 64, 1: 32}[sw.bits]
-    kdim = 1 if role == "a" else 0
-    xdim = 1 - kdim
-    R, C = shape
-    X, K = shape[xdim], shape[kdim]
-
-    def coord(x, k):
-        return (x, k) if xdim == 0 else (k, x)
-
-    def Lu(x, k):
-        return inner(coord(x, k))
-
-    def L(x, k):
-        return lay(coord(x, k))
-    if K % 16 or X % 64:
-        return None
-    # K-major: rows of W bytes along k, 8-row groups SBO apart, k panels anywhere
-    E = W // 2
-    try:
-        sbo = 2 * Lu(8, 0)
-        ok = True
-        for x in range(X):
-            for k in range(K):
-                exp = 2 * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * 2, W)
-                if 2 * L(x, k) != exp:
-                    ok = False
-                    break
-            if not ok:
-                break
-        if ok and sbo % 16 == 0:
-            return ("K", _MODE[W], 16, sbo)
-    except Exception:
-        pass
-    if W != 128:
-        return None
-    # MN-major, 128-byte swizzle: 64-element panels along x (LBO apart), 8-deep k groups SBO apart
-    try:
-        lbo = 2 * Lu(64, 0) if X > 64 else 0
-        sbo = 2 * Lu(0, 8)
-        for x in range(X):
-            for k in range(K):
-                exp = (x // 64) * lbo + (k // 8) * sbo + _swz((k % 8) * 128 + (x % 64) * 2, 128)
-                if 2 * L(x, k) != exp:
-                    return None
-        if lbo % 16 or sbo % 16:
-            return None
-        return ("MN", 1, lbo if lbo else 16, sbo)
-    except Exception:
-        return None
-
-
 class WgmmaLowering:
-    def _wgmma_plan(self, a, bt, acc, M, N, K):
+    def _wgmma_plan(self, op, atom, a, bt, acc, M, N, K):
+        """(wm, wn, n_inst, A descriptor info or None (RS), B descriptor info) for the recorded atom
+        `wgmma.m64n<n_inst>k16.<ss|rs>`; a located error when the operands cannot do it."""
         from .lower_shared import LazyFrag
-        if not getattr(self.tgt, "has_wgmma", False) or self.options.get("wgmma") is False:
-            return None
+
+        def bad(why):
+            return self.error(f"atom = {atom!r} cannot be used for this dot: {why}")
+        m = re.fullmatch(r"wgmma\.m64n(\d+)k16\.(ss|rs)", atom)
+        if m is None:
+            raise bad("expected wgmma.m64n<N>k16.ss or .rs")
+        n_inst, form = int(m.group(1)), m.group(2)
+        at = self.target.mma_atom("wgmma")
+        if not at.supports(a.dtype.name, acc.dtype.name) or a.dtype != bt.dtype:
+            raise bad(f"it multiplies bf16/f16 into f32, not {a.dtype} into {acc.dtype}")
         if not isinstance(bt, LazyFrag):
-            return None
-        a_regs = not isinstance(a, LazyFrag)          # the RS form: A from this thread's registers
-        if a.dtype.name not in ("bf16", "f16") or acc.dtype.name != "f32" or a.dtype != bt.dtype:
-            return None
-        grid = None
-        for wm, wn in warp_splits(self.num_warps):
-            if wm % 4:
-                continue
-            try:
-                if acc.map.same(mma_c(M, N, wm, wn).for_threads(self.nthreads)):
-                    grid = (wm, wn)
-                    break
-            except Exception:
-                continue
-        if grid is None:
-            return None
-        wm, wn = grid
-        if a_regs:
-            # per warp the wgmma A fragment is the m16n8k16 A fragment of its 16 rows (fragment-
-            # layouts.md §3.2): A must hold exactly mma_a of this warp grid (warps along N: copies)
-            try:
-                if not a.map.same(mma_a(M, K, wm, wn).for_threads(self.nthreads)):
-                    return None
-            except Exception:
-                return None
+            raise bad("B must be read from shared memory (its copy must be smem.desc)")
+        if form == "ss" and not isinstance(a, LazyFrag):
+            raise bad("the SS form reads A from shared memory (its copy must be smem.desc); use .rs for A in registers")
+        if form == "rs" and isinstance(a, LazyFrag):
+            a = self.materialize(a)
+        wm, wn = self._mma_grid(op, a, bt, acc)
+        if wm % 4:
+            raise bad(f"the warp grid {[wm, wn]} does not give whole warpgroups along M")
         n_wg = N // wn
-        if n_wg % 8:
-            return None
-        n_inst = n_wg if n_wg <= 256 else (256 if n_wg % 256 == 0 else (128 if n_wg % 128 == 0 else 0))
-        if not n_inst:
-            return None
-        ia = None if a_regs else canonical_info(str(a.sv.layout), (M, K), "a", 16)
-        ib = canonical_info(str(bt.sv.layout), (K, N), "b", 16)
-        if (ia is None and not a_regs) or ib is None:
-            return None
+        if n_inst not in at.n_range or n_wg % n_inst:
+            raise bad(f"each warpgroup holds {n_wg} columns, which n = {n_inst} does not divide")
+        ib = wgmma_canonical(str(bt.sv.layout), (K, N), "b", 16)
+        ia = None if form == "rs" else wgmma_canonical(str(a.sv.layout), (M, K), "a", 16)
+        if ib is None or (form == "ss" and ia is None):
+            raise bad(f"the shared layout {bt.sv.layout if ib is None else a.sv.layout} is not a canonical "
+                      f"wgmma layout (128/64/32-byte swizzled, K- or MN-major)")
         need = {1: 1024, 2: 512, 3: 256}
-        if (not a_regs and getattr(a.sv, "align", 0) < need[ia[1]]) or getattr(bt.sv, "align", 0) < need[ib[1]]:
-            return None
+        if (ia is not None and getattr(a.sv, "align", 0) < need[ia[1]]) or getattr(bt.sv, "align", 0) < need[ib[1]]:
+            raise bad("an operand's shared buffer is not aligned to its swizzle period")
         return wm, wn, n_inst, ia, ib
 
-    def _async_wgmma_loop(self):
-        """The `for` whose body this dot is in, if the dot may stay in flight across iterations: the
-        loop was pipelined with prefetch distance stages-2, the dot accumulates into the loop-carried
-        value, and its result goes only to the yield (so nothing reads it before the next wgmma or the
-        wait at the loop's exit)."""
+    def _inflight_loop(self):
+        """The `for` around the current dot when instruction selection marked it `inflight` (its
+        wgmma group stays running into the next iteration; the loop's exit waits for it)."""
         op = self.current_op
-        blk = op.parent
-        loop = getattr(blk, "parent", None)
-        if loop is None or getattr(loop, "name", None) != "for":
+        if not op.attrs.get("inflight"):
             return None
-        S, D = loop.attrs.get("pipelined"), loop.attrs.get("prefetch")
-        if not S or D is None or D != S - 2:
-            return None
-        acc, res = op.operands[2], op.results[0]
-        if acc.owner is not blk or acc not in blk.args:
-            return None
-        users = [o for o in blk.ops for v in o.operands if v is res]
-        if len(users) != 1 or users[0].name != "yield":
-            return None
-        y = users[0]
-        if [i for i, v in enumerate(y.operands) if v is res] != [blk.args.index(acc) - 1]:
-            return None
-        if any(v is acc for o in blk.ops if o is not op for x in o.walk() for v in x.operands):
-            return None
+        loop = getattr(op.parent, "parent", None)
+        if loop is None or getattr(loop, "name", None) != "for" or not loop.attrs.get("prefetch") or \
+                loop.attrs.get("prefetch") != loop.attrs.get("pipelined", 0) - 2:
+            raise self.error("inflight = 1 needs a dot directly in a loop pipelined with prefetch = stages - 2")
         return loop
 
     def _desc_hi(self, info):
@@ -277,7 +183,7 @@ class WgmmaLowering:
                         out[s] = x
         self.tgt.wgmma_commit(b)
         # (RS form: the A registers must stay untouched until the wait, so wait right here)
-        loop = None if rs else self._async_wgmma_loop()
+        loop = None if rs else self._inflight_loop()
         if loop is not None:
             # the accumulator only flows to the next iteration's wgmma: keep this group running
             # (the loop's prefetch distance leaves its operand stage untouched for one more iteration)

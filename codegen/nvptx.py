@@ -16,33 +16,24 @@ from dataclasses import dataclass, field
 import llvmlite.ir as ir
 
 from tile.ir.core import Function
+from tile.ir.targets import Target, get_target
 
 from .abi import KernelMeta, flatten_params
 from .errors import CompileError
 from .llvm_isolated import LLVMJob, run_llvm
 from .nvptx_intrinsics import NVPTXIntrinsics
 
-TRIPLE = "nvptx64-nvidia-cuda"
-# target -> (LLVM cpu, PTX feature). Never +ptx78 with sm_90a: LLVM exits the process.
-TARGETS = {"sm_80": ("sm_80", "+ptx70"), "sm_89": ("sm_89", "+ptx78"), "sm_90a": ("sm_90a", "+ptx80")}
-# dynamic shared memory a block may opt into (bytes)
-SMEM_LIMIT = {"sm_80": 166912, "sm_89": 101376, "sm_90a": 232448}
+class NVPTXBackend:
+    """The NVIDIA code generator's hooks for codegen/lower_tile.py (the facts live on the Target)."""
+    kernel_cc = "ptx_kernel"
 
-
-class NVPTXTarget:
-    """What codegen/lower_tile.py needs to know about NVIDIA."""
-    name = "nvptx"
-    warp_size = 32
-    triple = TRIPLE
-
-    def __init__(self, arch: str):
-        if arch not in TARGETS:
-            raise CompileError(f"unknown NVIDIA target {arch!r}; targets: {', '.join(TARGETS)}")
-        self.arch = arch
-        self.cpu, self.features = TARGETS[arch]
+    def __init__(self, target: Target):
+        if target.family != "nvidia":
+            raise CompileError(f"the NVIDIA back end cannot compile for {target.name}")
+        self.target = target
 
     def make_intrinsics(self, decls):
-        return NVPTXIntrinsics(decls, self.arch)
+        return NVPTXIntrinsics(decls, self.target)
 
     def add_function_attributes(self, llfn, nthreads: int, options: dict):
         # string attributes print verbatim after the signature (llvmlite rejects them in .add())
@@ -145,24 +136,26 @@ def parse_ptxas_report(log: str) -> dict:
     return out
 
 
-def compile_function(fn: Function, target: str = "sm_90a", options: dict | None = None,
+def compile_function(fn: Function, target: Target | str = "sm_90a", options: dict | None = None,
                      tile_ir: str = "", ir_after: dict | None = None) -> Compiled:
-    """Lower one IR function that has been through the target's passes (layouts and shared memory
-    planned) to PTX."""
+    """Lower one IR function that has been through the target's passes (layouts, instruction
+    selection and shared memory planned) to PTX."""
     from .lower_tile import KernelLowering
     options = dict(options or {})
-    tgt = NVPTXTarget(target)
-    low = KernelLowering(fn, tgt, TRIPLE, options)
+    target = get_target(target)
+    low = KernelLowering(fn, target, NVPTXBackend(target), options)
     module = low.build()
     text = str(module)
     shared = int(fn.attrs.get("shared_bytes", 0))
-    if shared > SMEM_LIMIT[target]:
-        raise CompileError(f"needs {shared} bytes of shared memory; {target} allows at most "
-                           f"{SMEM_LIMIT[target]} per block (use smaller tiles or fewer stages)", kernel=fn.name)
+    limit = target.limits.shared_bytes
+    if shared > limit:
+        raise CompileError(f"needs {shared} bytes of shared memory; {target.name} allows at most "
+                           f"{limit} per block (use smaller tiles or fewer stages)", kernel=fn.name)
     opts = ("--nvptx-short-ptr",)
-    job = LLVMJob(text, TRIPLE, tgt.cpu, tgt.features, int(options.get("opt", 3)), opts, "asm", fn.name)
+    job = LLVMJob(text, target.llvm_triple, target.llvm_cpu, target.llvm_features, int(options.get("opt", 3)),
+                  opts, "asm", fn.name)
     res = run_llvm(job, timeout=float(options.get("llvm_timeout", 600)))
-    meta = KernelMeta(name=fn.name, target=target, num_threads=low.nthreads, shared_bytes=shared,
+    meta = KernelMeta(name=fn.name, target=target.name, num_threads=low.nthreads, shared_bytes=shared,
                       params=flatten_params(fn), align=low.align)
     return Compiled(ptx=res["asm"], llvm_ir=text, meta=meta, optimized_ir=res.get("optimized_ir", ""),
                     tile_ir=tile_ir, ir_after=dict(ir_after or {}))

@@ -19,13 +19,13 @@ _CONSTRAINT = {16: "h", 32: "r", 64: "l"}
 class NVPTXIntrinsics:
     """The NVPTX side of the lowering interface used by codegen/lower_tile.py."""
 
-    warp_size = 32
     name = "nvptx"
 
-    def __init__(self, decls: Decls, arch: str):
+    def __init__(self, decls: Decls, target):
         self.d = decls
-        self.arch = arch
-        self.sm = int("".join(ch for ch in arch[3:] if ch.isdigit()))
+        self.target = target                     # ir.targets.Target
+        self.arch = target.arch
+        self.warp_size = target.warp_size
 
     # ------------------------------------------------------------------ ids and sync
     def sreg(self, b, name):
@@ -127,10 +127,6 @@ class NVPTXIntrinsics:
         return [b.extract_value(r, k) for k in range(num)]
 
     # ------------------------------------------------------------------ Hopper warpgroup MMA
-    @property
-    def has_wgmma(self) -> bool:
-        return self.arch == "sm_90a"
-
     def fence_proxy_async(self, b):
         """fence.proxy.async.shared::cta: generic-proxy shared-memory writes become visible to
         the async proxy (wgmma reads operands through it)."""

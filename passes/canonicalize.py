@@ -388,7 +388,7 @@ class _Canon:
         return kv == 1 and dt.kind != "bool"
 
 
-@register("canonicalize", targets="all", order=10)
+@register("canonicalize")
 def canonicalize(m: Module) -> Module:
     """Fold constants (scalar and `full` arithmetic, compares, casts, constant `if`) and remove trivial broadcasts/reshapes."""
     for f in m.functions:

@@ -52,7 +52,7 @@ def _sweep(block: Block, uses: dict) -> bool:
     return changed
 
 
-@register("dce", targets="all", order=20)
+@register("dce")
 def dce(m: Module) -> Module:
     """Remove ops without effects whose results are unused (also inside loop and branch bodies)."""
     for f in m.functions:

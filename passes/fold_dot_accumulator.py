@@ -57,7 +57,7 @@ def fold_function(fn) -> int:
     return n
 
 
-@register("fold_dot_accumulator", targets="nvidia", order=95)
+@register("fold_dot_accumulator")
 def fold_dot_accumulator(m: Module) -> Module:
     """Accumulate `dot(a, b, 0) + x` directly into x (one accumulator in registers, not two)."""
     for fn in m.functions:

@@ -31,11 +31,12 @@ from tile.ir.errors import TileError
 from tile.ir.layout import ComposedLayout, Layout
 from tile.ir.ops import BINARY, UNARY
 from tile.ir.register_layout import TVLayout
+from tile.ir.targets import Target, get_target
 from tile.ir.types import TileType
 
 from .manager import register
-from .shared_layouts import default_shared_layout, swizzled_row_major
-from .thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_warps
+from tile.ir.shared_layouts import default_shared_layout, swizzled_row_major
+from tile.ir.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_operand_kind, mma_warps
 
 __all__ = ["layout_inference", "LayoutConflictError", "infer_function", "mma_warp_grid"]
 
@@ -58,11 +59,18 @@ def _is_reg(t) -> bool:
     return isinstance(t, TileType) and t.space == "reg"
 
 
-def mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target=None):
-    """(wm, wn) for an mma.sync dot, or None for the FMA path. Unless the function is known to
-    target an Ampere/Ada GPU (attribute `target`), warpgroup-shaped grids (Hopper wgmma) come first."""
-    return mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows,
-                     prefer_warpgroups=target not in ("sm_80", "sm_89"))
+# the atoms whose register fragments are thread_maps.mma_a / mma_b / mma_c (per warp)
+WARP_FRAGMENT_ATOMS = ("mma.m16n8k16", "wgmma")
+
+
+def mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None):
+    """(wm, wn) for a dot on warp-level tensor-core fragments (mma.sync, and wgmma, whose register
+    fragments are the same per warp), or None for the FMA path. On a target with wgmma,
+    warpgroup-shaped grids come first."""
+    target = get_target(target or "sm_90a")
+    if not any(a.name in WARP_FRAGMENT_ATOMS and a.supports(a_dt.name, c_dt.name) for a in target.mma_atoms):
+        return None
+    return mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows, prefer_warpgroups=target.has("wgmma"))
 
 
 class _Demand:
@@ -73,10 +81,11 @@ class _Demand:
 
 
 class LayoutInference:
-    def __init__(self, fn: Function, num_warps: int | None = None):
+    def __init__(self, fn: Function, num_warps: int | None = None, target: Target | None = None):
         self.fn = fn
+        self.target = get_target(target or fn.attrs.get("target") or "sm_90a")
         self.num_warps = int(fn.attrs.get("num_warps", 4) if num_warps is None else num_warps)
-        self.nthreads = 32 * self.num_warps
+        self.nthreads = self.target.threads(self.num_warps)
         self.layout: dict[int, ThreadMap] = {}        # id(Value) -> layout
         self.fixed: set[int] = set()                  # annotated by the user
         self.demand: dict[int, _Demand] = {}
@@ -120,7 +129,7 @@ class LayoutInference:
             M, K = a.shape
             N = b.shape[1]
             self.dot_grid[key] = mma_warp_grid(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows,
-                                               self.fn.attrs.get("target"))
+                                               self.target)
         return self.dot_grid[key]
 
     def demand_of(self, v):
@@ -689,19 +698,7 @@ def _drop_stage(lay):
 
 
 def _is_mma_operand(m: ThreadMap, num_warps: int) -> bool:
-    from .thread_maps import warp_splits
-    if m.rank != 2:
-        return False
-    R, C = m.shape
-    n = 32 * num_warps
-    for wm, wn in warp_splits(num_warps):
-        for f in (mma_a, mma_b):
-            try:
-                if m.same(f(R, C, wm, wn).for_threads(n)):
-                    return True
-            except Exception:
-                pass
-    return False
+    return mma_operand_kind(m, num_warps) is not None
 
 
 def _looks_mma(m: ThreadMap) -> bool:
@@ -733,15 +730,15 @@ class _Fake:
         self.loc = getattr(getattr(v, "owner", None), "loc", None)
 
 
-def infer_function(fn: Function, num_warps: int | None = None) -> Function:
-    LayoutInference(fn, num_warps).run()
+def infer_function(fn: Function, num_warps: int | None = None, target: Target | None = None) -> Function:
+    LayoutInference(fn, num_warps, target).run()
     return fn
 
 
-@register("layout_inference", targets="nvidia", order=100)
-def layout_inference(m: Module) -> Module:
+@register("layout_inference")
+def layout_inference(m: Module, target: Target) -> Module:
     """Give every register tile a TVLayout (blocked / mma fragments), shared tiles a (swizzled) layout,
     and insert convert_layout where producers and consumers disagree."""
     for fn in m.functions:
-        infer_function(fn)
+        infer_function(fn, target=target)
     return m

@@ -4,29 +4,25 @@ A pass is a function ``Module -> Module`` (it may also rewrite the module in pla
 or an object with ``.name`` and ``.run(module) -> Module``. Its docstring's first line is the
 description ``tilec passes`` shows.
 
-Adding a pass to pipelines is one line — the ``register`` decorator with the targets and an order
-key; every pipeline is its passes sorted by order key (ties: registration order)::
+A target's pipeline is data on the target (`ir/targets.py`, `Target.pipeline`: pass names in order);
+a pass module registers the pass by name::
 
-    @register("layout_inference", targets="nvidia", order=100)
-    def layout_inference(m: Module) -> Module:
+    @register("layout_inference")
+    def layout_inference(m: Module, target: Target) -> Module:
         '''Give every register and shared tile a layout.'''
 
-``targets`` is None (registered in PASSES, in no pipeline: run it by name with ``passes=[...]``),
+A pass that takes a second parameter receives the resolved `Target` object (never a name to compare).
+The target's own passes get order keys 100, 200, ... in their listed order; an extra pass (a plugin,
+an experiment) joins pipelines with the ``register`` decorator's targets and an order key; every
+pipeline is its passes sorted by order key (ties: registration order).
+
+``targets`` is None (registered in PASSES; in the pipelines of the targets that list it),
 a target name, a group name (below) or a list of either; ``order`` is one number for all of them
 or a dict ``{target_or_group: order}``. To run an already registered pass a second time somewhere
 (e.g. canonicalize again after lowering) call ``schedule("canonicalize", "nvidia", 900)``; the IR
 after its n-th run (n >= 2) is recorded as ``"canonicalize#n"``.
 
-Order key ranges (keep to them so pipelines compose without anyone editing this file):
-
-    0-99      target-independent cleanups on the front end's output (canonicalize 10, dce 20)
-    100-199   layout inference and layout-driven rewrites (layout_inference 100, conversions 150)
-    200-299   loop transforms: software pipelining, async copies (200-249), warp specialization
-    300-399   shared memory: allocation, swizzles, barriers/synchronization insertion
-    400-499   target lowering: MMA selection (mma.sync / wgmma / MFMA), vectorization, sub-byte packing
-    900-999   final cleanups (canonicalize/dce again)
-
-Groups: ``all``, ``gpu``, ``nvidia`` (sm_80 sm_89 sm_90a), ``amd`` (gfx90a gfx942 gfx950), ``cpu``.
+Groups: ``all``, ``gpu``, and the target families ``nvidia``, ``amd``, ``cpu`` (from `ir/targets.py`).
 
 ``run_pipeline(module, target)`` runs the target's pipeline, verifying the IR after each pass
 (an invalid module raises ``PassVerifyError`` naming the pass that broke it), and returns the
@@ -44,17 +40,16 @@ from typing import Callable, Iterable
 
 from ..ir.core import Module
 from ..ir.errors import TileError, VerifyError
+from ..ir.targets import FAMILIES, TARGETS as TARGET_OBJECTS, Target, get_target
 
 __all__ = ["Pass", "PASSES", "PIPELINES", "TARGETS", "GROUPS", "register", "schedule", "pipeline",
            "get_pass", "run_pipeline", "PassError", "PassVerifyError", "describe"]
 
-TARGETS = ("cpu", "sm_80", "sm_89", "sm_90a", "gfx90a", "gfx942", "gfx950")
+TARGETS = tuple(TARGET_OBJECTS)
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": TARGETS,
-    "gpu": TARGETS[1:],
-    "nvidia": ("sm_80", "sm_89", "sm_90a"),
-    "amd": ("gfx90a", "gfx942", "gfx950"),
-    "cpu": ("cpu",),
+    "gpu": tuple(t for t in TARGETS if TARGET_OBJECTS[t].is_gpu),
+    **FAMILIES,
 }
 
 
@@ -79,21 +74,35 @@ class PassVerifyError(VerifyError):
 
 @dataclass
 class Pass:
-    """A named pass. `fn(module) -> Module | None` (None: rewritten in place)."""
+    """A named pass. `fn(module) -> Module | None` (None: rewritten in place), or
+    `fn(module, target)` for a pass that asks the target (a `Target` object) questions."""
     name: str
     fn: Callable
     doc: str = ""
 
-    def run(self, module: Module) -> Module:
-        out = self.fn(module)
+    @property
+    def wants_target(self) -> bool:
+        import inspect
+        try:
+            params = list(inspect.signature(self.fn).parameters.values())
+        except (TypeError, ValueError):
+            return False
+        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return len(pos) >= 2 or any(p.name == "target" for p in params)
+
+    def run(self, module: Module, target: Target | str | None = None) -> Module:
+        if self.wants_target:
+            out = self.fn(module, get_target(target or "cpu"))
+        else:
+            out = self.fn(module)
         return module if out is None else out
 
     @property
     def summary(self) -> str:
         return describe(self)
 
-    def __call__(self, module: Module) -> Module:
-        return self.run(module)
+    def __call__(self, module: Module, target=None) -> Module:
+        return self.run(module, target)
 
 
 PASSES: dict[str, Pass] = {}
@@ -220,12 +229,18 @@ def get_pass(p) -> Pass:
     return _as_pass(name, p)
 
 
-def pipeline(target: str) -> list[Pass]:
-    """The passes the target's pipeline runs, in order."""
+def pipeline(target) -> list[Pass]:
+    """The passes the target's pipeline runs, in order (a name or a Target)."""
     _load_builtin_passes()
-    if target not in PIPELINES:
-        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
-    return [PASSES[n] for n in PIPELINES[target]]
+    name = get_target(target).name
+    return [PASSES[n] for n in PIPELINES[name]]
+
+
+def _schedule_target_pipelines():
+    """Each target's own pipeline (`Target.pipeline`, ir/targets.py) at order keys 100, 200, ..."""
+    for t in TARGET_OBJECTS.values():
+        for i, name in enumerate(t.pipeline):
+            schedule(name, t.name, 100 * (i + 1))
 
 
 _LOADED = False
@@ -250,6 +265,7 @@ def _load_builtin_passes():
                 _LOADED = False
                 raise PassError(info.name, f"pass module {pkg.__name__}.{info.name} failed to import: "
                                            f"{type(e).__name__}: {e}") from e
+    _schedule_target_pipelines()
 
 
 def _safe(s: str) -> str:
@@ -277,7 +293,7 @@ def _dump_dir_for(root: Path, kname: str, frontend: str) -> Path:
         k += 1
 
 
-def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, dump_dir=None,
+def run_pipeline(module: Module, target: Target | str = "cpu", *, verify: bool = True, dump_dir=None,
                  stop_after: str | None = None, passes: Iterable | None = None,
                  name: str | None = None) -> tuple[Module, dict[str, str]]:
     """Run the target's pipeline (or the explicit `passes`: names, functions or Pass objects) on
@@ -291,8 +307,17 @@ def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, du
       `name` defaults to the module's kernel name. The IR of a pass that broke verification is still
       written, so it can be inspected.
     stop_after: the last pass to run (a name in the pipeline; "frontend" runs none).
+
+    The target is resolved once here and handed to every pass that asks for it; each function's
+    attribute `target` records its name in the IR (so a dumped module says what it was compiled for).
     """
     from ..ir.printer import print_module
+
+    tobj = get_target(target)
+    target = tobj.name
+    if tobj.is_gpu:
+        for f in module.functions:
+            f.attrs["target"] = target
 
     if passes is None:
         plist = pipeline(target)
@@ -330,7 +355,7 @@ def run_pipeline(module: Module, target: str = "cpu", *, verify: bool = True, du
     ir_after: dict[str, str] = {}
     for i, (p, key) in enumerate(zip(plist, keys), 1):
         try:
-            out = p.run(module)
+            out = p.run(module, tobj)
         except TileError:
             raise
         except Exception as e:

@@ -19,7 +19,7 @@ Group accounting: before the wait of iteration j, D+j groups have been committed
 included, which keeps the count uniform; D = S-1 stages are prefetched) and group j must be complete,
 so at most D-1 may still be in flight. The stage written in iteration j, (j+D) % S = (j-1) % S, was
 last read in iteration j-1; every thread has passed iteration j's barrier, so those reads are done.
-On sm_90a (function attribute `target`, set by codegen.compile) with S >= 4 the prefetch distance
+On a target with wgmma (Hopper) with S >= 4 the prefetch distance
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 from tile.ir.core import Block, Function, Module, Operation, Value
 from tile.ir.dtypes import bool_, i32
 from tile.ir.ops import OPS
+from tile.ir.targets import Target, get_target
 from tile.ir.types import ScalarType, TileType
 
 from .manager import register
@@ -51,8 +52,9 @@ def _scalar_i(v: Value) -> bool:
 
 
 class _LoopPipeliner:
-    def __init__(self, fn: Function, forop: Operation, stages: int):
+    def __init__(self, fn: Function, forop: Operation, stages: int, target: Target):
         self.fn = fn
+        self.target = target
         self.op = forop
         self.S = stages
         self.body: Block = forop.regions[0]
@@ -176,7 +178,7 @@ class _LoopPipeliner:
         # prefetch distance: S-1 stages ahead; on Hopper S-2, so that the stage overwritten in
         # iteration j was read by the dot of iteration j-2 -- the dot of j-1 (an asynchronous wgmma)
         # may still be reading its stage (codegen then waits for one wgmma group, not all)
-        D = S - 2 if (self.fn.attrs.get("target") == "sm_90a" and S >= 4) else S - 1
+        D = S - 2 if (self.target.has("wgmma") and S >= 4) else S - 1
         # prologue
         for s in range(D):
             if s == 0:
@@ -209,7 +211,7 @@ class _LoopPipeliner:
                 tusers = [u for u in self.fn.walk() if any(x is tr.results[0] for x in u.operands)]
                 if tusers and all(u.name == "convert_layout" for u in tusers) and \
                         len({str(u.results[0].type.layout) for u in tusers}) == 1:
-                    from .thread_maps import as_map
+                    from tile.ir.thread_maps import as_map
                     want = as_map(tusers[0].results[0].type.layout)
                     tr.results[0].type = tusers[0].results[0].type
                     rtype = rtype.with_(layout=want.permute([1, 0]).to_tv())
@@ -257,9 +259,10 @@ class _LoopPipeliner:
     def _set_shared_layouts(self, rings):
         """If the IR has layouts already, give the ring buffers (and their subviews) layouts."""
         from .layout_inference import _drop_stage, _is_mma_operand, _stack_stages
-        from .shared_layouts import default_shared_layout, swizzled_row_major
-        from .thread_maps import as_map
+        from tile.ir.shared_layouts import default_shared_layout, swizzled_row_major
+        from tile.ir.thread_maps import as_map
         nw = int(self.fn.attrs.get("num_warps", 4))
+        nthreads = self.target.threads(nw)
         for ring in rings:
             subs = [u for u in self.fn.walk() if u.name == "subview" and u.operands[0] is ring]
             loads = [u for s in subs for u in self.fn.walk() if u.name == "shared_load" and u.operands[0] is s.results[0]]
@@ -267,8 +270,8 @@ class _LoopPipeliner:
                 continue
             t = ring.type
             swz = any(ld.results[0].type.dtype.bits == 16 and ld.results[0].type.rank == 2 and
-                      (_is_mma_operand(as_map(ld.results[0].type.layout, 32 * nw), nw) or
-                       _is_mma_operand(as_map(ld.results[0].type.layout, 32 * nw).permute([1, 0]), nw))
+                      (_is_mma_operand(as_map(ld.results[0].type.layout, nthreads), nw) or
+                       _is_mma_operand(as_map(ld.results[0].type.layout, nthreads).permute([1, 0]), nw))
                       for ld in loads)
             lay = _stack_stages(swizzled_row_major(t.shape[-2:], t.dtype.bits), t.shape) if swz and t.rank >= 3 \
                 else default_shared_layout(t.shape)
@@ -284,16 +287,17 @@ def _replace_uses(fn: Function, old: Value, new: Value):
                 o.operands[i] = new
 
 
-def pipeline_function(fn: Function) -> Function:
+def pipeline_function(fn: Function, target: Target | None = None) -> Function:
+    target = get_target(target or fn.attrs.get("target") or "sm_90a")
     loops = [o for o in fn.walk() if o.name == "for" and int(o.attrs.get("stages", 1) or 1) >= 2]
     for lp in loops:
-        _LoopPipeliner(fn, lp, int(lp.attrs["stages"])).run()
+        _LoopPipeliner(fn, lp, int(lp.attrs["stages"]), target).run()
     return fn
 
 
-@register("pipeline_loads", targets="nvidia", order=200)
-def pipeline_loads(m: Module) -> Module:
+@register("pipeline_loads")
+def pipeline_loads(m: Module, target: Target) -> Module:
     """Software-pipeline the loads feeding a dot in `for` loops with `stages = S` (cp.async ring buffers)."""
     for fn in m.functions:
-        pipeline_function(fn)
+        pipeline_function(fn, target)
     return m

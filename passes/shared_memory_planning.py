@@ -21,7 +21,9 @@ from tile.ir.core import Block, Function, Module, Operation
 from tile.ir.types import TileType
 
 from .manager import register
-from .thread_maps import as_map, mma_a, mma_b, mma_c, warp_splits
+from tile.ir.errors import TileError
+from tile.ir.targets import LAZY_COPIES, Target, get_target
+from tile.ir.thread_maps import as_map
 
 __all__ = ["shared_memory_planning", "scratch_bytes", "plan_function", "ALIGN"]
 
@@ -48,29 +50,10 @@ def _map(t, nthreads):
     return as_map(t.layout, nthreads) if isinstance(t, TileType) and t.layout is not None else None
 
 
-def _is_mma_dot(op, nthreads, num_warps) -> bool:
-    a, b, c = (v.type for v in op.operands)
-    if a.dtype.name not in ("bf16", "f16") or c.dtype.name != "f32":
-        return False
-    am, bm, cm = _map(a, nthreads), _map(b, nthreads), _map(c, nthreads)
-    if am is None or bm is None or cm is None:
-        return False
-    M, K = a.shape
-    N = b.shape[1]
-    for wm, wn in warp_splits(num_warps):
-        try:
-            if cm.same(mma_c(M, N, wm, wn).for_threads(nthreads)) and \
-                    am.same(mma_a(M, K, wm, wn).for_threads(nthreads)) and \
-                    bm.same(mma_b(K, N, wm, wn).for_threads(nthreads)):
-                return True
-        except Exception:
-            continue
-    return False
-
-
-def scratch_bytes(op: Operation, num_warps: int = 4) -> int:
-    """Bytes of scratch shared memory `op` needs (0 if none), given its layouts."""
-    nthreads = 32 * num_warps
+def scratch_bytes(op: Operation, num_warps: int = 4, warp_size: int = 32) -> int:
+    """Bytes of scratch shared memory `op` needs (0 if none), given its layouts and, for a dot, the
+    atom instruction selection chose (only the FMA path stages its operands)."""
+    nthreads = warp_size * num_warps
     n = op.name
     if n == "convert_layout":
         a, r = op.operands[0].type, op.results[0].type
@@ -124,8 +107,8 @@ def scratch_bytes(op: Operation, num_warps: int = 4) -> int:
             if cs[axis]:
                 # the part of this mode above the warp boundary
                 lo, hi = div, div * s
-                if hi > 32:
-                    W *= hi // max(lo, 32)
+                if hi > warp_size:
+                    W *= hi // max(lo, warp_size)
             div *= s
         if W == 1:
             return 0
@@ -138,7 +121,10 @@ def scratch_bytes(op: Operation, num_warps: int = 4) -> int:
         arg = op.attrs["kind"] in ("argmax", "argmin")
         return out_n * W * (e + (4 if arg else 0))
     if n == "dot":
-        if _is_mma_dot(op, nthreads, num_warps):
+        if "atom" not in op.attrs:
+            raise TileError(f"{op.where()}dot has no atom: run the select_instructions pass before "
+                            f"shared_memory_planning")
+        if op.attrs["atom"] != "fma":
             return 0
         a, b = op.operands[0].type, op.operands[1].type
         M, K = a.shape
@@ -153,8 +139,9 @@ def _align(x: int, a: int = ALIGN) -> int:
 
 
 class _Planner:
-    def __init__(self, fn: Function):
+    def __init__(self, fn: Function, target: Target):
         self.fn = fn
+        self.target = target
         self.num_warps = int(fn.attrs.get("num_warps", 4))
         self.index: dict[int, int] = {}          # id(op) -> position
         self.end: dict[int, int] = {}            # id(op) -> last position inside it
@@ -199,14 +186,13 @@ class _Planner:
                             stack.append(u.results[0])
                 items.append((start, end, size, op, "alloc"))
             else:
-                s = scratch_bytes(op, self.num_warps)
+                s = scratch_bytes(op, self.num_warps, self.target.warp_size)
                 if s:
                     i = self.index[id(op)]
                     end = i
-                    if self._lazy_fragments(op, users):
+                    if op.attrs.get("copy") in LAZY_COPIES:
                         # the dot reads the fragments from this scratch, one k step at a time:
                         # keep it alive until the last dot that uses it
-                        op.attrs["smem_lazy"] = 1
                         for u in users.get(id(op.results[0]), []):
                             e = self.index[id(u)]
                             for lp in self.parent_loops[id(u)]:
@@ -214,12 +200,9 @@ class _Planner:
                                     e = max(e, self.end[id(lp)])
                                     break
                             end = max(end, e)
-                    else:
-                        op.attrs.pop("smem_lazy", None)
                     items.append((i, end, s, op, "scratch"))
                 else:
                     op.attrs.pop("smem_scratch", None)
-                    op.attrs.pop("smem_lazy", None)
         placed = []          # (start, end, off, size)
         total = 0
         for start, end, size, op, kind in sorted(items, key=lambda x: (x[0], -x[2])):
@@ -247,20 +230,6 @@ class _Planner:
         self.fn.attrs["shared_bytes"] = total
         return total
 
-    def _lazy_fragments(self, op, users) -> bool:
-        """A convert_layout into a 16-bit mma operand fragment whose only users are dots."""
-        if op.name != "convert_layout":
-            return False
-        r = op.results[0]
-        t = r.type
-        if t.dtype.bits != 16 or t.rank != 2 or t.layout is None:
-            return False
-        us = users.get(id(r), [])
-        if not us or any(u.name != "dot" or any(v is r for v in u.operands[2:]) for u in us):
-            return False
-        from .layout_inference import _is_mma_operand
-        return _is_mma_operand(as_map(t.layout, 32 * self.num_warps), self.num_warps)
-
     def _barrier_after(self, op: Operation):
         blk = op.parent
         i = blk.ops.index(op)
@@ -269,14 +238,14 @@ class _Planner:
         blk.insert(i + 1, Operation("barrier", [], [], loc=op.loc))
 
 
-def plan_function(fn: Function) -> int:
+def plan_function(fn: Function, target: Target | None = None) -> int:
     """Plan one function; returns the dynamic shared memory size in bytes."""
-    return _Planner(fn).run()
+    return _Planner(fn, get_target(target or fn.attrs.get("target") or "sm_90a")).run()
 
 
-@register("shared_memory_planning", targets="nvidia", order=300)
-def shared_memory_planning(m: Module) -> Module:
+@register("shared_memory_planning")
+def shared_memory_planning(m: Module, target: Target) -> Module:
     """Place shared tiles and per-op scratch in one dynamic shared buffer with liveness-based reuse."""
     for fn in m.functions:
-        plan_function(fn)
+        plan_function(fn, target)
     return m

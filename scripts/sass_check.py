@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import tile
-from tile.codegen import compile as codegen_compile
+from tile.compiler import compile as codegen_compile
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 spec = importlib.util.spec_from_file_location("gemm", Path(__file__).parent.parent / "examples" / "gemm.py")

@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import nvptx_kernels as NK  # noqa: E402
 
-from tile.codegen import CompileError, compile, parse_ptxas_report, run_ptxas  # noqa: E402
+from tile.codegen import CompileError, parse_ptxas_report, run_ptxas
+from tile.compiler import compile  # noqa: E402
 from tile.codegen.llvm_isolated import LLVMJob, run_llvm  # noqa: E402
 
 HAVE_PTXAS = shutil.which("ptxas") is not None
@@ -150,8 +151,12 @@ def test_epilogue_stays_in_registers():
 
 
 def test_unknown_target():
-    with pytest.raises(CompileError, match="unknown target"):
+    from tile.ir.targets import UnknownTargetError
+    with pytest.raises(UnknownTargetError, match="unknown target 'sm_75'; valid targets: cpu, sm_80") as e:
         compile(NK.vadd(), "sm_75")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UnknownTargetError, match="did you mean 'sm_90a'"):
+        compile(NK.vadd(), "sm90a")
 
 
 def test_llvm_crash_is_a_compile_error():
@@ -172,7 +177,7 @@ def test_unsupported_subbyte_store_layout_is_a_clear_error():
     """A sub-byte store whose layout gives threads partial bytes is refused with a CompileError
     (layout inference never produces one: this IR bypasses it)."""
     from tile.codegen.nvptx import compile_function
-    from tile.passes.thread_maps import ThreadMap
+    from tile.ir.thread_maps import ThreadMap
     one_each = ThreadMap((256,), [(128, (1,))], [(2, (128,))]).to_tv()      # 1 element per thread per slot
     k = NK.K("bad_store", [NK.T("int4", 1)], ["Y"], {"shared_bytes": 0})
     t = NK.tile_type((256,), NK.dtype("int4"), "reg", one_each)
@@ -196,7 +201,7 @@ def test_wgmma_rs_fragment_slots(M, K, wm, wn):
     warpgroup's 64-row block; and an mma accumulator (the previous wgmma's) holds the same elements
     per thread as that A fragment (the f32 -> bf16 conversion needs no data movement)."""
     from tile.codegen.lower_wgmma import rs_fragment_slots
-    from tile.passes.thread_maps import mma_a, mma_c
+    from tile.ir.thread_maps import mma_a, mma_c
     nt = 32 * wm * wn
     am = mma_a(M, K, wm, wn).for_threads(nt)
     cm = mma_c(M, K, wm, wn).for_threads(nt)

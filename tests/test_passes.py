@@ -481,7 +481,7 @@ def test_register_orders_pipelines_and_pass_objects():
     try:
         M.register("test_late", targets="nvidia", order=10 ** 6)(lambda m: calls.append("late"))
         M.register("test_early", targets=["sm_90a", "amd"], order=-10 ** 6)(Tracer())
-        M.register("test_per_target", order={"sm_80": 15, "gfx942": 10 ** 7})(lambda m: m)
+        M.register("test_per_target", order={"sm_80": 150, "gfx942": 10 ** 7})(lambda m: m)
         assert M.PIPELINES["sm_80"][:3] == ["canonicalize", "test_per_target", "dce"]
         assert M.PIPELINES["sm_80"][-1] == "test_late"
         assert M.PIPELINES["sm_90a"][0] == "test_early" and M.PIPELINES["gfx90a"][0] == "test_early"

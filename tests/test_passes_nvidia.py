@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import nvptx_kernels as NK  # noqa: E402
 
-from tile.codegen import clone_module  # noqa: E402
+from tile.compiler import clone_module  # noqa: E402
 from tile.ir.core import Module, Operation  # noqa: E402
 from tile.ir.dtypes import bf16, f32, i32  # noqa: E402
 from tile.ir.parser import parse_module  # noqa: E402
@@ -20,7 +20,9 @@ from tile.ir.verifier import verify  # noqa: E402
 from tile.passes.layout_inference import LayoutConflictError, infer_function  # noqa: E402
 from tile.passes.pipeline_loads import pipeline_function  # noqa: E402
 from tile.passes.shared_memory_planning import plan_function, scratch_bytes  # noqa: E402
-from tile.passes.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_warps  # noqa: E402
+from tile.passes.select_instructions import select_function  # noqa: E402
+from tile.ir.targets import get_target  # noqa: E402
+from tile.ir.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_warps  # noqa: E402
 from tile.ir import fragments as F  # noqa: E402
 
 SEED = int(os.environ.get("TILE_TEST_SEED") or np.random.SeedSequence().entropy) % (2 ** 32)
@@ -175,12 +177,13 @@ def test_scratch_offsets_of_lazy_fragments():
     m = NK.gemm(stages=None)
     fn = m.functions[0]
     infer_function(fn)
+    select_function(fn, get_target('sm_90a'))
     total = plan_function(fn)
     loop = ops(fn, "for")[0]
     conv = [o for o in loop.regions[0].walk() if o.name == "convert_layout"]
     sizes = [scratch_bytes(c) for c in conv]
     assert sizes == [128 * 32 * 2, 32 * 128 * 2]
-    assert all(c.attrs.get("smem_lazy") for c in conv)
+    assert all(c.attrs.get("copy") in ("ldmatrix.k", "smem.desc") for c in conv)
     offs = sorted(c.attrs["smem_scratch"] for c in conv)
     assert offs[1] >= offs[0] + sizes[0]
     # the epilogue's conversion (after the loop) reuses the operands' scratch
@@ -200,6 +203,7 @@ def test_scratch_reuse():
     clone = Operation("reduce", list(red.operands), [red.results[0].type], dict(red.attrs))
     blk.insert(i + 1, clone)
     infer_function(fn)
+    select_function(fn, get_target('sm_90a'))
     total = plan_function(fn)
     a, b = ops(fn, "reduce")
     assert scratch_bytes(a) > 0 and a.attrs["smem_scratch"] == b.attrs["smem_scratch"] == 0
@@ -224,6 +228,7 @@ def test_alloc_liveness():
     k.op("store", [Y, z, z, k.v("shared_load", [s2], t)])
     fn = k.fn
     infer_function(fn)
+    select_function(fn, get_target('sm_90a'))
     total = plan_function(fn)
     a1, a2 = ops(fn, "alloc_shared")
     assert a1.attrs["smem_offset"] == a2.attrs["smem_offset"] == 0
@@ -234,7 +239,8 @@ def test_alloc_liveness():
     m2 = NK.gemm(stages=3)
     fn2 = m2.functions[0]
     infer_function(fn2)
-    pipeline_function(fn2)
+    pipeline_function(fn2, get_target("sm_80"))
+    select_function(fn2, get_target('sm_90a'))
     plan_function(fn2)
     rings = ops(fn2, "alloc_shared")
     spans = sorted((r.attrs["smem_offset"], r.attrs["smem_offset"] + 3 * 128 * 32 * 2) for r in rings)
@@ -245,6 +251,7 @@ def test_planning_reports_shared_bytes_attr():
     m = NK.softmax()
     fn = m.functions[0]
     infer_function(fn)
+    select_function(fn, get_target('sm_90a'))
     plan_function(fn)
     assert fn.attrs["shared_bytes"] >= 0
     text = print_module(m)
@@ -270,7 +277,8 @@ def test_pipelining_preserves_results(stages):
     after = clone_module(m)
     fn = after.functions[0]
     infer_function(fn)
-    pipeline_function(fn)
+    pipeline_function(fn, get_target("sm_80"))
+    select_function(fn, get_target('sm_90a'))
     plan_function(fn)
     verify(after)
     if stages >= 2:
@@ -297,7 +305,7 @@ def test_pipelining_skips_masked_loads_and_short_loops():
     m = NK.loop_if()
     fn = m.functions[0]
     ops(fn, "for")[0].attrs["stages"] = 3
-    pipeline_function(fn)
+    pipeline_function(fn, get_target("sm_80"))
     assert not ops(fn, "async_copy")
 
 
@@ -305,7 +313,7 @@ def test_pipelined_ring_gets_swizzled_layout():
     m = NK.gemm(stages=3)
     fn = m.functions[0]
     infer_function(fn)
-    pipeline_function(fn)
+    pipeline_function(fn, get_target("sm_80"))
     rings = ops(fn, "alloc_shared")
     assert all("sw<" in str(r.results[0].type.layout) for r in rings)
     # the shared_loads read straight into the mma operand fragments: no conversion left in the loop
@@ -324,7 +332,7 @@ def test_pipelined_subbyte_copy_int3():
     from pathlib import Path
 
     import tile
-    from tile.codegen import compile as cg_compile
+    from tile.compiler import compile as cg_compile
     path = Path(__file__).resolve().parent.parent / "examples" / "lowbit_gemm.py"
     spec = importlib.util.spec_from_file_location("gallery_lowbit_gemm_t", path)
     g = importlib.util.module_from_spec(spec)

@@ -719,7 +719,7 @@ def _vadd_ir():
 
 def test_codegen_kernel_packs_caches_and_assembles(tmp_path):
     try:
-        from tile.codegen import compile as cg_compile
+        from tile.compiler import compile as cg_compile
     except ImportError:
         pytest.skip("tile.codegen.compile does not exist yet")
     f = _vadd_ir()

@@ -342,7 +342,7 @@ class TestGPU:
 
     def test_codegen_kernel_end_to_end(self):
         try:
-            from tile.codegen import compile as cg_compile
+            from tile.compiler import compile as cg_compile
         except ImportError:
             pytest.skip("tile.codegen.compile does not exist yet")
         from tile.ir.builder import Builder

@@ -269,14 +269,17 @@ def frontend_module(spec: str, defines: dict):
 
 
 def _check_target(t: str):
-    if t not in _targets():
-        raise CLIError(f"unknown target {t!r}; targets: {', '.join(_targets())}")
+    from .ir.targets import UnknownTargetError, get_target
+    try:
+        get_target(t)
+    except UnknownTargetError as e:
+        raise CLIError(str(e)) from None
 
 
 def run_passes(module, target: str, name: str, stop_after=None, dump_dir=None):
-    from .passes.manager import run_pipeline
+    from . import compiler
     try:
-        return run_pipeline(module, target, stop_after=stop_after, dump_dir=dump_dir, name=name)
+        return compiler.lower(module, target, stop_after=stop_after, dump_dir=dump_dir, name=name)
     except ValueError as e:
         if stop_after is not None and "not in the" in str(e):
             raise CLIError(_first_line(e)) from e
@@ -340,37 +343,31 @@ def cmd_compile(a) -> int:
     nvidia = a.target.startswith("sm_")
     if (suffix in (".ptx", ".cubin") and not nvidia) or (suffix in (".hsaco", ".co") and not a.target.startswith("gfx")):
         raise CLIError(f"{a.output}: a {suffix} file is not an output of target {a.target}")
+    from . import compiler
     m, name = frontend_module(a.spec, parse_defines(a.define))
-    m, _ = run_passes(m, a.target, name, dump_dir=a.dump)
-    if suffix == ".tir":
-        _write(out, print_module(m))
-        return 0
-    try:
-        from . import codegen
-        compile_fn = getattr(codegen, "compile", None)
-    except ImportError:
-        compile_fn = None
-    if a.target == "cpu":
-        raise CLIError("target cpu runs in the interpreter and has no machine code; write a .tir file", EXIT_UNAVAILABLE)
-    if not callable(compile_fn):
-        raise CLIError(f"no back end for target {a.target} yet (tile.codegen.compile is not available)",
-                       EXIT_UNAVAILABLE)
-    supported = _backend_targets(codegen)
-    if supported is not None and a.target not in supported:
-        raise CLIError(f"no back end for target {a.target} yet (tile.codegen compiles for {', '.join(supported)})",
-                       EXIT_UNAVAILABLE)
-    kw = {}
-    if _accepts(compile_fn, "run_passes"):
-        kw["run_passes"] = False                 # the pipeline ran above
-    if len(m.functions) != 1 and _accepts(compile_fn, "kernel"):
+    if len(m.functions) != 1:
         if not a.kernel:
             raise CLIError(f"{a.spec} holds {len(m.functions)} kernels; pick one with --kernel NAME: "
                            f"{', '.join(f.name for f in m.functions)}")
-        kw["kernel"] = a.kernel
+        m = compiler.Module([m.get(a.kernel)])
+    if not all(compiler.is_prepared(f) for f in m.functions) or a.dump:
+        # IR that has been through the pipeline (an edited dump) is compiled as it is: the choices
+        # written in it (atoms, copies, layouts) are what code generation carries out
+        m, _ = run_passes(m, a.target, name, dump_dir=a.dump)
+    if suffix == ".tir":
+        _write(out, print_module(m))
+        return 0
+    if a.target == "cpu":
+        raise CLIError("target cpu runs in the interpreter and has no machine code; write a .tir file", EXIT_UNAVAILABLE)
+    from .ir.errors import TileError
     try:
-        art = compile_fn(m, a.target, **kw)
+        art = compiler.generate(m, a.target)
     except NotImplementedError as e:
         raise CLIError(f"the back end for target {a.target} is not available: {_first_line(e)}", EXIT_UNAVAILABLE) from e
+    except TileError as e:
+        if "no code generator" in str(e):
+            raise CLIError(_first_line(e), EXIT_UNAVAILABLE) from e
+        raise
     data = None
     for attr in _SUFFIX_ATTRS[suffix]:
         data = getattr(art, attr, None)
@@ -382,23 +379,6 @@ def cmd_compile(a) -> int:
         raise CLIError(f"the {a.target} back end gives no {suffix} output", EXIT_UNAVAILABLE)
     _write(out, data)
     return 0
-
-
-def _backend_targets(codegen):
-    """The targets tile.codegen says it compiles for (None: it does not say)."""
-    names = [n for n in ("TARGETS", "NVIDIA_TARGETS", "AMD_TARGETS", "AMDGPU_TARGETS") if hasattr(codegen, n)]
-    if not names:
-        return None
-    return tuple(t for n in names for t in getattr(codegen, n))
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-    try:
-        ps = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in ps or any(p.kind is p.VAR_KEYWORD for p in ps.values())
 
 
 def _write(path: Path, data):

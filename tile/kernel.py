@@ -13,40 +13,25 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 
 from .ir.dtypes import DType, bool_, f32, i32
 from .ir.printer import print_module
+from .ir.targets import UnknownTargetError
 from .ir.types import ScalarType, TensorType
 from .dsl.errors import CompileError
 from .dsl.frontend import compile_kernel
 from .dsl.language import TensorSpec, Tensor
 from .dsl.signature import Param, parse_params
+from . import compiler
+from .compiler import gpu_arch
 
 __all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
-
-
-_GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
-
-
-def gpu_arch() -> str | None:
-    """The arch of the NVIDIA GPU in use ('sm_90a', 'sm_80', ...), or None when there is none."""
-    if not _GPU_ARCH:
-        arch = None
-        try:
-            from .runtime import cuda
-            if cuda.available():
-                arch = cuda.device().arch
-        except Exception:                       # noqa: BLE001 - no driver, no bindings: no GPU
-            arch = None
-        _GPU_ARCH.append(arch)
-    return _GPU_ARCH[0]
 
 
 def current_target() -> str:
     """The target launches compile for: $TILEC_TARGET if set, else the GPU's arch if there is an NVIDIA
     GPU, else 'cpu' (the NumPy interpreter)."""
-    return os.environ.get("TILEC_TARGET") or gpu_arch() or "cpu"
+    return compiler.resolve().name
 
 
 class CompiledKernel:
@@ -122,6 +107,8 @@ def _is_user_error(e) -> bool:
     """Errors about the user's kernel or arguments: re-raised with a short traceback (no compiler frames)."""
     if isinstance(e, CompileError):
         return not e.internal
+    if isinstance(e, UnknownTargetError):
+        return True
     return getattr(e, "_tile_user_error", False)
 
 
@@ -272,7 +259,7 @@ class Kernel:
         __tracebackhide__ = True
         try:
             b = self.bind(args, kwargs, signature_ok=True)
-            return self._compile(b, target or current_target())
+            return self._compile(b, compiler.resolve(target).name)
         except Exception as e:
             if _is_user_error(e):
                 raise e.with_traceback(None) from None
@@ -292,11 +279,11 @@ class Kernel:
         for f in module.functions:
             f.attrs.update(b.options)
         ir = print_module(module)
-        module, ir_after = _run_passes(module, target, self.name)
+        module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
-        if target != "cpu":
-            ck.binary = _build_binary(module, ir, target)
-            ck.asm["ptx"] = ck.binary.ptx
+        if binary is not None:
+            ck.binary = binary
+            ck.asm["ptx"] = binary.ptx
         self.cache[key] = ck
         return ck
 
@@ -305,7 +292,7 @@ class Kernel:
         __tracebackhide__ = True
         try:
             b = self.bind(args, kwargs)
-            ck = self._compile(b, current_target())
+            ck = self._compile(b, compiler.resolve().name)
             g = _grid(self.name, grid, b.values)
             if 0 not in g:
                 _launch(ck, g, b.runtime_args, b.stream)
@@ -340,28 +327,7 @@ def kernel(fn=None):
     return Kernel(fn)
 
 
-# ---------------------------------------------------------------- passes and launch
-def _run_passes(module, target: str, name: str):
-    """Run the target's pass pipeline if the pass manager is there (it honors TILEC_DUMP_IR)."""
-    try:
-        from .passes.manager import run_pipeline
-    except ImportError:
-        return module, {}
-    if target != "cpu":
-        for f in module.functions:      # layout inference picks warp grids per GPU generation from it
-            f.attrs.setdefault("target", target)
-    return run_pipeline(module, target, name=name)
-
-
-def _build_binary(module, frontend_ir: str, target: str):
-    """PTX (and cubin) for a GPU target, through the on-disk kernel cache keyed on the front end's IR,
-    the target and the compiler's version (runtime/cache.py)."""
-    from .codegen import compile as codegen_compile
-    from .runtime.cache import default_cache
-    return default_cache().get_or_build((frontend_ir, target, {}),
-                                        lambda: codegen_compile(module, target, run_passes=False))
-
-
+# ---------------------------------------------------------------- launch
 _WARNED: set = set()
 
 

@@ -24,8 +24,8 @@ from math import prod
 
 import numpy as np
 
-from tile.ir.layout import Layout, LayoutError, make_layout
-from tile.ir.register_layout import TVLayout
+from .layout import Layout, LayoutError, make_layout
+from .register_layout import TVLayout
 
 __all__ = ["ThreadMap", "blocked", "mma_c", "mma_a", "mma_b", "warp_splits", "as_map", "colmajor_strides",
            "mma_warps", "MMA_IN"]
@@ -534,3 +534,53 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
         if best is None or key < best[0]:
             best = (key, (wm, wn))
     return None if best is None else best[1]
+
+
+WARP = 32       # the mma.sync fragments above are defined over 32-lane warps (NVIDIA)
+
+
+def mma_operand_kind(m: ThreadMap, num_warps: int):
+    """('a' | 'b', wm, wn) when m is an mma.sync operand fragment (`mma_a` / `mma_b`) tiled over a
+    (wm x wn) grid of `num_warps` warps, else None."""
+    if m.rank != 2:
+        return None
+    R, C = m.shape
+    n = WARP * num_warps
+    for wm, wn in warp_splits(num_warps):
+        for which, f in (("a", mma_a), ("b", mma_b)):
+            try:
+                if m.same(f(R, C, wm, wn).for_threads(n)):
+                    return which, wm, wn
+            except Exception:           # noqa: BLE001 - this grid does not tile the shape
+                continue
+    return None
+
+
+def mma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int):
+    """(wm, wn) when (am, bm, cm) are the mma.sync A, B and C fragments of one warp grid, else None."""
+    M, K = am.shape
+    N = bm.shape[1]
+    n = WARP * num_warps
+    for wm, wn in warp_splits(num_warps):
+        try:
+            if cm.same(mma_c(M, N, wm, wn).for_threads(n)) and am.same(mma_a(M, K, wm, wn).for_threads(n)) \
+                    and bm.same(mma_b(K, N, wm, wn).for_threads(n)):
+                return wm, wn
+        except Exception:               # noqa: BLE001
+            continue
+    return None
+
+
+def vector_elems(m: ThreadMap, bits: int) -> int:
+    """Elements one global/shared access of layout m can move: the largest power of two <= the
+    runs along the last dim and <= 16 bytes; sub-byte accesses must be whole bytes (else 1)."""
+    r = m.runs(-1)
+    if r <= 1:
+        return 1
+    cap = max(1, 128 // bits)
+    v = 1
+    while v * 2 <= min(r, cap):
+        v *= 2
+    if bits < 8 and (v * bits) % 8:
+        return 1
+    return v

@@ -1,0 +1,213 @@
+"""Shared-memory tile layouts (element offsets; `tile.ir.layout` Layout / ComposedLayout).
+
+* `default_shared_layout`: row-major.
+* `ldmatrix_swizzle` / `swizzled_row_major`: row-major (or column-major) with an XOR swizzle of the
+  16-byte chunk index by the row index, so that ldmatrix's 8 row addresses (8 consecutive rows,
+  same logical chunk) fall into 8 different 16-byte bank groups. Chunks of 16 bytes stay
+  contiguous, so 16-byte vector stores and cp.async copies still work.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .layout import ComposedLayout, Layout, Swizzle, row_major
+
+__all__ = ["default_shared_layout", "ldmatrix_swizzle", "swizzled_row_major", "ldmatrix_chunk_dim",
+           "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves"]
+
+
+def default_shared_layout(shape) -> Layout:
+    shape = tuple(shape)
+    return row_major(shape) if len(shape) > 1 else Layout(shape[0], 1)
+
+
+def ldmatrix_swizzle(row_elems: int, elem_bits: int):
+    """The swizzle (on element offsets) for a row of `row_elems` elements, or None if rows are
+    too short to conflict (<= 16 bytes) or not a whole number of 16-byte chunks."""
+    row_bytes = row_elems * elem_bits // 8
+    if row_bytes < 32 or row_bytes % 16 or (row_bytes & (row_bytes - 1)):
+        return None
+    chunk_elems = 128 // elem_bits                       # elements per 16-byte chunk
+    base = chunk_elems.bit_length() - 1
+    if row_bytes >= 128:
+        bits = 3
+        shift = (row_bytes // 16).bit_length() - 1       # the row index starts above the row's chunks
+    else:
+        bits = {32: 1, 64: 2}[row_bytes]
+        shift = 3
+    return Swizzle(bits, base, shift)
+
+
+def swizzled_row_major(shape, elem_bits: int, contig_dim: int = -1):
+    """Row-major (contig_dim=-1/1) or column-major (contig_dim=0, 2-D) layout with the ldmatrix
+    swizzle of its rows. Rows wider than 128 bytes are split into panels of 128-byte rows (panel p
+    holds columns [64p, 64p+64) of every row for 16-bit types): the canonical 128B-swizzled layout of
+    Hopper's wgmma (K-major or MN-major), and still conflict-free for ldmatrix."""
+    shape = tuple(shape)
+    if len(shape) != 2:
+        lay = default_shared_layout(shape)
+        sw = ldmatrix_swizzle(shape[-1], elem_bits)
+        return ComposedLayout(sw, 0, lay) if sw is not None else lay
+    R, C = shape
+    cd = 0 if contig_dim % 2 == 0 else 1
+    row = (R, C)[cd]                         # elements along the contiguous dim
+    other = (R, C)[1 - cd]
+    panel = 1024 // elem_bits                # elements in 128 bytes
+    if row * elem_bits > 1024 and row % panel == 0:
+        inner = (panel, row // panel)
+        strides = (1, other * panel)
+        modes = [(other, panel), (inner, strides)]            # (non-contiguous dim, contiguous dim)
+        if cd == 1:
+            lay = Layout((modes[0][0], modes[1][0]), (modes[0][1], modes[1][1]))
+        else:
+            lay = Layout((modes[1][0], modes[0][0]), (modes[1][1], modes[0][1]))
+        return ComposedLayout(ldmatrix_swizzle(panel, elem_bits), 0, lay)
+    lay = Layout(shape, (C, 1)) if cd == 1 else Layout(shape, (1, R))
+    sw = ldmatrix_swizzle(row, elem_bits)
+    return ComposedLayout(sw, 0, lay) if sw is not None else lay
+
+
+def leaves(shape, stride) -> list:
+    """The (size, stride) leaves of a (possibly nested) layout mode, in order."""
+    if isinstance(shape, int):
+        return [(shape, stride)]
+    out = []
+    for s, d in zip(shape, stride):
+        out += leaves(s, d)
+    return out
+
+
+def ldmatrix_chunk_dim(lay):
+    """The dim (0 or 1) along which 8 consecutive 16-bit elements are contiguous and 16-byte aligned
+    in a 2-D shared layout (every other stride a multiple of 8; a swizzle moves whole chunks) -- what
+    ldmatrix needs -- or None."""
+    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+    if isinstance(inner.shape, int) or inner.rank != 2:
+        return None
+    if isinstance(lay, ComposedLayout) and (lay.swizzle.base < 3 or lay.offset % 8):
+        return None
+    modes = [leaves(inner.mode(d).shape, inner.mode(d).stride) for d in (0, 1)]
+    for cd in (1, 0):
+        first = modes[cd][0]
+        if first[1] != 1 or first[0] % 8:
+            continue
+        rest = modes[cd][1:] + modes[1 - cd]
+        if all(d % 8 == 0 for _, d in rest):
+            return cd
+    return None
+
+
+def transpose_layout(lay):
+    """The layout of the same shared bytes viewed as the transposed 2-D tile."""
+    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+    m0, m1 = inner.mode(0), inner.mode(1)
+    lt = Layout((m1.shape, m0.shape), (m1.stride, m0.stride))
+    return ComposedLayout(lay.swizzle, lay.offset, lt) if isinstance(lay, ComposedLayout) else lt
+
+
+def conversion_scratch_layout(src, dst, bits: int, num_warps: int):
+    """The scratch layout of a register-layout conversion src -> dst (ThreadMaps): swizzled for the
+    ldmatrix / wgmma reads of a 16-bit mma operand fragment, else row-major. (Its size is always
+    numel elements: shared_memory_planning reserves that.)"""
+    from .thread_maps import mma_operand_kind
+    if dst.rank == 2 and bits == 16 and mma_operand_kind(dst, num_warps) is not None:
+        contig = 1
+        if src.runs(-1) <= 1 and src.rank == 2 and src.permute([1, 0]).runs(-1) > 1:
+            contig = 0
+        return swizzled_row_major(dst.shape, bits, contig)
+    return default_shared_layout(dst.shape)
+
+
+def smem_vector_elems(lay, run: int) -> int:
+    """How many consecutive elements (along the last dim) can go as one shared-memory access under
+    shared layout `lay`, for register runs of `run` elements: a power of two, else 1."""
+    inner = lay.layout if isinstance(lay, ComposedLayout) else lay
+    modes = list(inner) if not isinstance(inner.shape, int) else [inner]
+    last = leaves(modes[-1].shape, modes[-1].stride)
+    if run <= 1 or last[0][1] != 1:
+        return 1
+    v = run
+    # every other stride (and the first leaf's extent) must keep runs aligned
+    while v > 1:
+        ok = last[0][0] % v == 0
+        for md in modes[:-1]:
+            ok = ok and all(d % v == 0 for _, d in leaves(md.shape, md.stride))
+        for s, d in last[1:]:
+            ok = ok and d % v == 0
+        if isinstance(lay, ComposedLayout):
+            ok = ok and (1 << lay.swizzle.base) % v == 0 and lay.offset % v == 0
+        if ok:
+            break
+        v //= 2
+    return v
+
+
+_WGMMA_MODE = {128: 1, 64: 2, 32: 3}
+
+
+def _swz(o: int, W: int) -> int:
+    return o ^ (((o >> 7) & (W // 16 - 1)) << 4)
+
+
+@lru_cache(maxsize=256)
+def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
+    """(major, mode, LBO, SBO) if the 2-D shared layout (text form) of operand `role` ('a': (M, K),
+    'b': (K, N)) is a canonical wgmma layout for 16-bit elements (what a wgmma matrix descriptor can
+    describe: fragment-layouts.md §3.3); else None."""
+    from .layout import parse_layout
+    if bits != 16:
+        return None
+    lay = parse_layout(layout_str)
+    if not isinstance(lay, ComposedLayout):
+        return None
+    inner, sw = lay.layout, lay.swizzle
+    if lay.offset or sw.base != 3 or sw.shift != 3 or sw.bits not in (1, 2, 3):
+        return None
+    W = {3: 128, 2: 64, 1: 32}[sw.bits]
+    kdim = 1 if role == "a" else 0
+    xdim = 1 - kdim
+    X, K = shape[xdim], shape[kdim]
+
+    def coord(x, k):
+        return (x, k) if xdim == 0 else (k, x)
+
+    def Lu(x, k):
+        return inner(coord(x, k))
+
+    def L(x, k):
+        return lay(coord(x, k))
+    if K % 16 or X % 64:
+        return None
+    # K-major: rows of W bytes along k, 8-row groups SBO apart, k panels anywhere
+    E = W // 2
+    try:
+        sbo = 2 * Lu(8, 0)
+        ok = True
+        for x in range(X):
+            for k in range(K):
+                exp = 2 * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * 2, W)
+                if 2 * L(x, k) != exp:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok and sbo % 16 == 0:
+            return ("K", _WGMMA_MODE[W], 16, sbo)
+    except Exception:                           # noqa: BLE001 - not this form
+        pass
+    if W != 128:
+        return None
+    # MN-major, 128-byte swizzle: 64-element panels along x (LBO apart), 8-deep k groups SBO apart
+    try:
+        lbo = 2 * Lu(64, 0) if X > 64 else 0
+        sbo = 2 * Lu(0, 8)
+        for x in range(X):
+            for k in range(K):
+                exp = (x // 64) * lbo + (k // 8) * sbo + _swz((k % 8) * 128 + (x % 64) * 2, 128)
+                if 2 * L(x, k) != exp:
+                    return None
+        if lbo % 16 or sbo % 16:
+            return None
+        return ("MN", 1, lbo if lbo else 16, sbo)
+    except Exception:                           # noqa: BLE001
+        return None

@@ -1,0 +1,248 @@
+"""Targets as data: what each GPU (or the CPU interpreter) offers, in one table.
+
+A `Target` is resolved once (an argument, `TILEC_TARGET`, or the GPU in use) and passed explicitly
+to the pass pipeline and to code generation. Passes and lowerings ask it questions -- its warp size,
+its limits, whether it has a feature, which MMA and copy atoms it offers -- and never compare target
+names. Adding a GPU generation is adding an entry to `TARGETS`; adding an instruction is adding an
+atom (with its fragment layouts from `ir/fragments.py`) to the targets that have it.
+
+    from tile.ir.targets import get_target
+    t = get_target("sm_90a")
+    t.warp_size, t.limits.shared_bytes, t.has("wgmma"), t.mma_atom("wgmma")
+
+Atoms are named the way the IR prints them (instruction selection writes `atom = "<name>"` on each
+`dot`; a user may edit that text): `mma.m16n8k16`, `wgmma.m64nNk16` (N chosen per dot), `mfma.32x32x8`,
+`fma`. Copy mechanisms likewise: `ld.global` (a vector width in elements beside it), `cp.async`,
+`ldmatrix`, `ldmatrix.trans`, `smem.desc` (read by the consuming wgmma through a matrix descriptor),
+`ld.shared`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import fragments
+from .errors import TileError
+
+__all__ = ["Target", "Limits", "MmaAtom", "CopyAtom", "TARGETS", "get_target", "target_names",
+           "UnknownTargetError", "resolve_target", "LAZY_COPIES"]
+
+
+class UnknownTargetError(TileError, ValueError):
+    """A target name tilec does not know; the message lists the valid ones (one line)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-block resource limits."""
+    threads: int                 # threads per block
+    shared_bytes: int            # dynamic shared memory (LDS) a block may use
+    registers: int               # 32-bit registers per thread
+    vector_bits: int = 128       # widest single global / shared access
+
+
+@dataclass(frozen=True)
+class MmaAtom:
+    """A matrix instruction: D[m,n] += A[m,k] @ B[k,n] per `group` threads.
+
+    `inputs`: element types it multiplies; `acc`: accumulator types; `a`/`b`/`c`: callables giving
+    the fragment TVLayouts (from ir/fragments.py; None where an operand comes from shared memory
+    through a descriptor); `n_range`: for wgmma, the N sizes one instruction can take."""
+    name: str
+    m: int
+    n: int
+    k: int
+    group: int                               # threads that execute one atom together
+    inputs: tuple
+    acc: tuple
+    a: object = None
+    b: object = None
+    c: object = None
+    n_range: tuple = ()
+    operands: tuple = ("reg",)               # where A may come from: "reg", "smem"
+
+    def supports(self, in_dtype: str, acc_dtype: str) -> bool:
+        return in_dtype in self.inputs and acc_dtype in self.acc
+
+
+@dataclass(frozen=True)
+class CopyAtom:
+    """A data-movement instruction between memory spaces (src -> dst)."""
+    name: str
+    src: str                                 # "global" | "shared"
+    dst: str                                 # "reg" | "shared"
+    sizes: tuple                             # bytes one thread moves per instruction
+    fragment: object = None                  # ldmatrix: the TVLayout one x1 instruction yields
+    elem_bits: tuple = ()                    # element widths it serves (empty: any)
+
+
+FMA = MmaAtom("fma", 1, 1, 1, 1, inputs=("*",), acc=("f32", "f16", "i32"))
+
+MMA_M16N8K16 = MmaAtom("mma.m16n8k16", 16, 8, 16, 32, inputs=("bf16", "f16"), acc=("f32",),
+                       a=fragments.mma_m16n8k16_a, b=fragments.mma_m16n8k16_b, c=fragments.mma_m16n8k16_c)
+WGMMA = MmaAtom("wgmma", 64, 0, 16, 128, inputs=("bf16", "f16"), acc=("f32",),
+                a=fragments.wgmma_a, c=fragments.wgmma_acc, n_range=tuple(range(8, 257, 8)),
+                operands=("reg", "smem"))
+MFMA_32X32X8 = MmaAtom("mfma.32x32x8", 32, 32, 8, 64, inputs=("bf16", "f16"), acc=("f32",),
+                       a=fragments.mfma_32x32x8_a, b=fragments.mfma_32x32x8_b, c=fragments.mfma_32x32x8_c)
+MFMA_16X16X16 = MmaAtom("mfma.16x16x16", 16, 16, 16, 64, inputs=("bf16", "f16"), acc=("f32",),
+                        a=fragments.mfma_16x16x16_a, b=fragments.mfma_16x16x16_b, c=fragments.mfma_16x16x16_c)
+MFMA_32X32X16 = MmaAtom("mfma.32x32x16", 32, 32, 16, 64, inputs=("bf16", "f16"), acc=("f32",),
+                        a=fragments.mfma_32x32x16_a, b=fragments.mfma_32x32x16_b, c=fragments.mfma_32x32x16_c)
+MFMA_16X16X32 = MmaAtom("mfma.16x16x32", 16, 16, 32, 64, inputs=("bf16", "f16"), acc=("f32",),
+                        a=fragments.mfma_16x16x32_a, b=fragments.mfma_16x16x32_b, c=fragments.mfma_16x16x32_c)
+
+# shared -> register copies whose bytes the consuming dot reads itself, when it needs them (no
+# register tile is materialized): through a wgmma matrix descriptor, or ldmatrix one k step at a time
+LAZY_COPIES = ("smem.desc", "ldmatrix.k", "ldmatrix.trans.k")
+
+LD_GLOBAL = CopyAtom("ld.global", "global", "reg", (1, 2, 4, 8, 16))
+LD_SHARED = CopyAtom("ld.shared", "shared", "reg", (1, 2, 4, 8, 16))
+CP_ASYNC = CopyAtom("cp.async", "global", "shared", (4, 8, 16))
+LDMATRIX = CopyAtom("ldmatrix", "shared", "reg", (16,), fragment=fragments.ldmatrix_x1, elem_bits=(16,))
+LDMATRIX_T = CopyAtom("ldmatrix.trans", "shared", "reg", (16,), fragment=lambda: fragments.ldmatrix_x1(True),
+                      elem_bits=(16,))
+SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(16,))
+BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One compilation target. `family` picks the code generator ("nvidia", "amd", "cpu");
+    `llvm` holds what LLVM needs (triple, cpu, features)."""
+    name: str
+    family: str
+    arch: str
+    warp_size: int
+    limits: Limits
+    features: frozenset = frozenset()
+    mma_atoms: tuple = ()
+    copy_atoms: tuple = ()
+    llvm_triple: str = ""
+    llvm_cpu: str = ""
+    llvm_features: str = ""
+    description: str = ""
+    pipeline: tuple = ()                     # pass names, in order (passes/manager.py runs them)
+
+    # ---------------------------------------------------------------- questions passes ask
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.family != "cpu"
+
+    def threads(self, num_warps: int) -> int:
+        """Threads of a block of `num_warps` warps (waves on AMD)."""
+        return self.warp_size * int(num_warps)
+
+    def mma_atom(self, name: str) -> MmaAtom | None:
+        """The MMA atom named `name` (for wgmma, the family name: "wgmma.m64n128k16" -> wgmma)."""
+        base = name.split(".m64n")[0] if name.startswith("wgmma") else name
+        for a in self.mma_atoms:
+            if a.name == base:
+                return a
+        return None
+
+    def copy_atom(self, name: str) -> CopyAtom | None:
+        for a in self.copy_atoms:
+            if a.name == name:
+                return a
+        return None
+
+    @property
+    def mma_names(self) -> tuple:
+        return tuple(a.name for a in self.mma_atoms)
+
+    @property
+    def copy_names(self) -> tuple:
+        return tuple(a.name for a in self.copy_atoms)
+
+    def without(self, *names: str) -> "Target":
+        """This target with the named features and atoms removed (e.g. `without("wgmma")`: Hopper
+        compiled with mma.sync only, for comparison). The name stays."""
+        from dataclasses import replace
+        return replace(self, features=self.features - set(names),
+                       mma_atoms=tuple(a for a in self.mma_atoms if a.name not in names),
+                       copy_atoms=tuple(a for a in self.copy_atoms if a.name not in names))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The pass pipelines, by family: what runs between the front end and code generation.
+CPU_PIPELINE = ("canonicalize", "dce")
+NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
+                   "select_instructions", "shared_memory_planning")
+AMD_PIPELINE = ("canonicalize", "dce")          # no AMD code generator yet
+
+_NV_COPIES = (LD_GLOBAL, LD_SHARED, CP_ASYNC, LDMATRIX, LDMATRIX_T)
+_NV = "nvptx64-nvidia-cuda"
+_AMD = "amdgcn-amd-amdhsa"
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("cpu", "cpu", "cpu", 1, Limits(1, 1 << 62, 1 << 30, 1 << 30), frozenset(), (FMA,), (),
+           description="the NumPy interpreter (the reference semantics)", pipeline=CPU_PIPELINE),
+    Target("sm_80", "nvidia", "sm_80", 32, Limits(1024, 166912, 255),
+           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16"}), (MMA_M16N8K16, FMA), _NV_COPIES,
+           _NV, "sm_80", "+ptx70", "NVIDIA Ampere (A100)", NVIDIA_PIPELINE),
+    Target("sm_89", "nvidia", "sm_89", 32, Limits(1024, 101376, 255),
+           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8"}), (MMA_M16N8K16, FMA), _NV_COPIES,
+           _NV, "sm_89", "+ptx78", "NVIDIA Ada (L4, L40, RTX 40)", NVIDIA_PIPELINE),
+    # never +ptx78 with sm_90a: LLVM exits the process
+    Target("sm_90a", "nvidia", "sm_90a", 32, Limits(1024, 232448, 255),
+           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8", "wgmma", "tma", "clusters",
+                      "setmaxnreg", "async_proxy"}),
+           (WGMMA, MMA_M16N8K16, FMA), _NV_COPIES + (SMEM_DESC,), _NV, "sm_90a", "+ptx80",
+           "NVIDIA Hopper (H100, H200), arch-specific features on", NVIDIA_PIPELINE),
+    Target("gfx90a", "amd", "gfx90a", 64, Limits(1024, 65536, 512),
+           frozenset({"mfma", "mfma.cdna2", "buffer_load", "bf16"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),
+           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx90a", "", "AMD CDNA2 (MI200)", AMD_PIPELINE),
+    Target("gfx942", "amd", "gfx942", 64, Limits(1024, 65536, 512),
+           frozenset({"mfma", "mfma.cdna3", "buffer_load", "bf16", "fp8"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),
+           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx942", "", "AMD CDNA3 (MI300)", AMD_PIPELINE),
+    Target("gfx950", "amd", "gfx950", 64, Limits(1024, 163840, 512),
+           frozenset({"mfma", "mfma.cdna4", "buffer_load", "bf16", "fp8"}),
+           (MFMA_32X32X16, MFMA_16X16X32, MFMA_32X32X8, MFMA_16X16X16, FMA),
+           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx950", "", "AMD CDNA4 (MI350)", AMD_PIPELINE),
+)}
+
+FAMILIES = {"nvidia": tuple(n for n, t in TARGETS.items() if t.family == "nvidia"),
+            "amd": tuple(n for n, t in TARGETS.items() if t.family == "amd"),
+            "cpu": ("cpu",)}
+
+
+def target_names() -> tuple:
+    return tuple(TARGETS)
+
+
+def get_target(target) -> Target:
+    """The Target for a name (or a Target, returned as is). An unknown name raises
+    UnknownTargetError with a one-line message listing the valid ones."""
+    if isinstance(target, Target):
+        return target
+    t = TARGETS.get(str(target).strip()) if target is not None else None
+    if t is None:
+        hint = ""
+        s = str(target)
+        for n in TARGETS:          # sm90a -> sm_90a, SM_80 -> sm_80
+            if n.replace("_", "").lower() == s.replace("_", "").lower():
+                hint = f" (did you mean {n!r}?)"
+        raise UnknownTargetError(f"unknown target {target!r}{hint}; valid targets: {', '.join(TARGETS)}")
+    return t
+
+
+def resolve_target(explicit=None, detect=None) -> Target:
+    """The target of a compilation, resolved once: `explicit` (an argument) if given, else
+    $TILEC_TARGET, else `detect()` (the GPU in use, from the runtime) when it returns a name, else
+    the CPU interpreter. Errors say where the bad name came from."""
+    if explicit is not None:
+        return get_target(explicit)
+    env = os.environ.get("TILEC_TARGET")
+    if env:
+        try:
+            return get_target(env)
+        except UnknownTargetError as e:
+            raise UnknownTargetError(f"TILEC_TARGET: {e}") from None
+    name = detect() if detect is not None else None
+    return get_target(name or "cpu")

@@ -1,0 +1,261 @@
+"""select_instructions: choose the instruction behind every dot and copy, and write the choice into
+the IR, where it prints, can be edited, and is what code generation carries out.
+
+Attributes written (values are the target's atom names, `ir/targets.py`):
+* `dot`: `atom` -- `wgmma.m64n<N>k16.ss` / `.rs` (Hopper: A from shared memory or from registers,
+  N columns per instruction), `mma.m16n8k16`, or `fma` -- and `warps = [wm, wn]`, the warp grid
+  of the fragments, for tensor-core atoms; `inflight = 1` on a wgmma whose group may stay in flight
+  across iterations of its pipelined loop (the loop's exit waits for it).
+* `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
+  shared tile through a matrix descriptor), `ldmatrix.k` (the mma.sync dot reads fragments with
+  ldmatrix one k step at a time), `ldmatrix.trans.k` (the same through the `transpose` that
+  follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads).
+* `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
+  strides and alignment still guards the vector path).
+* `async_copy`: `copy` -- `cp.async` or `ld.global` (a synchronous copy) -- and `vec`.
+
+The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
+what the target offers; a choice edited by hand that the target or the layouts cannot honour is a
+located error in code generation, never a silent fallback.
+"""
+from __future__ import annotations
+
+from tile.ir.core import Function, Module, Operation
+from tile.ir.ops import OPS
+from tile.ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
+                                    smem_vector_elems, transpose_layout, wgmma_canonical)
+from tile.ir.targets import Target
+from tile.ir.thread_maps import as_map, blocked, mma_a, mma_c, mma_dot_grid, mma_operand_kind, vector_elems
+from tile.ir.types import TileType
+
+from .manager import register
+from .shared_memory_planning import scratch_bytes
+
+__all__ = ["select_instructions", "select_function"]
+
+
+def _is_reg(t) -> bool:
+    return isinstance(t, TileType) and t.space == "reg"
+
+
+class _Selector:
+    def __init__(self, fn: Function, target: Target):
+        self.fn = fn
+        self.target = target
+        self.num_warps = int(fn.attrs.get("num_warps", 4))
+        self.nthreads = target.threads(self.num_warps)
+        self.users: dict[int, list] = {}
+        for op in fn.walk():
+            for v in op.operands:
+                self.users.setdefault(id(v), []).append(op)
+
+    def map(self, t):
+        return as_map(t.layout, self.nthreads)
+
+    # ------------------------------------------------------------------ entry
+    def run(self):
+        for op in list(self.fn.walk()):
+            n = op.name
+            if n in ("load", "gather", "store", "scatter"):
+                v = op.results[0] if n in ("load", "gather") else op.operands[1 + op.operands[0].type.rank if n == "store" else 3]
+                if _is_reg(v.type) and v.type.layout is not None:
+                    op.attrs["vec"] = vector_elems(self.map(v.type), v.type.dtype.bits)
+            elif n in ("async_copy", "async_gather"):
+                self.async_copy(op)
+        for op in list(self.fn.walk()):
+            if op.name in ("shared_load", "convert_layout"):
+                op.attrs.pop("copy", None)
+        for op in list(self.fn.walk()):
+            if op.name == "dot":
+                self.dot(op)
+        for op in list(self.fn.walk()):
+            if op.name == "shared_load" and "copy" not in op.attrs:
+                op.attrs["copy"] = self.eager_copy(op)
+
+    # ------------------------------------------------------------------ copies
+    def async_copy(self, op: Operation):
+        st = op.operands[0].type
+        bits = st.dtype.bits
+        m = blocked(st.shape, self.nthreads, bits)
+        vec = vector_elems(m, bits)
+        nbytes = vec * bits // 8
+        if bits < 8:
+            # packed rows copied as byte spans (codegen's packed path); gathers of sub-byte rows
+            # go element by element
+            ok = self.target.has("cp.async") and op.name == "async_copy"
+        else:
+            ok = self.target.has("cp.async") and vec > 1 and nbytes in (4, 8, 16) and \
+                smem_vector_elems(self.shared_layout(st), vec) >= vec
+        op.attrs["copy"] = "cp.async" if ok else "ld.global"
+        op.attrs["vec"] = vec
+
+    def eager_copy(self, op: Operation) -> str:
+        rt = op.results[0].type
+        if rt.layout is None:
+            return "ld.shared"
+        return "ldmatrix" if self.ldmatrix_ok(op.operands[0].type, self.map(rt), rt.dtype.bits) else "ld.shared"
+
+    def ldmatrix_ok(self, st, m, bits: int) -> bool:
+        if bits != 16 or not self.target.copy_atom("ldmatrix") or mma_operand_kind(m, self.num_warps) is None:
+            return False
+        return ldmatrix_chunk_dim(self.shared_layout(st)) is not None
+
+    @staticmethod
+    def shared_layout(st):
+        return st.layout if st.layout is not None else default_shared_layout(st.shape)
+
+    def lazy_source(self, v, dot: Operation):
+        """How dot operand v can be read from shared memory by the dot itself: (producer op, copy
+        name, shared layout of the bytes as the operand sees them), or None."""
+        op = v.owner if isinstance(v.owner, Operation) else None
+        if op is None or v.type.dtype.bits != 16 or v.type.layout is None:
+            return None
+        m = self.map(v.type)
+        if op.name == "shared_load" and self.deferrable(op, dot):
+            st = op.operands[0].type
+            if self.ldmatrix_ok(st, m, 16):
+                return op, "ldmatrix.k", self.shared_layout(st)
+        if op.name == "transpose" and list(op.attrs["perm"]) == [1, 0]:
+            src = op.operands[0].owner if isinstance(op.operands[0].owner, Operation) else None
+            if src is not None and src.name == "shared_load" and self.deferrable(src, dot, through_transpose=True):
+                lay = transpose_layout(self.shared_layout(src.operands[0].type))
+                if ldmatrix_chunk_dim(lay) is not None and mma_operand_kind(m, self.num_warps) is not None \
+                        and self.target.copy_atom("ldmatrix"):
+                    return src, "ldmatrix.trans.k", lay
+        if op.name == "convert_layout" and self.only_dot_operand_users(op) and \
+                scratch_bytes(op, self.num_warps, self.target.warp_size):     # staged, not a register permutation
+            am = self.map(op.operands[0].type)
+            lay = conversion_scratch_layout(am, m, 16, self.num_warps)
+            if mma_operand_kind(m, self.num_warps) is not None and ldmatrix_chunk_dim(lay) is not None \
+                    and self.target.copy_atom("ldmatrix"):
+                return op, "ldmatrix.k", lay
+        return None
+
+    def only_dot_operand_users(self, op) -> bool:
+        r = op.results[0]
+        us = self.users.get(id(r), [])
+        return bool(us) and all(u.name == "dot" and not any(x is r for x in u.operands[2:]) for u in us)
+
+    def deferrable(self, op: Operation, dot: Operation, through_transpose: bool = False) -> bool:
+        """The shared_load's only use is an operand of `dot` later in the same block (with
+        `through_transpose`: via a 2-D transpose), with nothing between that could write shared
+        memory: the dot may then read the bytes itself when it needs them."""
+        res = op.results[0]
+        blk = op.parent
+        ops = blk.ops
+        i = ops.index(op)
+        for o in ops[i + 1:]:
+            uses = [k for k, v in enumerate(o.operands) if v is res]
+            if through_transpose and uses == [0] and o.name == "transpose" and list(o.attrs["perm"]) == [1, 0]:
+                if any(v is res for later in ops[ops.index(o) + 1:] for x in later.walk() for v in x.operands):
+                    return False
+                res, through_transpose = o.results[0], False
+                continue
+            if o.name == "dot" and uses:
+                if o is not dot or uses not in ([0], [1]):
+                    return False
+                return not any(v is res for later in ops[ops.index(o) + 1:] for x in later.walk() for v in x.operands)
+            if uses or any(v is res for x in o.walk() for v in x.operands):
+                return False
+            if OPS[o.name].effects and o.name != "shared_load":
+                return False
+            if o.regions:
+                return False
+        return False
+
+    # ------------------------------------------------------------------ dot
+    def dot(self, op: Operation):
+        a, b, c = op.operands
+        op.attrs.pop("inflight", None)
+        grid = None
+        if all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c)) and any(
+                at.name in ("mma.m16n8k16", "wgmma") and at.supports(a.type.dtype.name, c.type.dtype.name)
+                for at in self.target.mma_atoms):
+            grid = mma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps)
+        if grid is None:
+            op.attrs["atom"] = "fma"
+            op.attrs.pop("warps", None)
+            return
+        op.attrs["warps"] = list(grid)
+        la, lb = self.lazy_source(a, op), self.lazy_source(b, op)
+        wg = self.wgmma(op, grid, la, lb)
+        if wg is not None:
+            op.attrs["atom"] = wg
+            if lb is not None:
+                lb[0].attrs["copy"] = "smem.desc" if lb[1] != "ldmatrix.trans.k" else lb[1]
+            if wg.endswith(".ss"):
+                la[0].attrs["copy"] = "smem.desc" if la[1] != "ldmatrix.trans.k" else la[1]
+            if self.inflight(op) and wg.endswith(".ss"):
+                op.attrs["inflight"] = 1
+            return
+        op.attrs["atom"] = "mma.m16n8k16"
+        for src in (la, lb):
+            if src is not None:
+                src[0].attrs["copy"] = src[1]
+
+    def wgmma(self, op, grid, la, lb):
+        """The wgmma atom name for this dot, or None (then mma.sync)."""
+        at = self.target.mma_atom("wgmma")
+        a, b, c = op.operands
+        if at is None or not at.supports(a.type.dtype.name, c.type.dtype.name) or lb is None:
+            return None
+        wm, wn = grid
+        if wm % 4:
+            return None
+        M, K = a.type.shape
+        N = b.type.shape[1]
+        n_wg = N // wn
+        if n_wg % 8:
+            return None
+        n_inst = n_wg if n_wg <= 256 else (256 if n_wg % 256 == 0 else (128 if n_wg % 128 == 0 else 0))
+        if not n_inst:
+            return None
+        if wgmma_canonical(str(lb[2]), (K, N), "b", 16) is None:
+            return None
+        if la is not None and wgmma_canonical(str(la[2]), (M, K), "a", 16) is not None:
+            return f"wgmma.m64n{n_inst}k16.ss"
+        # the RS form: per warp the wgmma A fragment is the m16n8k16 A fragment of its 16 rows
+        # (fragment-layouts.md §3.2): A must hold exactly mma_a of this warp grid
+        try:
+            if not self.map(a.type).same(mma_a(M, K, wm, wn).for_threads(self.nthreads)):
+                return None
+        except Exception:               # noqa: BLE001
+            return None
+        if not self.map(c.type).same(mma_c(M, N, wm, wn).for_threads(self.nthreads)):
+            return None
+        return f"wgmma.m64n{n_inst}k16.rs"
+
+    def inflight(self, op: Operation) -> bool:
+        """The dot may stay in flight across iterations: its loop was pipelined with prefetch distance
+        stages-2, the dot accumulates into the loop-carried value, and its result goes only to the
+        yield (nothing reads it before the next wgmma or the wait at the loop's exit)."""
+        blk = op.parent
+        loop = getattr(blk, "parent", None)
+        if loop is None or getattr(loop, "name", None) != "for":
+            return False
+        S, D = loop.attrs.get("pipelined"), loop.attrs.get("prefetch")
+        if not S or D is None or D != S - 2:
+            return False
+        acc, res = op.operands[2], op.results[0]
+        if acc.owner is not blk or acc not in blk.args:
+            return False
+        users = [o for o in blk.ops for v in o.operands if v is res]
+        if len(users) != 1 or users[0].name != "yield":
+            return False
+        y = users[0]
+        if [i for i, v in enumerate(y.operands) if v is res] != [blk.args.index(acc) - 1]:
+            return False
+        return not any(v is acc for o in blk.ops if o is not op for x in o.walk() for v in x.operands)
+
+
+def select_function(fn: Function, target: Target) -> Function:
+    _Selector(fn, target).run()
+    return fn
+
+
+@register("select_instructions")
+def select_instructions(m: Module, target: Target) -> Module:
+    """Record each dot's atom (wgmma / mma.sync / FMA), each copy's mechanism and vector width in the IR."""
+    for fn in m.functions:
+        select_function(fn, target)
+    return m

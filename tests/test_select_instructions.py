@@ -1,0 +1,150 @@
+"""Instruction selection as data: the pass writes each dot's atom and each copy's mechanism into the IR,
+the text can be edited (another atom, another vector width) and recompiled, and code generation
+carries out exactly what the text says -- or gives a located error when the target cannot."""
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tile
+from tile import bf16, f32
+from tile.compiler import compile as tc_compile
+from tile.ir.parser import parse_module
+from tile.ir.printer import print_module
+from tile.ir.targets import TARGETS, UnknownTargetError, get_target
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
+
+
+def _gemm_module(target="sm_90a", **constexprs):
+    spec = importlib.util.spec_from_file_location("gallery_gemm_isel", EXAMPLES / "gemm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    T2 = tile.Tensor[bf16, 2]
+    return mod.gemm, mod.gemm.compile(T2, T2, T2, tile.Tensor[f32, 1], f32, target=target, **constexprs)
+
+
+def _to_mma(text: str) -> str:
+    """The IR text with the GEMM's wgmma atom edited to mma.sync (and the wgmma-only in-flight mark gone)."""
+    out = re.sub(r'atom = "wgmma\.m64n\d+k16\.ss"', 'atom = "mma.m16n8k16"', text)
+    return re.sub(r", inflight = 1|inflight = 1, ", "", out)
+
+
+def test_targets_are_data():
+    h = get_target("sm_90a")
+    assert h.warp_size == 32 and h.has("wgmma") and h.mma_atom("wgmma.m64n128k16.ss").name == "wgmma"
+    assert not get_target("sm_80").has("wgmma") and get_target("gfx942").warp_size == 64
+    assert get_target("gfx950").limits.shared_bytes == 160 * 1024
+    assert "select_instructions" in h.pipeline and h.pipeline.index("select_instructions") < \
+        h.pipeline.index("shared_memory_planning")
+    for t in TARGETS.values():
+        for a in t.mma_atoms:
+            if a.c is not None:
+                frag = a.c() if a.name != "wgmma" else a.c(64)
+                assert frag is not None
+    with pytest.raises(UnknownTargetError, match=r"^unknown target 'sm90a' \(did you mean 'sm_90a'\?\); valid"):
+        get_target("sm90a")
+
+
+def test_gemm_selection_is_in_the_ir():
+    _, ck = _gemm_module()
+    text = ck.ir_after["select_instructions"]
+    assert 'atom = "wgmma.m64n128k16.ss"' in text and "warps = [4, 1]" in text
+    assert text.count('copy = "smem.desc"') == 2                  # A and B read by the wgmma descriptors
+    assert 'copy = "cp.async"' in text and "vec = 8" in text     # 16-byte async copies into the ring
+    assert "inflight" not in text                                # 3 stages: the stage is reused next iteration
+    assert print_module(parse_module(text)) == text              # the choices round-trip
+    t4 = _gemm_module(STAGES=4)[1].ir_after["select_instructions"]
+    assert "inflight = 1" in t4                                  # 4 stages: one wgmma group stays in flight
+    t80 = _gemm_module("sm_80")[1].ir_after["select_instructions"]
+    assert 'atom = "mma.m16n8k16"' in t80 and 'copy = "ldmatrix.k"' in t80 and "wgmma" not in t80
+
+
+@needs_ptxas
+def test_edited_atom_is_carried_out():
+    """wgmma -> mma.sync by editing the text after every pass: the PTX follows the edit."""
+    _, ck = _gemm_module(STAGES=4)
+    text = list(ck.ir_after.values())[-1]
+    edited = _to_mma(text)
+    assert edited != text and "inflight" not in edited
+    out = tc_compile(parse_module(edited), "sm_90a")
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in out.ptx and "wgmma" not in out.ptx
+    assert out.ptxas_report()["spill_stores"] == 0
+    orig = tc_compile(parse_module(text), "sm_90a")
+    assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16" in orig.ptx
+
+
+@needs_ptxas
+def test_edited_vector_width_is_carried_out():
+    _, ck = _gemm_module()
+    text = list(ck.ir_after.values())[-1]
+    store = re.search(r"store %C[^\n]*\{vec = 8\}", text)
+    assert store is not None
+    edited = text.replace(store.group(0), store.group(0).replace("vec = 8", "vec = 2"))
+    out = tc_compile(parse_module(edited), "sm_90a")
+    assert "st.global.b32" in out.ptx                       # 2 x bf16 per store now
+    bad = text.replace(store.group(0), store.group(0).replace("vec = 8", "vec = 16"))
+    with pytest.raises(tile.TileError, match=r"vec = 16 cannot be used here: the layout .* allows a power of two "
+                                             r"up to 8"):
+        tc_compile(parse_module(bad), "sm_90a")
+
+
+def test_atom_the_target_lacks_is_a_located_error():
+    _, ck = _gemm_module()
+    text = list(ck.ir_after.values())[-1]
+    bad = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "mfma.32x32x8"')
+    with pytest.raises(tile.TileError, match=r"gemm\.py:\d+:\d+.*atom = 'mfma.32x32x8': target sm_90a offers "
+                                             r"wgmma.m64nNk16.ss\|rs, mma.m16n8k16, fma") as e:
+        tc_compile(parse_module(bad), "sm_90a")
+    assert "tile.dot" in str(e.value) or "dot" in str(e.value)
+    odd = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "wgmma.m64n48k16.ss"')
+    with pytest.raises(tile.TileError, match="cannot be used for this dot: each warpgroup holds 128 columns"):
+        tc_compile(parse_module(odd), "sm_90a")
+
+
+def test_unknown_target_env_is_one_line(monkeypatch):
+    @tile.kernel
+    def k(X: tile.Tensor[f32, 1]):
+        tile.store(X, (0,), tile.load(X, (0,), (4,)) + 1.0)
+    monkeypatch.setenv("TILEC_TARGET", "sm90a")
+    with pytest.raises(UnknownTargetError) as e:
+        k[(1,)](np.zeros(4, np.float32))
+    assert str(e.value).startswith("TILEC_TARGET: unknown target 'sm90a'") and "\n" not in str(e.value)
+
+
+def _gpu():
+    from tile.compiler import gpu_arch
+    return gpu_arch()
+
+
+@pytest.mark.gpu
+def test_edited_atom_runs_on_the_gpu():
+    """The GEMM with its wgmma atom edited to mma.sync agrees with the interpreter on the GPU."""
+    if _gpu() != "sm_90a":
+        pytest.skip("needs an sm_90a GPU")
+    from tile.runtime.launch import launch
+    from tile.runtime import interpreter
+    g, ck = _gemm_module()
+    text = list(ck.ir_after.values())[-1]
+    edited = _to_mma(text)
+    rng = np.random.default_rng()
+    M, N, K = 200, 136, 192
+    A = tile.asarray(rng.standard_normal((M, K)), bf16)
+    B = tile.asarray(rng.standard_normal((K, N)) / np.sqrt(K), bf16)
+    bias = rng.standard_normal(N).astype(np.float32)
+    grid = (tile.cdiv(M, 128), tile.cdiv(N, 128), 1)
+    results = []
+    for t in (edited, text):
+        C = tile.asarray(np.full((M, N), np.nan), bf16)
+        launch(tc_compile(parse_module(t), "sm_90a"), grid, [A, B, C, bias, 1.5])
+        results.append(C.numpy().astype(np.float64))
+    Ci = tile.asarray(np.full((M, N), np.nan), bf16)
+    interpreter.run(parse_module(ck.ir).functions[0], grid, [A, B, Ci, bias, 1.5])
+    ref = Ci.numpy().astype(np.float64)
+    for r in results:
+        assert np.isfinite(r).all()
+        assert np.linalg.norm(r - ref) / np.linalg.norm(ref) < 1e-2

@@ -1,0 +1,172 @@
+"""The compile driver: the one place that runs front end -> target passes -> code generation.
+
+`kernel.compile(...)`, launches (`kernel[grid](...)`) and the `tilec` CLI all come here:
+
+    target = resolve(None)                      # argument, $TILEC_TARGET, the GPU in use, or cpu
+    module, ir_after = lower(module, target)    # the target's pass pipeline (ir/targets.py)
+    compiled = generate(module, target)         # the family's code generator -> PTX + launch facts
+    compiled = compile(module, "sm_90a")        # both, for IR that has not been through the passes
+
+Layers: this module imports dsl, ir, passes, codegen and runtime; none of them imports it.
+"""
+from __future__ import annotations
+
+import copy
+
+from .ir.core import Block, Function, Module, Operation
+from .ir.errors import TileError
+from .ir.printer import print_module
+from .ir.targets import Target, get_target, resolve_target
+from .ir.types import TileType
+
+__all__ = ["resolve", "gpu_arch", "lower", "generate", "compile", "build", "clone_module", "is_prepared"]
+
+_GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
+
+
+def gpu_arch() -> str | None:
+    """The arch of the NVIDIA GPU in use ('sm_90a', 'sm_80', ...), or None when there is none."""
+    if not _GPU_ARCH:
+        arch = None
+        try:
+            from .runtime import cuda
+            if cuda.available():
+                arch = cuda.device().arch
+        except Exception:                       # noqa: BLE001 - no driver, no bindings: no GPU
+            arch = None
+        _GPU_ARCH.append(arch)
+    return _GPU_ARCH[0]
+
+
+def resolve(target=None) -> Target:
+    """The target of a compilation, resolved once: `target` if given (a name or a Target), else
+    $TILEC_TARGET, else the GPU in use, else the CPU interpreter. An unknown name is a one-line
+    UnknownTargetError listing the valid ones."""
+    return resolve_target(target, detect=gpu_arch)
+
+
+def _restrict(target: Target, options: dict) -> Target:
+    """Options that take an instruction away from selection (`wgmma=False`: Hopper with mma.sync)."""
+    if options.pop("wgmma", None) is False:
+        target = target.without("wgmma")
+    return target
+
+
+def lower(module: Module, target, *, name: str | None = None, num_warps: int | None = None,
+          dump_dir=None, stop_after: str | None = None, **options):
+    """Run the target's pass pipeline on `module` (in place); returns (module, ir_after)."""
+    from .passes.manager import run_pipeline
+    target = _restrict(get_target(target), dict(options))
+    if num_warps is not None:
+        for f in module.functions:
+            f.attrs["num_warps"] = int(num_warps)
+    return run_pipeline(module, target, name=name, dump_dir=dump_dir, stop_after=stop_after)
+
+
+def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str = "", ir_after=None, **options):
+    """Code generation for IR that has been through the target's pipeline: the family's code
+    generator turns one kernel into its compiled form (PTX and launch facts on NVIDIA)."""
+    target = _restrict(get_target(target), options)
+    fn = _pick(module, kernel)
+    if target.family == "nvidia":
+        from .codegen.nvptx import compile_function
+        return compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
+                                ir_after=ir_after)
+    if target.family == "cpu":
+        raise TileError("target cpu runs in the interpreter and has no machine code")
+    raise TileError(f"no code generator for target {target.name} ({target.family}) yet")
+
+
+def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: bool | None = None, **options):
+    """Compile one kernel (an IR Module, a Function, or an object with `.ir` holding one) for a GPU
+    target: the pass pipeline (unless the IR has been through it; `run_passes` forces either way),
+    then code generation. The input is not modified. Options: `num_warps`, `wgmma` (False: Hopper
+    with mma.sync), `opt`, `maxnreg`, `min_blocks_per_sm`, `align`."""
+    target = _restrict(get_target(target), options)
+    module, fn = _as_function(source, kernel)
+    module = clone_module(Module([fn]))
+    fn = module.functions[0]
+    if "num_warps" in options:
+        fn.attrs["num_warps"] = int(options["num_warps"])
+    ir_after = {}
+    if run_passes or (run_passes is None and not is_prepared(fn)):
+        module, ir_after = lower(module, target)
+        fn = module.functions[0]
+    return generate(module, target, tile_ir=print_module(module), ir_after=ir_after, **options)
+
+
+def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True, **options):
+    """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
+    keyed on the front end's IR, the target and the options. Returns (module, ir_after, compiled or
+    None for cpu)."""
+    target = get_target(target)
+    module, ir_after = lower(module, target, name=name, **options)
+    if not target.is_gpu:
+        return module, ir_after, None
+    if not use_cache:
+        return module, ir_after, generate(module, target, kernel=name, **options)
+    from .runtime.cache import default_cache
+    compiled = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
+                                            lambda: generate(module, target, kernel=name, **options))
+    return module, ir_after, compiled
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _as_function(source, kernel):
+    obj = source
+    if not isinstance(obj, (Module, Function)) and hasattr(obj, "ir"):
+        obj = obj.ir
+    if isinstance(obj, Function):
+        return Module([obj]), obj
+    if isinstance(obj, Module):
+        return obj, _pick(obj, kernel)
+    raise TileError(f"compile() needs an IR Module or Function, got {type(source).__name__}")
+
+
+def _pick(module: Module, kernel: str | None) -> Function:
+    if kernel is not None:
+        return module.get(kernel)
+    if len(module.functions) != 1:
+        raise TileError(f"the module holds {len(module.functions)} kernels: pass kernel='name'")
+    return module.functions[0]
+
+
+def is_prepared(fn: Function) -> bool:
+    """The function has been through a GPU pipeline: every register tile has a layout, shared
+    memory is planned."""
+    if "shared_bytes" not in fn.attrs:
+        return False
+    for op in fn.walk():
+        for v in op.results:
+            if isinstance(v.type, TileType) and v.type.space == "reg" and v.type.layout is None:
+                return False
+        if op.name == "alloc_shared" and "smem_offset" not in op.attrs:
+            return False
+    return True
+
+
+def clone_module(m: Module) -> Module:
+    """A structural copy of a module (ops, blocks, values; types and attribute values shared)."""
+    vmap = {}
+
+    def clone_block(b, nb):
+        for a, na in zip(b.args, nb.args):
+            vmap[id(a)] = na
+        for op in b.ops:
+            regions = []
+            for r in op.regions:
+                nr = Block([a.type for a in r.args], [a.name for a in r.args])
+                regions.append((r, nr))
+            nop = Operation(op.name, [vmap.get(id(v), v) for v in op.operands], [r.type for r in op.results],
+                            copy.copy(op.attrs), [nr for _, nr in regions], op.loc, [r.name for r in op.results])
+            for r, nr in zip(op.results, nop.results):
+                vmap[id(r)] = nr
+            nb.append(nop)
+            for r, nr in regions:
+                clone_block(r, nr)
+    out = []
+    for f in m.functions:
+        nf = Function(f.name, [a.type for a in f.args], [a.name for a in f.args], dict(f.attrs), f.loc)
+        clone_block(f.body, nf.body)
+        out.append(nf)
+    return Module(out)
