@@ -300,7 +300,7 @@ def run_softmax(rng, R=7, NCOL=100, BLOCK=128):
     lens = np.array([NCOL, 1, 37, NCOL, 64, 99, 2][:R], np.int32)
     x[3, :] = -np.inf
     x[3, 41] = 5.0
-    x[5, 10] = -np.inf                        # a -inf inside a valid region
+    x[R - 1, 0] = -np.inf                     # a -inf inside a valid region
     y = np.full((R, NCOL), np.nan, np.float32)
     softmax_kernel[(R,)](x, lens, y, NCOL, BLOCK=BLOCK)
     return x, lens, y
