@@ -306,11 +306,10 @@ class Numerics:
         if dt.is_float:
             if name in ("max", "min"):
                 if dt.name in ("f32", "f64"):
-                    return self.fintr2(b, "maxnum" if name == "max" else "minnum", x, y)
+                    return self.fminmax(b, name, x, y)
                 # exact in the narrow type: compare decoded values, keep the original codes
                 xa, ya = self.to_work(b, x, dt), self.to_work(b, y, dt)
-                r = self.fintr2(b, "maxnum" if name == "max" else "minnum", xa, ya)
-                return self.from_work(b, r, dt)
+                return self.from_work(b, self.fminmax(b, name, xa, ya), dt)
             xa, ya = self.to_work(b, x, dt), self.to_work(b, y, dt)
             r = self.float_binary(b, name, xa, ya)
             return self.from_work(b, r, dt)
@@ -326,16 +325,57 @@ class Numerics:
         if name == "div":
             return b.fdiv(x, y)
         if name == "rem":
-            return b.frem(x, y)
-        if name == "max":
-            return self.fintr2(b, "maxnum", x, y)
-        if name == "min":
-            return self.fintr2(b, "minnum", x, y)
+            return self.fmod(b, x, y)
+        if name in ("max", "min"):
+            return self.fminmax(b, name, x, y)
         if name == "pow":
             return self.pow(b, x, y)
         if name == "atan2":
             return self.atan2(b, x, y)
         raise CompileError(f"float op '{name}' is not supported")
+
+    def fminmax(self, b, name, x, y):
+        """IEEE 754-2019 maximumNumber / minimumNumber: a NaN operand is ignored (NaN only if both
+        are), and max(-0, +0) = +0, min(-0, +0) = -0 in either order (llvm.maxnum leaves the sign of
+        an equal pair unspecified: fixed up with the AND / OR of the two bit patterns)."""
+        r = self.fintr2(b, "maxnum" if name == "max" else "minnum", x, y)
+        it = i64 if x.type == f64 else i32
+        bx, by = b.bitcast(x, it), b.bitcast(y, it)
+        z = b.bitcast(b.and_(bx, by) if name == "max" else b.or_(bx, by), x.type)
+        return b.select(b.fcmp_ordered("==", x, y), z, r)
+
+    def fmod(self, b, x, y):
+        """C fmod, exact (LLVM's NVPTX `frem` is x - trunc(x/y)*y: wrong for large quotients and for
+        the sign of a zero result). f32: from the integer significands, (mx * 2^d) mod my by 32-bit
+        steps of a 64-bit remainder; f64: llvm's frem (see docs/language.md)."""
+        if x.type == f64:
+            return b.frem(x, y)
+        C = lambda v: _ic(i32, v)
+        ux, uy = b.bitcast(x, i32), b.bitcast(y, i32)
+        ax, ay = b.and_(ux, C(0x7FFFFFFF)), b.and_(uy, C(0x7FFFFFFF))
+        ex, ey = b.lshr(ax, C(23)), b.lshr(ay, C(23))
+        mx = b.select(b.icmp_unsigned("==", ex, C(0)), ax, b.or_(b.and_(ax, C(0x7FFFFF)), C(0x800000)))
+        my = b.select(b.icmp_unsigned("==", ey, C(0)), ay, b.or_(b.and_(ay, C(0x7FFFFF)), C(0x800000)))
+        ex1, ey1 = self.smax(b, ex, C(1)), self.smax(b, ey, C(1))      # ulp exponents (biased, subnormal = 1)
+        d = b.sub(ex1, ey1)
+        my64 = b.zext(b.select(b.icmp_unsigned("==", my, C(0)), C(1), my), i64)
+        r = b.zext(mx, i64)
+        left = self.smax(b, d, C(0))
+        for _ in range(9):                                  # exponent difference <= 253 + 23 < 9 * 32
+            sh = self.smin(b, left, C(32))
+            r = b.urem(b.shl(r, b.zext(sh, i64)), my64)
+            left = b.sub(left, sh)
+        # r * 2^(ey1 - 150): exact (r < my); 2^(ey1-150) in two factors to stay representable
+        rf = b.uitofp(b.trunc(r, i32), f32)
+        scale = b.bitcast(b.shl(ey1, C(23)), f32)                       # 2^(ey1 - 127), a normal
+        res = b.fmul(b.fmul(rf, _fc(2.0 ** -23)), scale)
+        res = b.select(b.icmp_unsigned("<", ax, ay), self.fintr(b, "fabs", x), res)   # |x| < |y|: x
+        res = self.d.call(b, "llvm.copysign.f32", f32, [f32, f32], [res, x])
+        bad = b.or_(b.or_(b.icmp_unsigned(">=", ax, C(0x7F800000)), b.icmp_unsigned("==", ay, C(0))),
+                    b.icmp_unsigned(">", ay, C(0x7F800000)))      # x inf/NaN, y 0 or NaN -> NaN
+        res = b.select(bad, _fc(float("nan")), res)
+        yinf = b.and_(b.icmp_unsigned("==", ay, C(0x7F800000)), b.icmp_unsigned("<", ax, C(0x7F800000)))
+        return b.select(yinf, x, res)                          # finite x mod inf = x
 
     def int_binary(self, b, name, x, y, dt: DType):
         t = x.type
@@ -472,13 +512,20 @@ class Numerics:
         return self.tm.exp2_approx(b, x)
 
     def exp(self, b, x):
-        # x*log2(e) split in hi + lo so that large |x| keeps its accuracy: 2^hi * (1 + lo*ln2)
+        """2^hi * (1 + lo*ln2) with x*log2(e) = hi + lo (lo: the rounding error of hi, by fma), so that
+        large |x| keeps its accuracy. Where hi is not finite (x = +-inf, NaN, or |x| > ~2.4e38) lo is
+        inf - inf = NaN: it is zeroed there, so exp(-inf) = 0; where 2^hi overflows the result is that
+        inf (the fma would make inf * 0 = NaN of it); exp2 takes care of the rest (hi < -150: 0,
+        NaN stays NaN)."""
         L = 1.4426950408889634
         hi = b.fmul(x, _fc(L))
         lo = self.fma(b, x, _fc(L), b.fneg(hi))                     # exact rounding error of x*L
         lo = self.fma(b, x, _fc(L - _f32(L)), lo)
+        finite = b.fcmp_ordered("<", self.fintr(b, "fabs", hi), _fc(float("inf")))
+        lo = b.select(finite, lo, _fc(0.0))
         r = self.tm.exp2_approx(b, hi)
-        return self.fma(b, r, b.fmul(lo, _fc(math.log(2.0))), r)
+        res = self.fma(b, r, b.fmul(lo, _fc(math.log(2.0))), r)
+        return b.select(b.fcmp_ordered("==", r, _fc(float("inf"))), r, res)      # inf * 0 in the fma
 
     def log(self, b, x):
         return self._log(b, x, natural=True)
@@ -515,14 +562,56 @@ class Numerics:
         return r
 
     def _reduce_pio2(self, b, x):
-        """x = k*pi/2 + r, |r| <= pi/4 (Cody-Waite with a 3-part pi/2). Returns (r, k as i32)."""
+        """x = k*pi/2 + r, |r| <= pi/4. Returns (r, k mod 4 as i32). |x| < 105615: Cody-Waite with a
+        3-part pi/2 (exact products by fma); beyond, Payne-Hanek (`_reduce_pio2_big`)."""
         k = self.fintr(b, "roundeven", b.fmul(x, _fc(0.6366197723675814)))
-        p1, p2, p3 = 1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8
+        p1, p2, p3 = 1.57079601e+00, 3.13916473e-07, 5.39030253e-15
         r = self.fma(b, k, _fc(-p1), x)
         r = self.fma(b, k, _fc(-p2), r)
         r = self.fma(b, k, _fc(-p3), r)
-        ki = b.fptosi(k, i32)
-        return r, ki
+        # saturating: NaN and huge k would be poison with fptosi
+        ki = self.d.call(b, "llvm.fptosi.sat.i32.f32", i32, [f32], [k])
+        rb, kb = self._reduce_pio2_big(b, x)
+        big = b.fcmp_ordered(">=", self.fintr(b, "fabs", x), _fc(105615.0))
+        return b.select(big, rb, r), b.select(big, kb, ki)
+
+    def _reduce_pio2_big(self, b, x):
+        """Payne-Hanek: x = M * 2^e (M: the 24-bit significand, e >= -7 here); (x * 2/pi) mod 4 in
+        fixed point with 90 fraction bits from a 92-bit window of the bits of 2/pi (256 of them;
+        the bits dropped below the window err by < 2^-66), rounded to the nearest quadrant k;
+        r = (the signed fraction) * pi/2 in f64, then f32."""
+        C = lambda v: _ic(i32, v)
+        u = b.bitcast(x, i32)
+        E = b.and_(b.lshr(u, C(23)), C(0xFF))
+        M = b.or_(b.and_(u, C(0x7FFFFF)), C(0x800000))
+        # V * 2^90 = M * floor(P / 2^s) (mod 2^92), P = floor(2/pi * 2^256), s = 256 - e - 90, e = E - 150
+        s = b.sub(C(256 - 90 + 150), E)                                  # in [62, 173] for |x| >= 2^16
+        s = self.smin(b, self.smax(b, s, C(32)), C(191))                 # keep the words in range
+        a = b.lshr(s, C(5))
+        c = b.and_(s, C(31))
+        words = [(_TWO_OVER_PI >> (32 * j)) & 0xFFFFFFFF for j in range(8)]   # words[j]: bits 32j..
+        i128 = ir.IntType(128)
+        W = ir.Constant(i128, 0)
+        for t in range(4):                     # the 4 words from index a upwards (a in [1, 5])
+            wv = _ic(i32, 0)
+            for j in range(1, 6):
+                idx = j + t
+                wv = b.select(b.icmp_unsigned("==", a, C(j)), _ic(i32, words[idx] if idx < 8 else 0), wv)
+            W = b.or_(W, b.shl(b.zext(wv, i128), ir.Constant(i128, 32 * t)))
+        W = b.lshr(W, b.zext(c, i128))
+        mask92 = ir.Constant(i128, (1 << 92) - 1)
+        Z = b.and_(b.mul(b.and_(W, mask92), b.zext(M, i128)), mask92)
+        q = b.trunc(b.lshr(Z, ir.Constant(i128, 90)), i32)
+        f = b.and_(Z, ir.Constant(i128, (1 << 90) - 1))
+        up = b.icmp_unsigned(">=", f, ir.Constant(i128, 1 << 89))
+        q = b.add(q, b.zext(up, i32))
+        f = b.select(up, b.sub(f, ir.Constant(i128, 1 << 90)), f)     # signed, in [-2^89, 2^89)
+        f64v = b.sitofp(b.trunc(b.ashr(f, ir.Constant(i128, 27)), i64), f64)   # f * 2^63
+        r = b.fptrunc(b.fmul(f64v, ir.Constant(f64, math.pi / 2 * 2.0 ** -63)), f32)
+        neg = b.icmp_signed("<", u, C(0))
+        r = b.select(neg, b.fneg(r), r)
+        q = b.select(neg, b.sub(C(0), q), q)
+        return r, q
 
     def _sincos_poly(self, b, r):
         r2 = b.fmul(r, r)
@@ -539,6 +628,8 @@ class Numerics:
         v = b.select(use_c, c, s)
         neg = b.icmp_unsigned("!=", b.and_(q, _ic(i32, 2)), _ic(i32, 0))
         v = b.select(neg, b.fneg(v), v)
+        if want_sin:                                         # sin(-0) = -0 (k = -0 loses the sign)
+            v = b.select(b.fcmp_ordered("==", x, _fc(0.0)), x, v)
         inf = b.fcmp_ordered("==", self.fintr(b, "fabs", x), _fc(float("inf")))
         return b.select(inf, _fc(float("nan")), v)
 
@@ -571,21 +662,69 @@ class Numerics:
         return b.select(b.fcmp_ordered("<", a, _fc(0.5)), small, big)
 
     def sigmoid(self, b, x):
-        return b.fdiv(_fc(1.0), b.fadd(_fc(1.0), self.exp(b, b.fneg(x))))
+        """e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below (keeps the tiny tail for x << 0, where
+        1/(1+exp(-x)) would be 1/inf = 0)."""
+        e = self.exp(b, b.fneg(self.fintr(b, "fabs", x)))
+        s = b.fdiv(_fc(1.0), b.fadd(_fc(1.0), e))
+        return b.select(b.fcmp_ordered(">=", x, _fc(0.0)), s, b.fmul(e, s))
+
+    def _log2_f64(self, b, xd):
+        """log2 of a positive finite f64 (to ~2^-50 relative): 2^e * m, m in [sqrt(1/2), sqrt(2)),
+        log(m) = 2 atanh((m-1)/(m+1)) by its series."""
+        D = lambda v: ir.Constant(f64, float(v))
+        K = 0x3FE6A09E667F3BCD                                       # bits of sqrt(1/2)
+        u2 = b.sub(b.bitcast(xd, i64), _ic(i64, K))
+        e = b.ashr(u2, _ic(i64, 52))
+        m = b.bitcast(b.add(b.and_(u2, _ic(i64, (1 << 52) - 1)), _ic(i64, K)), f64)
+        s = b.fdiv(b.fsub(m, D(1.0)), b.fadd(m, D(1.0)))
+        s2 = b.fmul(s, s)
+        acc = D(2.0 / 17)
+        for k in range(7, -1, -1):
+            acc = self.d.call(b, "llvm.fma.f64", f64, [f64] * 3, [acc, s2, D(2.0 / (2 * k + 1))])
+        lnm = b.fmul(s, acc)
+        return self.d.call(b, "llvm.fma.f64", f64, [f64] * 3, [lnm, D(1.4426950408889634), b.sitofp(e, f64)])
 
     def pow(self, b, x, y):
+        """C99 / NumPy pow: 2^(y * log2|x|) with log2 and the product in f64 (an f32 log2 would cost
+        |y log2 x| * 2^-24 of relative accuracy: tens of ulp for large results), the exponent split
+        into an integer n and a fraction f (exp2 of f, then * 2^n in two exact steps); then the
+        special cases: pow(x, +-0) = 1 and pow(1, y) = 1 even for NaN, pow(-1, +-inf) = 1, a negative
+        base (-0 and -inf included) with an odd integer exponent gives the sign, a finite negative
+        base with a non-integer finite exponent gives NaN; 0 and inf bases and infinite exponents
+        come out of the formula (log2 0 = -inf, log2 inf = inf)."""
         x32, w = self._as32(b, x)
         y32, _ = self._as32(b, y)
         ax = self.fintr(b, "fabs", x32)
-        r = self.exp2(b, b.fmul(y32, self.log2(b, ax)))
-        # negative base: integer exponents give a sign, others NaN
-        yint = b.fcmp_ordered("==", self.fintr(b, "trunc", y32), y32)
+        xd = b.fpext(ax, f64)
+        l2 = self._log2_f64(b, xd)
+        l2 = b.select(b.fcmp_ordered("==", ax, _fc(0.0)), ir.Constant(f64, float("-inf")), l2)
+        l2 = b.select(b.fcmp_ordered("==", ax, _fc(float("inf"))), ir.Constant(f64, float("inf")), l2)
+        l2 = b.select(b.fcmp_unordered("uno", ax, ax), ir.Constant(f64, float("nan")), l2)
+        t0 = b.fmul(b.fpext(y32, f64), l2)
+        t = self.d.call(b, "llvm.minnum.f64", f64, [f64, f64], [t0, ir.Constant(f64, 200.0)])
+        t = self.d.call(b, "llvm.maxnum.f64", f64, [f64, f64], [t, ir.Constant(f64, -200.0)])
+        n = self.d.call(b, "llvm.roundeven.f64", f64, [f64], [t])
+        f = b.fptrunc(b.fsub(t, n), f32)
+        ni = self.d.call(b, "llvm.fptosi.sat.i32.f64", i32, [f64], [n])        # in [-200, 200]
+        n1 = b.ashr(ni, _ic(i32, 1))
+        n2 = b.sub(ni, n1)                                                      # both in [-100, 100]
+        p2 = lambda k: b.bitcast(b.shl(b.add(k, _ic(i32, 127)), _ic(i32, 23)), f32)
+        r = b.fmul(b.fmul(self.tm.exp2_approx(b, f), p2(n1)), p2(n2))
+        r = b.select(b.fcmp_unordered("uno", t0, t0), _fc(float("nan")), r)
+        # negative base: odd integer exponents give the sign; finite non-integer exponents NaN
+        yint = b.fcmp_ordered("==", self.fintr(b, "trunc", y32), y32)          # +-inf count as even integers
         half = b.fmul(y32, _fc(0.5))
         yodd = b.and_(yint, b.fcmp_ordered("!=", self.fintr(b, "trunc", half), half))
-        negx = b.fcmp_ordered("<", x32, _fc(0.0))
-        r = b.select(b.and_(negx, yodd), b.fneg(r), r)
-        r = b.select(b.and_(negx, b.not_(yint)), _fc(float("nan")), r)
-        r = b.select(b.fcmp_ordered("==", y32, _fc(0.0)), _fc(1.0), r)
+        xsign = b.icmp_signed("<", b.bitcast(x32, i32), _ic(i32, 0))
+        r = b.select(b.and_(xsign, yodd), b.fneg(r), r)
+        negfin = b.fcmp_ordered("<", x32, _fc(0.0))
+        negfin = b.and_(negfin, b.fcmp_ordered(">", x32, _fc(float("-inf"))))
+        yfin = b.fcmp_ordered("<", self.fintr(b, "fabs", y32), _fc(float("inf")))
+        r = b.select(b.and_(negfin, b.and_(yfin, b.not_(yint))), _fc(float("nan")), r)
+        one = b.or_(b.fcmp_ordered("==", y32, _fc(0.0)), b.fcmp_ordered("==", x32, _fc(1.0)))
+        one = b.or_(one, b.and_(b.fcmp_ordered("==", x32, _fc(-1.0)),
+                                b.fcmp_ordered("==", self.fintr(b, "fabs", y32), _fc(float("inf")))))
+        r = b.select(one, _fc(1.0), r)
         return self._back(b, r, w)
 
     def atan(self, b, t):
@@ -605,6 +744,7 @@ class Numerics:
         mx = self.fintr2(b, "maxnum", ax, ay)
         mn = self.fintr2(b, "minnum", ax, ay)
         t = b.fdiv(mn, mx)
+        t = b.select(b.fcmp_ordered("==", ax, ay), _fc(1.0), t)               # inf / inf: pi/4
         t = b.select(b.fcmp_ordered("==", mx, _fc(0.0)), _fc(0.0), t)
         a = self.atan(b, t)
         a = b.select(b.fcmp_ordered(">", ay, ax), b.fsub(_fc(math.pi / 2), a), a)
@@ -614,6 +754,9 @@ class Numerics:
         nan = b.or_(b.fcmp_unordered("uno", x32, x32), b.fcmp_unordered("uno", y32, y32))
         a = b.select(nan, _fc(float("nan")), a)
         return self._back(b, a, w)
+
+
+_TWO_OVER_PI = 0xa2f9836e4e441529fc2757d1f534ddc0db6295993c439041fe5163abdebbc561   # floor(2/pi * 2^256)
 
 
 def _f32(x: float) -> float:

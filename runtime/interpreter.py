@@ -15,7 +15,8 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
 * Float arithmetic happens in the op's dtype: f32 in float32, f64 in float64; every narrower float
   (f16, bf16, fp8, small floats) is computed in float32 and rounded to its dtype (nearest even, with
   the dtype's overflow rule) after EVERY op. No flush-to-zero. `max`/`min` ignore a NaN operand
-  (IEEE maxNum, like PTX max.f32); `rem` on floats is C `fmod`; `round` rounds half to even.
+  and order -0 < +0 (IEEE 754-2019 maximumNumber/minimumNumber); `rem` on floats is C `fmod`;
+  `round` rounds half to even; `sigmoid` is e/(1+e) with e = exp(x) for x < 0 (no 1/inf underflow).
   Transcendentals use NumPy's float32 (float64 for f64) functions; `erf` is `math.erf` in double
   rounded to the dtype.
 * Integer arithmetic happens in int64 and wraps to the type's width (two's complement). `div`/`rem`
@@ -313,8 +314,8 @@ BINARY_IMPL = {
     "mul": _float_or_int(np.multiply, lambda a, b, dt: wrap_int(a * b, dt)),
     "div": _float_or_int(np.divide, _idiv),
     "rem": _float_or_int(np.fmod, _irem),
-    "max": _float_or_int(np.fmax, lambda a, b, dt: np.maximum(a, b)),
-    "min": _float_or_int(np.fmin, lambda a, b, dt: np.minimum(a, b)),
+    "max": _float_or_int(lambda a, b: _fmax(a, b), lambda a, b, dt: np.maximum(a, b)),
+    "min": _float_or_int(lambda a, b: _fmin(a, b), lambda a, b, dt: np.minimum(a, b)),
     "pow": _float_only(np.power),
     "atan2": _float_only(np.arctan2),
     "and": _int_only(np.bitwise_and),
@@ -332,8 +333,24 @@ def _erf_impl(x):
 
 
 def _sigmoid(x):
+    # e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below; 1/(1+exp(-x)) would give 1/inf = 0 for
+    # x < -88.7 in float32, where the true value is still a (subnormal) float32
     one = x.dtype.type(1)
-    return one / (one + np.exp(-x))
+    e = np.exp(-np.abs(x))
+    s = one / (one + e)
+    return np.where(x >= 0, s, e * s)
+
+
+def _fmax(a, b):
+    """IEEE 754-2019 maximumNumber: NaN ignored; max(-0, +0) = +0 in either order (np.fmax keeps
+    the first of two equal operands)."""
+    r = np.fmax(a, b)
+    return np.where((a == b) & (r == 0), np.abs(r), r)
+
+
+def _fmin(a, b):
+    r = np.fmin(a, b)
+    return np.where((a == b) & (r == 0), -np.abs(r), r)
 
 
 def _rsqrt(x):

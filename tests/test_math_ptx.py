@@ -1,0 +1,88 @@
+"""CPU half of the elementwise-math tests (tests/math_cases.py): the interpreter against float64 NumPy
+with the ulp bounds of docs/language.md on special values + fresh random values, the masked softmax,
+and every kernel of tests/test_math_gpu.py compiled for sm_90a and sm_80 and assembled by ptxas
+(that file runs them on the GPU). Plus a look at the LLVM IR of exp: -inf and overflow are guarded."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import math_cases as M
+import tile
+
+needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not found on PATH")
+CASES = list(M.cases())
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    monkeypatch.setenv("TILEC_TARGET", "cpu")
+
+
+@pytest.mark.parametrize("op,dt", CASES, ids=[f"{o}-{d}" for o, d in CASES])
+def test_interpreter_vs_float64(op, dt, cpu):
+    rng = np.random.default_rng()
+    args = [M.inputs(dt, 3000, rng, op)] if op in M.UNARY else list(M.pair_inputs(dt, 3000, rng, op))
+    got = M.run_op(op, dt, args)
+    M.check(op, dt, got, M.reference(op, dt, *args), "interpreter", args)
+
+
+def test_softmax_interpreter(cpu):
+    M.check_softmax(M.run_softmax(np.random.default_rng()))
+
+
+def test_casts_interpreter_run(cpu):
+    """The cast harness of the GPU test runs (the interpreter's casts are bit-exact vs ml_dtypes:
+    tests/test_numerics.py); float -> float casts of the special values keep NaN and inf."""
+    n = 0
+    for src, dst, x, codes in M.run_casts():
+        n += 1
+    assert n == len(M.CAST_TYPES) * (len(M.CAST_TYPES) - 1)
+
+
+def _ptxas(ptx, arch, tmp_path):
+    src = tmp_path / f"k_{arch}.ptx"
+    src.write_text(ptx)
+    r = subprocess.run(["ptxas", f"-arch={arch}", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@needs_ptxas
+@pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
+def test_math_kernels_assemble(arch, tmp_path):
+    """All op x type kernels of the GPU test, the softmax and the casts for sm_90a (the H100 the GPU
+    test runs on); the f32 ones and the softmax for sm_80 (CI time)."""
+    for op, dt in CASES:
+        if arch == "sm_90a" or dt == "f32":
+            ck = M.compile_op(op, dt, arch)
+            assert f".target {arch}" in ck.ptx
+            _ptxas(ck.ptx, arch, tmp_path)
+    for i, ck in enumerate(M.compile_others(arch)):
+        _ptxas(ck.ptx, arch, tmp_path)
+        if arch != "sm_90a":
+            break
+
+
+def test_exp_guards_infinities():
+    """exp's hi/lo split would make exp(-inf) = NaN (lo = -inf + inf): the IR selects lo = 0 where hi
+    is not finite and the overflowed 2^hi itself where it is inf."""
+    import llvmlite.ir as ir
+    from tile.codegen.llvm_numerics import Numerics
+    from tile.codegen.llvm_util import Decls, f32
+
+    class Prov:
+        def __init__(self, d):
+            self.d = d
+
+        def exp2_approx(self, b, x):
+            return self.d.call(b, "llvm.nvvm.ex2.approx.f", f32, [f32], [x])
+
+    m = ir.Module()
+    d = Decls(m)
+    fn = ir.Function(m, ir.FunctionType(f32, [f32]), "e")
+    b = ir.IRBuilder(fn.append_basic_block())
+    b.ret(Numerics(d, Prov(d)).exp(b, fn.args[0]))
+    text = str(m)
+    assert "0x7ff0000000000000" in text and text.count("select") >= 2, text
