@@ -13,7 +13,8 @@ The model (one kernel = one LLVM function; every thread runs it):
 Target specifics (thread ids, barriers, shuffles, predicated memory instructions, async copies,
 tensor-core instructions, fast exp2) come from a `target` object (codegen/nvptx_intrinsics.py for
 NVIDIA); the op families are split over mixins: memory (lower_memory.py), shared memory and data
-movement between threads (lower_shared.py), reductions (lower_reduce.py), dot (lower_dot.py).
+movement between threads (lower_shared.py), reductions (lower_reduce.py), cumsum (lower_scan.py), dot
+(lower_dot.py).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .llvm_util import Decls, f32, f64, gptr, i1, i8, i32, i64, reg_type, sptr
 from .lower_dot import DotLowering
 from .lower_memory import MemoryLowering
 from .lower_reduce import ReduceLowering
+from .lower_scan import ScanLowering
 from .lower_shared import SharedLowering
 from .lower_wgmma import WgmmaLowering
 
@@ -71,7 +73,7 @@ class SView:
     align: int = 16         # a power of two dividing `off` (known at compile time)
 
 
-class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, DotLowering, WgmmaLowering):
+class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, WgmmaLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):

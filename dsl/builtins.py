@@ -381,6 +381,24 @@ def _reduction(fe, a: Args):
     return x
 
 
+# ---------------------------------------------------------------- scan
+@builtin("cumsum")
+def _cumsum(fe, a: Args):
+    x = normalize_const(a["x"])
+    if is_number(x) or is_scalar(x):
+        raise a.err("x", f"x must be a tile, got {describe(x)}")
+    x = reg_tile_arg(fe, a, "x")
+    if x.type.dtype == bool_:
+        raise a.err("x", "x is a boolean tile (i1): convert it first (.astype(tile.i32))")
+    ax = axis_arg(a, "axis", x.type.rank)
+    ex = normalize_const(a["exclusive"])
+    if type(ex) is int and ex in (0, 1):
+        ex = bool(ex)
+    if not isinstance(ex, bool):
+        raise a.err("exclusive", f"exclusive must be a compile-time bool (True/False), got {describe(ex)}")
+    return fe.b.value("cumsum", [x], TileType(x.type.dtype, x.type.shape), {"axis": ax, "exclusive": ex})
+
+
 # ---------------------------------------------------------------- elementwise
 UNARY_BUILTINS = ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "floor",
                   "ceil", "abs")

@@ -221,6 +221,11 @@ def argmin(x, axis=None): """Index of the minimum along axis (None: the flat ind
 
 
 @_builtin
+def cumsum(x, axis, exclusive=False):
+    """Prefix sum of a tile along axis (inclusive; exclusive=True: out[0] = 0); same shape and dtype."""
+
+
+@_builtin
 def exp(x): """e**x elementwise."""
 @_builtin
 def exp2(x): """2**x elementwise."""

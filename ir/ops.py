@@ -322,6 +322,24 @@ def _reduce(op):
          f"result must have shape {rs} and dtype {want_dt}, got {r}")
 
 
+# ---------------------------------------------------------------- scan (cumsum)
+@define("cumsum", "Prefix sum along attribute `axis` (int); attribute `exclusive` (bool): false gives the "
+        "inclusive sum out[i] = x[0] + ... + x[i], true the exclusive one out[i] = x[0] + ... + x[i-1] "
+        "(out[0] = 0). Same shape, dtype and layout as the operand. Integers wrap at their width; floats "
+        "accumulate in order from index 0, in f32 for floats of up to 32 bits (f64 for f64), each output "
+        "rounded once to the element type. Not defined for i1.", attrs=("axis", "exclusive"))
+def _cumsum(op):
+    n_operands(op, 1)
+    n_results(op, 1)
+    a, r = op.operands[0].type, op.results[0].type
+    reg_tile(op, a, "operand")
+    ax = req_attr(op, "axis", int)
+    need(op, 0 <= ax < a.rank, f"axis {ax} out of range for {a}")
+    req_attr(op, "exclusive", bool)
+    need(op, a.dtype != bool_, "needs an integer or float tile, got i1 (cast to i32 first)")
+    need(op, isinstance(r, TileType) and _same_shape_dtype(a, r), f"result must have the operand's type {a}, got {r}")
+
+
 @define("dot", "Matrix product with accumulator: `dot(a[M,K], b[K,N], acc[M,N])` = acc + a @ b, the products "
         "and sums taken in the accumulator's type (f32 for float inputs, i32 for integer ones).")
 def _dot(op):

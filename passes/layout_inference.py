@@ -8,11 +8,11 @@ Rules (NVIDIA targets; layouts are built with passes/thread_maps.py):
   along the last dim first, replication when the tile is small); layouts a user wrote on a type are
   kept as they are.
 * demands flow backward from consumers to flexible producers: an elementwise op passes its
-  result's demand to its operands, a broadcast the slice of it, a loop its body's needs to its
+  result's demand to its operands (so does `cumsum`), a broadcast the slice of it, a loop its body's needs to its
   initial values -- so `zeros` feeding a dot accumulator is created in the mma layout, a bias
   vector added to a dot result is loaded in the slice of the mma layout (epilogues stay in the
   accumulator's registers).
-* results follow operands forward: elementwise ops keep their operands' layout, `reduce` removes
+* results follow operands forward: elementwise ops (and `cumsum`) keep their operands' layout, `reduce` removes
   the reduced dim from its operand's layout (ThreadMap.project), `transpose` permutes it.
 * where layouts still disagree (two anchored operands, a dot operand loaded from memory, a
   loop-carried value, mask or row-index operands) a `convert_layout` is inserted right after the
@@ -167,8 +167,8 @@ class LayoutInference:
                 self.set_demand(c, mma_c(M, N, wm, wn).for_threads(self.nthreads), "acc")
             elif rd is not None:
                 self.set_demand(op.operands[2], rd.map)
-        elif n in ELEMENTWISE or (n == "bitcast" and _is_reg(op.operands[0].type)
-                                  and op.operands[0].type.shape == op.results[0].type.shape):
+        elif n in ELEMENTWISE or n == "cumsum" or (n == "bitcast" and _is_reg(op.operands[0].type)
+                                                   and op.operands[0].type.shape == op.results[0].type.shape):
             if rd is not None and rd.kind not in ("dot_a", "dot_b"):
                 for v in op.operands:
                     if _is_reg(v.type):
@@ -306,6 +306,8 @@ class LayoutInference:
         elif n == "broadcast":
             m = self.assign(res, self.result_choice(res, self.default(res.type)), op)
             self.require(op, 0, m.broadcast_operand(op.operands[0].type.shape))
+        elif n == "cumsum":
+            self.assign(res, self.get(op.operands[0]), op)
         elif n == "reduce":
             a = self.get(op.operands[0])
             if _is_reg(res.type):

@@ -5,7 +5,7 @@ shared-memory buffer, reusing memory whose live ranges do not overlap.
   inside a loop that does not contain the allocation keeps it alive to the end of that loop.
 * ops that move register-tile elements between threads (convert_layout that is not a register
   permutation, reshape, slice, concat, shape-changing bitcast, transpose/broadcast whose layouts do
-  not line up, a reduce across warps, a dot on the FMA path) need scratch for the op itself.
+  not line up, a reduce across warps, a dot on the FMA path, every cumsum) need scratch for the op itself.
   `scratch_bytes(op, num_warps)` is the one definition of those sizes; the code generators read
   the offsets back and use at most that much.
 * placement: first fit by start of live range, 128-byte aligned. Results: attribute
@@ -25,7 +25,7 @@ from tile.ir.errors import TileError
 from tile.ir.targets import LAZY_COPIES, Target, get_target
 from tile.ir.thread_maps import as_map
 
-__all__ = ["shared_memory_planning", "scratch_bytes", "plan_function", "ALIGN"]
+__all__ = ["shared_memory_planning", "scratch_bytes", "cumsum_scratch", "plan_function", "ALIGN"]
 
 ALIGN = 128
 
@@ -44,6 +44,25 @@ def _packed_bytes(shape, bits) -> int:
     for s in shape:
         n *= s
     return (n * bits + 7) // 8
+
+
+def cumsum_scratch(shape, axis: int, bits: int) -> tuple[int, int]:
+    """(line stride in elements, bytes) of a cumsum's scratch: the tile staged one element (sub-byte:
+    one code) per max(8, bits) bits, each line along `axis` contiguous, the lines one stride apart
+    in row-major order of the other dims. With several lines the stride is padded so that it is an
+    odd number of 4-byte words (an odd number of elements for 64-bit ones): the threads of a warp,
+    each scanning its own line, then hit distinct banks."""
+    n = shape[axis]
+    lines = 1
+    for k, s in enumerate(shape):
+        if k != axis:
+            lines *= s
+    e = max(8, bits) // 8
+    st = n
+    if lines > 1:
+        while not (st % 2 == 1 if e == 8 else (st * e) % 8 == 4):
+            st += 1
+    return st, lines * st * e
 
 
 def _map(t, nthreads):
@@ -120,6 +139,9 @@ def scratch_bytes(op: Operation, num_warps: int = 4, warp_size: int = 32) -> int
         e = 8 if wide else 4
         arg = op.attrs["kind"] in ("argmax", "argmin")
         return out_n * W * (e + (4 if arg else 0))
+    if n == "cumsum":
+        a = op.operands[0].type
+        return cumsum_scratch(a.shape, int(op.attrs["axis"]), a.dtype.bits)[1]
     if n == "dot":
         if "atom" not in op.attrs:
             raise TileError(f"{op.where()}dot has no atom: run the select_instructions pass before "

@@ -33,6 +33,9 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
 * `reduce`: float sums/products of narrow floats (< 32 bits) accumulate in float32 and round once
   to the dtype; f32 sums use NumPy's float32 pairwise summation; f64 in float64; integers wrap.
   `max`/`min` ignore NaNs unless all are NaN; `argmax`/`argmin` give the first index of the extreme.
+* `cumsum`: a sequential running sum from index 0 along the axis, in float32 for floats of up to 32
+  bits (float64 for f64), each output rounded to the dtype (the GPU sums in the same order, so the
+  two agree bit for bit); integers wrap. Exclusive: out[0] = +0, out[i] = the inclusive out[i-1].
 * `load`/`async_copy`/`async_gather` read `other` (0) outside the tensor or where the mask is false; `store`/
   `atomic` skip such elements; `gather`/`scatter` skip rows/columns outside the tensor (a scatter
   to the same row twice: the last row wins). Atomics apply their arithmetic in the tensor's dtype
@@ -531,6 +534,24 @@ def _r_reduce(ctx, op, args):
     if dt.is_float:
         return round_float(fn.reduce(_f(x, dt), axis=ax), dt)
     return wrap_int(fn.reduce(x, axis=ax), dt)
+
+
+@rule("cumsum")
+def _r_cumsum(ctx, op, args):
+    x = np.asarray(args[0])
+    ax, excl = op.attrs["axis"], bool(op.attrs["exclusive"])
+    dt = op.operands[0].type.dtype
+    if dt.is_float:                       # sequential (np.add.accumulate), in float32 / float64
+        w = _f(x, dt)
+        s = np.cumsum(w, axis=ax, dtype=w.dtype)
+    else:                                 # int64 / uint64 arithmetic wraps mod 2**64: exact after wrap_int
+        with np.errstate(over="ignore"):
+            s = np.cumsum(x, axis=ax, dtype=x.dtype)
+    if excl:
+        s = np.moveaxis(s, ax, 0)
+        s = np.concatenate([np.zeros_like(s[:1]), s[:-1]], axis=0)
+        s = np.moveaxis(s, 0, ax)
+    return fix(s, dt)
 
 
 @rule("dot")

@@ -55,7 +55,7 @@ FLOAT_SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1.5, -2.2
 # it is added to Gen.op and here.
 KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "cmp", "select", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
-    "slice", "concat", "convert_layout", "reduce", "dot", "block_id", "num_blocks", "dim", "stride", "load", "store",
+    "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
     "condition"}
@@ -305,6 +305,9 @@ class Gen:
             rs = a.shape[:ax] + a.shape[ax + 1:]
             rt = self.tile_t(dt, rs) if rs else ScalarType(dt)
             return self.new(name, [g(a)], [rt], {"kind": k, "axis": ax})
+        if name == "cumsum":
+            a = self.tile_t(self.r.choice([d for d in ALL if d.kind != "bool"]))
+            return self.new(name, [g(a)], [a], {"axis": r.randrange(a.rank), "exclusive": r.random() < 0.5})
         if name == "dot":
             M, K, N = (r.choice([1, 2, 4, 8, 16]) for _ in range(3))
             if r.random() < 0.5:

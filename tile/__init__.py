@@ -22,7 +22,7 @@ from .dsl.errors import CompileError
 from .dsl.language import (  # noqa: F401  (the language namespace)
     DType, Tensor, TensorSpec, InlineFunction, OutsideKernelError, constexpr, dtype, inline, cdiv,
     block_id, num_blocks, load, store, atomic_add, atomic_max, atomic_min, load_scalar, store_scalar, gather, scatter,
-    dot, sum, max, min, prod, argmax, argmin, exp, exp2, log, log2, sqrt, rsqrt, sin, cos, tanh, erf, sigmoid, floor,
+    dot, sum, max, min, prod, argmax, argmin, cumsum, exp, exp2, log, log2, sqrt, rsqrt, sin, cos, tanh, erf, sigmoid, floor,
     ceil, abs, pow, atan2, maximum, minimum, where, zeros, full, arange, broadcast_to, reshape, trans, permute,
     concat, range, static_range, static_assert, static_print, device_print, alloc_shared, copy_async, commit, wait,
     barrier, annotate,
