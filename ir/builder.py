@@ -56,7 +56,9 @@ class Builder:
         if result_type is None:
             rts = infer_results(name, operands, attrs)
             if rts is None or len(rts) != 1:
-                raise VerifyError(Operation(name, operands, (), attrs, (), self.loc),
-                                  "the result type cannot be inferred: give it")
+                op = Operation(name, operands, (), attrs, (), self.loc)
+                if OPS[name].infer is not None:
+                    verify_op(op)            # the operands do not fit: say why
+                raise VerifyError(op, "the result type cannot be inferred: give it")
             result_type = rts[0]
         return self.create(name, operands, [result_type], attrs, names=[hint]).results[0]

@@ -454,7 +454,8 @@ def check_op(op) -> None:
     try:
         named = d.bind(op.operands, [v.type for v in op.operands])
     except OperandError as e:
-        fail(op, str(e).split(": ", 1)[1] if str(e).startswith("op '") else str(e))
+        msg = str(e)
+        fail(op, msg[len(f"op '{op.name}'"):].lstrip(": ") if msg.startswith(f"op '{op.name}'") else msg)
     for key, spec in list(d.attr_types.items()) + list(COMMON_ATTRS.items()):
         if key not in op.attrs:
             need(op, spec.optional, f"needs attribute '{key}' ({spec.describe()})")
