@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..ir import folding
 from ..ir.builder import Builder
 from ..ir.core import Value
 from ..ir.dtypes import DType, bool_, f32, i32, promote
@@ -237,12 +238,14 @@ class Arith:
 
 
 # ---------------------------------------------------------------- constant folding
+# Python-number expressions are evaluated by ir/folding.fold (dtype None: the language's semantics on
+# unbounded ints and float64 floats), the same module the interpreter and canonicalize compute with.
 def c_div(a: int, b: int) -> int:
     """Integer division truncating toward zero (the language's `//` on integers)."""
-    if b == 0:
-        raise SemanticError("integer division by zero")
-    q = abs(a) // abs(b)
-    return q if (a < 0) == (b < 0) else -q
+    try:
+        return folding.c_div(a, b)
+    except folding.FoldError as e:
+        raise SemanticError(str(e)) from None
 
 
 def c_rem(a: int, b: int) -> int:
@@ -251,62 +254,29 @@ def c_rem(a: int, b: int) -> int:
 
 
 def fold_binary(op: str, a, b):
-    """Python-number folding of a binary op with the language's semantics."""
-    both_int = isinstance(a, int) and isinstance(b, int)
+    """Python-number folding of a binary op with the language's semantics (op: an IR binary op name,
+    or 'truediv' / 'floordiv' for Python's / and //)."""
     try:
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
         if op == "truediv":
-            return a / b
+            both_int = isinstance(a, int) and isinstance(b, int)
+            return folding.fold("div", None, float(a) if both_int else a, b)
         if op == "floordiv":
-            return c_div(a, b) if both_int else math.floor(a / b) * 1.0
-        if op == "rem":
-            return c_rem(a, b) if both_int else math.fmod(a, b)
-        if op == "pow":
-            return a ** b
-        if op in ("and", "or", "xor", "shl", "shr"):
-            if not both_int:
-                raise SemanticError(f"bitwise operators need integers, got {a!r} and {b!r}")
-            r = {"and": a & b, "or": a | b, "xor": a ^ b}.get(op)
-            if r is None:
-                r = a << b if op == "shl" else a >> b
-            return bool(r) if isinstance(a, bool) and isinstance(b, bool) else r
-        if op == "max":
-            return max(a, b)
-        if op == "min":
-            return min(a, b)
-        if op == "atan2":
-            return math.atan2(a, b)
-    except ZeroDivisionError:
-        raise SemanticError("division by zero in a constant expression") from None
-    except ValueError as e:
-        raise SemanticError(f"cannot evaluate the constant expression: {e}") from None
-    except OverflowError as e:
-        raise SemanticError(f"constant overflow: {e}") from None
-    raise SemanticError(f"internal: cannot fold {op}")
+            q = folding.fold("div", None, a, b)
+            return q if isinstance(a, int) and isinstance(b, int) else folding.fold("floor", None, q)
+        if op not in folding.PY_BINARY:
+            raise SemanticError(f"internal: cannot fold {op}")
+        return folding.fold(op, None, a, b)
+    except folding.FoldError as e:
+        raise SemanticError(str(e)) from None
 
 
-def _sigmoid(x):
-    try:
-        return 1.0 / (1.0 + math.exp(-x))
-    except OverflowError:
-        return 0.0
-
-
-FOLD_UNARY = {
-    "neg": lambda x: -x, "abs": abs, "exp": math.exp, "exp2": lambda x: 2.0 ** x, "log": math.log,
-    "log2": math.log2, "sqrt": math.sqrt, "rsqrt": lambda x: 1.0 / math.sqrt(x), "sin": math.sin,
-    "cos": math.cos, "tanh": math.tanh, "erf": math.erf, "sigmoid": _sigmoid, "floor": lambda x: float(math.floor(x)),
-    "ceil": lambda x: float(math.ceil(x)),
-}
+FOLD_UNARY = tuple(n for n in folding.PY_UNARY if n not in ("round", "not"))
 
 
 def fold_unary(op: str, x):
     try:
-        return FOLD_UNARY[op](x)
-    except (ValueError, ZeroDivisionError, OverflowError) as e:
-        raise SemanticError(f"cannot evaluate {op}({x!r}) at compile time: {e}") from None
+        if op not in FOLD_UNARY:
+            raise KeyError(op)
+        return folding.fold(op, None, x)
+    except folding.FoldError as e:
+        raise SemanticError(f"cannot evaluate {op}({x!r}) at compile time: {e.detail}") from None

@@ -82,7 +82,7 @@ class Subscripts:
         iv = self.arith.index(i, "a stage index")
         if isinstance(i, int) and not 0 <= i < s.type.shape[0]:
             raise SemanticError(f"stage {i} is out of range for {s.type}")
-        return self.b.value("subview", [s, iv], s.type.with_(shape=s.type.shape[1:]))
+        return self.b.value("subview", [s, iv])      # the stage's layout: layout inference derives it
 
     def index_tile(self, x: Value, sl, node):
         """x[...] on a register tile: constant ints, constant slices (step 1), None (new axis) and `...`."""

@@ -38,7 +38,8 @@ class Value:
 
 
 class Operation:
-    """One op. `name` selects its definition in `ir.ops.OPS`."""
+    """One op. `name` selects its definition in `ir.ops.OPS`, which also names its operands:
+    `op.tensor`, `op.indices`, `op.mask` ... read the flat `op.operands` list by those names."""
     __slots__ = ("name", "operands", "results", "attrs", "regions", "loc", "parent")
 
     def __init__(self, name: str, operands=(), result_types=(), attrs=None, regions=(), loc: Loc | None = None,
@@ -53,6 +54,22 @@ class Operation:
             r.parent = self
         self.loc = loc
         self.parent: Block | None = None
+
+    def __getattr__(self, key: str):
+        """A named operand of the op's definition (`op.mask`, `op.indices`, ...; see ir/ops.py): a
+        Value, a list for a variadic group, None for an absent optional operand."""
+        if key.startswith("_") or key in Operation.__slots__:
+            raise AttributeError(key)
+        from .ops import OPS, OperandError
+        d = OPS.get(self.name)
+        if d is None:
+            raise AttributeError(f"op '{self.name}' is not a defined op: it has no operand '{key}'")
+        if key not in d.operand_names:
+            raise AttributeError(f"op '{self.name}' has no operand '{key}'; its operands are ({d.signature})")
+        try:
+            return d.bind(self.operands, [v.type for v in self.operands])[key]
+        except OperandError as e:
+            raise ValueError(f"{self.where()}{e}") from None
 
     @property
     def result(self) -> Value:

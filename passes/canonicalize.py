@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ..ir import numerics
+from ..ir.folding import FoldError, fold, py_value, to_value
 from ..ir.core import Block, Module, Operation, Value
 from ..ir.dtypes import DType
 from ..ir.types import ScalarType, TensorType, TileType
@@ -33,30 +33,20 @@ _MAX_SWEEPS = 100
 
 
 # ------------------------------------------------------------------------------------------- values
+# Constants are held as Python numbers (exact values of their dtype); the arithmetic is ir/folding.fold,
+# the interpreter's own, so folding agrees with it bit for bit. This module only decides WHAT to fold.
 def _norm(v, dt: DType):
     """The value a `constant`/`full` attribute denotes in dtype dt, as a Python number (None if it is
-    not a number). Mirrors the interpreter: i1 is `v != 0`, floats are rounded to dt, a float given
-    for an integer dtype converts as `cast` does, integers wrap to the width."""
-    if isinstance(v, bool):
-        v = int(v)
-    if not isinstance(v, (int, float)):
+    not a number): the interpreter's reading of it (`folding.to_value`)."""
+    if not isinstance(v, (bool, int, float)):
         return None
-    if dt.kind == "bool":
-        return 1 if v else 0
-    if dt.is_float:
-        try:
-            return _round(float(v), dt)
-        except OverflowError:          # an int beyond float range
-            return None
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return None
-        return int(numerics.quantize(np.array([v], np.float64), dt)[0])
-    m = 1 << dt.bits
-    v %= m
-    if dt.kind == "int" and v >= m >> 1:
-        v -= m
-    return v
+    if isinstance(v, float) and not dt.is_float and not math.isfinite(v):
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            return py_value(to_value(v, dt), dt)
+    except OverflowError:              # an int beyond float range
+        return None
 
 
 def _attr_value(v, dt: DType):
@@ -68,115 +58,39 @@ def _attr_value(v, dt: DType):
     return int(v)
 
 
-def _round(x: float, dt: DType) -> float:
-    """x (a float64 result) rounded once to dt."""
-    return float(numerics.quantize(np.array([x], np.float64), dt)[0])
-
-
 def _fits(v: int, dt: DType):
     return v if dt.min_value <= v <= dt.max_value else None
 
 
-def _tdiv(a: int, b: int) -> int:
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
+# Ops folded, and when: those whose result is the same bit for bit on every implementation.
+_FLOAT_BINARY = ("add", "sub", "mul", "div", "max", "min")         # rem, pow, atan2: not folded
+_INT_BINARY = ("add", "sub", "mul", "div", "rem", "max", "min", "and", "or", "xor", "shl", "shr")
+_FLOAT_UNARY = ("neg", "abs", "floor", "ceil", "sqrt")           # exp, log, sin, round, ...: not folded
+_INT_UNARY = ("neg", "abs", "not")
 
 
-def _fold_binary(name: str, a, b, dt: DType):
+def _foldable(name: str, vals, dt: DType) -> bool:
     if dt.is_float:
-        with np.errstate(all="ignore"):
-            x, y = np.float64(a), np.float64(b)
-            if name == "add":
-                return _round(x + y, dt)
-            if name == "sub":
-                return _round(x - y, dt)
-            if name == "mul":
-                return _round(x * y, dt)
-            if name == "div":
-                return _round(x / y, dt)
-        if name in ("max", "min"):
-            if math.isnan(a) or math.isnan(b) or (a == 0 and b == 0):
-                return None                  # NaN propagation and signed zeros differ between libraries
-            return max(a, b) if name == "max" else min(a, b)
-        return None                          # rem, pow, atan2: not folded
-    a, b = int(a), int(b)
-    if name == "add":
-        return _fits(a + b, dt)
-    if name == "sub":
-        return _fits(a - b, dt)
-    if name == "mul":
-        return _fits(a * b, dt)
-    if name == "div":
-        return None if b == 0 else _fits(_tdiv(a, b), dt)
-    if name == "rem":
-        return None if b == 0 else _fits(a - b * _tdiv(a, b), dt)
-    if name == "max":
-        return max(a, b)
-    if name == "min":
-        return min(a, b)
-    if name == "and":
-        return _fits(a & b, dt)
-    if name == "or":
-        return _fits(a | b, dt)
-    if name == "xor":
-        return _fits(a ^ b, dt)
+        if name in ("max", "min"):       # NaN propagation and signed zeros differ between libraries
+            a, b = vals
+            return not (math.isnan(a) or math.isnan(b) or (a == 0 and b == 0))
+        return name in (_FLOAT_BINARY if len(vals) == 2 else _FLOAT_UNARY)
+    if name in ("div", "rem"):
+        return vals[1] != 0
     if name in ("shl", "shr"):
-        if not 0 <= b < dt.bits:
-            return None
-        return _fits(a << b if name == "shl" else a >> b, dt)
-    return None
+        return 0 <= vals[1] < dt.bits
+    return name in (_INT_BINARY if len(vals) == 2 else _INT_UNARY)
 
 
-def _fold_unary(name: str, a, dt: DType):
-    if dt.is_float:
-        with np.errstate(all="ignore"):
-            if name == "neg":
-                return -a
-            if name == "abs":
-                return abs(a) if not math.isnan(a) else a
-            if name == "floor":
-                return float(np.floor(np.float64(a)))
-            if name == "ceil":
-                return float(np.ceil(np.float64(a)))
-            if name == "sqrt":
-                return _round(np.sqrt(np.float64(a)), dt)
-        return None
-    a = int(a)
-    if name == "neg":
-        return _fits(-a, dt)
-    if name == "abs":
-        return _fits(abs(a), dt)
+def _no_wrap(name: str, vals, r: int, dt: DType) -> bool:
+    """Integer results are folded only when no wrap-around happened (the exact value fits)."""
     if name == "not":
-        if dt.kind == "bool":
-            return 1 - a
-        if dt.kind == "uint":
-            return a ^ ((1 << dt.bits) - 1)
-        return ~a
-    return None
-
-
-_CMP = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
-        "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b}
-
-
-def _arr(v, dt: DType) -> np.ndarray:
-    """v as a 1-element array of the NumPy type that holds dt's values exactly (1-element arrays,
-    not NumPy scalars, so numerics' wrap-around arithmetic raises no overflow warnings)."""
-    if dt.is_float:
-        return np.array([v], np.float64)
-    return np.array([v], np.uint64 if dt.kind == "uint" and dt.bits == 64 else np.int64)
-
-
-def _convert(v, src: DType, dst: DType):
-    """numerics.quantize of v (of src) to dst, as a Python number."""
-    r = numerics.quantize(_arr(v, src), dst)[0]
-    return float(r) if dst.is_float else int(r)
-
-
-def _bitcast(v, src: DType, dst: DType):
-    code = numerics.encode(_arr(v, src), src)
-    r = numerics.decode(code, dst)[0]
-    return float(r) if dst.is_float else int(r)
+        return True
+    try:
+        exact = fold(name, None, *vals)
+    except FoldError:
+        return False
+    return exact == r
 
 
 def _fold(op: Operation, consts: dict):
@@ -191,20 +105,27 @@ def _fold(op: Operation, consts: dict):
     dt = rt.dtype
     n = op.name
     from ..ir.ops import BINARY, UNARY
-    if n in BINARY and len(vals) == 2:
-        r = _fold_binary(n, vals[0], vals[1], dt)
-    elif n in UNARY and len(vals) == 1:
-        r = _fold_unary(n, vals[0], dt)
-    elif n == "cmp" and len(vals) == 2:
-        f = _CMP.get(op.attrs.get("pred"))
-        r = None if f is None else int(f(vals[0], vals[1]))
-    elif n == "cast" and len(vals) == 1:
-        r = _convert(vals[0], op.operands[0].type.dtype, dt)
-    elif n == "bitcast" and len(vals) == 1 and isinstance(rt, ScalarType):
-        r = _bitcast(vals[0], op.operands[0].type.dtype, dt)
-    else:
+    try:
+        with np.errstate(all="ignore"):
+            return _fold_values(op, n, vals, rt, dt, BINARY, UNARY)
+    except (ArithmeticError, ValueError, KeyError):
         return None
-    if r is None:
+
+
+def _fold_values(op, n, vals, rt, dt, BINARY, UNARY):
+    if n in BINARY and len(vals) == 2 or n in UNARY and len(vals) == 1:
+        if not _foldable(n, vals, dt):
+            return None
+        r = py_value(fold(n, dt, *(to_value(v, dt) for v in vals)), dt)
+        if not dt.is_float and not _no_wrap(n, vals, r, dt):
+            return None
+    elif n == "cmp" and len(vals) == 2:
+        src = op.a.type.dtype
+        r = py_value(fold("cmp", src, *(to_value(v, src) for v in vals), attrs=op.attrs), dt)
+    elif n in ("cast", "bitcast") and len(vals) == 1 and (n == "cast" or isinstance(rt, ScalarType)):
+        src = op.x.type.dtype
+        r = py_value(fold(n, dt, to_value(vals[0], src), attrs={"from": src}), dt)
+    else:
         return None
     if isinstance(r, float) and math.isnan(r):
         return None                  # the sign of a NaN is not kept by the IR text: leave it to run time
@@ -276,8 +197,8 @@ class _Canon:
 
     def try_inline(self, op: Operation):
         """if on a constant condition / a zero-trip for: the ops that replace it (or None)."""
-        if op.name == "if" and len(op.regions) == 2 and len(op.operands) == 1:
-            c = self.consts.get(id(op.operands[0]))
+        if op.name == "if" and len(op.regions) == 2:
+            c = self.consts.get(id(op.cond))
             if c is None:
                 return None
             region = op.regions[0 if c else 1]
@@ -289,13 +210,13 @@ class _Canon:
             for r, v in zip(op.results, y.operands):
                 self.replace(r, v)       # resolved lazily: body ops may be rewritten first
             return list(region.ops[:-1])
-        if op.name == "for" and len(op.operands) >= 3:
-            lo, hi, step = (self.consts.get(id(v)) for v in op.operands[:3])
+        if op.name == "for":
+            lo, hi, step = (self.consts.get(id(v)) for v in (op.lo, op.hi, op.step))
             if lo is None or hi is None or step is None or step <= 0 or lo < hi:
                 return None
-            if len(op.operands) - 3 != len(op.results):
+            if len(op.inits) != len(op.results):
                 return None
-            for r, v in zip(op.results, op.operands[3:]):
+            for r, v in zip(op.results, op.inits):
                 self.replace(r, v)
             return []
         return None
@@ -307,8 +228,8 @@ class _Canon:
             return False
         res = op.results
         # --- select on a constant condition, or with equal choices
-        if n == "select" and len(op.operands) == 3 and len(res) == 1:
-            c, a, b = op.operands
+        if n == "select" and len(res) == 1:
+            c, a, b = op.cond, op.a, op.b
             if a is b and a.type == res[0].type:
                 self.replace(res[0], a)
                 return True
@@ -324,8 +245,8 @@ class _Canon:
             self.to_const(op, v)
             return False
         # --- identities
-        if n in ("add", "sub", "mul", "div") and len(op.operands) == 2 and len(res) == 1:
-            a, b = op.operands
+        if n in ("add", "sub", "mul", "div") and len(res) == 1:
+            a, b = op.a, op.b
             if self.identity(n, a, b, res[0].type):
                 self.replace(res[0], a)
                 return True
@@ -333,33 +254,33 @@ class _Canon:
                 self.replace(res[0], b)
                 return True
         # --- shapes
-        if n == "convert_layout" and len(op.operands) == 1 and len(res) == 1 and op.operands[0].type == res[0].type:
-            self.replace(res[0], op.operands[0])
+        if n == "convert_layout" and len(res) == 1 and op.x.type == res[0].type:
+            self.replace(res[0], op.x)
             return True
-        if n in ("broadcast", "reshape") and len(op.operands) == 1 and len(res) == 1:
-            src, rt = op.operands[0], res[0].type
+        if n in ("broadcast", "reshape") and len(res) == 1:
+            src, rt = op.x, res[0].type
             if src.type == rt:
                 self.replace(res[0], src)
                 return True
             if src.owner is not None and isinstance(src.owner, Operation):
                 inner = src.owner
-                if inner.name == n and len(inner.operands) == 1:
-                    op.operands = [inner.operands[0]]   # broadcast(broadcast x) = broadcast x
+                if inner.name == n:
+                    op.operands = [inner.x]   # broadcast(broadcast x) = broadcast x
                     self.changed = True
-                    if op.operands[0].type == rt:
-                        self.replace(res[0], op.operands[0])
+                    if op.x.type == rt:
+                        self.replace(res[0], op.x)
                         return True
-            cv = self.consts.get(id(op.operands[0]))
+            cv = self.consts.get(id(op.x))
             if cv is not None and isinstance(rt, TileType) and rt.space == "reg":
                 self.to_const(op, cv)
                 return False
-        if n == "splat" and len(op.operands) == 1 and len(res) == 1:
-            cv = self.consts.get(id(op.operands[0]))
+        if n == "splat" and len(res) == 1:
+            cv = self.consts.get(id(op.x))
             if cv is not None and isinstance(res[0].type, TileType):
                 self.to_const(op, cv)
                 return False
-        if n == "dim" and len(op.operands) == 1 and len(res) == 1:
-            t = op.operands[0].type
+        if n == "dim" and len(res) == 1:
+            t = op.tensor.type
             ax = op.attrs.get("axis")
             if isinstance(t, TensorType) and isinstance(ax, int) and 0 <= ax < t.rank and t.shape[ax] is not None \
                     and isinstance(res[0].type, ScalarType) and res[0].type.dtype.min_value <= t.shape[ax] <= res[0].type.dtype.max_value:

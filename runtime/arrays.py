@@ -56,12 +56,8 @@ def native_numpy_dtype(dt: DType | str):
 def value_dtype(dt: DType | str) -> np.dtype:
     """The NumPy dtype that holds every value of `dt` exactly: float32 for floats of up to 32 bits,
     float64 for f64, uint64 for u64, int64 for every other integer type and bool (i1)."""
-    dt = _dtype(dt)
-    if dt.is_float:
-        return np.dtype(np.float64 if dt.bits > 32 else np.float32)
-    if dt.kind == "uint" and dt.bits == 64:
-        return np.dtype(np.uint64)
-    return np.dtype(np.int64)
+    from ..ir.folding import working_dtype
+    return working_dtype(_dtype(dt))
 
 
 def _shape_tuple(shape) -> tuple:

@@ -63,6 +63,7 @@ from ..ir import numerics
 from ..ir.core import Block, Function, Module, Operation
 from ..ir.dtypes import DType
 from ..ir.errors import TileError
+from ..ir.ops import bind_operands
 from ..ir.types import ScalarType, TensorType, TileType
 from .arrays import Array, dtype_of, native_numpy_dtype, value_dtype
 
@@ -150,93 +151,10 @@ class _Exit:
 
 
 # ================================================================================= numeric helpers
-def round_float(x, dt: DType) -> np.ndarray:
-    """Round float results (float32 or float64 arrays) to dtype `dt`, as its working array."""
-    x = np.asarray(x)
-    n = dt.name
-    if n == "f64":
-        return x.astype(np.float64)
-    if n == "f32":
-        return x.astype(np.float32)
-    if n == "f16":
-        with np.errstate(over="ignore"):
-            return x.astype(np.float16).astype(np.float32)    # NumPy narrows with round-half-even
-    if n == "bf16" and x.dtype == np.float32:
-        return _bf16_from_f32(x)
-    return numerics.quantize(x, dt).astype(np.float32)
-
-
-def _bf16_from_f32(x: np.ndarray) -> np.ndarray:
-    """float32 -> nearest bf16 (ties to even, overflow to inf, NaN kept), as float32: a fast path
-    equal to numerics.quantize(x, bf16) for float32 input (tested)."""
-    x = np.array(x, np.float32, order="C")
-    u = x.view(np.uint32)
-    with np.errstate(over="ignore"):
-        r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return np.where(np.isnan(x), x, r.view(np.float32))
-
-
-def wrap_int(x, dt: DType) -> np.ndarray:
-    """Wrap integer results (int64/uint64) to dtype `dt`'s width, two's complement."""
-    x = np.asarray(x)
-    b = dt.bits
-    if dt.kind == "uint" and b == 64:
-        return x.astype(np.uint64)
-    x = x.astype(np.int64)
-    if b == 64:
-        return x
-    mask = np.int64((1 << b) - 1)
-    if dt.kind in ("uint", "bool"):
-        return x & mask
-    half = np.int64(1 << (b - 1))
-    return ((x + half) & mask) - half
-
-
-def fix(x, dt: DType) -> np.ndarray:
-    """The result of arithmetic in dtype `dt`: rounded (floats) or wrapped (integers)."""
-    return round_float(x, dt) if dt.is_float else wrap_int(x, dt)
-
-
-def convert(x, dt: DType) -> np.ndarray:
-    """Value conversion to `dt` (the `cast` op): bit-exact, as `numerics.quantize`."""
-    x = np.asarray(x)
-    if dt.is_float and x.dtype.kind == "f" and dt.name in ("f32", "f64", "f16"):
-        return round_float(x, dt)
-    return numerics.quantize(x, dt).astype(value_dtype(dt))
-
-
-def to_value(v, dt: DType) -> np.ndarray:
-    """A Python/NumPy number as a working value of dt (floats rounded, ints wrapped, bool != 0)."""
-    key = (type(v), repr(v), dt)              # repr tells -0.0 from 0.0 (they hash alike)
-    try:
-        return _CONSTS[key]
-    except KeyError:
-        pass
-    except TypeError:                         # unhashable
-        return _to_value(v, dt)
-    r = np.array(_to_value(v, dt))
-    r.flags.writeable = False
-    if len(_CONSTS) < 65536:
-        _CONSTS[key] = r
-    return r
-
-
-_CONSTS: dict = {}
-
-
-def _to_value(v, dt: DType) -> np.ndarray:
-    if dt.kind == "bool":
-        return np.asarray(1 if v else 0, np.int64)
-    if dt.is_float:
-        return round_float(np.asarray(float(v), np.float64), dt)
-    if isinstance(v, (float, np.floating)):
-        return convert(np.asarray(float(v)), dt)
-    v = int(v)
-    m = 1 << dt.bits
-    v %= m
-    if dt.kind == "int" and v >= m >> 1:
-        v -= m
-    return np.asarray(v, value_dtype(dt))
+# The arithmetic itself lives in ir/folding.py (shared with canonicalize and the front end); these
+# names stay importable from here.
+from ..ir.folding import (BINARY_IMPL, UNARY_FLOAT, _f, fix, fold, round_float,  # noqa: E402,F401
+                          to_value, wrap_int, convert)
 
 
 def from_value(v: np.ndarray, dt: DType):
@@ -245,138 +163,6 @@ def from_value(v: np.ndarray, dt: DType):
     if v.ndim == 0:
         return bool(v) if dt.kind == "bool" else (float(v) if dt.is_float else int(v))
     return v.copy()
-
-
-def _f(x, dt):
-    """Operand as float32 (or float64 for f64) for float arithmetic."""
-    return np.asarray(x, np.float64 if dt.bits == 64 else np.float32)
-
-
-# elementwise float / int kernels: fn(a, b, dt) -> working value of dt
-def _idiv(a, b, dt):
-    if dt.kind == "uint" and dt.bits == 64:
-        z = b == 0
-        q = a // np.where(z, np.uint64(1), b)
-        return np.where(z, np.uint64(0xFFFFFFFFFFFFFFFF), q)
-    z = b == 0
-    bs = np.where(z, 1, b)
-    q = a // bs
-    q = q + ((a % bs != 0) & ((a < 0) != (bs < 0)))
-    return wrap_int(np.where(z, -1, q), dt)
-
-
-def _irem(a, b, dt):
-    if dt.kind == "uint" and dt.bits == 64:
-        z = b == 0
-        return np.where(z, a, a % np.where(z, np.uint64(1), b))
-    z = b == 0
-    bs = np.where(z, 1, b)
-    r = np.fmod(a, bs)                        # integer fmod: sign of the dividend (C)
-    return wrap_int(np.where(z, a, r), dt)
-
-
-def _shift(a, b, dt, left):
-    bits = dt.bits
-    if dt.kind == "uint" and bits == 64:
-        a, s = np.asarray(a, np.uint64), np.asarray(b, np.uint64)
-        big = s >= np.uint64(64)
-        ss = np.where(big, np.uint64(0), s)
-        r = (a << ss) if left else (a >> ss)
-        return np.where(big, np.uint64(0), r)
-    s = np.asarray(b, np.int64)
-    if dt.kind != "int":                      # unsigned amounts: reinterpret as unsigned of the width
-        s = np.where(s < 0, bits, s)
-    big = (s < 0) | (s >= bits)
-    ss = np.where(big, 0, s)
-    if left:
-        return wrap_int(np.where(big, 0, np.left_shift(a, ss)), dt)
-    if dt.kind == "int":
-        return wrap_int(np.right_shift(a, np.where(big, bits - 1, ss)), dt)
-    return wrap_int(np.where(big, 0, np.right_shift(a, ss)), dt)
-
-
-def _float_or_int(ffn, ifn):
-    def k(a, b, dt):
-        if dt.is_float:
-            return round_float(ffn(_f(a, dt), _f(b, dt)), dt)
-        return ifn(a, b, dt)
-    return k
-
-
-def _int_only(fn):
-    return lambda a, b, dt: wrap_int(fn(a, b), dt)
-
-
-def _float_only(fn):
-    return lambda a, b, dt: round_float(fn(_f(a, dt), _f(b, dt)), dt)
-
-
-BINARY_IMPL = {
-    "add": _float_or_int(np.add, lambda a, b, dt: wrap_int(a + b, dt)),
-    "sub": _float_or_int(np.subtract, lambda a, b, dt: wrap_int(a - b, dt)),
-    "mul": _float_or_int(np.multiply, lambda a, b, dt: wrap_int(a * b, dt)),
-    "div": _float_or_int(np.divide, _idiv),
-    "rem": _float_or_int(np.fmod, _irem),
-    "max": _float_or_int(lambda a, b: _fmax(a, b), lambda a, b, dt: np.maximum(a, b)),
-    "min": _float_or_int(lambda a, b: _fmin(a, b), lambda a, b, dt: np.minimum(a, b)),
-    "pow": _float_only(np.power),
-    "atan2": _float_only(np.arctan2),
-    "and": _int_only(np.bitwise_and),
-    "or": _int_only(np.bitwise_or),
-    "xor": _int_only(np.bitwise_xor),
-    "shl": lambda a, b, dt: _shift(a, b, dt, True),
-    "shr": lambda a, b, dt: _shift(a, b, dt, False),
-}
-
-_erf = np.frompyfunc(math.erf, 1, 1)
-
-
-def _erf_impl(x):
-    return np.asarray(_erf(np.asarray(x, np.float64)), np.float64)   # scalars come back as Python floats
-
-
-def _sigmoid(x):
-    # e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below; 1/(1+exp(-x)) would give 1/inf = 0 for
-    # x < -88.7 in float32, where the true value is still a (subnormal) float32
-    one = x.dtype.type(1)
-    e = np.exp(-np.abs(x))
-    s = one / (one + e)
-    return np.where(x >= 0, s, e * s)
-
-
-def _fmax(a, b):
-    """IEEE 754-2019 maximumNumber: NaN ignored; max(-0, +0) = +0 in either order (np.fmax keeps
-    the first of two equal operands)."""
-    r = np.fmax(a, b)
-    return np.where((a == b) & (r == 0), np.abs(r), r)
-
-
-def _fmin(a, b):
-    r = np.fmin(a, b)
-    return np.where((a == b) & (r == 0), -np.abs(r), r)
-
-
-def _rsqrt(x):
-    return x.dtype.type(1) / np.sqrt(x)
-
-
-UNARY_FLOAT = {"exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "sqrt": np.sqrt,
-               "rsqrt": _rsqrt, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "erf": _erf_impl,
-               "sigmoid": _sigmoid, "floor": np.floor, "ceil": np.ceil, "round": np.rint}
-
-
-def _unary(name, x, dt):
-    if name in UNARY_FLOAT:
-        return round_float(UNARY_FLOAT[name](_f(x, dt)), dt)
-    if name == "neg":
-        return round_float(-_f(x, dt), dt) if dt.is_float else wrap_int(-np.asarray(x), dt)
-    if name == "abs":
-        if dt.is_float:
-            return round_float(np.abs(_f(x, dt)), dt)
-        return wrap_int(np.abs(x), dt) if dt.kind == "int" else np.asarray(x)
-    if name == "not":
-        return wrap_int(~np.asarray(x), dt)
-    raise KeyError(name)
 
 
 def _pred(x) -> np.ndarray:
@@ -404,62 +190,31 @@ def _ints(vals) -> tuple:
     return tuple(int(v) for v in vals)
 
 
-# ---- elementwise
-for _name in BINARY_IMPL:
-    RULES[_name] = (lambda impl: lambda ctx, op, args: impl(np.asarray(args[0]), np.asarray(args[1]), _rdt(op)))(
-        BINARY_IMPL[_name])
-
-for _name in ("neg", "abs", "not", *UNARY_FLOAT):
-    RULES[_name] = (lambda n: lambda ctx, op, args: _unary(n, np.asarray(args[0]), _rdt(op)))(_name)
-
-_CMP = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
-        "ge": np.greater_equal}
+# ---- elementwise: ir/folding.fold on the operand values
+for _name in (*BINARY_IMPL, "neg", "abs", "not", *UNARY_FLOAT):
+    RULES[_name] = (lambda n: lambda ctx, op, args: fold(n, _rdt(op), *args))(_name)
 
 
 @rule("cmp")
 def _r_cmp(ctx, op, args):
-    return _CMP[op.attrs["pred"]](args[0], args[1]).astype(np.int64)
+    return fold("cmp", op.a.type.dtype, *args, attrs=op.attrs)
 
 
 @rule("select")
 def _r_select(ctx, op, args):
-    c, a, b = args
-    return np.where(_pred(c), a, b).astype(value_dtype(_rdt(op)))
+    return fold("select", _rdt(op), *args)
 
 
 @rule("cast")
 def _r_cast(ctx, op, args):
-    return convert(args[0], _rdt(op))
-
-
-def _codes(x, dt: DType) -> np.ndarray:
-    """Codes of working values (f32/f64 by a plain view, keeping NaN payloads)."""
-    x = np.asarray(x)
-    if dt.name == "f32":
-        return np.array(x, np.float32, order="C").view(np.uint32)
-    if dt.name == "f64":
-        return np.array(x, np.float64, order="C").view(np.uint64)
-    return numerics.encode(x, dt)
-
-
-def _from_codes(c, dt: DType) -> np.ndarray:
-    c = np.asarray(c)
-    if dt.name == "f32":
-        return c.astype(np.uint32, order="C").view(np.float32)
-    if dt.name == "f64":
-        return c.astype(np.uint64, order="C").view(np.float64)
-    return numerics.decode(c, dt).astype(value_dtype(dt))
+    return fold("cast", _rdt(op), args[0], attrs={"from": op.x.type.dtype})
 
 
 @rule("bitcast")
 def _r_bitcast(ctx, op, args):
-    src, dst = op.operands[0].type, op.results[0].type
-    c = _codes(args[0], src.dtype)
-    if isinstance(src, ScalarType):
-        return _from_codes(c, dst.dtype)
-    n = int(np.prod(dst.shape))
-    packed = numerics.pack(c.reshape(-1), src.dtype.bits)
-    return _from_codes(numerics.unpack(packed, dst.dtype.bits, n).reshape(dst.shape), dst.dtype)
+    src, dst = op.x.type, op.results[0].type
+    shape = None if isinstance(src, ScalarType) else dst.shape
+    return fold("bitcast", dst.dtype, args[0], attrs={"from": src.dtype, "shape": shape})
 
 
 # ---- creation
@@ -521,7 +276,7 @@ def _r_identity(ctx, op, args):
 def _r_reduce(ctx, op, args):
     x = np.asarray(args[0])
     kind, ax = op.attrs["kind"], op.attrs["axis"]
-    dt = op.operands[0].type.dtype
+    dt = op.x.type.dtype
     if kind in ("argmax", "argmin"):
         return np.asarray((np.argmax if kind == "argmax" else np.argmin)(x, axis=ax), np.int64)
     if kind in ("max", "min"):
@@ -602,15 +357,10 @@ def _window(tshape, offs, tile_shape):
 
 def _tile_access(op, args, has_value):
     """(tensor, offsets, value or None, mask or None) of load/store/atomic."""
-    t: Tensor = args[0]
-    r = len(t.shape)
-    offs = _ints(args[1:1 + r])
-    rest = args[1 + r:]
-    value = None
-    if has_value:
-        value, rest = np.asarray(rest[0]), rest[1:]
-    mask = _pred(rest[0]) if rest else None
-    return t, offs, value, mask
+    a = bind_operands(op, args)
+    value = np.asarray(a.value) if has_value else None
+    mask = _pred(a.mask) if a.mask is not None else None
+    return a.tensor, _ints(a.indices), value, mask
 
 
 def _load_tile(t: Tensor, offs, shape, other, mask=None):
@@ -668,14 +418,15 @@ def _scalar_index(ctx, op, t: Tensor, idx):
 
 @rule("load_scalar")
 def _r_load_scalar(ctx, op, args):
-    t = args[0]
-    return np.asarray(t.work[_scalar_index(ctx, op, t, args[1:])])
+    a = bind_operands(op, args)
+    return np.asarray(a.tensor.work[_scalar_index(ctx, op, a.tensor, a.indices)])
 
 
 @rule("store_scalar")
 def _r_store_scalar(ctx, op, args):
-    t = args[0]
-    t.work[_scalar_index(ctx, op, t, args[1:-1])] = args[-1]
+    a = bind_operands(op, args)
+    t = a.tensor
+    t.work[_scalar_index(ctx, op, t, a.indices)] = a.value
     t.written = True
 
 
@@ -742,8 +493,9 @@ def _r_shared_store(ctx, op, args):
 
 @rule("async_copy")
 def _r_async_copy(ctx, op, args):
-    s, t = args[0], args[1]
-    s.buf[...] = _load_tile(t, _ints(args[2:]), s.buf.shape, to_value(0, t.dtype))
+    a = bind_operands(op, args)
+    s, t = a.dst, a.tensor
+    s.buf[...] = _load_tile(t, _ints(a.indices), s.buf.shape, to_value(0, t.dtype))
 
 
 @rule("async_gather")
@@ -764,10 +516,11 @@ def _r_nop(ctx, op, args):
 # ---- structured control flow
 @rule("for")
 def _r_for(ctx, op, args):
-    lo, hi, step = _ints(args[:3])
+    a = bind_operands(op, args)
+    lo, hi, step = _ints((a.lo, a.hi, a.step))
     if step <= 0:
         raise InterpreterError(f"loop step must be > 0, got {step}", op, ctx.block)
-    carried = list(args[3:])
+    carried = list(a.inits)
     body = op.regions[0]
     ivt = body.args[0].type.dtype
     i = lo

@@ -23,6 +23,7 @@ from tile.ir import numerics as N
 from tile.ir.builder import Builder
 from tile.ir.core import Block, Function, Loc
 from tile.ir.ops import OPS
+from tile.ir.register_layout import tv_blocked
 from tile.ir.types import ScalarType, TensorType, tile_type
 from tile.ir.verifier import verify
 from tile.runtime import interpreter as I
@@ -583,7 +584,7 @@ def test_shape_ops_select_and_scalars():
     sp = k("splat", (k.s,), tl((4, 8), "f32"))
     pos = k("cmp", (rs, k("full", (), tl((4, 8), "f32"), value=0.0)), tl((4, 8), "i1"), pred="gt")
     k.store(k.O, (0, 0), k("select", (pos, rs, sp), rs.type))
-    k.store(k.Q, (0, 0), k("convert_layout", (v,), tl((4, 8), "f32", layout="L")))   # layouts are ignored
+    k.store(k.Q, (0, 0), k("convert_layout", (v,), tl((4, 8), "f32", layout=tv_blocked((4, 8), (4, 8), (1, 1)))))   # layouts are ignored
     o, q = poisoned((4, 8)), poisoned((4, 8))
     run(k.done(), (1,), [x, o, q, 2.5])
     sl_ = x.T[2:6]

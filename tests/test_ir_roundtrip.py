@@ -83,41 +83,39 @@ class Gen:
         rank = rank or self.r.randint(1, 3)
         return tuple(self.r.choice([1, 2, 3, 4, 8, 16, 5]) for _ in range(rank))
 
-    def layout_for(self, shape):
+    def layout_for(self, shape, space="reg"):
+        """A random layout that fits the tile (the verifier rejects one whose image leaves it)."""
         if L is None or self.r.random() < 0.75:
             return None
-        k = self.r.randrange(4)
         r = self.r
-        if k == 0:
-            def nest(d):
-                if d == 0 or r.random() < 0.5:
-                    return r.randint(1, 8)
-                return tuple(nest(d - 1) for _ in range(r.randint(0, 3)))
-            sh = nest(2)
-            flat = []
-
-            def strides(s):
-                return r.randint(-4, 64) if isinstance(s, int) else tuple(strides(x) for x in s)
-            return L.Layout(sh, strides(sh))
-        if k == 1:
-            bits = r.randint(0, 3)
-            return L.swizzled(L.Layout(tuple(shape), None), L.Swizzle(bits, r.randint(0, 4), r.choice([1, -1]) * (bits + r.randint(0, 2))),
-                              r.choice([0, 0, 16, -8]))
-        if k == 2 and RL is not None:
-            n = int(np.prod(shape))
-            t = r.choice([d for d in (1, 2, 4, 8, 16, 32) if n % d == 0])
-            return RL.TVLayout(n, L.Layout((t, n // t), (n // t, 1)))
-        if RL is not None and len(shape) == 2:
-            try:
-                return RL.tv_blocked(tuple(shape), (r.choice([1, 2, 4]), r.choice([1, 2, 8])), (1, r.choice([1, 2])))
-            except Exception:
+        n = int(np.prod(shape))
+        if space == "reg":
+            if RL is None:
                 return None
-        return L.Layout(tuple(shape), None)
+            if len(shape) == 2 and r.random() < 0.5:
+                try:
+                    lay = RL.tv_blocked(tuple(shape), (r.choice([1, 2, 4]), r.choice([1, 2, 8])), (1, r.choice([1, 2])))
+                    if O.type_problem(TileType(I32, tuple(shape), "reg", lay)) is None:
+                        return lay
+                except Exception:
+                    pass
+            t = r.choice([d for d in (1, 2, 4, 8, 16, 32) if n % d == 0])
+            tile = shape[0] if len(shape) == 1 and r.random() < 0.5 else tuple(shape)
+            return RL.TVLayout(tile, L.Layout((t, n // t), (n // t, 1)))
+        k = r.randrange(3)
+        base = L.row_major(tuple(shape)) if k == 0 else L.Layout(tuple(shape), None)
+        if k == 2:
+            bits = r.randint(0, 3)
+            sw = L.swizzled(base, L.Swizzle(bits, r.randint(0, 4), r.choice([1, -1]) * (bits + r.randint(0, 2))),
+                            r.choice([0, 0, 16, -8]))
+            if O.type_problem(TileType(I32, tuple(shape), space, sw)) is None:
+                return sw
+        return base
 
     def tile_t(self, dt=None, shape=None, space="reg", layout=True):
         shape = tuple(shape) if shape is not None else self.shape()
         dt = dt or self.dt()
-        lay = self.layout_for(shape) if layout else None
+        lay = self.layout_for(shape, space) if layout else None
         return TileType(dt, shape, space, lay)
 
     def value_t(self, kind="any"):
@@ -381,10 +379,11 @@ class Gen:
                     if v is not None]
             return self.new(name, vals, [], {"fmt": r.choice(STRINGS)})
         if name == "for":
-            lo, hi, step = (self.get(ScalarType(r.choice([I32, I32, dtype("i64")]))) for _ in range(3))
+            ivt = ScalarType(r.choice([I32, I32, dtype("i64")]))
+            lo, hi, step = (self.get(ivt) for _ in range(3))
             carried = [self.value_t() for _ in range(r.randint(0, 3))]
             inits = [g(t) for t in carried]
-            body = Block([ScalarType(I32)] + carried, [self.hint() for _ in range(len(carried) + 1)])
+            body = Block([ivt] + carried, [self.hint() for _ in range(len(carried) + 1)])
             self.region(body, depth, lambda: self.new("yield", [g(t) for t in carried]))
             attrs = {"stages": r.randint(1, 4)} if r.random() < 0.4 else {}
             return self.new(name, [lo, hi, step, *inits], carried, attrs, [body])
