@@ -10,7 +10,7 @@ One `define(...)` call (usually as a decorator on the op's verify function)::
 
     @define("load", "Load the tile of attribute `shape` ...",
             operands="tensor, indices[tensor.rank], mask?",
-            attrs={"shape": Shape(), "other": Number(of="tensor").opt},
+            attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC},
             infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
     def _load(op):
         need(op, 1 <= len(op.attrs["shape"]) <= op.tensor.type.rank, "...")
@@ -180,7 +180,7 @@ class AttrType:
             lo = "" if self.min is None else f" >= {self.min}"
             hi = "" if self.max is None else f" <= {self.max}"
             return "an int" + lo + (" and" if lo and hi else "") + hi
-        return {"ints": "a list of ints", "shape": "a list of positive ints", "str": "a string",
+        return {"ints": "a list of ints", "shape": "a list of positive ints", "str": "a string", "bool": "true or false",
                 "oneof": "one of " + ", ".join(map(repr, self.choices)),
                 "number": f"a number of the {self.of}'s dtype"}[self.kind]
 
@@ -199,6 +199,10 @@ def Shape() -> AttrType:
 
 def Str() -> AttrType:
     return AttrType("str")
+
+
+def Bool() -> AttrType:
+    return AttrType("bool")
 
 
 def OneOf(*choices) -> AttrType:
@@ -241,6 +245,9 @@ def _attr_problem(op, key: str, spec: AttrType, v, named) -> str | None:
     elif k == "str":
         if not isinstance(v, str):
             return f"attribute '{key}' must be a string, got {v!r}"
+    elif k == "bool":
+        if not isinstance(v, bool):
+            return f"attribute '{key}' must be true or false, got {v!r}"
     elif k == "oneof":
         if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in spec.choices:
             return f"attribute '{key}' must be one of {', '.join(map(str, spec.choices))}; got {v!r}"
@@ -261,7 +268,14 @@ def _attr_problem(op, key: str, spec: AttrType, v, named) -> str | None:
 
 
 # Attributes that passes may put on any op (their consumers are code generators).
-COMMON_ATTRS = {"smem_scratch": Int(min=0).opt, "smem_lazy": Int().opt}
+COMMON_ATTRS = {"smem_scratch": Int(min=0).opt}
+
+# What instruction selection (passes/select_instructions.py) writes; code generation carries it out.
+# The names are the targets' atoms (ir/targets.py); a value the target lacks is a located error there.
+VEC = {"vec": Int(min=1).opt}                                   # elements per global access
+ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
+SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc").opt}
+DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
 
 
 # ---------------------------------------------------------------- the definitions
@@ -672,7 +686,7 @@ def _concat(op):
 
 
 @define("convert_layout", "The same tile in another register layout (the result type's); a no-op on values. "
-        "Layout inference inserts it where producers and consumers disagree.", operands="x",
+        "Layout inference inserts it where producers and consumers disagree.", operands="x", attrs=SHARED_COPY,
         infer=lambda t, a: [_strip(t.x)])
 def _convert_layout(op):
     reg_tile(op, op.x.type, "operand")
@@ -700,22 +714,18 @@ def _reduce(op):
         "inclusive sum out[i] = x[0] + ... + x[i], true the exclusive one out[i] = x[0] + ... + x[i-1] "
         "(out[0] = 0). Same shape, dtype and layout as the operand. Integers wrap at their width; floats "
         "accumulate in order from index 0, in f32 for floats of up to 32 bits (f64 for f64), each output "
-        "rounded once to the element type. Not defined for i1.", attrs=("axis", "exclusive"))
+        "rounded once to the element type. Not defined for i1.",
+        operands="x", attrs={"axis": Int(min=0), "exclusive": Bool()}, infer=lambda t, a: [_strip(t.x)])
 def _cumsum(op):
-    n_operands(op, 1)
-    n_results(op, 1)
-    a, r = op.operands[0].type, op.results[0].type
+    a = op.x.type
     reg_tile(op, a, "operand")
-    ax = req_attr(op, "axis", int)
-    need(op, 0 <= ax < a.rank, f"axis {ax} out of range for {a}")
-    req_attr(op, "exclusive", bool)
+    need(op, op.attrs["axis"] < a.rank, f"axis {op.attrs['axis']} out of range for {a}")
     need(op, a.dtype != bool_, "needs an integer or float tile, got i1 (cast to i32 first)")
-    need(op, isinstance(r, TileType) and _same_shape_dtype(a, r), f"result must have the operand's type {a}, got {r}")
 
 
 @define("dot", "Matrix product with accumulator: `dot(a[M,K], b[K,N], acc[M,N])` = acc + a @ b, the products "
         "and sums taken in the accumulator's type (f32 for float inputs, i32 for integer ones).",
-        operands="a, b, acc", infer=lambda t, a: [_strip(t.acc)])
+        operands="a, b, acc", attrs=DOT_ATOM, infer=lambda t, a: [_strip(t.acc)])
 def _dot(op):
     a, b, c = op.a.type, op.b.type, op.acc.type
     for t, w in ((a, "a"), (b, "b"), (c, "acc")):
@@ -774,7 +784,7 @@ def _none(t, a):
 @define("load", "Load the tile of attribute `shape` whose first element is at the index operands. Elements outside "
         "the tensor, or where the optional mask is false, read attribute `other` (default 0). A tile of lower "
         "rank than the tensor drops the leading dims (attribute `shape` is right-aligned).",
-        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt},
+        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC},
         infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
 def _load(op):
     t = _tile_access(op)
@@ -784,7 +794,7 @@ def _load(op):
 
 
 @define("store", "Store a register tile at the index operands; elements outside the tensor or masked off are "
-        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True, infer=_none)
+        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True, attrs=VEC, infer=_none)
 def _store(op):
     t = _tile_access(op)
     v = op.value.type
@@ -827,7 +837,7 @@ def _rows_col0(op, rows, c0):
 
 @define("gather", "Rows by index: `gather(T, rows, col0)` -> tile[R, C] with tile[r, c] = T[rows[r], col0 + c] for a "
         "2-D tensor T; rows outside [0, T.dim0) or columns outside the tensor read attribute `other` (default 0).",
-        operands="tensor, rows, col0", attrs={"shape": Shape(), "other": Number(of="tensor").opt},
+        operands="tensor, rows, col0", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC},
         infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
 def _gather(op):
     t = tensor_operand(op, op.tensor)
@@ -840,7 +850,7 @@ def _gather(op):
 
 @define("scatter", "Rows by index: `scatter(T, rows, col0, value)` writes T[rows[r], col0 + c] = value[r, c]; rows "
         "outside [0, T.dim0) and columns outside the tensor are skipped.", operands="tensor, rows, col0, value",
-        effects=True, infer=_none)
+        effects=True, attrs=VEC, infer=_none)
 def _scatter(op):
     t = tensor_operand(op, op.tensor)
     need(op, t.rank == 2, "scatter writes a 2-D tensor")
@@ -866,7 +876,7 @@ def _subview(op):
     need(op, is_int_scalar(op.index.type), "index must be an integer scalar")
 
 
-@define("shared_load", "Copy a shared tile into registers.", operands="src", effects=True,
+@define("shared_load", "Copy a shared tile into registers.", operands="src", effects=True, attrs=SHARED_COPY,
         infer=lambda t, a: [TileType(t.src.dtype, t.src.shape)])
 def _shared_load(op):
     shared_tile(op, op.src.type, "operand")
@@ -883,7 +893,7 @@ def _shared_store(op):
 
 @define("async_copy", "`async_copy(s, T, i...)`: start copying the tile of T at the indices into shared tile s "
         "(elements outside T become 0). Complete after `async_commit` + `async_wait` + `barrier`.",
-        operands="dst, tensor, indices[tensor.rank]", effects=True, infer=_none)
+        operands="dst, tensor, indices[tensor.rank]", effects=True, attrs=ASYNC_COPY, infer=_none)
 def _async_copy(op):
     s = op.dst.type
     shared_tile(op, s, "operand 'dst'")
@@ -894,7 +904,7 @@ def _async_copy(op):
 @define("async_gather", "`async_gather(s, T, rows, col0)`: start copying rows of a 2-D tensor into the 2-D shared tile "
         "s: s[r, c] = T[rows[r], col0 + c], 0 for rows outside [0, T.dim0) and columns outside T (the async "
         "form of `gather`). Complete after `async_commit` + `async_wait` + `barrier`.",
-        operands="dst, tensor, rows, col0", effects=True, infer=_none)
+        operands="dst, tensor, rows, col0", effects=True, attrs=ASYNC_COPY, infer=_none)
 def _async_gather(op):
     s = op.dst.type
     shared_tile(op, s, "operand 'dst'", rank=2)
