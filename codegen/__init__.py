@@ -4,10 +4,10 @@ Entry point (the driver, tile/compiler.py, calls it for IR that has been through
 pipeline)::
 
     from tile.codegen.nvptx import compile_function
-    ck = compile_function(fn, target, options)
+    ck = compile_function(fn, target, options)     # an ir.artifact.Artifact
     ck.ptx        # PTX text: cuModuleLoadData(ptx + b"\\0") or nvJitLink -> cubin
-    ck.meta       # codegen.abi.KernelMeta: name, target, num_threads, shared_bytes, params, align
-    ck.cubin()    # cubin bytes (nvJitLink in process, else ptxas)
+    ck.meta       # ir.artifact.KernelMeta: name, target, num_threads, shared_bytes, params, align
+    assemble(ck)  # cubin bytes (nvJitLink in process, else ptxas); kept as ck.cubin
     ck.llvm_ir    # the generated LLVM IR (before O3); ck.optimized_ir after O3
     ck.tile_ir    # the tile IR after the target's pipeline; ck.ir_after[pass] per pass
 
@@ -29,7 +29,7 @@ from the previous wgmma's accumulator); else mma.sync.
 Other dots use an FMA loop. The function attribute `target` (set by `compile`/`prepare` before
 the pipeline runs) lets the passes pick per-generation layouts and pipelining depth.
 
-How a runtime launches the result (contract of codegen/abi.py):
+How a runtime launches the result (contract of ir/artifact.py):
 * block = (meta.num_threads, 1, 1); grid = the user's grid, axes 0, 1, 2 -> ctaid.x, y, z;
 * dynamic shared memory = meta.shared_bytes (opt in with cuFuncSetAttribute(
   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) when it exceeds 48 KB);
@@ -44,6 +44,6 @@ kernel and the op; a crash inside LLVM becomes a CompileError too (LLVM runs in 
 from __future__ import annotations
 
 from .errors import CompileError
-from .nvptx import Compiled, compile_function, parse_ptxas_report, run_ptxas
+from .nvptx import assemble, compile_function, parse_ptxas_report, ptxas_report, run_ptxas
 
-__all__ = ["Compiled", "CompileError", "compile_function", "run_ptxas", "parse_ptxas_report"]
+__all__ = ["CompileError", "compile_function", "assemble", "run_ptxas", "parse_ptxas_report", "ptxas_report"]

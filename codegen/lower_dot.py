@@ -17,15 +17,18 @@ from tile.ir.dtypes import DType, u8
 from tile.ir.layout import Layout
 from tile.ir.thread_maps import MMA_IN, mma_dot_grid
 
+from .lower_shared import _atoms
+from .values import LazyFrag, RTile, SView
+from .table import lowers
 from .llvm_util import f32, f64, i1, i8, i16, i32, i64
 
 
 
 class DotLowering:
+    @lowers("dot", family="nvidia")       # mma.sync / wgmma / FMA, as instruction selection chose
     def op_dot(self, op):
         """Carries out the atom instruction selection recorded (attribute `atom`): a wgmma form,
         mma.sync m16n8k16 over the warp grid `warps`, or the FMA loop."""
-        from .lower_tile import RTile
         a, bt = self.get(op.operands[0]), self.get(op.operands[1])     # RTile or LazyFrag
         acc = self.rtile(op.operands[2])
         M, K = op.operands[0].type.shape
@@ -78,7 +81,7 @@ class DotLowering:
         """mma.sync atoms: for every k16 step, every accumulator atom (16x8) of this thread's warp
         meets the A atom of its rows and the B atom of its columns. Atom origins and register slots
         come from the layouts (tile coordinates of thread 0's slots)."""
-        from .lower_shared import LazyFrag, _atoms
+
         b = self.b
         via, vib, vic = a.map.value_index(), bt.map.value_index(), acc.map.value_index()
         dt = a.dtype
@@ -123,7 +126,6 @@ class DotLowering:
     def _stage(self, sv_off, tile, shape):
         """Write a register tile into scratch at byte offset sv_off, row-major, one code per
         byte-or-more element; returns the SView."""
-        from .lower_tile import RTile, SView
         dt = tile.dtype
         if dt.bits >= 8:
             sv = SView(ir.Constant(i32, sv_off), tuple(shape), dt,

@@ -1,7 +1,7 @@
 """Global memory: load, store, atomic, gather, scatter, load_scalar, store_scalar.
 
 Every thread accesses the elements its layout gives it, at
-``base + sum_j (index_j + coord_j) * stride_j`` (runtime sizes and strides, codegen/abi.py), with a
+``base + sum_j (index_j + coord_j) * stride_j`` (runtime sizes and strides, ir/artifact.py), with a
 bounds mask per element and the op's optional mask.
 
 Vectorization: where the layout gives a thread runs of consecutive elements along the last dim,
@@ -22,6 +22,8 @@ from tile.ir.dtypes import DType
 from tile.ir.thread_maps import vector_elems
 from tile.ir.types import TileType
 
+from .values import RTile
+from .table import lowers
 from .llvm_util import gptr, i1, i8, i16, i32, i64, reg_type
 
 TRUE = ir.Constant(i1, 1)
@@ -434,6 +436,7 @@ class MemoryLowering:
             return pred, off
         return info, bases
 
+    @lowers("load")
     def op_load(self, op):
         T = self.get(op.operands[0])
         R = T.rank
@@ -449,9 +452,9 @@ class MemoryLowering:
         vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
         vals = self._read_elems(T, dt, m, info, vec, fast, other, mask.vals if mask else None)
-        from .lower_tile import RTile
         self.set(op.results[0], RTile(m, vals, dt))
 
+    @lowers("store")
     def op_store(self, op):
         T = self.get(op.operands[0])
         R = T.rank
@@ -470,6 +473,7 @@ class MemoryLowering:
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
         self._write_elems(T, dt, m, val.vals, info, vec, fast, mask.vals if mask else None)
 
+    @lowers("atomic")
     def op_atomic(self, op):
         b = self.b
         T = self.get(op.operands[0])
@@ -511,6 +515,7 @@ class MemoryLowering:
         b.branch(endb)
         b.position_at_end(endb)
 
+    @lowers("load_scalar")
     def op_load_scalar(self, op):
         b = self.b
         T = self.get(op.operands[0])
@@ -525,6 +530,7 @@ class MemoryLowering:
         else:
             self.set(op.results[0], self._load_one(T, dt, off, TRUE, self.constant(dt, 0)))
 
+    @lowers("store_scalar")
     def op_store_scalar(self, op):
         b = self.b
         T = self.get(op.operands[0])
@@ -567,11 +573,11 @@ class MemoryLowering:
         if rows.dtype.kind == "bool" or rows.dtype.bits < 8:
             b = self.b
             vals = [b.zext(x, i32) if rows.dtype.kind != "int" else b.sext(x, i32) for x in rows.vals]
-            from .lower_tile import RTile
             from tile.ir.dtypes import i32 as I32
             return RTile(rows.map, vals, I32)
         return rows
 
+    @lowers("gather")
     def op_gather(self, op):
         T = self.get(op.operands[0])
         rt = op.results[0].type
@@ -584,9 +590,9 @@ class MemoryLowering:
         vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, col0) if vec > 1 else None
         vals = self._read_elems(T, dt, m, info, vec, fast, other, None)
-        from .lower_tile import RTile
         self.set(op.results[0], RTile(m, vals, dt))
 
+    @lowers("scatter")
     def op_scatter(self, op):
         T = self.get(op.operands[0])
         val = self.rtile(op.operands[3])

@@ -14,6 +14,8 @@ import llvmlite.ir as ir
 from tile.ir.dtypes import DType
 from tile.ir.types import TileType
 
+from .values import RTile
+from .table import lowers
 from .llvm_util import f32, f64, i1, i8, i16, i32, i64
 
 TRUE = ir.Constant(i1, 1)
@@ -110,8 +112,8 @@ class ReduceLowering:
             return tuple(self._shfl(x, mask) for x in acc)
         return self._shfl(acc, mask)
 
+    @lowers("reduce")
     def op_reduce(self, op):
-        from .lower_tile import RTile
         b = self.b
         a = self.rtile(op.operands[0])
         m = a.map

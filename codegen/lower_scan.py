@@ -6,7 +6,7 @@ Algorithm (correct for any tile shape, thread count and layout, replicated ones 
    replicated element) writes its elements into the scratch, staged one element per max(8, bits)
    bits (sub-byte types as u8 codes). The scratch keeps each line along the axis contiguous and the
    lines `stride` elements apart, the stride padded to an odd number of 4-byte words
-   (passes/shared_memory_planning.py `cumsum_scratch`), so the 32 lines a warp scans at one time
+   (ir/shared_layouts.py `cumsum_scratch`), so the 32 lines a warp scans at one time
    sit in distinct banks;
 2. barrier; thread t scans lines t, t + T, t + 2T, ... (T = threads of the block) sequentially,
    in place: a running sum in a register, each element read, added and its output written back;
@@ -30,8 +30,10 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from tile.ir.layout import Layout
-from tile.passes.shared_memory_planning import cumsum_scratch
+from tile.ir.shared_layouts import cumsum_scratch
 
+from .values import RTile
+from .table import lowers
 from .llvm_util import f64, i32
 
 
@@ -52,8 +54,8 @@ def scan_scratch_layout(shape, axis: int, stride: int):
 
 
 class ScanLowering:
+    @lowers("cumsum")
     def op_cumsum(self, op):
-        from .lower_tile import RTile
         a = self.rtile(op.operands[0])
         at, rt = op.operands[0].type, op.results[0].type
         rm = self.tmap(rt)

@@ -27,8 +27,10 @@ from tile.ir.shared_layouts import (conversion_scratch_layout, default_shared_la
 from tile.ir.targets import LAZY_COPIES
 from tile.ir.thread_maps import ThreadMap, blocked, mma_operand_kind
 
+from .table import lowers
 from .llvm_util import i1, i8, i16, i32, i64, sptr
 from .lower_memory import _and
+from .values import LazyFrag, RTile, SView
 
 TRUE = ir.Constant(i1, 1)
 
@@ -117,8 +119,8 @@ class SharedLowering:
         return self._add(sv.off, byte, b)
 
     # ------------------------------------------------------------------ shared ops
+    @lowers("alloc_shared")
     def op_alloc_shared(self, op):
-        from .lower_tile import SView
         t = op.results[0].type
         if "smem_offset" not in op.attrs:
             raise self.error("shared tile has no offset: run the shared_memory_planning pass first")
@@ -126,8 +128,8 @@ class SharedLowering:
         off = int(op.attrs["smem_offset"])
         self.set(op.results[0], SView(ir.Constant(i32, off), tuple(t.shape), t.dtype, lay, _align_of(off)))
 
+    @lowers("subview")
     def op_subview(self, op):
-        from .lower_tile import SView
         s = self.get(op.operands[0])
         i = self.as_i32(self.get(op.operands[1]))
         lay = s.layout
@@ -151,12 +153,15 @@ class SharedLowering:
         self.set(op.results[0], SView(off, tuple(op.results[0].type.shape), s.dtype, sub,
                                       min(s.align, _align_of(stage_bytes))))
 
+    @lowers("barrier")
     def op_barrier(self, op):
         self.tgt.barrier(self.b)
 
+    @lowers("async_commit")
     def op_async_commit(self, op):
         self.tgt.cp_async_commit(self.b)
 
+    @lowers("async_wait")
     def op_async_wait(self, op):
         self.tgt.cp_async_wait(self.b, int(op.attrs["pending"]))
         if self.target.has("async_proxy"):
@@ -405,11 +410,11 @@ class SharedLowering:
             vals[v] = self.from_code(code, dt)
         return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
 
+    @lowers("shared_load")
     def op_shared_load(self, op):
         """Carries out the `copy` instruction selection chose: `ld.shared` / `ldmatrix` (a register
         tile now), or a lazy fragment that the consuming dot reads itself (`smem.desc`,
         `ldmatrix.k`, `ldmatrix.trans.k` through the transpose that follows)."""
-        from .lower_tile import RTile
         sv = self.get(op.operands[0])
         rt = op.results[0].type
         m = self.tmap(rt)
@@ -447,11 +452,11 @@ class SharedLowering:
 
     def materialize(self, x):
         """A LazyFrag as an RTile (all fragments read)."""
-        from .lower_tile import RTile
         if isinstance(x, LazyFrag):
             return RTile(x.map, self._read_ldmatrix(x.sv, x.map, x.dtype, *x.plan), x.dtype)
         return x
 
+    @lowers("shared_store")
     def op_shared_store(self, op):
         sv = self.get(op.operands[0])
         tile = self.rtile(op.operands[1])
@@ -576,7 +581,6 @@ class SharedLowering:
 
     # ------------------------------------------------------------------ scratch and conversions
     def scratch(self, op, shape, dt: DType, layout=None):
-        from .lower_tile import SView
         if "smem_scratch" not in op.attrs:
             raise self.error("this op needs scratch shared memory: run the shared_memory_planning pass first")
         lay = layout if layout is not None else default_shared_layout(shape)
@@ -589,7 +593,6 @@ class SharedLowering:
 
     def _codes_tile(self, tile):
         """A sub-byte register tile as a tile of u8 codes (for staging through scratch)."""
-        from .lower_tile import RTile
         from tile.ir.dtypes import u8
         if tile.dtype.bits >= 8:
             return tile
@@ -599,8 +602,8 @@ class SharedLowering:
         from tile.ir.dtypes import u8
         return u8 if dt.bits < 8 else dt
 
+    @lowers("convert_layout")
     def op_convert_layout(self, op):
-        from .lower_tile import RTile
         a = self.rtile(op.operands[0])
         rt = op.results[0].type
         dm = self.tmap(rt)
@@ -631,7 +634,6 @@ class SharedLowering:
 
     def move_through_smem(self, op, a, rm: ThreadMap, src_coord):
         """Result value at coordinate c = source element at src_coord(c) (lists of i32 values)."""
-        from .lower_tile import RTile
         rt = op.results[0].type
         sdt = self._stage_dtype(a.dtype)
         sv = self.scratch(op, a.map.shape, sdt)
@@ -679,8 +681,8 @@ class SharedLowering:
             lin = b.add(b.mul(lin, ir.Constant(i32, s)), c)
         return lin
 
+    @lowers("reshape")
     def op_reshape(self, op):
-        from .lower_tile import RTile
         a = self.rtile(op.operands[0])
         rs = op.results[0].type.shape
         ash = op.operands[0].type.shape
@@ -691,14 +693,15 @@ class SharedLowering:
             return
         self.move_through_smem(op, a, rm, lambda c: self._unravel(self._ravel(c, rs), ash))
 
+    @lowers("slice")
     def op_slice(self, op):
         a = self.rtile(op.operands[0])
         st = list(op.attrs["start"])
         rm = self.tmap(op.results[0].type)
         self.move_through_smem(op, a, rm, lambda c: [self._add(x, s) for x, s in zip(c, st)])
 
+    @lowers("concat")
     def op_concat(self, op):
-        from .lower_tile import RTile
         rt = op.results[0].type
         rm = self.tmap(rt)
         ax = int(op.attrs["axis"])
@@ -711,7 +714,6 @@ class SharedLowering:
             a = self.rtile(v)
             sub_off = [0] * rt.rank
             sub_off[ax] = start
-            from .lower_tile import SView
             # a view of the result-shaped scratch shifted to this operand's slot
             base = self.layout_offset(sv.layout, sub_off)
             lay = sv.layout
@@ -728,7 +730,6 @@ class SharedLowering:
 
     def bitcast_tile(self, op):
         """Tile bitcast that changes the last dim: through shared memory as raw bits."""
-        from .lower_tile import RTile, SView
         a = self.rtile(op.operands[0])
         rt = op.results[0].type
         rm = self.tmap(rt)
@@ -742,6 +743,7 @@ class SharedLowering:
         self.set(op.results[0], RTile(rm, vals, rt.dtype))
 
     # ------------------------------------------------------------------ async copies
+    @lowers("async_copy")
     def op_async_copy(self, op):
         b = self.b
         sv = self.get(op.operands[0])
@@ -783,7 +785,6 @@ class SharedLowering:
             if dt.bits >= 8:
                 self._copy_loop(sv, T, idx, m, dt, zero)
             else:
-                from .lower_tile import RTile
                 vals = [None] * m.nvals
                 for v in range(m.nvals):
                     inb, off = info(v)
@@ -798,12 +799,12 @@ class SharedLowering:
         else:
             sync_path()
 
+    @lowers("async_gather")
     def op_async_gather(self, op):
         """s[r, c] = T[rows[r], col0 + c]: 16-byte (or narrower) cp.async chunks along the contiguous
         dim, each thread using the row index of its chunk (the blocked copy layout; the row indices
         are converted to its projection by layout inference); element by element when the runtime
         check fails or the type is sub-byte."""
-        from .lower_tile import RTile
         b = self.b
         sv = self.get(op.operands[0])
         T = self.get(op.operands[1])
@@ -1065,17 +1066,6 @@ def _atoms(m, size):
     return out
 
 
-class LazyFrag:
-    """A shared_load into an mma operand fragment whose ldmatrix reads are done by the dot that
-    uses it, one k16 step at a time (keeps fewer fragment registers live). `transposed`: the IR
-    value is the transpose of this view (sv and map are already the transposed ones; the transpose
-    op that follows passes it on)."""
-
-    def __init__(self, sv, m, dtype, plan, transposed=False):
-        self.sv, self.map, self.dtype, self.plan, self.transposed = sv, m, dtype, plan, transposed
-
-
 def transposed_view(sv):
     """The same shared bytes viewed as the transposed 2-D tile."""
-    from .lower_tile import SView
     return SView(sv.off, (sv.shape[1], sv.shape[0]), sv.dtype, transpose_layout(sv.layout), sv.align)

@@ -7,18 +7,20 @@ The model (one kernel = one LLVM function; every thread runs it):
   `passes.thread_maps.ThreadMap`) gives each thread: `RTile(map, vals)`; thread coordinates come
   from the layout, never from numbers written here;
 * a shared tile is a byte offset into the kernel's one dynamic shared buffer plus its shared layout;
-* a global tensor is its base pointer and runtime sizes/strides (codegen/abi.py);
+* a global tensor is its base pointer and runtime sizes/strides (ir/artifact.py);
 * structured control flow becomes an LLVM CFG with phis over the flattened values.
 
-Target specifics (thread ids, barriers, shuffles, predicated memory instructions, async copies,
-tensor-core instructions, fast exp2) come from a `target` object (codegen/nvptx_intrinsics.py for
-NVIDIA); the op families are split over mixins: memory (lower_memory.py), shared memory and data
-movement between threads (lower_shared.py), reductions (lower_reduce.py), cumsum (lower_scan.py), dot
-(lower_dot.py).
+Which function lowers an op is a table, (target family, op) -> lowering (codegen/table.py); the
+lowerings are functions of this context and the op, grouped by op family in one file each: memory
+(lower_memory.py), shared memory and data movement between threads (lower_shared.py), reductions
+(lower_reduce.py), cumsum (lower_scan.py), dot (lower_dot.py, lower_wgmma.py), the rest here. Target
+facts come from the `Target` (ir/targets.py: warp size, features, atoms); instruction patterns
+(thread ids, barriers, shuffles, predicated memory instructions, async copies, tensor-core
+instructions, fast exp2) from the family's intrinsics object (codegen/nvptx_intrinsics.py). The
+choices are already in the IR (passes/select_instructions.py): a lowering carries them out.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
@@ -29,9 +31,11 @@ from tile.ir.targets import Target
 from tile.ir.types import ScalarType, TensorType, TileType
 from tile.ir.thread_maps import ThreadMap, as_map
 
-from .abi import KernelMeta, flatten_params
+from tile.ir.artifact import flatten_params
 from .errors import CompileError
 from .llvm_numerics import Numerics
+from .values import LazyFrag, RTile, SView, TensorV
+from .table import lowering_for, lowers
 from .llvm_util import Decls, f32, f64, gptr, i1, i8, i32, i64, reg_type, sptr
 from .lower_dot import DotLowering
 from .lower_memory import MemoryLowering
@@ -39,38 +43,6 @@ from .lower_reduce import ReduceLowering
 from .lower_scan import ScanLowering
 from .lower_shared import SharedLowering
 from .lower_wgmma import WgmmaLowering
-
-
-@dataclass
-class RTile:
-    """A lowered register tile: this thread's values, one per value slot of `map`."""
-    map: ThreadMap
-    vals: list
-    dtype: DType
-
-
-@dataclass
-class TensorV:
-    """A lowered global tensor parameter."""
-    ptr: object
-    shape: list
-    strides: list
-    dtype: DType
-    name: str
-
-    @property
-    def rank(self):
-        return len(self.shape)
-
-
-@dataclass
-class SView:
-    """A lowered shared tile: byte offset (i32) in the dynamic shared buffer + its layout."""
-    off: object
-    shape: tuple
-    dtype: DType
-    layout: object          # tile.ir.layout.Layout | ComposedLayout over the tile shape (element offsets)
-    align: int = 16         # a power of two dividing `off` (known at compile time)
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, WgmmaLowering):
@@ -246,14 +218,11 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             self.current_op = op
             if op.name in ("yield", "condition"):
                 return op
-            meth = getattr(self, "op_" + op.name, None)
-            if meth is None:
-                if op.name in BINARY or op.name in UNARY:
-                    meth = self.op_elementwise
-                else:
-                    raise self.error("this op has no lowering in the GPU back end")
+            lower = lowering_for(self.target.family, op.name)
+            if lower is None:
+                raise self.error(f"this op has no lowering for {self.target.name} (codegen/table.py)")
             try:
-                meth(op)
+                lower(self, op)
             except CompileError:
                 raise
             except Exception as e:
@@ -302,6 +271,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             raise self.error(f"{what}: shared layouts differ")
 
     # ------------------------------------------------------------------ control flow
+    @lowers("for")
     def op_for(self, op: Operation):
         b = self.b
         lo, hi, step = (self.get(v) for v in op.operands[:3])
@@ -356,6 +326,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             tv, pos = self.unflatten(c, phis, pos)
             self.set(r, tv)
 
+    @lowers("if")
     def op_if(self, op: Operation):
         b = self.b
         c = self.get(op.operands[0])
@@ -391,6 +362,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             tv, _ = self.unflatten(tmpl if tmpl is not None else x, flat, 0)
             self.set(r, tv)
 
+    @lowers("while")
     def op_while(self, op: Operation):
         b = self.b
         inits = [self.get(v) for v in op.operands]
@@ -430,6 +402,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         for r, x in zip(op.results, passed):
             self.set(r, x)
 
+    @lowers("print")
     def op_print(self, op: Operation):
         pass                                        # debug prints run in the interpreter only
 
@@ -462,21 +435,25 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             v -= m
         return ir.Constant(t, v & ((1 << t.width) - 1) if v < 0 else v)
 
+    @lowers("constant")
     def op_constant(self, op):
         self.set(op.results[0], self.constant(op.results[0].type.dtype, op.attrs["value"]))
 
+    @lowers("full")
     def op_full(self, op):
         t = op.results[0].type
         m = self.tmap(t)
         c = self.constant(t.dtype, op.attrs["value"])
         self.set(op.results[0], RTile(m, [c] * m.nvals, t.dtype))
 
+    @lowers("splat")
     def op_splat(self, op):
         t = op.results[0].type
         m = self.tmap(t)
         s = self.get(op.operands[0])
         self.set(op.results[0], RTile(m, [s] * m.nvals, t.dtype))
 
+    @lowers("arange")
     def op_arange(self, op):
         t = op.results[0].type
         m = self.tmap(t)
@@ -491,15 +468,19 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             return ir.Constant(i32, x.constant + k)
         return self.b.add(x, ir.Constant(i32, k))
 
+    @lowers("block_id")
     def op_block_id(self, op):
         self.set(op.results[0], self.tgt.block_id(self.b, op.attrs["axis"]))
 
+    @lowers("num_blocks")
     def op_num_blocks(self, op):
         self.set(op.results[0], self.tgt.num_blocks(self.b, op.attrs["axis"]))
 
+    @lowers("dim")
     def op_dim(self, op):
         self.set(op.results[0], self.get(op.operands[0]).shape[op.attrs["axis"]])
 
+    @lowers("stride")
     def op_stride(self, op):
         self.set(op.results[0], self.get(op.operands[0]).strides[op.attrs["axis"]])
 
@@ -525,6 +506,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         vals = self.map_values(rm, lambda v: fn([a.vals[v] if isinstance(a, RTile) else a for a in args]))
         self.set(op.results[0], RTile(rm, vals, rt.dtype))
 
+    @lowers(*BINARY, *UNARY)
     def op_elementwise(self, op):
         dt = op.results[0].type.dtype
         b = self.b
@@ -533,17 +515,21 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         else:
             self._elementwise(op, lambda xs: self.num.unary(b, op.name, xs[0], dt))
 
+    @lowers("cmp")
     def op_cmp(self, op):
         dt = op.operands[0].type.dtype
         self._elementwise(op, lambda xs: self.num.cmp(self.b, op.attrs["pred"], xs[0], xs[1], dt))
 
+    @lowers("select")
     def op_select(self, op):
         self._elementwise(op, lambda xs: self.b.select(xs[0], xs[1], xs[2]))
 
+    @lowers("cast")
     def op_cast(self, op):
         src, dst = op.operands[0].type.dtype, op.results[0].type.dtype
         self._elementwise(op, lambda xs: self.num.convert(self.b, xs[0], src, dst))
 
+    @lowers("bitcast")
     def op_bitcast(self, op):
         a, r = op.operands[0].type, op.results[0].type
         if isinstance(a, ScalarType):
@@ -592,8 +578,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         return c
 
     # ------------------------------------------------------------------ layout-only ops
+    @lowers("transpose")
     def op_transpose(self, op):
-        from .lower_shared import LazyFrag
         x = self.get(op.operands[0])
         perm = list(op.attrs["perm"])
         rt = op.results[0].type
@@ -607,6 +593,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             return
         self.move_through_smem(op, a, rm, lambda c: [c[perm.index(d)] for d in range(len(perm))])
 
+    @lowers("broadcast")
     def op_broadcast(self, op):
         a = self.get(op.operands[0])
         rt = op.results[0].type

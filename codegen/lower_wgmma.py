@@ -33,13 +33,13 @@ import llvmlite.ir as ir
 from tile.ir.layout import ComposedLayout
 from tile.ir.shared_layouts import wgmma_canonical
 
+from .values import LazyFrag
 from .llvm_util import i32, i64
 
 class WgmmaLowering:
     def _wgmma_plan(self, op, atom, a, bt, acc, M, N, K):
         """(wm, wn, n_inst, A descriptor info or None (RS), B descriptor info) for the recorded atom
         `wgmma.m64n<n_inst>k16.<ss|rs>`; a located error when the operands cannot do it."""
-        from .lower_shared import LazyFrag
 
         def bad(why):
             return self.error(f"atom = {atom!r} cannot be used for this dot: {why}")

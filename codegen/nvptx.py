@@ -11,14 +11,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 
-import llvmlite.ir as ir
 
 from tile.ir.core import Function
 from tile.ir.targets import Target, get_target
 
-from .abi import KernelMeta, flatten_params
+from tile.ir.artifact import Artifact, KernelMeta, flatten_params, signature_of_function
 from .errors import CompileError
 from .llvm_isolated import LLVMJob, run_llvm
 from .nvptx_intrinsics import NVPTXIntrinsics
@@ -44,46 +42,31 @@ class NVPTXBackend:
             set.add(llfn.attributes, f'"nvvm.maxnreg"="{int(options["maxnreg"])}"')
 
 
-@dataclass
-class Compiled:
-    """One compiled kernel. `ptx` is the PTX text (what a runtime loads: cuModuleLoadData or
-    nvJitLink); `meta` is the launch contract (codegen/abi.py): name, threads per block, dynamic
-    shared memory bytes, machine parameters in order."""
-    ptx: str
-    llvm_ir: str
-    meta: KernelMeta
-    optimized_ir: str = ""
-    tile_ir: str = ""
-    ir_after: dict = field(default_factory=dict)
+def assemble(art: Artifact, use: str = "auto") -> bytes:
+    """PTX -> cubin for the artifact's target: nvJitLink in process (`use="nvjitlink"`), or ptxas
+    (`use="ptxas"`); "auto" tries nvJitLink, then ptxas. The cubin is kept on the artifact."""
+    if art.cubin:
+        return art.cubin
+    errors = []
+    if use in ("auto", "nvjitlink"):
+        try:
+            art.cubin = _nvjitlink(art.ptx, art.target, art.name)
+            return art.cubin
+        except Exception as e:            # noqa: BLE001
+            errors.append(f"nvJitLink: {e}")
+            if use == "nvjitlink":
+                raise CompileError(errors[-1], kernel=art.name) from None
+    if use in ("auto", "ptxas"):
+        art.cubin, _ = run_ptxas(art.ptx, art.target)
+        return art.cubin
+    raise CompileError("no PTX assembler available: " + "; ".join(errors), kernel=art.name)
 
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
-    @property
-    def target(self) -> str:
-        return self.meta.target
-
-    def cubin(self, use: str = "auto") -> bytes:
-        """PTX -> cubin for this target: nvJitLink in process (`use="nvjitlink"`), or ptxas
-        (`use="ptxas"`); "auto" tries nvJitLink, then ptxas."""
-        errors = []
-        if use in ("auto", "nvjitlink"):
-            try:
-                return _nvjitlink(self.ptx, self.meta.target, self.meta.name)
-            except Exception as e:            # noqa: BLE001
-                errors.append(f"nvJitLink: {e}")
-                if use == "nvjitlink":
-                    raise CompileError(errors[-1], kernel=self.meta.name) from None
-        if use in ("auto", "ptxas"):
-            out, log = run_ptxas(self.ptx, self.meta.target)
-            return out
-        raise CompileError("no PTX assembler available: " + "; ".join(errors), kernel=self.meta.name)
-
-    def ptxas_report(self) -> dict:
-        """Run `ptxas -v` and parse its resource report (registers, spills, shared, stack)."""
-        _, log = run_ptxas(self.ptx, self.meta.target)
-        return parse_ptxas_report(log)
+def ptxas_report(art: Artifact) -> dict:
+    """Run `ptxas -v` on the artifact's PTX and parse its resource report (registers, spills,
+    shared memory, stack)."""
+    _, log = run_ptxas(art.ptx, art.target)
+    return parse_ptxas_report(log)
 
 
 def _nvjitlink(ptx: str, arch: str, name: str) -> bytes:
@@ -137,7 +120,7 @@ def parse_ptxas_report(log: str) -> dict:
 
 
 def compile_function(fn: Function, target: Target | str = "sm_90a", options: dict | None = None,
-                     tile_ir: str = "", ir_after: dict | None = None) -> Compiled:
+                     tile_ir: str = "", ir_after: dict | None = None) -> Artifact:
     """Lower one IR function that has been through the target's passes (layouts, instruction
     selection and shared memory planned) to PTX."""
     from .lower_tile import KernelLowering
@@ -157,5 +140,5 @@ def compile_function(fn: Function, target: Target | str = "sm_90a", options: dic
     res = run_llvm(job, timeout=float(options.get("llvm_timeout", 600)))
     meta = KernelMeta(name=fn.name, target=target.name, num_threads=low.nthreads, shared_bytes=shared,
                       params=flatten_params(fn), align=low.align)
-    return Compiled(ptx=res["asm"], llvm_ir=text, meta=meta, optimized_ir=res.get("optimized_ir", ""),
-                    tile_ir=tile_ir, ir_after=dict(ir_after or {}))
+    return Artifact(meta=meta, ptx=res["asm"], signature=signature_of_function(fn), llvm_ir=text,
+                    optimized_ir=res.get("optimized_ir", ""), tile_ir=tile_ir, ir_after=dict(ir_after or {}))

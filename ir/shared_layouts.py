@@ -13,7 +13,7 @@ from functools import lru_cache
 from .layout import ComposedLayout, Layout, Swizzle, row_major
 
 __all__ = ["default_shared_layout", "ldmatrix_swizzle", "swizzled_row_major", "ldmatrix_chunk_dim",
-           "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves"]
+           "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves", "cumsum_scratch"]
 
 
 def default_shared_layout(shape) -> Layout:
@@ -211,3 +211,22 @@ def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
         return ("MN", 1, lbo if lbo else 16, sbo)
     except Exception:                           # noqa: BLE001
         return None
+
+
+def cumsum_scratch(shape, axis: int, bits: int) -> tuple[int, int]:
+    """(line stride in elements, bytes) of a cumsum's scratch: the tile staged one element (sub-byte:
+    one code) per max(8, bits) bits, each line along `axis` contiguous, the lines one stride apart
+    in row-major order of the other dims. With several lines the stride is padded so that it is an
+    odd number of 4-byte words (an odd number of elements for 64-bit ones): the threads of a warp,
+    each scanning its own line, then hit distinct banks."""
+    n = shape[axis]
+    lines = 1
+    for k, s in enumerate(shape):
+        if k != axis:
+            lines *= s
+    e = max(8, bits) // 8
+    st = n
+    if lines > 1:
+        while not (st % 2 == 1 if e == 8 else (st * e) % 8 == 4):
+            st += 1
+    return st, lines * st * e

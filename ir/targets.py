@@ -19,7 +19,7 @@ Atoms are named the way the IR prints them (instruction selection writes `atom =
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import fragments
 from .errors import TileError

@@ -22,6 +22,7 @@ from tile.ir.types import TileType
 
 from .manager import register
 from tile.ir.errors import TileError
+from tile.ir.shared_layouts import cumsum_scratch
 from tile.ir.targets import LAZY_COPIES, Target, get_target
 from tile.ir.thread_maps import as_map
 
@@ -44,25 +45,6 @@ def _packed_bytes(shape, bits) -> int:
     for s in shape:
         n *= s
     return (n * bits + 7) // 8
-
-
-def cumsum_scratch(shape, axis: int, bits: int) -> tuple[int, int]:
-    """(line stride in elements, bytes) of a cumsum's scratch: the tile staged one element (sub-byte:
-    one code) per max(8, bits) bits, each line along `axis` contiguous, the lines one stride apart
-    in row-major order of the other dims. With several lines the stride is padded so that it is an
-    odd number of 4-byte words (an odd number of elements for 64-bit ones): the threads of a warp,
-    each scanning its own line, then hit distinct banks."""
-    n = shape[axis]
-    lines = 1
-    for k, s in enumerate(shape):
-        if k != axis:
-            lines *= s
-    e = max(8, bits) // 8
-    st = n
-    if lines > 1:
-        while not (st % 2 == 1 if e == 8 else (st * e) % 8 == 4):
-            st += 1
-    return st, lines * st * e
 
 
 def _map(t, nthreads):

@@ -1,11 +1,11 @@
 """The kernel cache: compiled kernels in memory and on disk.
 
 Key: sha256 over (IR text, target, options sorted by name, compiler version), where the compiler
-version is the tilec package version + the llvmlite version + a hash of the sources of
-`tile.codegen` and `tile.passes` (so editing a pass invalidates old entries) + this file's format.
+version is the tilec package version + the llvmlite version + a hash of the sources of dsl/, ir/,
+passes/, codegen/ and the driver (so editing any of them invalidates old entries) + this file's format.
 
-Entries hold the PTX, an optional cubin, the `KernelMeta` (as JSON) and an optional `extra` JSON
-dict (e.g. the IR signature, per-pass dumps' names, resource usage). On disk each entry is ONE file,
+An entry holds one compiled-artifact (`ir/artifact.py`: code, ABI, launch facts, IR signature,
+`extra` facts) in its JSON form. On disk each entry is ONE file,
 `<dir>/<key[:2]>/<key>.json`, written to a temporary file in the same directory and renamed with
 `os.replace`, so a reader sees either nothing or a whole entry, and concurrent processes writing the
 same key leave one valid entry. Each file carries a sha256 of its payload: a corrupt, truncated or
@@ -15,8 +15,9 @@ Directory: `$TILEC_CACHE_DIR`, else `~/.cache/tilec`. `TILEC_CACHE=0` turns the 
 (memory only). An unwritable directory degrades to memory-only with one warning.
 
     cache = default_cache()
-    entry = cache.get_or_build((ir_text, "sm_90a", {"num_warps": 4}), lambda: codegen.compile(fn, "sm_90a"))
-    entry.ptx, entry.cubin, entry.meta, entry.obj      # obj: what build_fn returned (this process only)
+    entry = cache.get_or_build((ir_text, "sm_90a", {"num_warps": 4}), lambda: compiler.compile(fn, "sm_90a"))
+    entry.artifact                # the Artifact (entry.ptx, .cubin, .meta, .signature, .extra read through)
+    entry.obj                     # what build_fn returned (this process only)
     cache.stats  # CacheStats(memory_hits=.., disk_hits=.., misses=.., build_seconds=.., ...)
 """
 from __future__ import annotations
@@ -30,13 +31,15 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..ir.artifact import Artifact, KernelMeta
 
 __all__ = ["KernelCache", "CacheEntry", "CacheStats", "default_cache", "cache_key", "compiler_version",
            "meta_to_json", "meta_from_json", "cache_dir"]
 
-FORMAT = 1
+FORMAT = 2
 
 
 # ------------------------------------------------------------------------------ versioning
@@ -45,41 +48,40 @@ _VERSION_LOCK = threading.Lock()
 
 
 def _sources_hash() -> str:
+    """A hash of every source that shapes compiled code: the dsl, ir, passes and codegen folders and
+    the driver (tile/compiler.py), found next to this package's folder -- read as files, not
+    imported (the runtime stays below the compiler)."""
     h = hashlib.sha256()
-    import importlib
-    for pkg in ("tile.codegen", "tile.passes"):
-        try:
-            mod = importlib.import_module(pkg)
-        except Exception as e:                   # noqa: BLE001 - a broken package still gets a stable key
-            h.update(f"{pkg}:unimportable:{type(e).__name__}".encode())
-            continue
-        root = Path(mod.__file__).resolve().parent
-        for p in sorted(root.rglob("*")):
+    root = Path(__file__).resolve().parent.parent
+    for layer in ("dsl", "ir", "passes", "codegen"):
+        d = root / layer
+        for p in sorted(d.rglob("*")) if d.is_dir() else []:
             if p.suffix in (".py", ".lark", ".json") and "__pycache__" not in p.parts and p.is_file():
-                h.update(f"{pkg}/{p.relative_to(root).as_posix()}\0".encode())
+                h.update(f"{layer}/{p.relative_to(d).as_posix()}\0".encode())
                 h.update(p.read_bytes())
                 h.update(b"\0")
+    for drv in (root / "compiler.py", root / "tile" / "compiler.py"):
+        if drv.is_file():
+            h.update(b"compiler.py\0" + drv.read_bytes())
+            break
     return h.hexdigest()[:16]
 
 
 def compiler_version() -> str:
-    """"tilec-<version>+llvmlite-<version>+src-<hash of codegen/ and passes/>+fmt-<FORMAT>" (computed once)."""
+    """"tilec-<version>+llvmlite-<version>+src-<hash of dsl/ ir/ passes/ codegen/ and the driver>+fmt-<FORMAT>"
+    (computed once)."""
     global _VERSION
     if _VERSION is None:
         with _VERSION_LOCK:
             if _VERSION is None:
-                try:
-                    from importlib.metadata import version
-                    tv = version("tilec")
-                except Exception:                # noqa: BLE001
-                    import tile
-                    tv = getattr(tile, "__version__", "0")
-                try:
-                    import llvmlite
-                    lv = llvmlite.__version__
-                except Exception:                # noqa: BLE001
-                    lv = "none"
-                _VERSION = f"tilec-{tv}+llvmlite-{lv}+src-{_sources_hash()}+fmt-{FORMAT}"
+                from importlib.metadata import version
+                vs = []
+                for dist in ("tilec", "llvmlite", "numpy", "lark"):      # what shapes the generated code
+                    try:
+                        vs.append(f"{dist}-{version(dist)}")
+                    except Exception:            # noqa: BLE001 - not installed as a distribution
+                        vs.append(f"{dist}-none")
+                _VERSION = "+".join(vs) + f"+src-{_sources_hash()}+fmt-{FORMAT}"
     return _VERSION
 
 
@@ -106,41 +108,29 @@ def cache_key(ir_text: str, target: str, options: dict | None = None, version: s
 
 # ------------------------------------------------------------------------------------ meta
 def meta_to_json(meta) -> dict:
-    if isinstance(meta, dict):
-        return meta
-    d = dataclasses.asdict(meta)
-    d["cluster"] = list(d.get("cluster", (1, 1, 1)))
-    return d
+    return meta if isinstance(meta, dict) else meta.to_json()
 
 
-def meta_from_json(d: dict):
-    from ..codegen.abi import KernelMeta, ParamABI
-    names = {f.name for f in dataclasses.fields(KernelMeta)}
-    pnames = {f.name for f in dataclasses.fields(ParamABI)}
-    kw = {k: v for k, v in d.items() if k in names}
-    kw["params"] = [ParamABI(**{k: v for k, v in p.items() if k in pnames}) for p in d.get("params", [])]
-    if "cluster" in kw:
-        kw["cluster"] = tuple(kw["cluster"])
-    return KernelMeta(**kw)
+def meta_from_json(d: dict) -> KernelMeta:
+    return KernelMeta.from_json(d)
 
 
 # ----------------------------------------------------------------------------------- entries
 @dataclass
 class CacheEntry:
-    """A cached kernel: `ptx`, `cubin` (bytes or None), `meta` (KernelMeta), `extra` (JSON dict),
-    `key`, `source` ("built" | "memory" | "disk"), and `obj`, what build_fn returned when the entry
-    was built in this process (else None)."""
-    ptx: str
-    meta: object
-    cubin: bytes | None = None
-    extra: dict = field(default_factory=dict)
+    """A cache record: the `artifact`, its `key`, where it came from (`source`: "built" | "memory" |
+    "disk"), and `obj`, what build_fn returned when the entry was built in this process (else None).
+    The artifact's fields read through (`entry.ptx`, `.cubin`, `.meta`, `.signature`, `.extra`)."""
+    artifact: Artifact
     key: str = ""
     source: str = "built"
     obj: object = None
 
-    @property
-    def signature(self):
-        return self.extra.get("signature")
+    ptx = property(lambda self: self.artifact.ptx)
+    cubin = property(lambda self: self.artifact.cubin)
+    meta = property(lambda self: self.artifact.meta)
+    signature = property(lambda self: self.artifact.signature)
+    extra = property(lambda self: self.artifact.extra)
 
 
 @dataclass
@@ -176,39 +166,18 @@ class CorruptEntry(Exception):
 
 
 def _entry_from_built(obj, key: str) -> CacheEntry:
+    """A record of what a build returned: an Artifact (or a CacheEntry), or a dict in the artifact's
+    shape ({"ptx", "meta"[, "cubin", "signature", "extra"]})."""
     if isinstance(obj, CacheEntry):
-        e = dataclasses.replace(obj, key=key, source="built")
-        if e.obj is None:
-            e.obj = obj
-        return e
-    get = (lambda k, d=None: obj.get(k, d)) if isinstance(obj, dict) else (lambda k, d=None: getattr(obj, k, d))
-    ptx, meta = get("ptx"), get("meta")
-    if ptx is None or meta is None:
-        raise TypeError(f"build_fn must return an object or dict with .ptx and .meta, got {type(obj).__name__}")
-    if isinstance(meta, dict):
-        meta = meta_from_json(meta)
-    cubin = get("cubin")
-    if not isinstance(cubin, (bytes, bytearray, memoryview)):
-        cubin = None                              # e.g. codegen's Compiled.cubin() method: not stored
-    extra = dict(get("extra") or {})
-    if "signature" not in extra:
-        sig = _signature_of(obj)
-        if sig:
-            extra["signature"] = sig
-    return CacheEntry(ptx=ptx if isinstance(ptx, str) else bytes(ptx).decode(), meta=meta,
-                      cubin=bytes(cubin) if cubin else None, extra=extra, key=key, source="built", obj=obj)
-
-
-def _signature_of(obj):
-    """[(name, printed type)] of a compiled kernel's IR parameters, when it carries its IR."""
-    try:
-        from .launch import signature_of
-        types, names = signature_of(obj)
-        if any(type(t).__name__ == "_AnyTensor" for t in types):
-            return None
-        return [[n, str(t)] for n, t in zip(names, types)]
-    except Exception:                            # noqa: BLE001
-        return None
+        return dataclasses.replace(obj, key=key, source="built", obj=obj.obj if obj.obj is not None else obj)
+    if isinstance(obj, Artifact):
+        return CacheEntry(obj, key, "built", obj)
+    if isinstance(obj, dict) and obj.get("ptx") is not None and obj.get("meta") is not None:
+        meta = obj["meta"] if isinstance(obj["meta"], KernelMeta) else meta_from_json(obj["meta"])
+        art = Artifact(meta=meta, ptx=obj["ptx"], cubin=obj.get("cubin"), signature=list(obj.get("signature") or []),
+                       extra=dict(obj.get("extra") or {}))
+        return CacheEntry(art, key, "built", obj)
+    raise TypeError(f"build_fn must return an Artifact (or a dict with ptx and meta), got {type(obj).__name__}")
 
 
 class KernelCache:
@@ -311,9 +280,7 @@ class KernelCache:
     # ------------------------------------------------------------------ disk format
     @staticmethod
     def _payload(e: CacheEntry) -> dict:
-        return {"format": FORMAT, "key": e.key, "ptx": e.ptx,
-                "cubin": base64.b64encode(e.cubin).decode() if e.cubin else None,
-                "meta": meta_to_json(e.meta), "extra": e.extra}
+        return {"format": FORMAT, "key": e.key, "artifact": e.artifact.to_json()}
 
     def _write(self, e: CacheEntry) -> None:
         payload = self._payload(e)
@@ -368,11 +335,7 @@ class KernelCache:
             raise CorruptEntry("checksum mismatch")
         if payload.get("format") != FORMAT or payload.get("key") != key:
             raise CorruptEntry("format or key mismatch")
-        if not isinstance(payload.get("ptx"), str):
-            raise CorruptEntry("no PTX")
-        cubin = base64.b64decode(payload["cubin"], validate=True) if payload.get("cubin") else None
-        return CacheEntry(ptx=payload["ptx"], meta=meta_from_json(payload["meta"]), cubin=cubin,
-                          extra=payload.get("extra") or {}, key=key, source="disk")
+        return CacheEntry(Artifact.from_json(payload["artifact"]), key=key, source="disk")
 
     def _discard(self, path: Path) -> None:
         self.stats.corrupt += 1

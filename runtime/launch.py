@@ -1,14 +1,13 @@
-"""Launching a compiled kernel: argument packing per `codegen/abi.py`, module loading, host copies.
+"""Launching a compiled kernel: argument packing per `ir/artifact.py`, module loading, host copies.
 
     launch(compiled, grid, args, stream=None)
 
-`compiled` is what `tile.codegen.compile` returns (or a `runtime.cache.CacheEntry`): it has `.ptx`
-(and maybe a `.cubin` as bytes) and `.meta` (a `KernelMeta`). The IR parameter types come from
-`param_types=` / `compiled.param_types` / `compiled.signature` / `compiled.extra["signature"]` /
-the IR function (`compiled.fn`, `.function`, `.module`), or are rebuilt from `meta.params` (then
-tensor dtypes are not checked). The module is loaded once per (context, code) and the function
-launched with block = (meta.num_threads, 1, 1), dynamic shared memory meta.shared_bytes (opting in
-above 48 KB), and cluster meta.cluster.
+`compiled` is an `ir.artifact.Artifact` (or anything holding one as `.artifact`: a cache entry, a
+`tile.CompiledKernel`): its code (`.cubin` / `.ptx`), its ABI and launch facts (`.meta`) and its IR
+signature (`.signature`, checked against the arguments; `param_types=` overrides it; an artifact
+without one is launched from `meta.params`, tensor dtypes unchecked). The module is loaded once per
+(context, code) and the function launched with block = (meta.num_threads, 1, 1), dynamic shared
+memory meta.shared_bytes (opting in above 48 KB), and cluster meta.cluster.
 
 Arguments, in IR parameter order:
 * tensors: a DeviceArray, a torch tensor (read through data_ptr/shape/stride, torch not imported),
@@ -39,7 +38,7 @@ import threading
 
 import numpy as np
 
-from ..codegen.abi import KernelMeta, ParamABI
+from ..ir.artifact import Artifact, KernelMeta, ParamABI
 from ..ir import numerics
 from ..ir.dtypes import DType, dtype as _dtype
 from ..ir.errors import TileError
@@ -77,43 +76,23 @@ class _AnyTensor:
         self.dtype = None
 
 
-def _ir_function(compiled, meta):
-    for attr in ("fn", "function", "ir_fn", "kernel_fn"):
-        f = getattr(compiled, attr, None)
-        if f is not None and hasattr(f, "args"):
-            return f
-    for attr in ("module", "ir", "ir_module"):
-        m = getattr(compiled, attr, None)
-        if m is not None and hasattr(m, "functions"):
-            try:
-                return m.get(meta.name)
-            except KeyError:
-                if len(m.functions) == 1:
-                    return m.functions[0]
-    return None
+def artifact_of(compiled) -> Artifact:
+    """The Artifact of what a caller passes to launch: an Artifact, or an object holding one."""
+    if isinstance(compiled, Artifact):
+        return compiled
+    art = getattr(compiled, "artifact", None)
+    if isinstance(art, Artifact):
+        return art
+    raise TypeError(f"launch() needs a compiled kernel (tile.ir.artifact.Artifact), got {type(compiled).__name__}")
 
 
 def signature_of(compiled) -> tuple[list, list]:
-    """(IR parameter types, names) of a compiled kernel (see the module docstring for the sources)."""
-    meta = compiled.meta
-    pt = getattr(compiled, "param_types", None)
-    if pt is not None:
-        types = [parse_type(t) if isinstance(t, str) else t for t in pt]
-        names = list(getattr(compiled, "param_names", None) or _sources(meta))
-        return types, names
-    sig = getattr(compiled, "signature", None)
-    if isinstance(sig, dict) and sig:
-        return [parse_type(t) if isinstance(t, str) else t for t in sig.values()], list(sig)
-    if isinstance(sig, (list, tuple)) and sig and isinstance(sig[0], (list, tuple)):
-        return [parse_type(t) if isinstance(t, str) else t for _, t in sig], [n for n, _ in sig]
-    extra = getattr(compiled, "extra", None)
-    if isinstance(extra, dict) and extra.get("signature"):
-        sig = extra["signature"]
-        return [parse_type(t) for _, t in sig], [n for n, _ in sig]
-    fn = _ir_function(compiled, meta)
-    if fn is not None:
-        return [a.type for a in fn.args], [a.name or f"arg{a.index}" for a in fn.args]
-    # fall back to the machine parameters
+    """(IR parameter types, names) of a compiled kernel: its artifact's signature, else rebuilt from
+    the machine parameters (tensor dtypes then unknown)."""
+    art = artifact_of(compiled)
+    if art.signature:
+        return [parse_type(t) for _, t in art.signature], [n for n, _ in art.signature]
+    meta = art.meta
     types, names = [], []
     for src in _sources(meta):
         ps = [p for p in meta.params if p.source == src]
@@ -365,7 +344,7 @@ def _plan_for(meta, types, names) -> _Plan:
 
 
 def pack_args(meta: KernelMeta, ir_param_types, args, names=None, *, stream=None, keep: list | None = None):
-    """The kernel parameter array for `args` (one per IR parameter), following codegen/abi.py.
+    """The kernel parameter array for `args` (one per IR parameter), following ir/artifact.py.
 
     Tensors must already be on the device (DeviceArray or GPU tensor objects); `launch` copies
     host arrays first. Returns a ctypes array of void* (one per machine parameter of
@@ -384,23 +363,12 @@ _FUNCS: dict = {}
 _FUNCS_LOCK = threading.Lock()
 
 
-def _cubin_of(compiled):
-    """`compiled.cubin` when it is the cubin itself (bytes); codegen's Compiled.cubin() is a method
-    that builds one, which load_module does anyway."""
-    c = getattr(compiled, "cubin", None)
-    return bytes(c) if isinstance(c, (bytes, bytearray, memoryview)) and c else None
-
-
-def _code_of(compiled):
-    ptx = getattr(compiled, "ptx", None)
-    return ptx if ptx is not None else _cubin_of(compiled)
-
-
 def load_function(compiled) -> "_cuda.Function":
     """The loaded kernel of `compiled` in the current context (cached per context and code)."""
     if not _cuda._state.ok:
         _cuda.init()
-    code = _code_of(compiled)
+    art = artifact_of(compiled)
+    code = art.ptx if art.ptx is not None else art.cubin
     if code is None:
         raise TileError("the compiled kernel has neither PTX nor a cubin")
     key = (_cuda._state.ctx_int, code)
@@ -410,8 +378,8 @@ def load_function(compiled) -> "_cuda.Function":
     with _FUNCS_LOCK:
         f = _FUNCS.get(key)
         if f is None:
-            cubin, ptx = _cubin_of(compiled), getattr(compiled, "ptx", None)
-            name = compiled.meta.name
+            cubin, ptx = art.cubin, art.ptx
+            name = art.meta.name
             mod = None
             if cubin:
                 try:
@@ -467,7 +435,7 @@ class _Launcher:
 
     def __init__(self, compiled, types, names):
         self.fn = load_function(compiled)
-        self.meta = compiled.meta
+        self.meta = artifact_of(compiled).meta
         self.types, self.names = tuple(types), tuple(names)
         self.tensor_idx = tuple(i for i, t in enumerate(self.types) if not isinstance(t, ScalarType))
         self.block = (int(self.meta.num_threads), 1, 1)
@@ -479,15 +447,16 @@ _LAUNCHERS: dict = {}
 
 
 def _launcher(compiled, param_types, names) -> _Launcher:
+    art = artifact_of(compiled)
     if param_types is not None:
         if names is None:
-            names = _sources(compiled.meta)
-        return _Launcher(compiled, param_types, names)
-    key = (_cuda._state.ctx_int, _code_of(compiled), id(compiled.meta))
+            names = _sources(art.meta)
+        return _Launcher(art, param_types, names)
+    key = (_cuda._state.ctx_int, id(art))
     lz = _LAUNCHERS.get(key)
-    if lz is None or lz.meta is not compiled.meta:
-        types, sig_names = signature_of(compiled)
-        lz = _LAUNCHERS[key] = _Launcher(compiled, types, names or sig_names)
+    if lz is None or lz.meta is not art.meta:
+        types, sig_names = signature_of(art)
+        lz = _LAUNCHERS[key] = _Launcher(art, types, names or sig_names)
     return lz
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import tile
-from tile.compiler import compile as codegen_compile
+from tile.codegen import assemble
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 spec = importlib.util.spec_from_file_location("gemm", Path(__file__).parent.parent / "examples" / "gemm.py")
@@ -16,7 +16,7 @@ g = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(g)
 for arch in ("sm_90a", "sm_80"):
     ck = g.gemm.compile(*[tile.Tensor[tile.bf16, 2]] * 3, tile.Tensor[tile.f32, 1], float, target=arch)
-    cubin = codegen_compile(ck.module, arch, run_passes=False).cubin()
+    cubin = assemble(ck.artifact)
     path = out / f"gemm_{arch}.cubin"
     path.write_bytes(cubin)
     sass = subprocess.run(["cuobjdump", "-sass", str(path)], capture_output=True, text=True).stdout

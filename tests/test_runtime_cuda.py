@@ -1,4 +1,4 @@
-"""Runtime tests that need no GPU: the no-driver behaviour, argument packing against codegen/abi.py,
+"""Runtime tests that need no GPU: the no-driver behaviour, argument packing against ir/artifact.py,
 argument errors, DLPack / __cuda_array_interface__ parsing, nvJitLink, and the kernel cache."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tile.codegen.abi import KernelMeta, flatten_params
+from tile.ir.artifact import Artifact, KernelMeta, flatten_params, signature_of_function
 from tile.ir import numerics
 from tile.ir.core import Function
 from tile.ir.dtypes import dtype as D
@@ -93,16 +93,12 @@ def test_available_is_false_and_init_raises_one_line():
 def test_gpu_calls_raise_no_gpu_error(call):
     f, meta = kernel_meta({"X": T("f32"), "n": S("i32")})
 
-    class Compiled:
-        ptx = ".version 8.0\n.target sm_90a\n.address_size 64\n"
-        pass
-    Compiled.meta = meta
-    Compiled.fn = f
+    art = Artifact(meta, ptx=".version 8.0\n.target sm_90a\n.address_size 64\n", signature=signature_of_function(f))
     actions = {
-        "launch": lambda: L.launch(Compiled(), (1,), [np.zeros(4, np.float32), 4]),
+        "launch": lambda: L.launch(art, (1,), [np.zeros(4, np.float32), 4]),
         "to_device": lambda: dev.to_device(np.zeros(3, np.float32)),
         "empty": lambda: dev.empty((3,), "f32"),
-        "load_module": lambda: cuda.load_module(Compiled.ptx),
+        "load_module": lambda: cuda.load_module(art.ptx),
         "stream": lambda: cuda.Stream(),
         "synchronize": cuda.synchronize,
         "device": cuda.device,
@@ -353,26 +349,17 @@ def test_abi_mismatch_is_reported():
 def test_signature_sources():
     f, meta = kernel_meta({"X": T("f32", 2), "n": S("i32"), "a": S("f16")})
 
-    class WithFn:
-        pass
-    WithFn.meta, WithFn.fn = meta, f
-    types, names = L.signature_of(WithFn())
+    art = Artifact(meta, ptx="// p", signature=signature_of_function(f))
+    types, names = L.signature_of(art)
     assert names == ["X", "n", "a"] and types == [T("f32", 2), S("i32"), S("f16")]
+    assert art.signature == [["X", "tensor<?x?xf32>"], ["n", "i32"], ["a", "f16"]]
 
-    class WithDict:
-        pass
-    WithDict.meta, WithDict.signature = meta, {"X": T("f32", 2), "n": S("i32"), "a": S("f16")}
-    assert L.signature_of(WithDict()) == (types, names)
-
-    class WithExtra:
-        pass
-    WithExtra.meta, WithExtra.extra = meta, {"signature": [["X", "tensor<?x?xf32>"], ["n", "i32"], ["a", "f16"]]}
-    assert L.signature_of(WithExtra()) == (types, names)
-
-    class MetaOnly:
-        pass
-    MetaOnly.meta = meta
-    t2, n2 = L.signature_of(MetaOnly())
+    class Holder:                       # a cache entry or a CompiledKernel: holds the artifact
+        artifact = art
+    assert L.signature_of(Holder()) == (types, names)
+    with pytest.raises(TypeError, match="needs a compiled kernel"):
+        L.signature_of(object())
+    t2, n2 = L.signature_of(Artifact(meta, ptx="// p"))       # no signature: from meta.params
     assert n2 == names and t2[0].rank == 2 and t2[0].dtype is None and t2[1] == S("i32")
     # meta-only signatures still pack (dtype unchecked)
     arr = L.pack_args(meta, t2, [fake((2, 2), "f32"), 3, 7], n2)
@@ -546,12 +533,7 @@ def test_extract_tensor_accepts_our_own_dlpack_export():
 # ==================================================================================== cache
 def built(ptx="// ptx", name="k", cubin=None):
     f, meta = kernel_meta({"X": T("f32"), "n": S("i32")}, name=name)
-
-    class Out:
-        pass
-    o = Out()
-    o.ptx, o.meta, o.cubin, o.fn = ptx, meta, cubin, f
-    return o
+    return Artifact(meta, ptx=ptx, cubin=cubin, signature=signature_of_function(f))
 
 
 def test_cache_miss_then_hit(tmp_path):
@@ -688,7 +670,7 @@ def test_cache_accepts_dicts_and_keys(tmp_path):
     assert C.KernelCache(tmp_path).get(e.key).extra["regs"] == 40
     with pytest.raises(ValueError):
         c.get("not-a-key")
-    with pytest.raises(TypeError, match="ptx"):
+    with pytest.raises(TypeError, match="Artifact"):
         c.get_or_build(("other", "sm_80"), lambda: object())
 
 

@@ -1,7 +1,7 @@
 """Runtime tests on an NVIDIA GPU (`pytest -m gpu`; skipped where runtime.cuda.available() is False).
 
 The runtime is tested on its own with small ABI-conformant kernels written here with llvmlite
-(codegen-notes §1 style; parameters laid out exactly as codegen/abi.py says), and end to end with a
+(codegen-notes §1 style; parameters laid out exactly as ir/artifact.py says), and end to end with a
 kernel from `tile.codegen.compile` when that exists. Fresh random inputs every run, outputs
 poisoned (0xFF bytes = NaN) before each launch.
 
@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from tile.codegen.abi import KernelMeta, flatten_params
+from tile.ir.artifact import Artifact, KernelMeta, flatten_params, signature_of_function
 from tile.ir.core import Function
 from tile.ir.dtypes import dtype as D
 from tile.ir.errors import TileError
@@ -61,7 +61,7 @@ def _emit(m, target, attrs_fn=None):
 
 
 class _KB:
-    """A kernel whose parameters follow codegen/abi.py for the IR parameters `params`."""
+    """A kernel whose parameters follow ir/artifact.py for the IR parameters `params`."""
 
     def __init__(self, name, params: dict):
         ir, _ = _llvm()
@@ -100,7 +100,8 @@ class _KB:
 
     def compiled(self, num_threads, **kw):
         self.b.ret_void()
-        return types.SimpleNamespace(ptx=_emit(self.m, _target()), meta=self.meta(num_threads, **kw), fn=self.fn_ir)
+        return Artifact(self.meta(num_threads, **kw), ptx=_emit(self.m, _target()),
+                        signature=signature_of_function(self.fn_ir))
 
 
 def k_vadd():

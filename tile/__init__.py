@@ -29,6 +29,7 @@ from .dsl.language import (  # noqa: F401  (the language namespace)
 )
 from .ir.errors import TileError
 from .kernel import CompiledKernel, Kernel, current_target, kernel
+from .aot import LoadedKernel, load_compiled
 
 CompileError.__module__ = "tile"          # tracebacks read `tile.CompileError: file:line:col: ...`
 
@@ -40,7 +41,7 @@ _SHADOWS_PYTHON = {"sum", "max", "min", "abs", "pow", "range"}
 __all__ = sorted(
     set(_lang.DTYPE_NAMES) | {n for n in _lang.BUILTIN_NAMES if n not in _SHADOWS_PYTHON}
     | {"DType", "Tensor", "constexpr", "dtype", "inline", "cdiv", "kernel", "Kernel", "CompiledKernel",
-       "CompileError", "TileError", "current_target", "Array", "asarray"})
+       "CompileError", "TileError", "current_target", "Array", "asarray", "load_compiled", "LoadedKernel"})
 
 _LAZY_ARRAYS = ("Array", "asarray", "dtype_of", "from_codes", "from_packed")
 _LAZY_DEVICE = ("DeviceArray", "to_device", "empty", "empty_like")

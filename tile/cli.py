@@ -328,8 +328,7 @@ def cmd_layout(a) -> int:
     return 0
 
 
-_SUFFIX_ATTRS = {".ptx": ("ptx",), ".cubin": ("cubin",), ".hsaco": ("hsaco", "code_object", "co"),
-                 ".co": ("hsaco", "code_object", "co"), ".ll": ("llvm_ir", "llvm", "ll")}
+_SUFFIXES = (".tir", ".ptx", ".cubin", ".hsaco", ".co", ".ll", ".tilec")
 
 
 def cmd_compile(a) -> int:
@@ -337,11 +336,12 @@ def cmd_compile(a) -> int:
     _check_target(a.target)
     out = Path(a.output)
     suffix = out.suffix.lower()
-    if suffix != ".tir" and suffix not in _SUFFIX_ATTRS:
+    if suffix not in _SUFFIXES:
         raise CLIError(f"{a.output}: unknown output kind {suffix or '(no suffix)'!r}; "
-                       f"use .tir, .ptx, .cubin, .hsaco or .ll")
-    nvidia = a.target.startswith("sm_")
-    if (suffix in (".ptx", ".cubin") and not nvidia) or (suffix in (".hsaco", ".co") and not a.target.startswith("gfx")):
+                       f"use .tir, .ptx, .cubin, .hsaco, .ll or .tilec (the whole artifact)")
+    from .ir.targets import get_target
+    family = get_target(a.target).family
+    if (suffix in (".ptx", ".cubin") and family != "nvidia") or (suffix in (".hsaco", ".co") and family != "amd"):
         raise CLIError(f"{a.output}: a {suffix} file is not an output of target {a.target}")
     from . import compiler
     m, name = frontend_module(a.spec, parse_defines(a.define))
@@ -368,13 +368,19 @@ def cmd_compile(a) -> int:
         if "no code generator" in str(e):
             raise CLIError(_first_line(e), EXIT_UNAVAILABLE) from e
         raise
-    data = None
-    for attr in _SUFFIX_ATTRS[suffix]:
-        data = getattr(art, attr, None)
-        if callable(data):                       # e.g. Compiled.cubin(): assembled on demand
-            data = data()
-        if data is not None:
-            break
+    if suffix == ".tilec":
+        try:
+            from .codegen import assemble
+            assemble(art)                        # a cubin too where nvJitLink or ptxas is here
+        except Exception:                        # noqa: BLE001 - the PTX alone still loads (driver JIT)
+            pass
+        art.save(out)
+        return 0
+    if suffix == ".cubin":
+        from .codegen import assemble
+        data = assemble(art)
+    else:
+        data = {".ptx": art.ptx, ".ll": art.llvm_ir, ".hsaco": art.hsaco, ".co": art.hsaco}[suffix]
     if data is None:
         raise CLIError(f"the {a.target} back end gives no {suffix} output", EXIT_UNAVAILABLE)
     _write(out, data)

@@ -97,7 +97,7 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
 
 def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True, **options):
     """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
-    keyed on the front end's IR, the target and the options. Returns (module, ir_after, compiled or
+    keyed on the front end's IR, the target and the options. Returns (module, ir_after, Artifact or
     None for cpu)."""
     target = get_target(target)
     module, ir_after = lower(module, target, name=name, **options)
@@ -106,9 +106,9 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     if not use_cache:
         return module, ir_after, generate(module, target, kernel=name, **options)
     from .runtime.cache import default_cache
-    compiled = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
-                                            lambda: generate(module, target, kernel=name, **options))
-    return module, ir_after, compiled
+    entry = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
+                                         lambda: generate(module, target, kernel=name, **options))
+    return module, ir_after, entry.artifact
 
 
 # ------------------------------------------------------------------------------------ helpers

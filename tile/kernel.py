@@ -55,23 +55,22 @@ class CompiledKernel:
         self.constexprs = constexprs
         self.params = params
         self.asm: dict = {}
-        self.binary = None      # GPU targets: the cache entry with .ptx, .cubin, .meta
+        self.artifact = None    # GPU targets: the compiled artifact (ir/artifact.py)
 
     @property
     def ptx(self) -> str | None:
         """The PTX (NVIDIA targets), else None."""
-        return self.binary.ptx if self.binary is not None else None
+        return self.artifact.ptx if self.artifact is not None else None
 
     @property
     def cubin(self) -> bytes | None:
-        """The cubin when the kernel cache holds one (the runtime otherwise builds it from the PTX)."""
-        c = getattr(self.binary, "cubin", None)
-        return c if isinstance(c, (bytes, bytearray)) else None
+        """The cubin when the artifact holds one (the runtime otherwise builds it from the PTX)."""
+        return self.artifact.cubin if self.artifact is not None else None
 
     @property
     def meta(self):
-        """codegen.abi.KernelMeta (threads, shared memory, parameters) for GPU targets, else None."""
-        return self.binary.meta if self.binary is not None else None
+        """ir.artifact.KernelMeta (threads, shared memory, parameters) for GPU targets, else None."""
+        return self.artifact.meta if self.artifact is not None else None
 
     @property
     def passes(self) -> list[str]:
@@ -282,8 +281,8 @@ class Kernel:
         module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
         if binary is not None:
-            ck.binary = binary
-            ck.asm["ptx"] = binary.ptx
+            ck.artifact = binary
+            ck.asm["ptx"] = ck.artifact.ptx
         self.cache[key] = ck
         return ck
 
