@@ -6,7 +6,7 @@ signal (the llvmlite wheel aborts on some malformed IR; see `codegen/llvm_isolat
 """
 from __future__ import annotations
 
-from tile.ir.errors import TileError
+from ..ir.errors import TileError
 
 
 class CompileError(TileError):

@@ -21,7 +21,7 @@ import math
 
 import llvmlite.ir as ir
 
-from tile.ir.dtypes import DType, f32 as F32, i32 as I32
+from ..ir.dtypes import DType, f32 as F32, i32 as I32
 
 from .errors import CompileError
 from .llvm_util import (Decls, bf16, f16, f32, f64, i1, i8, i16, i32, i64, is_native_float, is_small_float,

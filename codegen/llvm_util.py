@@ -15,7 +15,7 @@ import struct
 import llvmlite.ir as ir
 from llvmlite.ir.types import _BaseFloatType
 
-from tile.ir.dtypes import DType
+from ..ir.dtypes import DType
 
 
 class BFloatType(_BaseFloatType):

@@ -1,5 +1,5 @@
 """Entry point of the LLVM worker process: `python -m tile.codegen.llvm_worker` (see llvm_isolated.py)."""
-from tile.codegen.llvm_isolated import serve
+from .llvm_isolated import serve
 
 if __name__ == "__main__":
     serve()

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from tile.ir.dtypes import DType, u8
-from tile.ir.layout import Layout
-from tile.ir.thread_maps import MMA_IN, mma_dot_grid
+from ..ir.dtypes import DType, u8
+from ..ir.layout import Layout
+from ..ir.thread_maps import MMA_IN, mma_dot_grid
 
 from .lower_shared import _atoms
 from .values import LazyFrag, RTile, SView

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from tile.ir.dtypes import DType
-from tile.ir.thread_maps import vector_elems
-from tile.ir.types import TileType
+from ..ir.dtypes import DType
+from ..ir.thread_maps import vector_elems
+from ..ir.types import TileType
 
 from .values import RTile
 from .table import lowers
@@ -573,7 +573,7 @@ class MemoryLowering:
         if rows.dtype.kind == "bool" or rows.dtype.bits < 8:
             b = self.b
             vals = [b.zext(x, i32) if rows.dtype.kind != "int" else b.sext(x, i32) for x in rows.vals]
-            from tile.ir.dtypes import i32 as I32
+            from ..ir.dtypes import i32 as I32
             return RTile(rows.map, vals, I32)
         return rows
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from tile.ir.dtypes import DType
-from tile.ir.types import TileType
+from ..ir.dtypes import DType
+from ..ir.types import TileType
 
 from .values import RTile
 from .table import lowers

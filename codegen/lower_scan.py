@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from tile.ir.layout import Layout
-from tile.ir.shared_layouts import cumsum_scratch
+from ..ir.layout import Layout
+from ..ir.shared_layouts import cumsum_scratch
 
 from .values import RTile
 from .table import lowers

@@ -19,13 +19,13 @@ from math import prod
 
 import llvmlite.ir as ir
 
-from tile.ir.dtypes import DType
-from tile.ir.layout import ComposedLayout, Layout, Swizzle, row_major
-from tile.ir.types import TileType
-from tile.ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
+from ..ir.dtypes import DType
+from ..ir.layout import ComposedLayout, Layout, Swizzle, row_major
+from ..ir.types import TileType
+from ..ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
                                     leaves as _leaves, smem_vector_elems, transpose_layout)
-from tile.ir.targets import LAZY_COPIES
-from tile.ir.thread_maps import ThreadMap, blocked, mma_operand_kind
+from ..ir.targets import LAZY_COPIES
+from ..ir.thread_maps import ThreadMap, blocked, mma_operand_kind
 
 from .table import lowers
 from .llvm_util import i1, i8, i16, i32, i64, sptr
@@ -593,13 +593,13 @@ class SharedLowering:
 
     def _codes_tile(self, tile):
         """A sub-byte register tile as a tile of u8 codes (for staging through scratch)."""
-        from tile.ir.dtypes import u8
+        from ..ir.dtypes import u8
         if tile.dtype.bits >= 8:
             return tile
         return RTile(tile.map, [self.to_code(x, tile.dtype) for x in tile.vals], u8)
 
     def _stage_dtype(self, dt):
-        from tile.ir.dtypes import u8
+        from ..ir.dtypes import u8
         return u8 if dt.bits < 8 else dt
 
     @lowers("convert_layout")

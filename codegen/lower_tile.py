@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from tile.ir.core import Block, Function, Operation, Value
-from tile.ir.dtypes import DType
-from tile.ir.ops import BINARY, UNARY
-from tile.ir.targets import Target
-from tile.ir.types import ScalarType, TensorType, TileType
-from tile.ir.thread_maps import ThreadMap, as_map
+from ..ir.core import Block, Function, Operation, Value
+from ..ir.dtypes import DType
+from ..ir.ops import BINARY, UNARY
+from ..ir.targets import Target
+from ..ir.types import ScalarType, TensorType, TileType
+from ..ir.thread_maps import ThreadMap, as_map
 
-from tile.ir.artifact import flatten_params
+from ..ir.artifact import flatten_params
 from .errors import CompileError
 from .llvm_numerics import Numerics
 from .values import LazyFrag, RTile, SView, TensorV
@@ -421,11 +421,11 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
                     import numpy as np
                     v = float(np.float16(v))
                 return ir.Constant(t, v)
-            from tile.ir import numerics
+            from ..ir import numerics
             import numpy as np
             return ir.Constant(i8, int(numerics.encode(np.asarray(v, np.float64), dt)))
         if isinstance(value, float):
-            from tile.ir import numerics
+            from ..ir import numerics
             import numpy as np
             value = int(numerics.decode(numerics.encode(np.asarray(value), dt), dt))
         v = int(value)

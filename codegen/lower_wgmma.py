@@ -30,8 +30,8 @@ import re
 
 import llvmlite.ir as ir
 
-from tile.ir.layout import ComposedLayout
-from tile.ir.shared_layouts import wgmma_canonical
+from ..ir.layout import ComposedLayout
+from ..ir.shared_layouts import wgmma_canonical
 
 from .values import LazyFrag
 from .llvm_util import i32, i64

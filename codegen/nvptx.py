@@ -13,10 +13,10 @@ import subprocess
 import tempfile
 
 
-from tile.ir.core import Function
-from tile.ir.targets import Target, get_target
+from ..ir.core import Function
+from ..ir.targets import Target, get_target
 
-from tile.ir.artifact import Artifact, KernelMeta, flatten_params, signature_of_function
+from ..ir.artifact import Artifact, KernelMeta, flatten_params, signature_of_function
 from .errors import CompileError
 from .llvm_isolated import LLVMJob, run_llvm
 from .nvptx_intrinsics import NVPTXIntrinsics

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tile.ir.dtypes import DType
-from tile.ir.thread_maps import ThreadMap
+from ..ir.dtypes import DType
+from ..ir.thread_maps import ThreadMap
 
 
 @dataclass

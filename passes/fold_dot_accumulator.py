@@ -10,7 +10,7 @@ other operand has the accumulator's type; the new dot takes the add's place (so 
 """
 from __future__ import annotations
 
-from tile.ir.core import Module, Operation
+from ..ir.core import Module, Operation
 
 from .manager import register
 

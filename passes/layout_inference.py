@@ -26,17 +26,17 @@ the op and both layouts.
 """
 from __future__ import annotations
 
-from tile.ir.core import Block, Function, Module, Operation, Value
-from tile.ir.errors import TileError
-from tile.ir.layout import ComposedLayout, Layout
-from tile.ir.ops import BINARY, UNARY
-from tile.ir.register_layout import TVLayout
-from tile.ir.targets import Target, get_target
-from tile.ir.types import TileType
+from ..ir.core import Block, Function, Module, Operation, Value
+from ..ir.errors import TileError
+from ..ir.layout import ComposedLayout, Layout
+from ..ir.ops import BINARY, UNARY
+from ..ir.register_layout import TVLayout
+from ..ir.targets import Target, get_target
+from ..ir.types import TileType
 
 from .manager import register
-from tile.ir.shared_layouts import default_shared_layout, swizzled_row_major
-from tile.ir.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_operand_kind, mma_warps
+from ..ir.shared_layouts import default_shared_layout, swizzled_row_major
+from ..ir.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_operand_kind, mma_warps
 
 __all__ = ["layout_inference", "LayoutConflictError", "infer_function", "mma_warp_grid"]
 

@@ -36,11 +36,11 @@ with ldmatrix, no extra conversion), and the ring buffer gets the matching (swiz
 """
 from __future__ import annotations
 
-from tile.ir.core import Block, Function, Module, Operation, Value
-from tile.ir.dtypes import bool_, i32
-from tile.ir.ops import OPS
-from tile.ir.targets import Target, get_target
-from tile.ir.types import ScalarType, TileType
+from ..ir.core import Block, Function, Module, Operation, Value
+from ..ir.dtypes import bool_, i32
+from ..ir.ops import OPS
+from ..ir.targets import Target, get_target
+from ..ir.types import ScalarType, TileType
 
 from .manager import register
 
@@ -211,7 +211,7 @@ class _LoopPipeliner:
                 tusers = [u for u in self.fn.walk() if any(x is tr.results[0] for x in u.operands)]
                 if tusers and all(u.name == "convert_layout" for u in tusers) and \
                         len({str(u.results[0].type.layout) for u in tusers}) == 1:
-                    from tile.ir.thread_maps import as_map
+                    from ..ir.thread_maps import as_map
                     want = as_map(tusers[0].results[0].type.layout)
                     tr.results[0].type = tusers[0].results[0].type
                     rtype = rtype.with_(layout=want.permute([1, 0]).to_tv())
@@ -259,8 +259,8 @@ class _LoopPipeliner:
     def _set_shared_layouts(self, rings):
         """If the IR has layouts already, give the ring buffers (and their subviews) layouts."""
         from .layout_inference import _drop_stage, _is_mma_operand, _stack_stages
-        from tile.ir.shared_layouts import default_shared_layout, swizzled_row_major
-        from tile.ir.thread_maps import as_map
+        from ..ir.shared_layouts import default_shared_layout, swizzled_row_major
+        from ..ir.thread_maps import as_map
         nw = int(self.fn.attrs.get("num_warps", 4))
         nthreads = self.target.threads(nw)
         for ring in rings:

@@ -20,13 +20,13 @@ located error in code generation, never a silent fallback.
 """
 from __future__ import annotations
 
-from tile.ir.core import Function, Module, Operation
-from tile.ir.ops import OPS
-from tile.ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
+from ..ir.core import Function, Module, Operation
+from ..ir.ops import OPS
+from ..ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
                                     smem_vector_elems, transpose_layout, wgmma_canonical)
-from tile.ir.targets import Target
-from tile.ir.thread_maps import as_map, blocked, mma_a, mma_c, mma_dot_grid, mma_operand_kind, vector_elems
-from tile.ir.types import TileType
+from ..ir.targets import Target
+from ..ir.thread_maps import as_map, blocked, mma_a, mma_c, mma_dot_grid, mma_operand_kind, vector_elems
+from ..ir.types import TileType
 
 from .manager import register
 from .shared_memory_planning import scratch_bytes

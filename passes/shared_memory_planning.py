@@ -17,14 +17,14 @@ shared-memory buffer, reusing memory whose live ranges do not overlap.
 """
 from __future__ import annotations
 
-from tile.ir.core import Block, Function, Module, Operation
-from tile.ir.types import TileType
+from ..ir.core import Block, Function, Module, Operation
+from ..ir.types import TileType
 
 from .manager import register
-from tile.ir.errors import TileError
-from tile.ir.shared_layouts import cumsum_scratch
-from tile.ir.targets import LAZY_COPIES, Target, get_target
-from tile.ir.thread_maps import as_map
+from ..ir.errors import TileError
+from ..ir.shared_layouts import cumsum_scratch
+from ..ir.targets import LAZY_COPIES, Target, get_target
+from ..ir.thread_maps import as_map
 
 __all__ = ["shared_memory_planning", "scratch_bytes", "cumsum_scratch", "plan_function", "ALIGN"]
 
