@@ -246,15 +246,17 @@ def _sigmoid(x):
 
 
 def _fmax(a, b):
-    """IEEE 754-2019 maximumNumber: NaN ignored; max(-0, +0) = +0 in either order (np.fmax keeps
-    the first of two equal operands)."""
+    """IEEE 754-2019 maximumNumber: NaN ignored; -0 < +0, so max(-0, +0) = +0 in either order and
+    max(-0, -0) = -0 (np.fmax keeps the first of two equal operands)."""
     r = np.fmax(a, b)
-    return np.where((a == b) & (r == 0), np.abs(r), r)
+    z = (a == b) & (r == 0)
+    return np.where(z, np.where(np.signbit(a) & np.signbit(b), -np.zeros_like(r), np.zeros_like(r)), r)
 
 
 def _fmin(a, b):
     r = np.fmin(a, b)
-    return np.where((a == b) & (r == 0), -np.abs(r), r)
+    z = (a == b) & (r == 0)
+    return np.where(z, np.where(np.signbit(a) | np.signbit(b), -np.zeros_like(r), np.zeros_like(r)), r)
 
 
 def _rsqrt(x):

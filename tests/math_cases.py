@@ -166,13 +166,16 @@ def _sigmoid(x):
 
 
 def _max(a, b):
+    """IEEE 754-2019 maximumNumber: -0 < +0, so max(-0, -0) = -0 and max(-0, +0) = +0."""
     r = np.fmax(a, b)
-    return np.where((a == b) & (r == 0), np.abs(r), r)
+    z = (a == b) & (r == 0)
+    return np.where(z, np.where(np.signbit(a) & np.signbit(b), -0.0, 0.0), r)
 
 
 def _min(a, b):
     r = np.fmin(a, b)
-    return np.where((a == b) & (r == 0), -np.abs(r), r)
+    z = (a == b) & (r == 0)
+    return np.where(z, np.where(np.signbit(a) | np.signbit(b), -0.0, 0.0), r)
 
 
 REF = {"exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "sqrt": np.sqrt,

@@ -244,7 +244,7 @@ class TestGPU:
             f = mod.get_function("vadd_abi")
             assert f.attributes["num_regs"] > 0
             dz = dev.empty((n,), "f32").fill_bytes(0xFF)
-            params = L.pack_args(c.meta, [a.type for a in c.fn.args], [dx, dy, dz])
+            params = L.pack_args(c.meta, L.signature_of(c)[0], [dx, dy, dz])
             f.launch((3,), (128,), params)
             cuda.synchronize()
             np.testing.assert_array_equal(dz.numpy(), x + y)
@@ -332,7 +332,7 @@ class TestGPU:
         c = k_vadd()
         f = L.load_function(c)
         d = dev.empty((4,), "f32")
-        params = L.pack_args(c.meta, [a.type for a in c.fn.args], [d, d, d])
+        params = L.pack_args(c.meta, L.signature_of(c)[0], [d, d, d])
         with pytest.raises(TileError, match="threads per block"):
             f.launch((1,), (2048,), params)
         with pytest.raises(cuda.CudaError, match="nope"):
