@@ -438,10 +438,9 @@ class MemoryLowering:
 
     @lowers("load")
     def op_load(self, op):
-        T = self.get(op.operands[0])
-        R = T.rank
-        idx = [self.as_i32(self.get(v)) for v in op.operands[1:1 + R]]
-        mask = self.rtile(op.operands[1 + R]) if len(op.operands) > 1 + R else None
+        T = self.get(op.tensor)
+        idx = [self.as_i32(self.get(v)) for v in op.indices]
+        mask = self.rtile(op.mask) if op.mask is not None else None
         rt: TileType = op.results[0].type
         m = self.tmap(rt)
         dt = rt.dtype
@@ -456,11 +455,10 @@ class MemoryLowering:
 
     @lowers("store")
     def op_store(self, op):
-        T = self.get(op.operands[0])
-        R = T.rank
-        idx = [self.as_i32(self.get(v)) for v in op.operands[1:1 + R]]
-        val = self.rtile(op.operands[1 + R])
-        mask = self.rtile(op.operands[2 + R]) if len(op.operands) > 2 + R else None
+        T = self.get(op.tensor)
+        idx = [self.as_i32(self.get(v)) for v in op.indices]
+        val = self.rtile(op.value)
+        mask = self.rtile(op.mask) if op.mask is not None else None
         if mask is not None:
             self._check_same_layout(val, mask, "store: mask")
         m, dt = val.map, val.dtype
@@ -468,7 +466,7 @@ class MemoryLowering:
             raise self.error(f"storing a {dt} tile needs each thread to own whole bytes, but its layout "
                              f"{m} gives threads runs of {m.runs(-1)} elements along the last dim "
                              f"(annotate a layout with longer runs)")
-        info, bases = self._tile_info_fn(T, idx, m, op.operands[1 + R].type.shape)
+        info, bases = self._tile_info_fn(T, idx, m, op.value.type.shape)
         vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
         self._write_elems(T, dt, m, val.vals, info, vec, fast, mask.vals if mask else None)
@@ -476,16 +474,15 @@ class MemoryLowering:
     @lowers("atomic")
     def op_atomic(self, op):
         b = self.b
-        T = self.get(op.operands[0])
-        R = T.rank
-        idx = [self.as_i32(self.get(v)) for v in op.operands[1:1 + R]]
-        val = self.rtile(op.operands[1 + R])
-        mask = self.rtile(op.operands[2 + R]) if len(op.operands) > 2 + R else None
+        T = self.get(op.tensor)
+        idx = [self.as_i32(self.get(v)) for v in op.indices]
+        val = self.rtile(op.value)
+        mask = self.rtile(op.mask) if op.mask is not None else None
         m, dt = val.map, val.dtype
         kind = op.attrs["kind"]
         if dt.bits < 8 or (dt.is_float and dt.name not in ("f32", "f64", "f16", "bf16")):
             raise self.error(f"atomic {kind} on {dt} tensors is not supported by the GPU back end")
-        info, _ = self._tile_info_fn(T, idx, m, op.operands[1 + R].type.shape)
+        info, _ = self._tile_info_fn(T, idx, m, op.value.type.shape)
         own = self.owner(m)
         uniq = set(m.unique_values())
         for v in range(m.nvals):

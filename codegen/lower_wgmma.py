@@ -110,7 +110,7 @@ class WgmmaLowering:
         out = list(acc.vals)
         dt = a.dtype.name
         # this warp's warpgroup: rows block gi (of gm), column block gj (of wn)
-        warp = b.udiv(self.tid, ir.Constant(i32, 32))
+        warp = b.udiv(self.tid, ir.Constant(i32, self.target.warp_size))
         gi = b.udiv(b.urem(warp, ir.Constant(i32, wm)), ir.Constant(i32, 4))
         gj = b.udiv(warp, ir.Constant(i32, wm))
         rs = ia is None                              # A from registers

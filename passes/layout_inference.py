@@ -272,10 +272,8 @@ class LayoutInference:
             d = self.demand_of(res)
             m = d.map if d is not None and d.kind == "plain" else self.default(res.type)
             m = self.assign(res, m, op)
-            if n == "load":
-                T = op.operands[0].type
-                if len(op.operands) == 2 + T.rank:
-                    self.require(op, len(op.operands) - 1, m)
+            if n == "load" and op.mask is not None:
+                self.require(op, len(op.operands) - 1, m)          # the mask is the last operand
             else:
                 self.require(op, 1, m.project(1))
         elif n == "shared_load":
@@ -339,10 +337,9 @@ class LayoutInference:
             cm = self.assign(res, cm, op)
             self.require(op, 2, cm)
         elif n in ("store", "atomic"):
-            T = op.operands[0].type
-            vi = 1 + T.rank
-            vm = self.get(op.operands[vi])
-            vt = op.operands[vi].type
+            vi = 1 + op.tensor.type.rank                       # the value's operand index
+            vm = self.get(op.value)
+            vt = op.value.type
             if vt.dtype.bits < 8 and n == "store" and not _owns_bytes(vm, vt.dtype.bits):
                 vm = self.default(vt)
                 self.require(op, vi, vm)
@@ -351,7 +348,7 @@ class LayoutInference:
                 # memory buys 16-byte coalesced stores
                 vm = self.default(vt)
                 self.require(op, vi, vm)
-            if len(op.operands) > vi + 1:
+            if op.mask is not None:
                 self.require(op, vi + 1, vm)
         elif n == "scatter":
             vm = self.get(op.operands[3])

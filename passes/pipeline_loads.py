@@ -93,13 +93,12 @@ class _LoopPipeliner:
         for o in self.body.ops:
             if o.name not in ("load", "gather"):
                 continue
-            T = o.operands[0].type
-            if o.name == "load" and len(o.operands) != 1 + T.rank:      # has a mask
+            if o.name == "load" and o.mask is not None:
                 continue
             if o.attrs.get("other", 0) not in (0, 0.0, False):
                 continue
             rt = o.results[0].type
-            if rt.rank > T.rank:
+            if rt.rank > o.tensor.type.rank:
                 continue
             if rt.dtype.bits < 8 and (rt.shape[-1] * rt.dtype.bits) % 8:
                 continue                                  # packed rows must be whole bytes in shared memory

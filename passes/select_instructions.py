@@ -57,7 +57,7 @@ class _Selector:
         for op in list(self.fn.walk()):
             n = op.name
             if n in ("load", "gather", "store", "scatter"):
-                v = op.results[0] if n in ("load", "gather") else op.operands[1 + op.operands[0].type.rank if n == "store" else 3]
+                v = op.results[0] if n in ("load", "gather") else op.value
                 if _is_reg(v.type) and v.type.layout is not None:
                     op.attrs["vec"] = vector_elems(self.map(v.type), v.type.dtype.bits)
             elif n in ("async_copy", "async_gather"):
