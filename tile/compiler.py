@@ -12,6 +12,7 @@ Layers: this module imports dsl, ir, passes, codegen and runtime; none of them i
 from __future__ import annotations
 
 import copy
+import os
 
 from .ir.core import Block, Function, Module, Operation
 from .ir.errors import TileError
@@ -19,7 +20,8 @@ from .ir.printer import print_module
 from .ir.targets import Target, get_target, resolve_target
 from .ir.types import TileType
 
-__all__ = ["resolve", "gpu_arch", "lower", "generate", "compile", "build", "clone_module", "is_prepared"]
+__all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
+           "is_prepared", "reset_target"]
 
 _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
 
@@ -38,11 +40,30 @@ def gpu_arch() -> str | None:
     return _GPU_ARCH[0]
 
 
+_DEFAULT_TARGET: list = []  # memo of resolve(None): [($TILEC_TARGET as read, Target)]
+_environ = os.environ
+
+
 def resolve(target=None) -> Target:
     """The target of a compilation, resolved once: `target` if given (a name or a Target), else
     $TILEC_TARGET, else the GPU in use, else the CPU interpreter. An unknown name is a one-line
-    UnknownTargetError listing the valid ones."""
+    UnknownTargetError listing the valid ones. The default (no argument) is memoized: resolved
+    again only when $TILEC_TARGET's text changes (one dict lookup per launch) or after
+    `reset_target()`."""
+    if target is None:
+        env = _environ.get("TILEC_TARGET")
+        memo = _DEFAULT_TARGET
+        if memo and memo[0] == env:
+            return memo[1]
+        t = resolve_target(None, detect=gpu_arch)
+        _DEFAULT_TARGET[:] = [env, t]
+        return t
     return resolve_target(target, detect=gpu_arch)
+
+
+def reset_target() -> None:
+    """Forget the memoized default target (re-read $TILEC_TARGET and the GPU at the next resolve())."""
+    _DEFAULT_TARGET.clear()
 
 
 def _restrict(target: Target, options: dict) -> Target:
@@ -75,6 +96,22 @@ def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str 
     if target.family == "cpu":
         raise TileError("target cpu runs in the interpreter and has no machine code")
     raise TileError(f"no code generator for target {target.name} ({target.family}) yet")
+
+
+def generate_cached(module: Module, target, *, kernel: str | None = None, use_cache: bool = True, **options):
+    """`generate` through the kernel cache, keyed on the printed IR (after the pipeline), the target,
+    the kernel and the options -- what `tilec compile` uses, so a second compile of the same kernel
+    (or one a launch already compiled) reads the cache. The debugging views (llvm_ir, ...) exist only
+    on a fresh build: pass use_cache=False for them."""
+    target = get_target(target)
+    if not use_cache or not target.is_gpu:
+        return generate(module, target, kernel=kernel, **options)
+    from .runtime.cache import default_cache
+    fn = _pick(module, kernel)
+    text = print_module(Module([fn]))
+    entry = default_cache().get_or_build((text, target.name, {"stage": "generate", "kernel": fn.name, **options}),
+                                         lambda: generate(module, target, kernel=kernel, **options))
+    return entry.artifact
 
 
 def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: bool | None = None, **options):
