@@ -27,7 +27,7 @@ from .dsl.language import (  # noqa: F401  (the language namespace)
     concat, range, static_range, static_assert, static_print, device_print, alloc_shared, copy_async, commit, wait,
     barrier, annotate,
 )
-from .ir.errors import TileError
+from .ir.errors import PerformanceWarning, TileError
 from .kernel import CompiledKernel, Kernel, current_target, kernel
 from .aot import LoadedKernel, load_compiled
 

@@ -54,6 +54,15 @@ def _targets():
     return TARGETS
 
 
+def _is_located_compile_error(e: BaseException) -> bool:
+    """A front-end CompileError with its source line (what `str()` shows as three lines)."""
+    try:
+        from .dsl.errors import CompileError
+    except ImportError:
+        return False
+    return isinstance(e, CompileError) and bool(getattr(e, "source_line", None))
+
+
 def _first_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
@@ -509,8 +518,12 @@ def main(argv=None) -> int:
         if args.traceback:
             raise
         from .ir.errors import TileError
-        if isinstance(e, TileError):
-            msg = _first_line(e)                 # CompileError/ParseError/VerifyError: file:line:col first
+        if _is_located_compile_error(e):
+            # a kernel's CompileError reads as the Python API shows it: file:line:col: message, the
+            # source line and a caret under the spot
+            msg = str(e).rstrip("\n")
+        elif isinstance(e, TileError):
+            msg = _first_line(e)                 # ParseError/VerifyError: file:line:col first
         elif isinstance(e, (OSError, ValueError, TypeError, KeyError, LookupError, ImportError, NotImplementedError)):
             msg = f"{type(e).__name__}: {_first_line(e)}" if isinstance(e, (KeyError, ImportError)) else _first_line(e)
         else:

@@ -91,8 +91,11 @@ def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str 
     fn = _pick(module, kernel)
     if target.family == "nvidia":
         from .codegen.nvptx import compile_function
-        return compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
-                                ir_after=ir_after)
+        art = compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
+                               ir_after=ir_after)
+        _ptxas_resources(art)
+        warn_resources(art)
+        return art
     if target.family == "cpu":
         raise TileError("target cpu runs in the interpreter and has no machine code")
     raise TileError(f"no code generator for target {target.name} ({target.family}) yet")
@@ -111,6 +114,8 @@ def generate_cached(module: Module, target, *, kernel: str | None = None, use_ca
     text = print_module(Module([fn]))
     entry = default_cache().get_or_build((text, target.name, {"stage": "generate", "kernel": fn.name, **options}),
                                          lambda: generate(module, target, kernel=kernel, **options))
+    if entry.source != "built":
+        warn_resources(entry.artifact)
     return entry.artifact
 
 
@@ -145,7 +150,42 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     from .runtime.cache import default_cache
     entry = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
                                          lambda: generate(module, target, kernel=name, **options))
+    if entry.source != "built":
+        warn_resources(entry.artifact)           # a cached kernel that spills still says so
     return module, ir_after, entry.artifact
+
+
+# ------------------------------------------------------------------------------------ resources
+def _ptxas_resources(art) -> None:
+    """Where ptxas is on PATH (and $TILEC_PTXAS_REPORT is not 0): assemble the PTX once with
+    `ptxas -v` and keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
+    bytes) -- it travels with the artifact through the cache and AOT files. No ptxas: nothing."""
+    import shutil
+    if os.environ.get("TILEC_PTXAS_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if not art.ptx or "ptxas" in art.extra or shutil.which("ptxas") is None:
+        return
+    from .codegen.nvptx import parse_ptxas_report, run_ptxas
+    try:
+        _, log = run_ptxas(art.ptx, art.target)
+    except Exception:                            # noqa: BLE001 - the report is advisory; launches JIT the PTX
+        return
+    rep = parse_ptxas_report(log)
+    art.extra["ptxas"] = {k: rep[k] for k in ("registers", "stack", "spill_stores", "spill_loads")}
+
+
+def warn_resources(art) -> None:
+    """A tile.PerformanceWarning naming the kernel and the numbers when its ptxas report shows
+    register spills."""
+    rep = (art.extra or {}).get("ptxas") if art is not None else None
+    if not rep or not (rep.get("spill_stores") or rep.get("spill_loads")):
+        return
+    import warnings
+    from .ir.errors import PerformanceWarning
+    warnings.warn(f"tilec: kernel '{art.name}' for {art.target} spills registers: {rep['spill_stores']} bytes "
+                  f"spill stores, {rep['spill_loads']} bytes spill loads ({rep['registers']} registers, "
+                  f"{rep['stack']} bytes stack frame); fewer live values per thread (smaller tiles, more "
+                  f"warps) avoid it", PerformanceWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------ helpers
