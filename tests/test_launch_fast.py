@@ -148,3 +148,39 @@ def test_fast_path_skips_binding_dlpack_and_the_general_packer(driver, monkeypat
         add1[(n,)](x, y, n)
     assert [k for k, _, _ in driver] == ["general", "fast", "fast", "fast"]
     assert [g for _, g, _ in driver[1:]] == [(1, 1, 1), (2, 1, 1), (3, 1, 1)]
+
+
+# ------------------------------------------------------------------------------ on the GPU
+def _gpu_torch():
+    try:
+        import torch
+        from tile.runtime import cuda
+        return torch.cuda.is_available() and cuda.available()
+    except Exception:                                      # noqa: BLE001
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_torch(), reason="needs an NVIDIA GPU and torch")
+def test_fast_path_on_the_gpu(monkeypatch):
+    import torch
+    monkeypatch.delenv("TILEC_TARGET", raising=False)
+    from tile import compiler
+    compiler.reset_target()
+
+    @tile.kernel
+    def add_s(X: tile.Tensor[f32], Y: tile.Tensor[f32], n: int, s: float, BLOCK: tile.constexpr = 256):
+        i = tile.block_id(0) * BLOCK
+        tile.store(Y, (i,), tile.load(X, (i,), (BLOCK,)) + s)
+    for size, s in ((1000, 1.0), (4096, 2.5), (77, -1.0)):
+        x = torch.randn(size, device="cuda")
+        y = torch.empty_like(x)
+        add_s[((size + 255) // 256,)](x, y, size, s)
+        torch.cuda.synchronize()
+        assert torch.allclose(y, x + s), size
+    assert any(v is not None for v in add_s._fast.values())          # the later launches took the fast path
+    x = torch.randn(1001, device="cuda")
+    with pytest.raises(ValueError, match="'X'.*align"):
+        add_s[(1,)](x[1:], torch.empty(1000, device="cuda"), 1000, 1.0)
+    with pytest.raises(TypeError, match="'X'"):
+        add_s[(1,)](x.half(), torch.empty(1001, device="cuda"), 1001, 1.0)
