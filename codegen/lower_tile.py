@@ -404,7 +404,67 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
 
     @lowers("print")
     def op_print(self, op: Operation):
-        pass                                        # debug prints run in the interpreter only
+        """`tile.device_print(fmt, *values)` through CUDA's `vprintf(fmt, args)`: thread 0 of each block
+        prints once (the interpreter prints once per block too), prefixed `[block (x, y, z)] `.
+        `{}` / `{:spec}` fields become printf conversions by the value's dtype (ints %d / %u / %lld,
+        floats as doubles with %g, or %<spec>); the arguments are packed into a local struct, each
+        at its natural alignment (CUDA's printf ABI). Scalars only: a register tile's elements are
+        spread over the threads, so a tile operand prints as `<tile ...>` (with a warning)."""
+        if self.target.family != "nvidia":
+            _warn_once(f"tilec: device_print in kernel '{self.fn.name}' is ignored on target {self.target.name} "
+                       f"(it prints on NVIDIA GPUs and in the interpreter)")
+            return
+        from ..ir.dtypes import dtype as _dt
+        b = self.b
+        bid = [self.tgt.block_id(b, ax) for ax in range(3)]
+        convs, vals, tiles = [], list(bid), []
+        for v in op.operands:
+            t = v.type
+            if not isinstance(t, ScalarType):
+                convs.append(None)
+                shape = "x".join(str(d) for d in getattr(t, "shape", ()) or ())
+                tiles.append(f"tile<{shape + 'x' if shape else ''}{t.dtype}>")
+                continue
+            dt, x = t.dtype, self.get(v)
+            if dt.kind == "bool":
+                convs.append("d")
+                vals.append(b.zext(x, i32))
+            elif dt.is_float:
+                convs.append("g")
+                vals.append(x if dt.name == "f64" else self.num.convert(b, x, dt, _dt("f64")))
+            elif dt.bits > 32:
+                convs.append("lld" if dt.kind == "int" else "llu")
+                vals.append(x if x.type == i64 else (b.sext if dt.kind == "int" else b.zext)(x, i64))
+            else:
+                convs.append("d" if dt.kind == "int" else "u")
+                if x.type.width < 32:
+                    x = (b.sext if dt.kind == "int" else b.zext)(x, i32)
+                vals.append(x)
+        if tiles:
+            _warn_once(f"tilec: device_print in kernel '{self.fn.name}': register tiles print as <tile ...> on the "
+                       f"GPU (their elements are spread over the threads); print scalars, or use the interpreter")
+        try:
+            text = "[block (%d, %d, %d)] " + printf_format(op.attrs.get("fmt", "") or "", convs, tiles)
+        except ValueError as e:
+            raise self.error(f"device_print: {e}")
+        data = bytearray(text.encode()) + b"\0"
+        fmt_t = ir.ArrayType(i8, len(data))
+        gname = f".str.print.{len(self.module.globals)}"
+        g = ir.GlobalVariable(self.module, fmt_t, gname, addrspace=1)
+        g.global_constant = True
+        g.linkage = "private"
+        g.initializer = ir.Constant(fmt_t, data)
+        gen = ir.PointerType()
+        fmt_ptr = b.addrspacecast(g, gen)
+        st = ir.LiteralStructType([x.type for x in vals])
+        # the struct lives in the entry block (one alloca per print, not one per loop trip)
+        slot = self.eb.alloca(st, name="printf.args")
+        tid0 = b.icmp_unsigned("==", self.tid, ir.Constant(i32, 0))
+        with b.if_then(tid0):
+            for k, x in enumerate(vals):
+                b.store(x, b.gep(slot, [ir.Constant(i32, 0), ir.Constant(i32, k)], inbounds=True))
+            self.decls.call(b, "vprintf", i32, [gen, gen], [fmt_ptr, b.addrspacecast(slot, gen)
+                                                            if slot.type != gen else slot])
 
     # ------------------------------------------------------------------ scalars and creation
     def constant(self, dt: DType, value):
@@ -620,6 +680,70 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             cc = c[lead:]
             return [ir.Constant(i32, 0) if s == 1 else x for x, s in zip(cc, ashape)]
         self.move_through_smem(op, a, rm, src_coord)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        import warnings
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+
+def printf_format(fmt: str, convs: list, tiles: list) -> str:
+    """A printf format from device_print's `{}` format (docs/language.md) and the conversions of its
+    values (None: a tile, printed as text). Fields: `{}` or `{:spec}` (spec: printf flags, width and
+    precision, optionally its conversion letter); `{{` / `}}` are braces; `%` prints as itself. A
+    format without fields prints the values after it, separated by spaces (as the interpreter does)."""
+    out, i, n, k, tiles = [], 0, len(fmt), 0, list(tiles)
+
+    def field(spec):
+        nonlocal k
+        if k >= len(convs):
+            raise ValueError(f"the format {fmt!r} has more fields than the {len(convs)} values given")
+        c = convs[k]
+        k += 1
+        if c is None:
+            return ("<tile " + tiles.pop(0) + ">").replace("%", "%%")
+        if spec and spec[-1] in "diouxXeEfFgGc":
+            spec, letter = spec[:-1], spec[-1]
+            if c in ("lld", "llu") and letter in "diouxX":
+                return "%" + spec + "ll" + letter
+            if c == "g" and letter not in "eEfFgG" or c != "g" and letter in "eEfFgG":
+                raise ValueError(f"conversion '{letter}' does not fit value {k} (printed as %{c})")
+            return "%" + spec + letter
+        if spec and not all(ch in "0123456789.-+ #" for ch in spec):
+            raise ValueError(f"format spec {spec!r} is not printf flags/width/precision")
+        return "%" + spec + c
+    has_fields = False
+    while i < n:
+        ch = fmt[i]
+        if fmt.startswith("{{", i) or fmt.startswith("}}", i):
+            out.append(ch)
+            i += 2
+        elif ch == "{":
+            j = fmt.find("}", i)
+            if j < 0:
+                raise ValueError(f"unclosed '{{' in the format {fmt!r}")
+            inner = fmt[i + 1:j]
+            if inner and inner[0] != ":":
+                raise ValueError(f"fields are {{}} or {{:spec}} (positional, in order), got {{{inner}}}")
+            out.append(field(inner[1:]))
+            has_fields = True
+            i = j + 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    if not has_fields:
+        out += [(" " if out or k else "") + field("") for _ in range(len(convs))]
+    elif k != len(convs):
+        raise ValueError(f"the format {fmt!r} has {k} fields for {len(convs)} values")
+    return "".join(out) + "\n"
 
 
 def _is_zero(x) -> bool:

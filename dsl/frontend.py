@@ -619,7 +619,7 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
             return normalize_const(getattr(obj, attr))
         except AttributeError:
             what = f"module '{obj.__name__}'" if isinstance(obj, types.ModuleType) else describe(obj)
-            raise SemanticError(f"{what} has no attribute '{attr}'", node) from None
+            raise SemanticError(f"{what} has no attribute '{attr}'{_did_you_mean(obj, attr)}", node) from None
 
     # ------------------------------------------------------------ calls
     def call_args(self, node):
@@ -719,6 +719,18 @@ def _shape(x):
     if is_tile(x):
         return x.type.shape
     return ()
+
+
+def _did_you_mean(obj, attr: str) -> str:
+    """"; did you mean 'load'?" for a misspelled name of the language namespace (the `tile` module,
+    or tile.dsl.language), from the builtin, dtype and other public names; else ""."""
+    if not isinstance(obj, types.ModuleType) or obj.__name__ not in ("tile", L.__name__):
+        return ""
+    import difflib
+    names = set(L.BUILTIN_NAMES) | set(L.DTYPE_NAMES) | {"constexpr", "Tensor", "inline", "cdiv", "dtype"}
+    close = [n for n in sorted(names) if n.lower() == attr.lower()] or \
+        difflib.get_close_matches(attr, sorted(names), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _attr_value(v):

@@ -295,7 +295,7 @@ def static_assert(cond, msg=""): """A compile-time check."""
 @_builtin
 def static_print(*args): """Print at compile time."""
 @_builtin
-def device_print(fmt, *values): """Debug print from the kernel (interpreter)."""
+def device_print(fmt, *values): """Debug print at run time, once per block: `{}` fields in fmt (docs/language.md)."""
 
 
 @_builtin

@@ -24,3 +24,8 @@ class ParseError(TileError):
         self.line, self.col = line, col
         detail = f"\n    {text_line}\n    {' ' * (col - 1)}^" if text_line is not None else ""
         super().__init__(f"line {line}, column {col}: {msg}{detail}")
+
+
+class PerformanceWarning(UserWarning):
+    """A compiled kernel will run, but slower than it should: register spills reported by ptxas
+    (`tile.PerformanceWarning`; filter it with the `warnings` module)."""

@@ -14,6 +14,16 @@ foreign file is deleted and rebuilt, never loaded.
 Directory: `$TILEC_CACHE_DIR`, else `~/.cache/tilec`. `TILEC_CACHE=0` turns the disk tier off
 (memory only). An unwritable directory degrades to memory-only with one warning.
 
+Trust: directories are created 0700 and entry files 0600 (compiled code is loaded and run; other
+users must not be able to plant it). One process compiles a key while others wait: `get_or_build`
+takes an exclusive `fcntl.flock` on `<key>.lock` next to the entry, reads the entry again under the
+lock (another process may have written it meanwhile) and builds only if it is still missing. Lock
+files are never deleted by eviction (deleting a lock file someone waits on would break the lock).
+
+Size: the entries are capped at `$TILEC_CACHE_MAX_BYTES` (default 1 GiB; `max_bytes=`); a read
+touches the entry's mtime and a write that leaves the cache over the cap deletes the least recently
+used entries (oldest mtime first) until it fits again. `tilec cache info` / `tilec cache clear`.
+
     cache = default_cache()
     entry = cache.get_or_build((ir_text, "sm_90a", {"num_warps": 4}), lambda: compiler.compile(fn, "sm_90a"))
     entry.artifact                # the Artifact (entry.ptx, .cubin, .meta, .signature, .extra read through)
@@ -23,6 +33,7 @@ Directory: `$TILEC_CACHE_DIR`, else `~/.cache/tilec`. `TILEC_CACHE=0` turns the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,6 +51,39 @@ __all__ = ["KernelCache", "CacheEntry", "CacheStats", "default_cache", "cache_ke
            "meta_to_json", "meta_from_json", "cache_dir"]
 
 FORMAT = 2
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+def max_bytes_from_env() -> int:
+    """$TILEC_CACHE_MAX_BYTES (an int, or with a K/M/G suffix), else 1 GiB."""
+    text = os.environ.get("TILEC_CACHE_MAX_BYTES", "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1].lower(), 1)
+    try:
+        n = int(float(text[:-1] if mult != 1 else text) * mult)
+    except ValueError:
+        warnings.warn(f"tilec: TILEC_CACHE_MAX_BYTES={text!r} is not a size; using 1 GiB", RuntimeWarning,
+                      stacklevel=3)
+        return DEFAULT_MAX_BYTES
+    return max(n, 0)
+
+
+def _mkdir_private(path: Path) -> None:
+    """Create `path` (and parents) with mode 0700; an existing directory we own is tightened to 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except (OSError, AttributeError):
+        pass
+
+
+try:
+    import fcntl as _fcntl
+except ImportError:                            # not POSIX: in-process locking only
+    _fcntl = None
 
 
 # ------------------------------------------------------------------------------ versioning
@@ -141,6 +185,8 @@ class CacheStats:
     corrupt: int = 0
     writes: int = 0
     write_errors: int = 0
+    evictions: int = 0
+    lock_waits: int = 0          # builds this process skipped because another process built the key
     build_seconds: float = 0.0
     load_seconds: float = 0.0
 
@@ -183,11 +229,13 @@ def _entry_from_built(obj, key: str) -> CacheEntry:
 class KernelCache:
     """Two tiers: a dict in memory, and one JSON file per entry on disk (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None, memory: bool = True):
+    def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None, memory: bool = True,
+                 max_bytes: int | None = None):
         self.directory = Path(directory).expanduser() if directory is not None else cache_dir()
         if disk is None:
             disk = os.environ.get("TILEC_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
         self.disk = disk
+        self.max_bytes = max_bytes_from_env() if max_bytes is None else int(max_bytes)
         self.memory = memory
         self.stats = CacheStats()
         self._mem: dict[str, CacheEntry] = {}
@@ -214,6 +262,38 @@ class KernelCache:
 
     def path_of(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
+
+    def lock_path_of(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.lock"
+
+    @contextlib.contextmanager
+    def _file_lock(self, key: str):
+        """An exclusive inter-process lock on `key` (yields True), or nothing to lock (yields False:
+        no disk tier, no fcntl, or the directory cannot be written)."""
+        if not self.disk or _fcntl is None:
+            yield False
+            return
+        path = self.lock_path_of(key)
+        try:
+            _mkdir_private(path.parent)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                _fcntl.flock(fd, _fcntl.LOCK_EX)            # another process holds it: wait for it
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                _fcntl.flock(fd, _fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ get / put
     def get(self, key_parts) -> CacheEntry | None:
@@ -253,26 +333,84 @@ class KernelCache:
             return e
         with self._lock:
             klock = self._key_locks.setdefault(key, threading.Lock())
-        with klock:                               # one build per key per process
+        with klock, self._file_lock(key) as locked:    # one build per key per process, and across processes
             e = self._mem.get(key) if self.memory else None
             if e is not None:
                 self.stats.memory_hits += 1
                 return dataclasses.replace(e, source="memory")
+            if locked:                            # another process may have built it while we waited
+                e = self.get(key)
+                if e is not None:
+                    self.stats.lock_waits += 1
+                    return e
             self.stats.misses += 1
             t0 = time.perf_counter()
             built = build_fn()
             self.stats.build_seconds += time.perf_counter() - t0
             return self.put(key, built)
 
-    def clear(self, disk: bool = False) -> None:
-        """Drop the memory tier (and the disk files with disk=True)."""
+    def clear(self, disk: bool = False) -> int:
+        """Drop the memory tier (and the disk entries and lock files with disk=True); returns the
+        number of disk entries deleted."""
         self._mem.clear()
+        n = 0
         if disk and self.directory.is_dir():
-            for p in self.directory.glob("??/*.json"):
+            for pattern in ("??/*.json", "??/*.lock", "??/.*.tmp"):
+                for p in self.directory.glob(pattern):
+                    try:
+                        p.unlink()
+                        n += pattern == "??/*.json"
+                    except OSError:
+                        pass
+            for d in self.directory.glob("??"):
                 try:
-                    p.unlink()
+                    d.rmdir()
                 except OSError:
                     pass
+        return n
+
+    def _entries(self) -> list:
+        """[(mtime, size, path)] of the entry files on disk."""
+        out = []
+        if not self.directory.is_dir():
+            return out
+        for p in self.directory.glob("??/*.json"):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((st.st_mtime_ns, st.st_size, p))
+        return out
+
+    def info(self) -> dict:
+        """{directory, entries, bytes, max_bytes, disk} of the disk tier."""
+        es = self._entries() if self.disk else []
+        return {"directory": str(self.directory), "entries": len(es), "bytes": sum(e[1] for e in es),
+                "max_bytes": self.max_bytes, "disk": self.disk}
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Delete least-recently-used entries (oldest mtime first) until the total size is within
+        max_bytes; `keep` (the entry just written) goes last. Returns the number deleted."""
+        es = self._entries()
+        total = sum(e[1] for e in es)
+        if total <= self.max_bytes:
+            return 0
+        es.sort(key=lambda e: (e[2] == keep, e[0]))
+        n = 0
+        for _, size, p in es:
+            if total <= self.max_bytes:
+                break
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            total -= size
+            n += 1
+            self._mem.pop(p.stem, None)
+        self.stats.evictions += n
+        return n
 
     def reset_stats(self) -> None:
         self.stats = CacheStats()
@@ -294,13 +432,17 @@ class KernelCache:
         path = self.path_of(e.key)
         tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{e.key[:16]}.", suffix=".tmp", dir=path.parent)
+            _mkdir_private(self.directory)
+            _mkdir_private(path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{e.key[:16]}.", suffix=".tmp", dir=path.parent)   # 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(doc)
+            os.chmod(tmp, 0o600)
             os.replace(tmp, path)
             tmp = None
             self.stats.writes += 1
+            if self.max_bytes >= 0:
+                self.evict(keep=path)
         except OSError as err:
             self.stats.write_errors += 1
             self._warn(f"cannot write the kernel cache in {self.directory} ({err}); continuing without it")
@@ -321,10 +463,15 @@ class KernelCache:
             self._discard(path)
             return None
         try:
-            return self._decode(text, key)
+            e = self._decode(text, key)
         except Exception:                        # noqa: BLE001 - anything wrong: rebuild
             self._discard(path)
             return None
+        try:
+            os.utime(path)                       # least recently used = oldest mtime
+        except OSError:
+            pass
+        return e
 
     def _decode(self, text: str, key: str) -> CacheEntry:
         doc = json.loads(text)

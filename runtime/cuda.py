@@ -732,6 +732,31 @@ class Function:
                self.name)
         self._smem_limit = shared_bytes
 
+    def raw_launcher(self, block, shared_bytes: int, cluster=(1, 1, 1)):
+        """A function `(gx, gy, gz, stream_handle, params_address)` that launches this kernel with
+        one driver call: block, shared memory (opted in here, once) and the checks that do not
+        change between launches are done now. Grid sizes must be valid (the caller checks them);
+        stream_handle 0 is the legacy default stream. Cluster launches are not eligible (ValueError)."""
+        cu = _cu()
+        b = _dims3(block, "block")
+        if tuple(cluster) != (1, 1, 1):
+            raise ValueError("cluster launches take the general path")
+        if b[0] * b[1] * b[2] > self.attributes["max_threads_per_block"]:
+            raise ValueError("too many threads: the general path reports it")
+        shared_bytes = int(shared_bytes or 0)
+        self._prepare_smem(shared_bytes)
+        launch, handle, name, check = cu.cuLaunchKernel, self.handle, self.name, _check
+        bx, by, bz = b
+        null = _cu_stream(None)
+        CUstream = cu.CUstream
+
+        def raw(gx, gy, gz, stream, params):
+            res = launch(handle, gx, gy, gz, bx, by, bz, shared_bytes, CUstream(stream) if stream else null,
+                         params, 0)
+            if res[0]:
+                check(res, "cuLaunchKernel", name)
+        return raw
+
     def launch(self, grid, block, args, shared_bytes: int = 0, stream=None, cluster=(1, 1, 1)) -> None:
         """Launch on `stream` (default: the legacy default stream). `args`: a ctypes array of void*
         (addresses of the argument values), its integer address, or None for no parameters."""

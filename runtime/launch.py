@@ -495,3 +495,115 @@ def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -
             _cuda.synchronize()
         for host, d in copies:
             _write_back(host, d)
+
+
+# ============================================================================ the fast path
+class FastLauncher:
+    """One kernel specialization's launcher for one call signature (each tensor argument's type and
+    dtype): `fl(args, gx, gy, gz)` reads the tensors through cheap attributes (torch: data_ptr(),
+    shape, stride(), is_cuda; DeviceArray: ptr, shape, strides), checks what can change between
+    calls (dtype, rank, 16-byte alignment, device), packs a preallocated parameter buffer in place
+    and makes one driver call. Anything it does not expect -- another type or dtype, a host array,
+    an int out of range, a misaligned pointer, another thread -- returns False without launching,
+    and the caller takes the general path (which gives the named errors)."""
+
+    def __init__(self, compiled, args, types, names):
+        import threading as _th
+        meta = artifact_of(compiled).meta
+        self.meta = meta
+        plan = _plan_for(meta, tuple(types), tuple(names))
+        fn = load_function(compiled)
+        cluster = tuple(meta.cluster) if meta.cluster is not None else (1, 1, 1)
+        raw = getattr(fn, "raw_launcher", None)
+        if raw is None:
+            raise _NotEligible("the loaded function has no raw launcher")
+        self.raw = raw((int(meta.num_threads), 1, 1), int(meta.shared_bytes or 0), cluster)
+        self.owner = _th.get_ident()
+        self.buf = bytearray(plan.size)
+        self.arr = plan.arr_t.from_buffer(self.buf)
+        base = ctypes.addressof(self.arr)
+        self.addr = base
+        align = meta.align
+        lines = ["def fast(args, gx, gy, gz):"]
+        env = {"pack_into": plan.struct.pack_into, "buf": self.buf, "raw": None, "DeviceArray": DeviceArray,
+               "get_ident": _th.get_ident, "owner": self.owner, "state": _cuda._state}
+        lines.append("    if get_ident() != owner: return False")
+        multi = _cuda._state.device_count > 1
+        tensor_j = {}
+        for j, name, want, rank, static in plan.tensors:
+            if static:
+                raise _NotEligible("a static dimension")
+            a = args[j]
+            t = type(a)
+            env[f"T{j}"] = t
+            if t is DeviceArray:
+                env[f"D{j}"] = a.dtype
+                lines += [f"    a{j} = args[{j}]",
+                          f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j}: return False",
+                          f"    p{j} = a{j}.ptr; s{j} = a{j}.shape; st{j} = a{j}.strides"]
+            elif _torch_like(a):
+                env[f"D{j}"] = a.dtype
+                lines += [f"    a{j} = args[{j}]",
+                          f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j} or not a{j}.is_cuda: return False",
+                          f"    p{j} = a{j}.data_ptr(); s{j} = a{j}.shape; st{j} = a{j}.stride()"]
+                if multi:
+                    env["ordinal"] = _cuda._state.device.ordinal
+                    lines.append(f"    if a{j}.get_device() != ordinal: return False")
+            else:
+                raise _NotEligible(f"argument {name!r} is a {t.__name__}")
+            lines.append(f"    if len(s{j}) != {rank}" + (f" or p{j} % {align}" if align > 1 else "") + ": return False")
+            tensor_j[j] = rank
+        exprs = [f"{base + o}" for o in plan.offs]
+        scal = 0
+        for j, role, axis, packer in plan.slots:
+            if role == 3:
+                env[f"P{scal}"] = packer
+                a = args[j]
+                if type(a) is not int and type(a) is not float and type(a) is not bool:
+                    raise _NotEligible(f"scalar argument of type {type(a).__name__}")
+                env[f"ST{scal}"] = type(a)
+                lines.append(f"    if type(args[{j}]) is not ST{scal}: return False")
+                exprs.append(f"P{scal}(args[{j}])")
+                scal += 1
+            elif role == 0:
+                exprs.append(f"p{j}")
+            elif role == 1:
+                exprs.append(f"s{j}[{axis}]")
+            else:
+                exprs.append(f"st{j}[{axis}]")
+        lines += ["    try:",
+                  "        pack_into(buf, 0, " + ", ".join(exprs) + ")",
+                  "    except Exception:",
+                  "        return False",
+                  f"    raw(gx, gy, gz, 0, {self.addr})"]
+        for j in tensor_j:
+            if type(args[j]) is DeviceArray:
+                lines.append(f"    a{j}._stream = 0")
+        lines.append("    return True")
+        env["raw"] = self.raw
+        exec(compile("\n".join(lines) + "\n", f"<tilec fast launch {meta.name}>", "exec"), env)
+        self.fast = env["fast"]
+        self.source = "\n".join(lines)
+
+
+class _NotEligible(Exception):
+    pass
+
+
+def _torch_like(a) -> bool:
+    from .device import _is_torch_tensor
+    return _is_torch_tensor(a)
+
+
+def fast_launcher(compiled, args, types=None, names=None):
+    """A FastLauncher for these arguments (the call signature of a launch that just went through
+    the general path), or None where the fast path does not apply (host arrays, other tensor kinds,
+    a cluster launch, no driver)."""
+    if not _cuda._state.ok:
+        return None
+    try:
+        if types is None:
+            types, names = signature_of(compiled)
+        return FastLauncher(compiled, list(args), types, names)
+    except (_NotEligible, TileError, TypeError, ValueError, AttributeError):
+        return None

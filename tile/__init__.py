@@ -14,37 +14,53 @@ The language (docs/language.md): dtypes (every int/uint of 1..8 bits, small floa
 bf16/f16/f32/f64, fp8), `Tensor[dtype, rank]`, `constexpr`, `inline`, and the builtins (`load`, `store`,
 `dot`, `sum`, `exp`, `where`, `range`, `alloc_shared`, ...). Host side: `kernel`, `CompileError`,
 `Array` / `asarray` (low-bit arrays), `dtype(name)` for any other type name.
+
+`import tile` is light: the language namespace and the kernel API (which pull in the front end) are
+loaded on first use of any of their names (module `__getattr__`), so `tile.load_compiled(path)` runs
+an AOT artifact with neither the front end, the passes, the code generator nor llvmlite imported.
 """
 from __future__ import annotations
 
-from .dsl import language as _lang
-from .dsl.errors import CompileError
-from .dsl.language import (  # noqa: F401  (the language namespace)
-    DType, Tensor, TensorSpec, InlineFunction, OutsideKernelError, constexpr, dtype, inline, cdiv,
-    block_id, num_blocks, load, store, atomic_add, atomic_max, atomic_min, load_scalar, store_scalar, gather, scatter,
-    dot, sum, max, min, prod, argmax, argmin, cumsum, exp, exp2, log, log2, sqrt, rsqrt, sin, cos, tanh, erf, sigmoid, floor,
-    ceil, abs, pow, atan2, maximum, minimum, where, zeros, full, arange, broadcast_to, reshape, trans, permute,
-    concat, range, static_range, static_assert, static_print, device_print, alloc_shared, copy_async, commit, wait,
-    barrier, annotate,
-)
-from .ir.errors import TileError
-from .kernel import CompiledKernel, Kernel, current_target, kernel
+import sys as _sys
+import types as _types
+
+from .ir.errors import PerformanceWarning, TileError
 from .aot import LoadedKernel, load_compiled
 
-CompileError.__module__ = "tile"          # tracebacks read `tile.CompileError: file:line:col: ...`
-
-for _n in _lang.DTYPE_NAMES:
-    globals()[_n] = getattr(_lang, _n)
-del _n
-
 _SHADOWS_PYTHON = {"sum", "max", "min", "abs", "pow", "range"}
-__all__ = sorted(
-    set(_lang.DTYPE_NAMES) | {n for n in _lang.BUILTIN_NAMES if n not in _SHADOWS_PYTHON}
-    | {"DType", "Tensor", "constexpr", "dtype", "inline", "cdiv", "kernel", "Kernel", "CompiledKernel",
-       "CompileError", "TileError", "current_target", "Array", "asarray", "load_compiled", "LoadedKernel"})
-
+_LANG_EXTRA = ("DType", "Tensor", "TensorSpec", "InlineFunction", "OutsideKernelError", "constexpr", "dtype",
+               "inline", "cdiv")
+_API = ("kernel", "Kernel", "CompiledKernel", "current_target")
 _LAZY_ARRAYS = ("Array", "asarray", "dtype_of", "from_codes", "from_packed")
 _LAZY_DEVICE = ("DeviceArray", "to_device", "empty", "empty_like")
+_SUBPACKAGES = ("dsl", "ir", "passes", "codegen", "runtime", "compiler", "cli", "aot")
+_LOADED: list = []
+
+
+def _load_language():
+    """Import the front end's language namespace and publish every name of it on this module (so
+    later look-ups are plain attribute reads)."""
+    if _LOADED:
+        return _LOADED[0]
+    from .dsl import language as lang
+    from .dsl.errors import CompileError
+    import importlib
+    _k = importlib.import_module(__name__ + ".kernel")   # (`from . import kernel` would read the property)
+    CompileError.__module__ = "tile"      # tracebacks read `tile.CompileError: file:line:col: ...`
+    g = globals()
+    for n in (*lang.DTYPE_NAMES, *lang.BUILTIN_NAMES, *_LANG_EXTRA):
+        g[n] = getattr(lang, n)
+    g["CompileError"] = CompileError
+    for n in _API:
+        if n != "kernel":
+            g[n] = getattr(_k, n)
+    g["__all__"] = sorted(
+        set(lang.DTYPE_NAMES) | {n for n in lang.BUILTIN_NAMES if n not in _SHADOWS_PYTHON}
+        | {"DType", "Tensor", "constexpr", "dtype", "inline", "cdiv", "kernel", "Kernel", "CompiledKernel",
+           "CompileError", "TileError", "PerformanceWarning", "current_target", "Array", "asarray",
+           "load_compiled", "LoadedKernel"})
+    _LOADED.append(lang)
+    return lang
 
 
 def __getattr__(name):
@@ -58,4 +74,35 @@ def __getattr__(name):
     if name == "layout":
         import importlib
         return importlib.import_module(".ir.layout", __name__)
+    if name in _SUBPACKAGES:
+        import importlib
+        return importlib.import_module("." + name, __name__)
+    if name.startswith("__") and name != "__all__":
+        raise AttributeError(f"module 'tile' has no attribute {name!r}")
+    _load_language()
+    g = globals()
+    if name in g:
+        return g[name]
     raise AttributeError(f"module 'tile' has no attribute {name!r}")
+
+
+def __dir__():
+    _load_language()
+    return sorted(globals())
+
+
+class _TileModule(_types.ModuleType):
+    """`tile.kernel` is the decorator, though `tile/kernel.py` is also a submodule: importing the
+    submodule sets the package attribute `kernel` to the module, which this property ignores."""
+
+    @property
+    def kernel(self):
+        _load_language()
+        return _sys.modules[__name__ + ".kernel"].kernel
+
+    @kernel.setter
+    def kernel(self, value):
+        pass
+
+
+_sys.modules[__name__].__class__ = _TileModule

@@ -4,6 +4,7 @@
     tilec ir FILE.tir|- [--target T] [--after PASS | --all]
     tilec passes [--target T]
     tilec compile FILE.py[::KERNEL] | FILE.tir --target T [-D NAME=VALUE ...] -o OUT(.tir|.ptx|.cubin|.hsaco|.ll)
+    tilec cache info | clear
 
 A kernel file is imported as a module under a private name (its `if __name__ == "__main__":` block
 does not run). `-D NAME=VALUE` sets a constexpr (VALUE: int, float, true/false, a dtype name, none,
@@ -11,8 +12,10 @@ a Python literal such as (64, 64), else a string) or gives a runtime parameter's
 without arguments (`-D A=tensor<?x?xbf16>`, `-D n=i64`); tensor parameters annotated
 `tile.Tensor[dtype, rank]` need none.
 
-Errors are one line on stderr (`tilec: error: ...`, or `FILE:LINE:COL: message` for IR text) with exit
-status 1; a back end that is not available for the target exits with 2. `--traceback` shows the
+`tilec compile` reads and fills the kernel cache (runtime/cache.py; `--no-cache` bypasses it).
+
+Errors are one line on stderr (`tilec: error: ...`, or `FILE:LINE:COL: message` for IR text; a
+kernel's CompileError also shows its source line and a caret under the spot) with exit status 1; a back end that is not available for the target exits with 2. `--traceback` shows the
 Python traceback instead.
 """
 from __future__ import annotations
@@ -49,6 +52,15 @@ class _Parser(argparse.ArgumentParser):
 def _targets():
     from .passes.manager import TARGETS
     return TARGETS
+
+
+def _is_located_compile_error(e: BaseException) -> bool:
+    """A front-end CompileError with its source line (what `str()` shows as three lines)."""
+    try:
+        from .dsl.errors import CompileError
+    except ImportError:
+        return False
+    return isinstance(e, CompileError) and bool(getattr(e, "source_line", None))
 
 
 def _first_line(e: BaseException) -> str:
@@ -361,7 +373,8 @@ def cmd_compile(a) -> int:
         raise CLIError("target cpu runs in the interpreter and has no machine code; write a .tir file", EXIT_UNAVAILABLE)
     from .ir.errors import TileError
     try:
-        art = compiler.generate(m, a.target)
+        # .ll needs the LLVM IR, which only a fresh build carries (the cache keeps the artifact)
+        art = compiler.generate_cached(m, a.target, use_cache=not a.no_cache and suffix != ".ll")
     except NotImplementedError as e:
         raise CLIError(f"the back end for target {a.target} is not available: {_first_line(e)}", EXIT_UNAVAILABLE) from e
     except TileError as e:
@@ -385,6 +398,29 @@ def cmd_compile(a) -> int:
         raise CLIError(f"the {a.target} back end gives no {suffix} output", EXIT_UNAVAILABLE)
     _write(out, data)
     return 0
+
+
+def cmd_cache(a) -> int:
+    from .runtime.cache import KernelCache
+    c = KernelCache()
+    if a.action == "clear":
+        n = c.clear(disk=True)
+        print(f"removed {n} entr{'y' if n == 1 else 'ies'} from {c.directory}")
+        return 0
+    i = c.info()
+    print(f"directory: {i['directory']}{'' if i['disk'] else '  (disk tier off: TILEC_CACHE=0)'}")
+    print(f"entries:   {i['entries']}")
+    print(f"bytes:     {i['bytes']} ({_human(i['bytes'])})")
+    print(f"cap:       {i['max_bytes']} ({_human(i['max_bytes'])}; TILEC_CACHE_MAX_BYTES)")
+    return 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def _write(path: Path, data):
@@ -435,8 +471,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="cpu sm_80 sm_89 sm_90a gfx90a gfx942 gfx950")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (.tir .ptx .cubin .hsaco .ll)")
     p.add_argument("--kernel", metavar="NAME", help="the kernel to compile when FILE.tir holds several")
+    p.add_argument("--no-cache", action="store_true", help="compile afresh, neither reading nor writing the kernel cache")
     common(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("cache", help="show or clear the kernel cache",
+                       description="info: the cache directory ($TILEC_CACHE_DIR, else ~/.cache/tilec), its entries, "
+                                   "their bytes and the size cap ($TILEC_CACHE_MAX_BYTES, default 1 GiB). "
+                                   "clear: delete every entry.")
+    p.add_argument("action", choices=["info", "clear"])
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("layout", help="draw a layout: which thread holds which element, or each offset",
                        description="Parse a layout in its text form (`(8,64):(64,1)`, `sw<3,4,3> o (8,64):(64,1)`, "
@@ -474,8 +518,12 @@ def main(argv=None) -> int:
         if args.traceback:
             raise
         from .ir.errors import TileError
-        if isinstance(e, TileError):
-            msg = _first_line(e)                 # CompileError/ParseError/VerifyError: file:line:col first
+        if _is_located_compile_error(e):
+            # a kernel's CompileError reads as the Python API shows it: file:line:col: message, the
+            # source line and a caret under the spot
+            msg = str(e).rstrip("\n")
+        elif isinstance(e, TileError):
+            msg = _first_line(e)                 # ParseError/VerifyError: file:line:col first
         elif isinstance(e, (OSError, ValueError, TypeError, KeyError, LookupError, ImportError, NotImplementedError)):
             msg = f"{type(e).__name__}: {_first_line(e)}" if isinstance(e, (KeyError, ImportError)) else _first_line(e)
         else:

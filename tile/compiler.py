@@ -12,6 +12,7 @@ Layers: this module imports dsl, ir, passes, codegen and runtime; none of them i
 from __future__ import annotations
 
 import copy
+import os
 
 from .ir.core import Block, Function, Module, Operation
 from .ir.errors import TileError
@@ -19,7 +20,8 @@ from .ir.printer import print_module
 from .ir.targets import Target, get_target, resolve_target
 from .ir.types import TileType
 
-__all__ = ["resolve", "gpu_arch", "lower", "generate", "compile", "build", "clone_module", "is_prepared"]
+__all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
+           "is_prepared", "reset_target"]
 
 _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
 
@@ -38,11 +40,30 @@ def gpu_arch() -> str | None:
     return _GPU_ARCH[0]
 
 
+_DEFAULT_TARGET: list = []  # memo of resolve(None): [($TILEC_TARGET as read, Target)]
+_environ = os.environ
+
+
 def resolve(target=None) -> Target:
     """The target of a compilation, resolved once: `target` if given (a name or a Target), else
     $TILEC_TARGET, else the GPU in use, else the CPU interpreter. An unknown name is a one-line
-    UnknownTargetError listing the valid ones."""
+    UnknownTargetError listing the valid ones. The default (no argument) is memoized: resolved
+    again only when $TILEC_TARGET's text changes (one dict lookup per launch) or after
+    `reset_target()`."""
+    if target is None:
+        env = _environ.get("TILEC_TARGET")
+        memo = _DEFAULT_TARGET
+        if memo and memo[0] == env:
+            return memo[1]
+        t = resolve_target(None, detect=gpu_arch)
+        _DEFAULT_TARGET[:] = [env, t]
+        return t
     return resolve_target(target, detect=gpu_arch)
+
+
+def reset_target() -> None:
+    """Forget the memoized default target (re-read $TILEC_TARGET and the GPU at the next resolve())."""
+    _DEFAULT_TARGET.clear()
 
 
 def _restrict(target: Target, options: dict) -> Target:
@@ -70,11 +91,32 @@ def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str 
     fn = _pick(module, kernel)
     if target.family == "nvidia":
         from .codegen.nvptx import compile_function
-        return compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
-                                ir_after=ir_after)
+        art = compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
+                               ir_after=ir_after)
+        _ptxas_resources(art)
+        warn_resources(art)
+        return art
     if target.family == "cpu":
         raise TileError("target cpu runs in the interpreter and has no machine code")
     raise TileError(f"no code generator for target {target.name} ({target.family}) yet")
+
+
+def generate_cached(module: Module, target, *, kernel: str | None = None, use_cache: bool = True, **options):
+    """`generate` through the kernel cache, keyed on the printed IR (after the pipeline), the target,
+    the kernel and the options -- what `tilec compile` uses, so a second compile of the same kernel
+    (or one a launch already compiled) reads the cache. The debugging views (llvm_ir, ...) exist only
+    on a fresh build: pass use_cache=False for them."""
+    target = get_target(target)
+    if not use_cache or not target.is_gpu:
+        return generate(module, target, kernel=kernel, **options)
+    from .runtime.cache import default_cache
+    fn = _pick(module, kernel)
+    text = print_module(Module([fn]))
+    entry = default_cache().get_or_build((text, target.name, {"stage": "generate", "kernel": fn.name, **options}),
+                                         lambda: generate(module, target, kernel=kernel, **options))
+    if entry.source != "built":
+        warn_resources(entry.artifact)
+    return entry.artifact
 
 
 def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: bool | None = None, **options):
@@ -108,7 +150,42 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     from .runtime.cache import default_cache
     entry = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
                                          lambda: generate(module, target, kernel=name, **options))
+    if entry.source != "built":
+        warn_resources(entry.artifact)           # a cached kernel that spills still says so
     return module, ir_after, entry.artifact
+
+
+# ------------------------------------------------------------------------------------ resources
+def _ptxas_resources(art) -> None:
+    """Where ptxas is on PATH (and $TILEC_PTXAS_REPORT is not 0): assemble the PTX once with
+    `ptxas -v` and keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
+    bytes) -- it travels with the artifact through the cache and AOT files. No ptxas: nothing."""
+    import shutil
+    if os.environ.get("TILEC_PTXAS_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if not art.ptx or "ptxas" in art.extra or shutil.which("ptxas") is None:
+        return
+    from .codegen.nvptx import parse_ptxas_report, run_ptxas
+    try:
+        _, log = run_ptxas(art.ptx, art.target)
+    except Exception:                            # noqa: BLE001 - the report is advisory; launches JIT the PTX
+        return
+    rep = parse_ptxas_report(log)
+    art.extra["ptxas"] = {k: rep[k] for k in ("registers", "stack", "spill_stores", "spill_loads")}
+
+
+def warn_resources(art) -> None:
+    """A tile.PerformanceWarning naming the kernel and the numbers when its ptxas report shows
+    register spills."""
+    rep = (art.extra or {}).get("ptxas") if art is not None else None
+    if not rep or not (rep.get("spill_stores") or rep.get("spill_loads")):
+        return
+    import warnings
+    from .ir.errors import PerformanceWarning
+    warnings.warn(f"tilec: kernel '{art.name}' for {art.target} spills registers: {rep['spill_stores']} bytes "
+                  f"spill stores, {rep['spill_loads']} bytes spill loads ({rep['registers']} registers, "
+                  f"{rep['stack']} bytes stack frame); fewer live values per thread (smaller tiles, more "
+                  f"warps) avoid it", PerformanceWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------ helpers

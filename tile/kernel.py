@@ -128,6 +128,7 @@ class Kernel:
         self._sig = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                          default=p.default) for p in self.params])
         self.cache: dict = {}
+        self._fast: dict = {}           # call signature -> (target, CompiledKernel, FastLauncher, runtime arg indices)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -289,17 +290,68 @@ class Kernel:
     # ------------------------------------------------------------ launch
     def run(self, grid, *args, **kwargs):
         __tracebackhide__ = True
+        # the fast path: a call signature seen before (each argument's type, and dtype for tensors;
+        # the constexpr keywords), the same target, a grid of ints, no stream -> the launcher built
+        # for it checks and packs in place and makes one driver call (runtime/launch.py FastLauncher)
+        fast = self._fast
+        if fast:
+            try:
+                key = (len(args), *map(_arg_key, args), *kwargs.items(), *map(type, kwargs.values()))
+                ent = fast.get(key)
+            except TypeError:                          # an unhashable constexpr
+                ent = None
+            if ent is not None and ent[0] is compiler.resolve():
+                g = grid
+                if type(g) is tuple:
+                    n = len(g)
+                    if n == 1:
+                        g = (g[0], 1, 1)
+                    elif n == 2:
+                        g = (g[0], g[1], 1)
+                elif type(g) is int:
+                    g = (g, 1, 1)
+                if type(g) is tuple and len(g) == 3 and type(g[0]) is int and type(g[1]) is int and \
+                        type(g[2]) is int and 0 < g[0] < 2 ** 31 and 0 < g[1] <= 65535 and 0 < g[2] <= 65535:
+                    if ent[2].fast(args, g[0], g[1], g[2]):
+                        return ent[1]
         try:
             b = self.bind(args, kwargs)
-            ck = self._compile(b, compiler.resolve().name)
+            target = compiler.resolve()
+            ck = self._compile(b, target.name)
             g = _grid(self.name, grid, b.values)
             if 0 not in g:
                 _launch(ck, g, b.runtime_args, b.stream)
+                if b.stream is None and not callable(grid) and ck.artifact is not None:
+                    self._remember_fast(target, ck, args, kwargs, b)
         except Exception as e:
             if _is_user_error(e):
                 raise e.with_traceback(None) from None
             raise
         return ck
+
+    def _remember_fast(self, target, ck, args, kwargs, b) -> None:
+        """After a general-path GPU launch: a FastLauncher for this call signature, when the positional
+        arguments are exactly the runtime parameters (so the key's types fix the specialization) and
+        the keywords are constexprs with plain values (their values are in the key)."""
+        if gpu_arch() is None or len(self._fast) >= 64:
+            return
+        n = len(args)
+        if any(p.kind == "constexpr" for p in self.params[:n]) or \
+                any(p.kind != "constexpr" for p in self.params[n:]):
+            return
+        if any(k in LAUNCH_OPTIONS or k == "stream" or type(v) not in (int, float, bool, str, type(None), DType)
+               for k, v in kwargs.items()):
+            return
+        key = (n, *map(_arg_key, args), *kwargs.items(), *map(type, kwargs.values()))
+        try:
+            hash(key)
+        except TypeError:
+            return
+        if key in self._fast:
+            return
+        from .runtime.launch import fast_launcher
+        fl = fast_launcher(ck, list(args))
+        self._fast[key] = (target, ck, fl, None) if fl is not None else None
 
 
 class Launcher:
@@ -373,6 +425,14 @@ def _grid(name: str, grid, meta: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- argument inspection
+def _arg_key(a):
+    """What of an argument selects its specialization cheaply: its type, and a tensor's dtype."""
+    t = type(a)
+    if t is int or t is float or t is bool:
+        return t
+    return t, getattr(a, "dtype", None)
+
+
 _ARRAYS: list = []      # memo of the runtime.arrays module (looked up on every argument of every launch)
 
 

@@ -1,0 +1,93 @@
+"""Host time per launch on a GPU: tilec's `kernel[grid](x, y, n)` beside Triton and `torch.add`,
+one-line elementwise kernels on torch tensors, all in one process.
+
+    python benchmarks/launch_overhead.py [--n 10000] [--size 4096]
+
+Each is warmed up (compile, module load), then launched N times in a loop timed with
+time.perf_counter (host time; the GPU work of a 4096-element add is far below the launch cost, so
+the loop measures what the host spends per launch), with torch.cuda.synchronize() at the end
+(counted). Prints µs per launch for each, best of 5 loops. Triton is skipped when not installed."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+import tile
+from tile import f32
+
+
+@tile.kernel
+def tile_add1(X: tile.Tensor[f32], Y: tile.Tensor[f32], n: int, BLOCK: tile.constexpr = 1024):
+    i = tile.block_id(0) * BLOCK
+    tile.store(Y, (i,), tile.load(X, (i,), (BLOCK,)) + 1.0)
+
+
+def triton_kernel():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    @triton.jit
+    def add1(X, Y, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < n
+        tl.store(Y + offs, tl.load(X + offs, mask=m) + 1.0, mask=m)
+    return add1
+
+
+def per_launch(fn, n, reps=5):
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--size", type=int, default=4096)
+    a = ap.parse_args()
+    size = a.size
+    x = torch.randn(size, device="cuda")
+    y = torch.empty_like(x)
+    grid = ((size + 1023) // 1024,)
+    print(f"GPU: {torch.cuda.get_device_name()}, tilec target {tile.current_target()}, {size} elements, "
+          f"{a.n} launches per loop, best of 5")
+    tile_add1[grid](x, y, size)
+    torch.cuda.synchronize()
+    assert torch.equal(y[:size], x + 1.0) or size % 1024, "tilec result differs"
+    rows = [("tilec kernel[grid](x, y, n)", per_launch(lambda: tile_add1[grid](x, y, size), a.n))]
+    from tile.kernel import Kernel
+    saved = Kernel._remember_fast
+    Kernel._remember_fast = lambda *args, **kw: None           # the general path, for comparison
+    tile_add1._fast.clear()
+    rows.append(("tilec general path (fast path off)", per_launch(lambda: tile_add1[grid](x, y, size), max(a.n // 10, 100))))
+    Kernel._remember_fast = saved
+    tk = triton_kernel()
+    if tk is not None:
+        tk[grid](x, y, size, BLOCK=1024)
+        torch.cuda.synchronize()
+        rows.append(("triton add1[grid](x, y, n, BLOCK=1024)", per_launch(lambda: tk[grid](x, y, size, BLOCK=1024), a.n)))
+    else:
+        rows.append(("triton (not installed)", float("nan")))
+    rows.append(("torch.add(x, 1.0, out=y)", per_launch(lambda: torch.add(x, 1.0, out=y), a.n)))
+    w = max(len(r[0]) for r in rows)
+    for name, us in rows:
+        print(f"{name:<{w}}  {us:8.2f} us/launch")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TILEC_PTXAS_REPORT", "1")
+    main()
