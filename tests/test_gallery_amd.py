@@ -53,3 +53,30 @@ def test_gallery_kernel_links_for_amd(arch, case):
     explicit = [a for a in km[".args"] if not a[".value_kind"].startswith("hidden_")]
     assert [a[".offset"] for a in explicit] == offsets
     assert f"amdgcn-amd-amdhsa--{arch}" in ck.extra["asm"] or arch in ck.extra["asm"]
+
+
+@needs_lld
+@pytest.mark.parametrize("arch,atom,instr", [("gfx942", "mfma.32x32x8", "v_mfma_f32_32x32x8_bf16"),
+                                              ("gfx950", "mfma.32x32x16", "v_mfma_f32_32x32x16_bf16")])
+def test_gemm_uses_mfma(arch, atom, instr):
+    """Instruction selection records the MFMA atom in the IR and the assembly has the instruction."""
+    k = load("gemm").gemm
+    ck = k.compile(*signature(k), target=arch)
+    from tile.ir.printer import print_module
+    assert f'atom = "{atom}"' in print_module(ck.module)
+    assert re.search(rf"^\s*{instr}\b", ck.extra["asm"], re.M), "no MFMA instruction in the assembly"
+    km = kernel_metadata(ck.hsaco, ck.meta.name)
+    assert km[".private_segment_fixed_size"] == 0
+
+
+@pytest.mark.parametrize("name", ["32x32x8", "16x16x16", "32x32x16", "16x16x32"])
+def test_mfma_builders_are_the_fragments(name):
+    """thread_maps.mfma_a/b/c of one atom on one wave are ir/fragments.py's MFMA TVLayouts."""
+    from tile.ir import fragments
+    from tile.ir.thread_maps import ThreadMap, mfma_a, mfma_b, mfma_c
+    m, _, k = map(int, name.split("x"))
+    assert ThreadMap.from_tv(getattr(fragments, f"mfma_{name}_a")()).same(mfma_a(m, k, 1, 1, m, k))
+    assert ThreadMap.from_tv(getattr(fragments, f"mfma_{name}_b")()).same(mfma_b(k, m, 1, 1, m, k))
+    assert ThreadMap.from_tv(getattr(fragments, f"mfma_{name}_c")()).same(mfma_c(m, m, 1, 1, m))
+    # tiled over a 2x2 wave grid, every element is held exactly once
+    assert mfma_c(4 * m, 4 * m, 2, 2, m).for_threads(256).covers()
