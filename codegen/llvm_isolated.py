@@ -38,7 +38,7 @@ class LLVMJob:
     features: str = ""            # e.g. "+ptx80"
     opt: int = 3                  # 0..3: the new-pass-manager pipeline level
     options: tuple = ()           # llvm command-line options set in the child, e.g. ("--nvptx-short-ptr",)
-    emit: str = "asm"             # "asm" (PTX / AMDGPU assembly) or "obj" (an ELF object)
+    emit: str = "asm"             # "asm" (PTX / AMDGPU assembly), "obj" (an ELF object) or "both"
     kernel: str = "?"             # for error messages
 
 
@@ -63,7 +63,10 @@ def _work(job: LLVMJob) -> dict:
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
     out = {"optimized_ir": str(mod)}
-    if job.emit == "asm":
+    if job.emit == "both":                     # codegen rewrites the module: emit each from its own copy
+        out["asm"] = tm.emit_assembly(llvm.parse_assembly(out["optimized_ir"]))
+        out["obj"] = tm.emit_object(mod)
+    elif job.emit == "asm":
         out["asm"] = tm.emit_assembly(mod)
     else:
         out["obj"] = tm.emit_object(mod)

@@ -38,6 +38,7 @@ from .values import LazyFrag, RTile, SView, TensorV
 from .table import lowering_for, lowers
 from .llvm_util import Decls, f32, f64, gptr, i1, i8, i32, i64, reg_type, sptr
 from .lower_dot import DotLowering
+from .lower_mfma import MfmaLowering
 from .lower_memory import MemoryLowering
 from .lower_reduce import ReduceLowering
 from .lower_scan import ScanLowering
@@ -45,7 +46,8 @@ from .lower_shared import SharedLowering
 from .lower_wgmma import WgmmaLowering
 
 
-class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, WgmmaLowering):
+class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
+                     WgmmaLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):

@@ -29,7 +29,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["ParamABI", "KernelMeta", "Artifact", "flatten_params", "FORMAT"]
+__all__ = ["ParamABI", "KernelMeta", "Artifact", "flatten_params", "kernarg_layout", "FORMAT"]
 
 FORMAT = "tilec-artifact-1"
 
@@ -88,6 +88,22 @@ def flatten_params(fn) -> list:
                     "i64" if dt.bits == 64 else "i32")
             out.append(ParamABI(name, kind, name, "scalar"))
     return out
+
+
+PARAM_BYTES = {"ptr": 8, "i32": 4, "i64": 8, "f32": 4, "f64": 8}
+
+
+def kernarg_layout(params) -> tuple[list, int]:
+    """Byte offsets of the machine parameters in a kernel-argument buffer laid out as the C ABI
+    does (each at its natural alignment), and the buffer's size: the explicit kernarg segment of
+    an AMD code object, what a HIP launch copies the kernelParams values into."""
+    offs, pos = [], 0
+    for p in params:
+        n = PARAM_BYTES[p.kind]
+        pos = (pos + n - 1) // n * n
+        offs.append(pos)
+        pos += n
+    return offs, pos
 
 
 def signature_of_function(fn) -> list:

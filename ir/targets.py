@@ -174,7 +174,10 @@ class Target:
 CPU_PIPELINE = ("canonicalize", "dce")
 NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
                    "select_instructions", "shared_memory_planning")
-AMD_PIPELINE = ("canonicalize", "dce")          # no AMD code generator yet
+# no pipeline_loads on AMD: without asynchronous copies its ring buffers would only cost LDS (a
+# loop's `stages` is then a hint nothing acts on; the loads stay plain loads)
+AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "select_instructions",
+                "shared_memory_planning")
 
 _NV_COPIES = (LD_GLOBAL, LD_SHARED, CP_ASYNC, LDMATRIX, LDMATRIX_T)
 _NV = "nvptx64-nvidia-cuda"

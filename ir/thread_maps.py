@@ -571,6 +571,93 @@ def mma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int):
     return None
 
 
+WAVE64 = 64     # the MFMA fragments below are defined over 64-lane waves (AMD CDNA)
+
+
+def mfma_c(M: int, N: int, wm: int, wn: int, am: int) -> ThreadMap:
+    """The accumulator fragment of an `am` x `am` MFMA atom (ir.fragments.mfma_32x32x*_c / 16x16x*_c:
+    lane l holds column l % am, rows 4*(l // am) + 8*(r // 4) + r % 4 for 32x32, 4*(l // 16) + r
+    for 16x16) tiled over a (wm x wn) grid of waves and repeated over (M/wm/am, N/wn/am) atoms.
+    Wave w = wi + wm*wj holds the row atoms wi, wi + wm, ... (interleaved, as `mma_c`) and the
+    column block wj of width N/wn. Value slots: the fragment values, then n atoms, then m atoms."""
+    if M % (am * wm) or N % (am * wn) or am not in (16, 32):
+        raise LayoutError(f"mfma_c: a {M}x{N} tile does not split into {wm}x{wn} waves of {am}x{am} atoms")
+    g = WAVE64 // am                                 # lane groups along the rows
+    tm = [(am, (0, 1)), (g, (4, 0)), (wm, (am, 0)), (wn, (0, N // wn))]
+    vm = [(4, (1, 0)), (am // (4 * g), (4 * g, 0)), (N // wn // am, (0, am)), (M // wm // am, (am * wm, 0))]
+    return ThreadMap((M, N), tm, vm)
+
+
+def mfma_a(M: int, K: int, wm: int, wn: int, am: int, ak: int) -> ThreadMap:
+    """The A fragment of an (am x ak) MFMA atom (ir.fragments.mfma_*_a: lane l holds row l % am,
+    columns kper*(l // am) + e, kper = ak*am/64) of an (M, K) tile for a (wm x wn) wave grid, rows
+    interleaved as in `mfma_c`; waves along n hold copies. Value slots: e, m atoms, k steps."""
+    kper = ak * am // WAVE64
+    if M % (am * wm) or K % ak or not kper:
+        raise LayoutError(f"mfma_a: a {M}x{K} tile does not split into {wm} waves of {am}x{ak} atoms")
+    tm = [(am, (1, 0)), (WAVE64 // am, (0, kper)), (wm, (am, 0)), (wn, (0, 0))]
+    vm = [(kper, (0, 1)), (M // wm // am, (am * wm, 0)), (K // ak, (0, ak))]
+    return ThreadMap((M, K), tm, vm)
+
+
+def mfma_b(K: int, N: int, wm: int, wn: int, an: int, ak: int) -> ThreadMap:
+    """The B fragment of an (ak x an) MFMA atom (ir.fragments.mfma_*_b: lane l holds column l % an,
+    rows kper*(l // an) + e) of a (K, N) tile for a (wm x wn) wave grid: waves along m hold copies.
+    Value slots: e, n atoms, k steps."""
+    kper = ak * an // WAVE64
+    if N % (an * wn) or K % ak or not kper:
+        raise LayoutError(f"mfma_b: a {K}x{N} tile does not split into {wn} waves of {ak}x{an} atoms")
+    tm = [(an, (0, 1)), (WAVE64 // an, (kper, 0)), (wm, (0, 0)), (wn, (0, N // wn))]
+    vm = [(kper, (1, 0)), (N // wn // an, (0, an)), (K // ak, (ak, 0))]
+    return ThreadMap((K, N), tm, vm)
+
+
+def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_budget=None):
+    """(atom name, wm, wn) for an MFMA dot of this shape, or None (FMA). `atoms`: the target's
+    MFMA atoms as (name, m, n, k), in its order of preference. The grid minimizes operand traffic
+    (as `mma_warps`); ties go to the earlier atom, then to more waves along M. With `reg_budget`
+    (registers per lane), grids whose fragments (A and B, replicated across waves, plus C) need
+    more values per lane than that come last, the least over budget first: MFMA operands are
+    whole register tiles, so a B operand replicated over every wave (`prefer_rows`) can exhaust
+    the register file."""
+    if a_dt.name not in MMA_IN or c_dt.name != "f32":
+        return None
+    best = None
+    for i, (name, am, an, ak) in enumerate(atoms):
+        if K % ak:
+            continue
+        for wm, wn in warp_splits(num_warps):
+            if M % (am * wm) or N % (an * wn):
+                continue
+            cost = M * wn + N * wm
+            if prefer_rows and wn == 1:
+                cost = -1
+            vals = (M * K // wm + K * N // wn + M * N // (wm * wn)) // WAVE64
+            over = vals if reg_budget is not None and vals > reg_budget else 0
+            key = (over, cost, i, -wm)
+            if best is None or key < best[0]:
+                best = (key, (name, wm, wn))
+    return None if best is None else best[1]
+
+
+def mfma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int, atoms):
+    """(atom name, wm, wn) when (am, bm, cm) are the A, B and C fragments of one of `atoms`
+    ((name, m, n, k)) tiled over a (wm x wn) wave grid, else None."""
+    M, K = am.shape
+    N = bm.shape[1]
+    n = WAVE64 * num_warps
+    for name, m_, n_, k_ in atoms:
+        for wm, wn in warp_splits(num_warps):
+            try:
+                if cm.same(mfma_c(M, N, wm, wn, m_).for_threads(n)) and \
+                        am.same(mfma_a(M, K, wm, wn, m_, k_).for_threads(n)) and \
+                        bm.same(mfma_b(K, N, wm, wn, n_, k_).for_threads(n)):
+                    return name, wm, wn
+            except Exception:           # noqa: BLE001
+                continue
+    return None
+
+
 def vector_elems(m: ThreadMap, bits: int) -> int:
     """Elements one global/shared access of layout m can move: the largest power of two <= the
     runs along the last dim and <= 16 bytes; sub-byte accesses must be whole bytes (else 1)."""

@@ -36,7 +36,8 @@ from ..ir.types import TileType
 
 from .manager import register
 from ..ir.shared_layouts import default_shared_layout, swizzled_row_major
-from ..ir.thread_maps import ThreadMap, as_map, blocked, mma_a, mma_b, mma_c, mma_operand_kind, mma_warps
+from ..ir.thread_maps import (ThreadMap, as_map, blocked, mfma_a, mfma_b, mfma_c, mfma_warps, mma_a, mma_b, mma_c,
+                                mma_operand_kind, mma_warps)
 
 __all__ = ["layout_inference", "LayoutConflictError", "infer_function", "mma_warp_grid"]
 
@@ -73,6 +74,38 @@ def mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Tar
     return mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows, prefer_warpgroups=target.has("wgmma"))
 
 
+# the atoms whose register fragments are thread_maps.mfma_a / mfma_b / mfma_c (per 64-lane wave)
+WAVE_FRAGMENT_ATOMS = ("mfma.32x32x16", "mfma.16x16x32", "mfma.32x32x8", "mfma.16x16x16")
+
+
+def mfma_atoms(target: Target) -> list:
+    """The target's MFMA atoms as (name, m, n, k), in its order of preference."""
+    return [(a.name, a.m, a.n, a.k) for a in target.mma_atoms
+            if a.name in WAVE_FRAGMENT_ATOMS and a.group == target.warp_size]
+
+
+def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None):
+    """The register fragments of a dot on matrix instructions -- (A, B, C) ThreadMaps for the
+    target's threads -- or None for the FMA path: the mma.sync fragments over a warp grid on
+    NVIDIA (`mma_warp_grid`), the MFMA fragments over a wave grid where the target has MFMA atoms."""
+    target = get_target(target or "sm_90a")
+    n = target.threads(num_warps)
+    g = mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows, target)
+    if g is not None:
+        wm, wn = g
+        return mma_a(M, K, wm, wn).for_threads(n), mma_b(K, N, wm, wn).for_threads(n), \
+            mma_c(M, N, wm, wn).for_threads(n)
+    atoms = {x[0]: x for x in mfma_atoms(target)}
+    g = mfma_warps(M, N, K, a_dt, c_dt, num_warps, list(atoms.values()), prefer_rows,
+                   target.limits.registers // 4) if atoms else None
+    if g is None:
+        return None
+    name, wm, wn = g
+    _, am, an, ak = atoms[name]
+    return mfma_a(M, K, wm, wn, am, ak).for_threads(n), mfma_b(K, N, wm, wn, an, ak).for_threads(n), \
+        mfma_c(M, N, wm, wn, am).for_threads(n)
+
+
 class _Demand:
     __slots__ = ("map", "kind")
 
@@ -90,7 +123,7 @@ class LayoutInference:
         self.fixed: set[int] = set()                  # annotated by the user
         self.demand: dict[int, _Demand] = {}
         self.required: list = []                      # (op, operand index, ThreadMap)
-        self.dot_grid: dict[int, tuple] = {}          # id(dot op) -> (wm, wn) or None
+        self.dot_grid: dict[int, tuple] = {}          # id(dot op) -> (A, B, C) fragment maps or None
         self.prefer_rows = self._prefer_rows()
 
     # ------------------------------------------------------------------ helpers
@@ -125,12 +158,40 @@ class LayoutInference:
     def grid(self, op):
         key = id(op)
         if key not in self.dot_grid:
+            self._plan_dots()
+        if key not in self.dot_grid:
             a, b, c = (v.type for v in op.operands)
             M, K = a.shape
             N = b.shape[1]
-            self.dot_grid[key] = mma_warp_grid(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows,
+            self.dot_grid[key] = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows,
                                                self.target)
         return self.dot_grid[key]
+
+    def _plan_dots(self):
+        """The fragments of every dot at once. MFMA operands are whole register tiles (B replicated
+        over the waves that share it), so where the MFMA fragments of all dots together need more
+        than half the register file per lane, the largest dots take the FMA path (which reads its
+        operands from shared memory) until they fit -- spilling to scratch costs more than FMA."""
+        if self.dot_grid:
+            return
+        sizes = []
+        for op in self.fn.walk():
+            if op.name != "dot" or not all(_is_reg(v.type) for v in op.operands):
+                continue
+            a, b, c = (v.type for v in op.operands)
+            M, K = a.shape
+            N = b.shape[1]
+            f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target)
+            self.dot_grid[id(op)] = f
+            if f is not None and mfma_atoms(self.target):          # (NVIDIA: ldmatrix reads k steps lazily)
+                sizes.append((sum(m.nvals for m in f), id(op)))
+        budget = self.target.limits.registers // 2
+        total = sum(n for n, _ in sizes)
+        for n, key in sorted(sizes, reverse=True):
+            if total <= budget:
+                break
+            self.dot_grid[key] = None
+            total -= n
 
     def demand_of(self, v):
         d = self.demand.get(id(v))
@@ -161,10 +222,10 @@ class LayoutInference:
                 a, b, c = op.operands
                 M, K = a.type.shape
                 N = b.type.shape[1]
-                wm, wn = g
-                self.set_demand(a, mma_a(M, K, wm, wn).for_threads(self.nthreads), "dot_a")
-                self.set_demand(b, mma_b(K, N, wm, wn).for_threads(self.nthreads), "dot_b")
-                self.set_demand(c, mma_c(M, N, wm, wn).for_threads(self.nthreads), "acc")
+                fa, fb, fc = g
+                self.set_demand(a, fa, "dot_a")
+                self.set_demand(b, fb, "dot_b")
+                self.set_demand(c, fc, "acc")
             elif rd is not None:
                 self.set_demand(op.operands[2], rd.map)
         elif n in ELEMENTWISE or n == "cumsum" or (n == "bitcast" and _is_reg(op.operands[0].type)
@@ -328,10 +389,9 @@ class LayoutInference:
             M, K = a.type.shape
             N = b.type.shape[1]
             if g is not None:
-                wm, wn = g
-                cm = mma_c(M, N, wm, wn).for_threads(self.nthreads)
-                self.require(op, 0, mma_a(M, K, wm, wn).for_threads(self.nthreads))
-                self.require(op, 1, mma_b(K, N, wm, wn).for_threads(self.nthreads))
+                fa, fb, cm = g
+                self.require(op, 0, fa)
+                self.require(op, 1, fb)
             else:
                 cm = self.get(c)
             cm = self.assign(res, cm, op)

@@ -3,7 +3,9 @@ the IR, where it prints, can be edited, and is what code generation carries out.
 
 Attributes written (values are the target's atom names, `ir/targets.py`):
 * `dot`: `atom` -- `wgmma.m64n<N>k16.ss` / `.rs` (Hopper: A from shared memory or from registers,
-  N columns per instruction), `mma.m16n8k16`, or `fma` -- and `warps = [wm, wn]`, the warp grid
+  N columns per instruction), `mma.m16n8k16`, `mfma.32x32x8` / `mfma.16x16x16` / `mfma.32x32x16` /
+  `mfma.16x16x32` (AMD: operands and accumulator in the MFMA fragments of the wave grid), or
+  `fma` -- and `warps = [wm, wn]`, the warp (wave) grid
   of the fragments, for tensor-core atoms; `inflight = 1` on a wgmma whose group may stay in flight
   across iterations of its pipelined loop (the loop's exit waits for it).
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
@@ -25,9 +27,11 @@ from ..ir.ops import OPS
 from ..ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
                                     smem_vector_elems, transpose_layout, wgmma_canonical)
 from ..ir.targets import Target
-from ..ir.thread_maps import as_map, blocked, mma_a, mma_c, mma_dot_grid, mma_operand_kind, vector_elems
+from ..ir.thread_maps import (as_map, blocked, mfma_dot_grid, mma_a, mma_c, mma_dot_grid, mma_operand_kind,
+                              vector_elems)
 from ..ir.types import TileType
 
+from .layout_inference import mfma_atoms
 from .manager import register
 from .shared_memory_planning import scratch_bytes
 
@@ -172,6 +176,14 @@ class _Selector:
                 at.name in ("mma.m16n8k16", "wgmma") and at.supports(a.type.dtype.name, c.type.dtype.name)
                 for at in self.target.mma_atoms):
             grid = mma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps)
+        if grid is None and all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c)):
+            atoms = [x for x in mfma_atoms(self.target)
+                     if self.target.mma_atom(x[0]).supports(a.type.dtype.name, c.type.dtype.name)]
+            mf = mfma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps, atoms) \
+                if atoms else None
+            if mf is not None:                   # MFMA: the operands are read from registers as they are
+                op.attrs["atom"], op.attrs["warps"] = mf[0], [mf[1], mf[2]]
+                return
         if grid is None:
             op.attrs["atom"] = "fma"
             op.attrs.pop("warps", None)

@@ -3,7 +3,7 @@
     tilec ir FILE.py[::KERNEL] [-D NAME=VALUE ...] [--target T] [--after PASS | --all]
     tilec ir FILE.tir|- [--target T] [--after PASS | --all]
     tilec passes [--target T]
-    tilec compile FILE.py[::KERNEL] | FILE.tir --target T [-D NAME=VALUE ...] -o OUT(.tir|.ptx|.cubin|.hsaco|.ll)
+    tilec compile FILE.py[::KERNEL] | FILE.tir --target T [-D NAME=VALUE ...] -o OUT(.tir|.ptx|.cubin|.hsaco|.s|.ll|.tilec)
     tilec cache info | clear
 
 A kernel file is imported as a module under a private name (its `if __name__ == "__main__":` block
@@ -340,7 +340,7 @@ def cmd_layout(a) -> int:
     return 0
 
 
-_SUFFIXES = (".tir", ".ptx", ".cubin", ".hsaco", ".co", ".ll", ".tilec")
+_SUFFIXES = (".tir", ".ptx", ".cubin", ".hsaco", ".co", ".s", ".ll", ".tilec")
 
 
 def cmd_compile(a) -> int:
@@ -350,10 +350,10 @@ def cmd_compile(a) -> int:
     suffix = out.suffix.lower()
     if suffix not in _SUFFIXES:
         raise CLIError(f"{a.output}: unknown output kind {suffix or '(no suffix)'!r}; "
-                       f"use .tir, .ptx, .cubin, .hsaco, .ll or .tilec (the whole artifact)")
+                       f"use .tir, .ptx, .cubin, .hsaco, .s (AMD assembly), .ll or .tilec (the whole artifact)")
     from .ir.targets import get_target
     family = get_target(a.target).family
-    if (suffix in (".ptx", ".cubin") and family != "nvidia") or (suffix in (".hsaco", ".co") and family != "amd"):
+    if (suffix in (".ptx", ".cubin") and family != "nvidia") or (suffix in (".hsaco", ".co", ".s") and family != "amd"):
         raise CLIError(f"{a.output}: a {suffix} file is not an output of target {a.target}")
     from . import compiler
     m, name = frontend_module(a.spec, parse_defines(a.define))
@@ -393,7 +393,8 @@ def cmd_compile(a) -> int:
         from .codegen import assemble
         data = assemble(art)
     else:
-        data = {".ptx": art.ptx, ".ll": art.llvm_ir, ".hsaco": art.hsaco, ".co": art.hsaco}[suffix]
+        data = {".ptx": art.ptx, ".ll": art.llvm_ir, ".hsaco": art.hsaco, ".co": art.hsaco,
+                ".s": (art.extra or {}).get("asm")}[suffix]
     if data is None:
         raise CLIError(f"the {a.target} back end gives no {suffix} output", EXIT_UNAVAILABLE)
     _write(out, data)
@@ -466,10 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a kernel through the pipeline and write IR or machine code",
                        description="Compile FILE.py::KERNEL or FILE.tir through the target's pipeline and write OUT: "
                                    ".tir (the IR after the pipeline; any target), .ptx/.cubin (NVIDIA), .hsaco "
-                                   "(AMD), .ll (LLVM IR) when the target's back end is available (else exit 2).")
+                                   "/.s (AMD code object / assembly), .ll (LLVM IR) when the target's back end is available (else exit 2).")
     p.add_argument("spec", metavar="FILE.py[::KERNEL] | FILE.tir")
     p.add_argument("--target", required=True, help="cpu sm_80 sm_89 sm_90a gfx90a gfx942 gfx950")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (.tir .ptx .cubin .hsaco .ll)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (.tir .ptx .cubin .hsaco .s .ll)")
     p.add_argument("--kernel", metavar="NAME", help="the kernel to compile when FILE.tir holds several")
     p.add_argument("--no-cache", action="store_true", help="compile afresh, neither reading nor writing the kernel cache")
     common(p)

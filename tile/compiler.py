@@ -96,6 +96,10 @@ def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str 
         _ptxas_resources(art)
         warn_resources(art)
         return art
+    if target.family == "amd":
+        from .codegen.amdgpu import compile_function
+        return compile_function(fn, target, options, tile_ir=tile_ir or print_module(Module([fn])),
+                                ir_after=ir_after)
     if target.family == "cpu":
         raise TileError("target cpu runs in the interpreter and has no machine code")
     raise TileError(f"no code generator for target {target.name} ({target.family}) yet")

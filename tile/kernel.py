@@ -68,6 +68,16 @@ class CompiledKernel:
         return self.artifact.cubin if self.artifact is not None else None
 
     @property
+    def hsaco(self) -> bytes | None:
+        """The AMD code object (gfx* targets)."""
+        return self.artifact.hsaco if self.artifact is not None else None
+
+    @property
+    def extra(self) -> dict:
+        """Facts the code generator kept (AMD: the assembly text, register and segment sizes)."""
+        return self.artifact.extra if self.artifact is not None else {}
+
+    @property
     def meta(self):
         """ir.artifact.KernelMeta (threads, shared memory, parameters) for GPU targets, else None."""
         return self.artifact.meta if self.artifact is not None else None

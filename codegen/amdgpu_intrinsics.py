@@ -1,0 +1,227 @@
+"""AMDGPU instruction selection: work-item ids, workgroup barriers, wave-wide shuffles, predicated
+global loads/stores, fast exp2, MFMA -- the AMD counterpart of codegen/nvptx_intrinsics.py, with
+the same method names, so the target-independent lowerings (codegen/lower_*.py) serve AMD through it.
+
+Everything here is an LLVM AMDGPU intrinsic or plain LLVM IR (names checked against the bundled
+LLVM 22, see /work/shared/notes/codegen-notes.md §5); there is no inline assembly:
+* ids: `llvm.amdgcn.workitem.id.x`, `llvm.amdgcn.workgroup.id.{x,y,z}`; the grid size from the
+  code-object-v5 hidden kernel arguments (`hidden_block_count_{x,y,z}`, the first three u32 behind
+  `llvm.amdgcn.implicitarg.ptr`);
+* barrier: workgroup release fence, `llvm.amdgcn.s.barrier`, workgroup acquire fence (what HIP's
+  `__syncthreads` is: s_barrier alone does not order LDS accesses);
+* cross-lane: `llvm.amdgcn.ds.bpermute` (ds_bpermute_b32: any lane of the wave, byte-addressed),
+  the lane from `llvm.amdgcn.mbcnt.lo/hi` -- no assumption about the wave size beyond the Target's;
+* predicated global memory: a branch around a plain (vector) load/store in addrspace(1); for a
+  divergent predicate the AMDGPU back end turns this into EXEC masking, not a jump;
+* exp2: `llvm.amdgcn.exp2.f32` (v_exp_f32);
+* MFMA: `llvm.amdgcn.mfma.f32.{32x32x8,16x16x16}{bf16_1k,f16}` and the gfx950
+  `llvm.amdgcn.mfma.f32.{32x32x16,16x16x32}.{bf16,f16}`.
+The NVIDIA-only instructions (cp.async, ldmatrix, wgmma, async-proxy fences) are located errors:
+instruction selection never chooses them for a target without those features.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from .errors import CompileError
+from .llvm_util import Decls, bf16, f16, f32, i1, i8, i16, i32, i64, void
+
+cptr = ir.PointerType(addrspace=4)          # constant address space (kernel arguments)
+
+# MFMA atom (tilec name) -> {input dtype: (intrinsic, input vector length, input element type)}
+_MFMA = {
+    "mfma.32x32x8": {"bf16": ("llvm.amdgcn.mfma.f32.32x32x8bf16.1k", 4, i16),
+                     "f16": ("llvm.amdgcn.mfma.f32.32x32x8f16", 4, f16)},
+    "mfma.16x16x16": {"bf16": ("llvm.amdgcn.mfma.f32.16x16x16bf16.1k", 4, i16),
+                      "f16": ("llvm.amdgcn.mfma.f32.16x16x16f16", 4, f16)},
+    "mfma.32x32x16": {"bf16": ("llvm.amdgcn.mfma.f32.32x32x16.bf16", 8, bf16),
+                      "f16": ("llvm.amdgcn.mfma.f32.32x32x16.f16", 8, f16)},
+    "mfma.16x16x32": {"bf16": ("llvm.amdgcn.mfma.f32.16x16x32.bf16", 8, bf16),
+                      "f16": ("llvm.amdgcn.mfma.f32.16x16x32.f16", 8, f16)},
+}
+_MFMA_ACC = {"mfma.32x32x8": 16, "mfma.16x16x16": 4, "mfma.32x32x16": 16, "mfma.16x16x32": 4}
+
+
+class AMDGPUIntrinsics:
+    """The AMDGPU side of the lowering interface used by codegen/lower_tile.py."""
+
+    name = "amdgpu"
+
+    def __init__(self, decls: Decls, target):
+        self.d = decls
+        self.target = target
+        self.arch = target.arch
+        self.warp_size = target.warp_size
+
+    # ------------------------------------------------------------------ ids and sync
+    def thread_id(self, b):
+        return self.d.call(b, "llvm.amdgcn.workitem.id.x", i32, [], [])
+
+    def block_id(self, b, axis: int):
+        return self.d.call(b, "llvm.amdgcn.workgroup.id." + "xyz"[axis], i32, [], [])
+
+    def num_blocks(self, b, axis: int):
+        """Workgroups along `axis`: hidden_block_count_{x,y,z}, the first three u32 of the
+        code-object-v5 implicit kernel arguments (the runtime fills them)."""
+        p = self.d.call(b, "llvm.amdgcn.implicitarg.ptr", cptr, [], [])
+        q = b.gep(p, [ir.Constant(i64, 4 * axis)], source_etype=i8)
+        ld = b.load(q, typ=i32)
+        ld.align = 4
+        return ld
+
+    def barrier(self, b):
+        b.fence("release", "workgroup")
+        self.d.call(b, "llvm.amdgcn.s.barrier", void, [], [])
+        b.fence("acquire", "workgroup")
+
+    def lane_id(self, b):
+        lo = self.d.call(b, "llvm.amdgcn.mbcnt.lo", i32, [i32, i32], [ir.Constant(i32, -1), ir.Constant(i32, 0)])
+        if self.warp_size <= 32:
+            return lo
+        return self.d.call(b, "llvm.amdgcn.mbcnt.hi", i32, [i32, i32], [ir.Constant(i32, -1), lo])
+
+    def shfl_xor(self, b, v, lane_mask: int):
+        """Butterfly exchange of a 32-bit value (i32 or f32) across the wave: ds_bpermute_b32
+        reads lane (lane ^ mask), addressed in bytes."""
+        if not 0 < lane_mask < self.warp_size:
+            raise CompileError(f"internal: shuffle lane mask {lane_mask} outside a {self.warp_size}-lane wave")
+        src = b.shl(b.xor(self.lane_id(b), ir.Constant(i32, lane_mask)), ir.Constant(i32, 2))
+        x = b.bitcast(v, i32) if v.type == f32 else v
+        r = self.d.call(b, "llvm.amdgcn.ds.bpermute", i32, [i32, i32], [src, x])
+        return b.bitcast(r, f32) if v.type == f32 else r
+
+    # ------------------------------------------------------------------ math
+    def exp2_approx(self, b, x):
+        return self.d.call(b, "llvm.amdgcn.exp2.f32", f32, [f32], [x])
+
+    # ------------------------------------------------------------------ global memory
+    @staticmethod
+    def _guard(b, pred, what: str):
+        """Open `if (pred)`: returns (the block before, the then block, the join block); the
+        builder is left in the then block."""
+        fn = b.block.parent
+        then = fn.append_basic_block(f"{what}.on")
+        join = fn.append_basic_block(f"{what}.join")
+        before = b.block
+        b.cbranch(pred, then, join)
+        b.position_at_end(then)
+        return before, then, join
+
+    def pred_load(self, b, ptr, bits: int, n: int, pred, others):
+        """n words of `bits` bits at `ptr` (aligned to n*bits/8) where `pred`, else `others`;
+        returns a list of n i{bits} values."""
+        t = ir.IntType(bits)
+        const_true = isinstance(pred, ir.Constant) and pred.constant in (1, True)
+        if not const_true:
+            before, then, join = self._guard(b, pred, "ld")
+        if n == 1:
+            ld = b.load(ptr, typ=t)
+            ld.align = max(1, bits // 8)
+            got = [ld]
+        else:
+            vt = ir.VectorType(t, n)
+            ld = b.load(ptr, typ=vt)
+            ld.align = n * bits // 8
+            got = [b.extract_element(ld, ir.Constant(i32, k)) for k in range(n)]
+        if const_true:
+            return got
+        last = b.block
+        b.branch(join)
+        b.position_at_end(join)
+        out = []
+        for g, o in zip(got, others):
+            p = b.phi(t)
+            p.add_incoming(g, last)
+            p.add_incoming(o, before)
+            out.append(p)
+        return out
+
+    def pred_store(self, b, ptr, bits: int, vals, pred):
+        """Store the words `vals` (i{bits} each) at `ptr` where `pred`."""
+        t = ir.IntType(bits)
+        n = len(vals)
+        const_true = isinstance(pred, ir.Constant) and pred.constant in (1, True)
+        if not const_true:
+            _, _, join = self._guard(b, pred, "st")
+        if n == 1:
+            st = b.store(vals[0], ptr)
+            st.align = max(1, bits // 8)
+        else:
+            vt = ir.VectorType(t, n)
+            vec = ir.Constant(vt, ir.Undefined)
+            for k, v in enumerate(vals):
+                vec = b.insert_element(vec, v, ir.Constant(i32, k))
+            st = b.store(vec, ptr)
+            st.align = n * bits // 8
+        if not const_true:
+            b.branch(join)
+            b.position_at_end(join)
+
+    # ------------------------------------------------------------------ matrix cores
+    def mfma(self, b, atom: str, in_dtype: str, a_vals, b_vals, acc):
+        """D = A*B + C on one MFMA atom: a_vals/b_vals are this lane's k-consecutive input elements
+        (LLVM bfloat/half values), acc its f32 accumulator registers, in the fragment order of
+        ir/fragments.py. Returns the new accumulator registers."""
+        try:
+            name, nk, et = _MFMA[atom][in_dtype]
+        except KeyError:
+            raise CompileError(f"internal: no MFMA intrinsic for {atom} with {in_dtype} inputs") from None
+        nacc = _MFMA_ACC[atom]
+        if len(a_vals) != nk or len(b_vals) != nk or len(acc) != nacc:
+            raise CompileError(f"internal: {atom} takes {nk}+{nk} inputs and {nacc} accumulators per lane")
+        vt, ct = ir.VectorType(et, nk), ir.VectorType(f32, nacc)
+
+        def pack(xs):
+            v = ir.Constant(vt, ir.Undefined)
+            for k, x in enumerate(xs):
+                if et == i16 and x.type != i16:
+                    x = b.bitcast(x, i16)
+                v = b.insert_element(v, x, ir.Constant(i32, k))
+            return v
+        c = ir.Constant(ct, ir.Undefined)
+        for k, x in enumerate(acc):
+            c = b.insert_element(c, x, ir.Constant(i32, k))
+        z = ir.Constant(i32, 0)
+        r = self.d.call(b, name, ct, [vt, vt, ct, i32, i32, i32], [pack(a_vals), pack(b_vals), c, z, z, z])
+        return [b.extract_element(r, ir.Constant(i32, k)) for k in range(nacc)]
+
+    # ------------------------------------------------------------------ NVIDIA-only
+    def _none(self, what):
+        raise CompileError(f"{what} does not exist on {self.target.name} (AMD); instruction selection "
+                           f"should not have chosen it")
+
+    def cp_async(self, b, *a, **k):
+        self._none("cp.async")
+
+    def cp_async_commit(self, b):
+        pass                                     # synchronous copies: nothing in flight
+
+    def cp_async_wait(self, b, n: int):
+        pass
+
+    def fence_proxy_async(self, b):
+        self._none("fence.proxy.async")
+
+    def ldmatrix(self, b, *a, **k):
+        self._none("ldmatrix")
+
+    def wgmma_fence(self, b):
+        self._none("wgmma")
+
+    def wgmma_commit(self, b):
+        self._none("wgmma")
+
+    def wgmma_wait(self, b, n: int):
+        self._none("wgmma")
+
+    def wgmma(self, b, *a, **k):
+        self._none("wgmma")
+
+    def wgmma_rs(self, b, *a, **k):
+        self._none("wgmma")
+
+    def mma_m16n8k16(self, b, *a, **k):
+        self._none("mma.sync")
+
+
+__all__ = ["AMDGPUIntrinsics"]
