@@ -70,10 +70,8 @@ class ReduceLowering:
                 return b.fadd(x, y)
             if kind == "prod":
                 return b.fmul(x, y)
-            if kind == "max":
-                return self.num.fintr2(b, "maxnum", x, y)
-            if kind == "min":
-                return self.num.fintr2(b, "minnum", x, y)
+            if kind in ("max", "min"):      # maximumNumber / minimumNumber: -0 < +0, as the elementwise op
+                return self.num.fminmax(b, kind, x, y)
             raise self.error(f"reduce {kind} of floats is not defined")
         signed = dt.kind == "int"
         if kind == "sum":

@@ -66,9 +66,24 @@ class CudaError(TileError):
         self.description = description
         where = f" for kernel '{kernel}'" if kernel else ""
         msg = f"{call} failed{where}: {result_name} ({description})"
+        if result_name in STICKY_ERRORS:
+            msg += (f" -- {'a kernel' if not kernel else 'the kernel'} faulted on the device; the CUDA context is "
+                    f"unusable after this error and every later CUDA call in this process fails: restart the "
+                    f"process (compute-sanitizer --tool memcheck locates the faulting access)")
         if detail:
             msg += f"\n{detail}"
         super().__init__(msg)
+
+    @property
+    def sticky(self) -> bool:
+        """A device fault that poisons the context (every later call fails)."""
+        return self.result_name in STICKY_ERRORS
+
+
+# Errors after which the context is unusable (a kernel faulted): the process must be restarted.
+STICKY_ERRORS = frozenset({"CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_MISALIGNED_ADDRESS",
+                           "CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_INVALID_ADDRESS_SPACE", "CUDA_ERROR_INVALID_PC",
+                           "CUDA_ERROR_HARDWARE_STACK_ERROR", "CUDA_ERROR_ASSERT", "CUDA_ERROR_LAUNCH_TIMEOUT"})
 
 
 class PTXCompileError(TileError):

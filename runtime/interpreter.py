@@ -280,8 +280,14 @@ def _r_reduce(ctx, op, args):
     if kind in ("argmax", "argmin"):
         return np.asarray((np.argmax if kind == "argmax" else np.argmin)(x, axis=ax), np.int64)
     if kind in ("max", "min"):
-        fn = (np.fmax if kind == "max" else np.fmin) if dt.is_float else (np.maximum if kind == "max" else np.minimum)
-        return np.asarray(fn.reduce(x, axis=ax))
+        if dt.is_float:     # maximumNumber / minimumNumber, as the elementwise op: -0 < +0 in any order
+            fn = BINARY_IMPL[kind]
+            xs = np.moveaxis(x, ax, 0)
+            acc = xs[0]
+            for row in xs[1:]:
+                acc = fn(acc, row, dt)
+            return np.asarray(acc)
+        return np.asarray((np.maximum if kind == "max" else np.minimum).reduce(x, axis=ax))
     if kind in ("and", "or", "xor"):
         fn = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}[kind]
         return wrap_int(fn.reduce(x, axis=ax), dt)

@@ -489,10 +489,16 @@ def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -
         if type(a) is DeviceArray:
             a._stream = h
     if copies:
-        if h:
-            _cuda.Stream(handle=h).synchronize()
-        else:
-            _cuda.synchronize()
+        try:
+            if h:
+                _cuda.Stream(handle=h).synchronize()
+            else:
+                _cuda.synchronize()
+        except _cuda.CudaError as e:          # a fault of this kernel surfaces here: name it
+            if e.kernel is None and e.sticky:
+                raise _cuda.CudaError(e.call, e.code, e.result_name, e.description, lz.meta.name,
+                                      f"(grid {grid}; block {lz.block})") from e
+            raise
         for host, d in copies:
             _write_back(host, d)
 
