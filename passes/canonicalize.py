@@ -98,7 +98,7 @@ def _fold(op: Operation, consts: dict):
     if len(op.results) != 1:
         return None
     try:
-        vals = [consts[id(v)] for v in op.operands]
+        vals = [consts[v] for v in op.operands]
     except KeyError:
         return None
     rt = op.results[0].type
@@ -137,14 +137,16 @@ def _fold_values(op, n, vals, rt, dt, BINARY, UNARY):
 # ------------------------------------------------------------------------------------------- rewriting
 class _Canon:
     def __init__(self):
-        self.subst: dict[int, Value] = {}     # id(old value) -> replacement
-        self.consts: dict[int, object] = {}   # id(value) -> Python number (constant / full results)
+        # keyed by the Value objects themselves, not id(): a value dropped during the pass could be
+        # freed and its id reused by a new one, which would then inherit a stale constant
+        self.subst: dict[Value, Value] = {}     # old value -> replacement
+        self.consts: dict[Value, object] = {}   # value -> Python number (constant / full results)
         self.changed = False
 
     def resolve(self, v: Value) -> Value:
         seen = 0
-        while id(v) in self.subst:
-            v = self.subst[id(v)]
+        while v in self.subst:
+            v = self.subst[v]
             seen += 1
             if seen > 100000:            # pragma: no cover - a cycle would be a bug here
                 raise RuntimeError("substitution cycle")
@@ -152,14 +154,14 @@ class _Canon:
 
     def replace(self, old: Value, new: Value):
         if old is not new:
-            self.subst[id(old)] = new
+            self.subst[old] = new
             self.changed = True
 
     def record_const(self, op: Operation):
         if op.name in ("constant", "full") and len(op.results) == 1 and "value" in op.attrs:
             v = _norm(op.attrs["value"], op.results[0].type.dtype)
             if v is not None:
-                self.consts[id(op.results[0])] = v
+                self.consts[op.results[0]] = v
 
     def to_const(self, op: Operation, value):
         """Turn op into `constant` (scalar result) or `full` (tile result) holding value, in place."""
@@ -198,7 +200,7 @@ class _Canon:
     def try_inline(self, op: Operation):
         """if on a constant condition / a zero-trip for: the ops that replace it (or None)."""
         if op.name == "if" and len(op.regions) == 2:
-            c = self.consts.get(id(op.cond))
+            c = self.consts.get(op.cond)
             if c is None:
                 return None
             region = op.regions[0 if c else 1]
@@ -211,7 +213,7 @@ class _Canon:
                 self.replace(r, v)       # resolved lazily: body ops may be rewritten first
             return list(region.ops[:-1])
         if op.name == "for":
-            lo, hi, step = (self.consts.get(id(v)) for v in (op.lo, op.hi, op.step))
+            lo, hi, step = (self.consts.get(v) for v in (op.lo, op.hi, op.step))
             if lo is None or hi is None or step is None or step <= 0 or lo < hi:
                 return None
             if len(op.inits) != len(op.results):
@@ -233,7 +235,7 @@ class _Canon:
             if a is b and a.type == res[0].type:
                 self.replace(res[0], a)
                 return True
-            cv = self.consts.get(id(c))
+            cv = self.consts.get(c)
             if cv is not None:
                 pick = a if cv else b
                 if pick.type == res[0].type:
@@ -270,12 +272,12 @@ class _Canon:
                     if op.x.type == rt:
                         self.replace(res[0], op.x)
                         return True
-            cv = self.consts.get(id(op.x))
+            cv = self.consts.get(op.x)
             if cv is not None and isinstance(rt, TileType) and rt.space == "reg":
                 self.to_const(op, cv)
                 return False
         if n == "splat" and len(res) == 1:
-            cv = self.consts.get(id(op.x))
+            cv = self.consts.get(op.x)
             if cv is not None and isinstance(res[0].type, TileType):
                 self.to_const(op, cv)
                 return False
@@ -292,7 +294,7 @@ class _Canon:
         """Is `x n k` == x for the constant k (and x already of the result's type)?"""
         if x.type != rt:
             return False
-        kv = self.consts.get(id(k))
+        kv = self.consts.get(k)
         if kv is None:
             return False
         dt = rt.dtype
