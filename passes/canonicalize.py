@@ -44,9 +44,13 @@ def _norm(v, dt: DType):
         return None
     try:
         with np.errstate(all="ignore"):
-            return py_value(to_value(v, dt), dt)
+            r = py_value(to_value(v, dt), dt)
     except OverflowError:              # an int beyond float range
         return None
+    if isinstance(r, float) and math.isnan(r):
+        return None                    # a NaN's sign matters (NaN -> f4e2m1 gives the opposite-signed
+        # zero) and a Python float does not keep it: leave NaN constants to run time
+    return r
 
 
 def _attr_value(v, dt: DType):
