@@ -514,3 +514,15 @@ def test_dumps_of_two_specializations_do_not_overwrite(tmp_path):
     M.run_pipeline(parse_module(SMALL), "cpu", dump_dir=tmp_path)   # the first again: reuses its directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small", "small.2"]
     assert "BM = 64" in (tmp_path / "small.2" / "00-frontend.tir").read_text()
+
+
+@needs_interp
+@pytest.mark.parametrize("seed", [420 * 7919 % 2 ** 32, 1065 * 7919 % 2 ** 32])
+def test_canonicalize_keeps_nan_signs(seed):
+    """Regression: `cast(constant -inf : f8e4m3fn) : f4e2m1` is +0 (the e4m3 NaN keeps -inf's sign;
+    NaN -> f4e2m1 gives the opposite-signed zero); folding through a Python NaN gave -0."""
+    m, n = scalar_kernel(seed)
+    want = _execute(m, n)
+    m2, _ = M.run_pipeline(parse_module(print_module(m)), "cpu")
+    got = _execute(m2, n)
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
