@@ -516,13 +516,26 @@ def test_dumps_of_two_specializations_do_not_overwrite(tmp_path):
     assert "BM = 64" in (tmp_path / "small.2" / "00-frontend.tir").read_text()
 
 
+NAN_CAST = """kernel @k(%F: tensor<?xf64>) {
+  %0 = constant {value = -inf} : f8e4m3fn
+  %1 = cast %0 : f4e2m1
+  %2 = cast %1 : f64
+  %3 = constant {value = 0} : i32
+  store_scalar %F, %3, %2
+}
+"""
+
+
 @needs_interp
-@pytest.mark.parametrize("seed", [420 * 7919 % 2 ** 32, 1065 * 7919 % 2 ** 32])
-def test_canonicalize_keeps_nan_signs(seed):
-    """Regression: `cast(constant -inf : f8e4m3fn) : f4e2m1` is +0 (the e4m3 NaN keeps -inf's sign;
-    NaN -> f4e2m1 gives the opposite-signed zero); folding through a Python NaN gave -0."""
-    m, n = scalar_kernel(seed)
-    want = _execute(m, n)
-    m2, _ = M.run_pipeline(parse_module(print_module(m)), "cpu")
-    got = _execute(m2, n)
-    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+def test_canonicalize_keeps_nan_signs():
+    """-inf -> f8e4m3fn is the NaN with -inf's sign, and NaN -> f4e2m1 the zero of the opposite sign:
+    +0 (ir/dtypes.py). A Python float does not reliably keep a NaN's sign, so canonicalize leaves NaN
+    constants to run time (a 1500-seed sweep of the test above found folds giving -0 here)."""
+    for stage in ("front end", "after the cpu pipeline"):
+        m = parse_module(NAN_CAST)
+        if stage != "front end":
+            m, _ = M.run_pipeline(m, "cpu")
+            assert any(op.name == "constant" and op.attrs.get("value") == float("-inf") for op in m.functions[0].walk())
+        F = np.full(1, 7.0)
+        interp_run(m.functions[0], (1,), [F])
+        assert F[0] == 0 and not np.signbit(F[0]), stage
