@@ -101,7 +101,9 @@ def test_kernel_fault_names_the_kernel_and_says_the_context_is_gone(tmp_path):
     first = r["first"]
     assert r.get("first_tile"), first                        # a TileError, not a raw driver exception
     assert "write_past_end" in first, first                  # names the kernel
-    assert "ILLEGAL_ADDRESS" in first or "LAUNCH_FAILED" in first, first
+    # the driver's code for the fault (the H100 reported CUDA_ERROR_INVALID_ADDRESS_SPACE for this one)
+    assert any(c in first for c in ("ILLEGAL_ADDRESS", "LAUNCH_FAILED", "INVALID_ADDRESS_SPACE",
+                                    "MISALIGNED_ADDRESS", "ILLEGAL_INSTRUCTION")), first
     assert "unusable" in first, first                        # and says the context is gone
     # a later launch in the same process: works (unlikely) or fails with a TileError saying so
     if r["later"] != "ok":

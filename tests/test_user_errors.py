@@ -4,6 +4,7 @@ tile.device_print formats its values (interpreter) and prints through vprintf (N
 from __future__ import annotations
 
 import shutil
+import os
 import subprocess
 import sys
 import textwrap
@@ -198,7 +199,8 @@ def _have_gpu():
 def test_device_print_on_the_gpu(tmp_path):
     p = tmp_path / "gpu_print.py"
     p.write_text(GPU_PRINT)
-    r = subprocess.run([sys.executable, str(p)], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "TILEC_TARGET"}     # the GPU, not a test's target
+    r = subprocess.run([sys.executable, str(p)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     lines = sorted(line for line in r.stdout.splitlines() if line.startswith("[block"))
     assert lines == ["[block (0, 0, 0)] n = 3 s=0.500 i=0", "[block (1, 0, 0)] n = 3 s=0.500 i=1"], r.stdout
