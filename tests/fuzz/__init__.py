@@ -773,6 +773,8 @@ def compare_backends(case, trace_a, trace_b, out_a, out_b, names=("GPU", "interp
         total += ok.size
         if not ok.all():
             _fail(case, n, f"{names[0]} vs {names[1]} (bit-exact op)", ~ok, a, b)
+    if not exact_node(case, case.nodes[case.last]):
+        return total                    # the final value depends on approximate ops: checked against the model
     ok = same(out_a, out_b, buf_dt(case.nodes[case.last].dt))
     if not ok.all():
         _fail(case, case.nodes[case.last], f"{names[0]} vs {names[1]}: final store", ~ok, out_a, out_b)
