@@ -29,19 +29,8 @@ class DotLowering:
     def op_dot(self, op):
         """Carries out the atom instruction selection recorded (attribute `atom`): a wgmma form,
         mma.sync m16n8k16 over the warp grid `warps`, or the FMA loop."""
-        a, bt = self.get(op.operands[0]), self.get(op.operands[1])     # RTile or LazyFrag
-        acc = self.rtile(op.operands[2])
-        M, K = op.operands[0].type.shape
-        N = op.operands[1].type.shape[1]
+        a, bt, acc, (M, N, K), rm, atom = self.dot_operands(op)
         rt = op.results[0].type
-        rm = self.tmap(rt)
-        if not acc.map.same(rm):
-            raise self.error(f"dot: accumulator layout {acc.map} differs from the result's {rm}")
-        atom = op.attrs.get("atom")
-        if atom is None:
-            raise self.error("dot has no atom (attribute `atom`): run the select_instructions pass")
-        if self.target.mma_atom(atom) is None:
-            raise self.error(f"atom = {atom!r}: target {self.target.name} offers {', '.join(self._atom_names())}")
         if atom.startswith("wgmma"):
             vals = self._dot_wgmma(a, bt, acc, M, N, K, self._wgmma_plan(op, atom, a, bt, acc, M, N, K))
         elif atom == "mma.m16n8k16":
@@ -52,6 +41,24 @@ class DotLowering:
         else:
             vals = self._dot_fma(op, self.materialize(a), self.materialize(bt), acc, M, N, K)
         self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    def dot_operands(self, op):
+        """What every family's dot lowering starts from: the operands (RTile or LazyFrag), the
+        accumulator, (M, N, K), the result's layout and the recorded atom -- checked to exist on the
+        target and the accumulator to have the result's layout."""
+        a, bt = self.get(op.a), self.get(op.b)
+        acc = self.rtile(op.acc)
+        M, K = op.a.type.shape
+        N = op.b.type.shape[1]
+        rm = self.tmap(op.results[0].type)
+        if not acc.map.same(rm):
+            raise self.error(f"dot: accumulator layout {acc.map} differs from the result's {rm}")
+        atom = op.attrs.get("atom")
+        if atom is None:
+            raise self.error("dot has no atom (attribute `atom`): run the select_instructions pass")
+        if self.target.mma_atom(atom) is None:
+            raise self.error(f"atom = {atom!r}: target {self.target.name} offers {', '.join(self._atom_names())}")
+        return a, bt, acc, (M, N, K), rm, atom
 
     def _atom_names(self):
         return [("wgmma.m64nNk16.ss|rs" if n == "wgmma" else n) for n in self.target.mma_names]

@@ -19,19 +19,8 @@ from .values import RTile
 class MfmaLowering:
     @lowers("dot", family="amd")
     def op_dot_amd(self, op):
-        a, bt = self.get(op.operands[0]), self.get(op.operands[1])
-        acc = self.rtile(op.operands[2])
-        M, K = op.operands[0].type.shape
-        N = op.operands[1].type.shape[1]
+        a, bt, acc, (M, N, K), rm, atom = self.dot_operands(op)       # (lower_dot.py)
         rt = op.results[0].type
-        rm = self.tmap(rt)
-        if not acc.map.same(rm):
-            raise self.error(f"dot: accumulator layout {acc.map} differs from the result's {rm}")
-        atom = op.attrs.get("atom")
-        if atom is None:
-            raise self.error("dot has no atom (attribute `atom`): run the select_instructions pass")
-        if self.target.mma_atom(atom) is None:
-            raise self.error(f"atom = {atom!r}: target {self.target.name} offers {', '.join(self.target.mma_names)}")
         if atom.startswith("mfma."):
             vals = self._dot_mfma(op, atom, self.materialize(a), self.materialize(bt), acc, M, N, K)
         else:
