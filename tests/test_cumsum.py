@@ -18,6 +18,7 @@ import traceback
 import ml_dtypes as md
 import numpy as np
 import pytest
+from helpers import gpu_and_interpreter
 
 import tile
 from tile import bf16, f32, i32
@@ -399,17 +400,7 @@ def gpu(monkeypatch):
     monkeypatch.delenv("TILEC_TARGET", raising=False)
 
 
-def _both(kernel, grid, args, outs, **consts):
-    """The outputs of a GPU run and an interpreter run on the same inputs (copies of args)."""
-    gpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
-    kernel[grid](*gpu_args, **consts)
-    cpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
-    os.environ["TILEC_TARGET"] = "cpu"
-    try:
-        kernel[grid](*cpu_args, **consts)
-    finally:
-        del os.environ["TILEC_TARGET"]
-    return [(gpu_args[i], cpu_args[i]) for i in outs]
+_both = gpu_and_interpreter
 
 
 GPU_SHAPES = [(1, 1), (1, 7), (7, 5), (4, 8), (64, 64), (128, 64), (16, 256), (256, 16)]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import gpu_and_interpreter
 
 import tile
 from tile import bf16
@@ -65,18 +66,7 @@ def test_moe(round_tokens):
     assert err < 2e-2
 
 
-def _both(kernel, grid, args, outs, **consts):
-    """Run on the GPU and in the interpreter on the same inputs; return both copies of the outputs."""
-    import os
-    gpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
-    kernel[grid](*gpu_args, **consts)
-    cpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
-    os.environ["TILEC_TARGET"] = "cpu"
-    try:
-        kernel[grid](*cpu_args, **consts)
-    finally:
-        del os.environ["TILEC_TARGET"]
-    return [(gpu_args[i], cpu_args[i]) for i in outs]
+_both = gpu_and_interpreter
 
 
 def test_gpu_and_interpreter_agree_gemm():

@@ -12,6 +12,7 @@ import random
 
 import numpy as np
 import pytest
+from helpers import signature_kwargs
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tile.ir import ops as O
@@ -625,13 +626,7 @@ def test_gallery_kernels_roundtrip_after_every_pass(path):
     kernels = [v for v in vars(mod).values() if isinstance(v, Kernel)]
     done = 0
     for k in kernels:
-        try:
-            kw = cli.signature_args(k, {})
-        except cli.CLIError:
-            # a parameter whose dtype/rank comes only from the launch: give tensors int4 / rank 2
-            defs = {p.name: f"tensor<{'x'.join(['?'] * (p.rank or 2))}x{p.dtype or 'int4'}>"
-                    for p in k.params if p.kind == "tensor" and (p.dtype is None or p.rank is None)}
-            kw = cli.signature_args(k, defs)
+        kw = signature_kwargs(k)
         front = k.compile(target="cpu", **kw).ir
         assert print_module(parse_module(front)) == front, k.name
         for target in TARGETS:

@@ -6,12 +6,12 @@ agree with float64 NumPy: NaN positions and infinities exactly, signs of zero ex
 within math_cases.ULP (the table of docs/language.md). Outputs start as NaN (poison). Also the masked
 row softmax (other=-inf, ragged rows, a row of -inf but one element) and every cast among
 f32/f16/bf16/fp8/fp6/fp4/int4/uint4/int8, GPU codes bit-exact vs the interpreter."""
-import os
 
 import numpy as np
 import pytest
 
 import math_cases as M
+from helpers import on_cpu
 import tile
 
 pytestmark = pytest.mark.gpu
@@ -26,12 +26,7 @@ def _need_gpu(monkeypatch):
     monkeypatch.delenv("TILEC_TARGET", raising=False)
 
 
-def _on_cpu(fn, *a):
-    os.environ["TILEC_TARGET"] = "cpu"
-    try:
-        return fn(*a)
-    finally:
-        del os.environ["TILEC_TARGET"]
+_on_cpu = on_cpu
 
 
 @pytest.mark.parametrize("op,dt", CASES, ids=[f"{o}-{d}" for o, d in CASES])

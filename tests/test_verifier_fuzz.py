@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from helpers import signature_kwargs
 
 from fuzz import verifier as V
 
@@ -34,12 +35,7 @@ def gallery_ir():
     for path in GALLERY:
         mod = cli.load_file(str(path))
         for k in [v for v in vars(mod).values() if isinstance(v, Kernel)]:
-            try:
-                kw = cli.signature_args(k, {})
-            except cli.CLIError:
-                defs = {p.name: f"tensor<{'x'.join(['?'] * (p.rank or 2))}x{p.dtype or 'int4'}>"
-                        for p in k.params if p.kind == "tensor" and (p.dtype is None or p.rank is None)}
-                kw = cli.signature_args(k, defs)
+            kw = signature_kwargs(k)
             front = k.compile(target="cpu", **kw).ir
             _, ir_after = run_pipeline(parse_module(front), "sm_90a")
             for name, text in ir_after.items():

@@ -1,0 +1,37 @@
+"""Helpers the test files share (the tests directory is on sys.path under pytest)."""
+import os
+
+
+def on_cpu(fn, *args, **kwargs):
+    """fn(*args) with launches in the interpreter (TILEC_TARGET=cpu for the call)."""
+    saved = os.environ.get("TILEC_TARGET")
+    os.environ["TILEC_TARGET"] = "cpu"
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if saved is None:
+            del os.environ["TILEC_TARGET"]
+        else:
+            os.environ["TILEC_TARGET"] = saved
+
+
+def gpu_and_interpreter(kernel, grid, args, outs, **consts):
+    """Run kernel on the GPU and in the interpreter on copies of the same inputs; return
+    [(gpu output, interpreter output)] for the argument positions in `outs`."""
+    gpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
+    kernel[grid](*gpu_args, **consts)
+    cpu_args = [a.copy() if hasattr(a, "copy") else a for a in args]
+    on_cpu(kernel[grid], *cpu_args, **consts)
+    return [(gpu_args[i], cpu_args[i]) for i in outs]
+
+
+def signature_kwargs(kernel):
+    """Kernel.compile keyword arguments for a gallery kernel without launch arguments: its annotated
+    signature, tensors whose dtype/rank come only from the launch given int4 / rank 2."""
+    from tile import cli
+    try:
+        return cli.signature_args(kernel, {})
+    except cli.CLIError:
+        defs = {p.name: f"tensor<{'x'.join(['?'] * (p.rank or 2))}x{p.dtype or 'int4'}>"
+                for p in kernel.params if p.kind == "tensor" and (p.dtype is None or p.rank is None)}
+        return cli.signature_args(kernel, defs)
