@@ -111,7 +111,11 @@ def test_printf_format():
 
 
 @needs_ptxas
-def test_device_print_compiles_to_vprintf(tmp_path):
+def test_device_print_compiles_to_vprintf(tmp_path, monkeypatch):
+    # the warning comes from code generation: compile afresh (a private, empty kernel cache)
+    from tile.runtime import cache as rc
+    monkeypatch.setattr(rc, "_DEFAULT", rc.KernelCache(tmp_path / "cache"))
+    printer.cache.clear()
     with pytest.warns(RuntimeWarning, match="register tiles print as <tile"):
         ck = printer.compile(tile.Tensor[f32, 1], int, float, target="sm_80")
     ptx = ck.ptx
