@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call: install tilec (no deps; lark from carried wheels), run the GPU tests and the gallery,
-# then (optionally) the benchmark. Logs go to $OUT. Usage: bash scripts/gpu_check.sh [tests|bench|all] [bench args]
+# then (optionally) the benchmark; `safety` runs the math tests, the differential fuzzer and the
+# sanitizers (issue 13's checks). Logs go to $OUT.
+# Usage: bash scripts/gpu_check.sh [tests|bench|all|safety] [bench args]
 set -uo pipefail
 what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -25,4 +27,12 @@ PY
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 500 python3 benchmarks/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+if [ "$what" = safety ]; then
+  par=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+  timeout 200 python3 -m pytest -q --tb=short $par -p no:cacheprovider tests/test_math_gpu.py tests/test_math_ptx.py \
+    2>&1 | tail -5 | tee "$OUT/math.log"
+  timeout 240 python3 scripts/fuzz_gpu.py --cases ${FUZZ_CASES:-150} --gallery ${FUZZ_GALLERY:-12} --seed ${FUZZ_SEED:-1000} \
+    >"$OUT/fuzz.log" 2>&1; echo "fuzz rc=$?"; tail -15 "$OUT/fuzz.log"
+  OUT="$OUT/sanitize" timeout 400 bash scripts/sanitize.sh 2>&1 | tail -25 | tee "$OUT/sanitize.log"
 fi
