@@ -8,7 +8,11 @@ Kernels: `router` (logits, softmax, iterative top-k), `moe_up` (rows gathered by
 gate and up projections of the block's expert, SwiGLU), `moe_down` (grouped down projection) and
 `moe_combine` (gathers each token's expert rows, weights and sums them). The permutation metadata
 (which padded row holds which assignment, which expert each row block belongs to) is a counting
-sort done on the host in NumPy (`align`). Experts that receive no tokens get no row blocks.
+sort done on the GPU: the router counts each block's assignments per expert, `moe_offsets` turns the
+counts into padded segment offsets with prefix sums, `moe_scatter` writes each assignment's row -- no
+host loop, no host sync (`route`). The expert GEMMs' grid is sized for the worst case and blocks past
+the last segment exit at once. Experts that receive no tokens get no row blocks. `align` is the same
+counting sort on the host in NumPy: the test oracle, and the path with token rounding.
 `round_tokens=True` is SonicMoE's tile-aware token rounding: each expert's token count is rounded
 to the nearest multiple of the row tile BM — by dropping its lowest-scored assignments or by adding
 the best-scored tokens not yet routed to it — so no row tile is partly padding.
@@ -23,8 +27,8 @@ from tile import bf16, f32, i32
 
 @tile.kernel
 def router(X: tile.Tensor[bf16, 2], Wr: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1], P: tile.Tensor[f32, 2],
-           ids: tile.Tensor[i32, 2], wts: tile.Tensor[f32, 2], E: tile.constexpr = 8, TOPK: tile.constexpr = 2, BT: tile.constexpr = 16,
-           BK: tile.constexpr = 32):
+           ids: tile.Tensor[i32, 2], wts: tile.Tensor[f32, 2], counts: tile.Tensor[i32, 2],
+           E: tile.constexpr = 8, TOPK: tile.constexpr = 2, BT: tile.constexpr = 16, BK: tile.constexpr = 32):
     D = X.shape[1]
     t0 = tile.block_id(0) * BT
     logits = tile.zeros((BT, E), f32)
@@ -45,24 +49,87 @@ def router(X: tile.Tensor[bf16, 2], Wr: tile.Tensor[bf16, 2], bias: tile.Tensor[
         p = tile.where(experts == best[:, None], -1.0, p)
     tile.store(ids, (t0, 0), top_ids)
     tile.store(wts, (t0, 0), top_w / tile.sum(top_w, axis=1)[:, None])
+    # This block's assignments per expert (rows past the last token count for none): the input of
+    # the alignment's prefix sums, so routing needs no second pass over `ids`.
+    valid = (tile.arange(0, BT) + t0 < X.shape[0])[:, None]
+    n = tile.zeros((E,), i32)
+    for j in tile.static_range(TOPK):
+        n = n + tile.sum(((top_ids[:, j][:, None] == experts) & valid).astype(i32), axis=0)
+    tile.store(counts, (tile.block_id(0), 0), n[None, :])
+
+
+# ---- alignment on the GPU: a counting sort of the (token, slot) assignments by expert, each expert's
+# segment padded to a multiple of BM, in two launches and without a host sync. The grid of the
+# expert GEMMs is sized for the worst case (T * TOPK assignments + E * (BM - 1) padding rows); row
+# blocks past the last expert's segment have block_expert = -1 and exit at once.
+
+@tile.kernel
+def moe_offsets(counts: tile.Tensor[i32, 2], blockoff: tile.Tensor[i32, 2], block_expert: tile.Tensor[i32, 1],
+                rows: tile.Tensor[i32, 2], E: tile.constexpr = 8, BM: tile.constexpr = 16,
+                BB: tile.constexpr = 32, BF: tile.constexpr = 128):
+    """One block. blockoff[b, e] = first padded row of router block b's assignments to expert e;
+    block_expert[i] = expert of row block i (-1 past the end); rows[:] = -1 (padding, until the
+    scatter writes the real ones)."""
+    NB = counts.shape[0]
+    seen = tile.zeros((E,), i32)                           # assignments to each expert in blocks < b0
+    for b0 in tile.range(0, NB, BB):
+        c = tile.load(counts, (b0, 0), (BB, E))
+        tile.store(blockoff, (b0, 0), tile.cumsum(c, 0, exclusive=True) + seen[None, :])
+        seen = seen + tile.sum(c, axis=0)
+    padded = (seen + (BM - 1)) // BM * BM
+    ends = tile.cumsum(padded, 0)                          # expert e's segment is [ends - padded, ends)
+    for b0 in tile.range(0, NB, BB):                       # second pass: add each expert's start
+        c = tile.load(blockoff, (b0, 0), (BB, E))
+        tile.store(blockoff, (b0, 0), c + (ends - padded)[None, :])
+    for i in tile.range(0, block_expert.shape[0], BF):
+        first_row = (tile.arange(0, BF) + i) * BM
+        e = tile.sum((ends[None, :] <= first_row[:, None]).astype(i32), axis=1)
+        tile.store(block_expert, (i,), tile.where(e < E, e, -1))
+    for i in tile.range(0, rows.shape[0], BF):
+        tile.store(rows, (i, 0), tile.full((BF, 1), -1, i32))
 
 
 @tile.kernel
-def moe_up(X: tile.Tensor[bf16, 2], W1: tile.Tensor[bf16, 3], rows: tile.Tensor[i32, 1],
+def moe_scatter(ids: tile.Tensor[i32, 2], blockoff: tile.Tensor[i32, 2], rows: tile.Tensor[i32, 2],
+                pos: tile.Tensor[i32, 2], E: tile.constexpr = 8, TOPK: tile.constexpr = 2, BT: tile.constexpr = 16):
+    """Router block b's assignments: the padded row of each (token, slot), in token order within an
+    expert (as the host `align`): rows[row] = token, pos[token, slot] = row."""
+    b = tile.block_id(0)
+    t0 = b * BT
+    tid = tile.load(ids, (t0, 0), (BT, TOPK), other=-1)     # -1: past the last token, no expert
+    experts = tile.arange(0, E)[None, :]
+    # before[t, e]: assignments to e of this block's tokens before t (a token has each expert once)
+    before = tile.load(blockoff, (b, 0), (1, E))
+    for j in tile.static_range(TOPK):
+        before = before + tile.cumsum((tid[:, j][:, None] == experts).astype(i32), 0, exclusive=True)
+    tok = (tile.arange(0, BT) + t0)[:, None]
+    slots = tile.arange(0, TOPK)[None, :]
+    p = tile.full((BT, TOPK), -1, i32)
+    for j in tile.static_range(TOPK):
+        hit = tid[:, j][:, None] == experts
+        row = tile.where(tid[:, j] >= 0, tile.sum(tile.where(hit, before, 0), axis=1), -1)
+        tile.scatter(rows, row, 0, tok)                    # row -1 (no assignment) is skipped
+        p = tile.where(slots == j, row[:, None], p)
+    tile.store(pos, (t0, 0), p)
+
+
+@tile.kernel
+def moe_up(X: tile.Tensor[bf16, 2], W1: tile.Tensor[bf16, 3], rows: tile.Tensor[i32, 2],
            block_expert: tile.Tensor[i32, 1], Hbuf: tile.Tensor[bf16, 2], F: tile.constexpr = 64,
            BM: tile.constexpr = 16, BN: tile.constexpr = 32, BK: tile.constexpr = 32):
     D = X.shape[1]
     pm = tile.block_id(0)
     pn = tile.block_id(1)
     e = block_expert[pm]
-    tok = tile.load(rows, (pm * BM,), (BM,))               # token of each row; -1 for padding rows
-    gate = tile.zeros((BM, BN), f32)
-    up = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, D, BK, stages=3):
-        x = tile.gather(X, tok, k, BK)                      # the permutation is fused into the load
-        gate = tile.dot(x, tile.load(W1, (e, k, pn * BN), (BK, BN)), gate)
-        up = tile.dot(x, tile.load(W1, (e, k, F + pn * BN), (BK, BN)), up)
-    tile.store(Hbuf, (pm * BM, pn * BN), (gate * tile.sigmoid(gate) * up).astype(bf16))
+    if e >= 0:                                              # -1: a row block past the last segment
+        tok = tile.reshape(tile.load(rows, (pm * BM, 0), (BM, 1)), (BM,))   # token of each row; -1: padding
+        gate = tile.zeros((BM, BN), f32)
+        up = tile.zeros((BM, BN), f32)
+        for k in tile.range(0, D, BK, stages=3):
+            x = tile.gather(X, tok, k, BK)                  # the permutation is fused into the load
+            gate = tile.dot(x, tile.load(W1, (e, k, pn * BN), (BK, BN)), gate)
+            up = tile.dot(x, tile.load(W1, (e, k, F + pn * BN), (BK, BN)), up)
+        tile.store(Hbuf, (pm * BM, pn * BN), (gate * tile.sigmoid(gate) * up).astype(bf16))
 
 
 @tile.kernel
@@ -72,10 +139,11 @@ def moe_down(Hbuf: tile.Tensor[bf16, 2], W2: tile.Tensor[bf16, 3], block_expert:
     pm = tile.block_id(0)
     pn = tile.block_id(1)
     e = block_expert[pm]
-    acc = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, F, BK, stages=3):
-        acc = tile.dot(tile.load(Hbuf, (pm * BM, k), (BM, BK)), tile.load(W2, (e, k, pn * BN), (BK, BN)), acc)
-    tile.store(Ybuf, (pm * BM, pn * BN), acc.astype(bf16))
+    if e >= 0:
+        acc = tile.zeros((BM, BN), f32)
+        for k in tile.range(0, F, BK, stages=3):
+            acc = tile.dot(tile.load(Hbuf, (pm * BM, k), (BM, BK)), tile.load(W2, (e, k, pn * BN), (BK, BN)), acc)
+        tile.store(Ybuf, (pm * BM, pn * BN), acc.astype(bf16))
 
 
 @tile.kernel
@@ -141,8 +209,38 @@ def reference(x, w1, w2, F, assignments):
     return y
 
 
+def padded_rows(T, TOPK, E, BM):
+    """Rows of the expert GEMMs' grid when the routing is not known on the host: every assignment
+    plus the most padding E segments can have, in whole row blocks."""
+    return tile.cdiv(T * TOPK + E * (BM - 1), BM) * BM
+
+
+def poisoned(shape, dtype):
+    """A host array every element of which a kernel must overwrite (NaN, or -7 for integers)."""
+    return np.full(shape, np.nan if dtype == f32 else -7, np.float32 if dtype == f32 else np.int32)
+
+
+def route(x, wr, bias, E, TOPK, BM, BT=16, empty=poisoned):
+    """Router and alignment in three launches, with no host loop and no host sync (with GPU arrays
+    from `empty(shape, dtype)`, e.g. `tile.empty` or a torch allocator, nothing leaves the device).
+    Returns probs [T, E], ids, wts [T, TOPK], rows [Pmax, 1], block_expert [Pmax // BM], pos [T, TOPK]."""
+    T = x.shape[0]
+    nb = tile.cdiv(T, BT)
+    Pmax = padded_rows(T, TOPK, E, BM)
+    P = empty((T, E), f32)
+    ids, wts, pos = empty((T, TOPK), i32), empty((T, TOPK), f32), empty((T, TOPK), i32)
+    counts, blockoff = empty((nb, E), i32), empty((nb, E), i32)
+    rows, block_expert = empty((Pmax, 1), i32), empty((Pmax // BM,), i32)
+    router[(nb,)](x, wr, bias, P, ids, wts, counts, E=E, TOPK=TOPK, BT=BT)
+    moe_offsets[(1,)](counts, blockoff, block_expert, rows, E=E, BM=BM)
+    moe_scatter[(nb,)](ids, blockoff, rows, pos, E=E, TOPK=TOPK, BT=BT)
+    return P, ids, wts, rows, block_expert, pos
+
+
 def run(T=40, D=64, F=64, E=8, TOPK=2, BM=16, round_tokens=False, seed=None, empty_expert=True):
-    """Launch the four kernels on fresh random inputs; return the relative error of the output."""
+    """Launch the kernels on fresh random inputs; return the relative error of the output.
+    Without token rounding the whole layer runs on the GPU (router, alignment, expert GEMMs, combine);
+    SonicMoE token rounding is done by the host `align`."""
     rng = np.random.default_rng(seed)
     x = tile.asarray(rng.standard_normal((T, D)), bf16)
     wr = tile.asarray(rng.standard_normal((D, E)) / np.sqrt(D), bf16)
@@ -151,11 +249,7 @@ def run(T=40, D=64, F=64, E=8, TOPK=2, BM=16, round_tokens=False, seed=None, emp
         bias[E - 1] = -30.0                                 # expert E-1 receives no tokens
     w1 = tile.asarray(rng.standard_normal((E, D, 2 * F)) / np.sqrt(D), bf16)
     w2 = tile.asarray(rng.standard_normal((E, F, D)) / np.sqrt(F), bf16)
-    P = np.full((T, E), np.nan, np.float32)
-    ids = np.full((T, TOPK), -7, np.int32)
-    wts = np.full((T, TOPK), np.nan, np.float32)
-    BT = 16
-    router[(tile.cdiv(T, BT),)](x, wr, bias, P, ids, wts, E=E, TOPK=TOPK, BT=BT)
+    P, ids, wts, rows, block_expert, pos = route(x, wr, bias, E, TOPK, BM)
 
     # The routing must agree with a float64 softmax/top-k on the same inputs (up to near-ties).
     logits = x.numpy().astype(np.float64) @ wr.numpy().astype(np.float64) + bias
@@ -165,20 +259,32 @@ def run(T=40, D=64, F=64, E=8, TOPK=2, BM=16, round_tokens=False, seed=None, emp
     top = np.sort(ref_p, axis=1)[:, ::-1][:, :TOPK]
     assert np.allclose(np.take_along_axis(ref_p, ids, 1), top, atol=1e-5), "top-k experts differ"
 
-    rows, block_expert, pos, weights, assignments = align(ids, wts, ref_p, E, BM, round_tokens)
+    # The GPU alignment is the host counting sort, exactly (its grid has whole blocks of padding after).
+    h_rows, h_blocks, h_pos, h_weights, assignments = align(ids, wts, ref_p, E, BM, round_tokens)
+    n = len(h_rows)
+    if not round_tokens:
+        assert (rows[:n, 0] == h_rows).all() and (rows[n:] == -1).all(), "GPU alignment rows differ"
+        assert (block_expert[:n // BM] == h_blocks).all() and (block_expert[n // BM:] == -1).all()
+        # (the host lists a token's rows by expert, the GPU by router slot, beside that slot's weight)
+        assert (np.sort(pos, 1) == np.sort(h_pos, 1)).all(), "GPU alignment positions differ"
+    else:                                                   # token rounding: the host's metadata
+        rows = np.full((padded_rows(T, h_pos.shape[1], E, BM), 1), -1, np.int32)
+        rows[:n, 0] = h_rows
+        block_expert = np.full(len(rows) // BM, -1, np.int32)
+        block_expert[:n // BM] = h_blocks
+        pos, wts = h_pos, h_weights
     Pn = len(rows)
     Hbuf = tile.asarray(np.full((Pn, F), np.nan), bf16)
     Ybuf = tile.asarray(np.full((Pn, D), np.nan), bf16)
     out = tile.asarray(np.full((T, D), np.nan), bf16)
-    if Pn:
-        moe_up[(Pn // BM, tile.cdiv(F, 32))](x, w1, rows, block_expert, Hbuf, F=F, BM=BM)
-        moe_down[(Pn // BM, tile.cdiv(D, 32))](Hbuf, w2, block_expert, Ybuf, BM=BM)
-    moe_combine[(tile.cdiv(T, 16), tile.cdiv(D, 32))](Ybuf, pos, weights, out, TOPK=pos.shape[1])
+    moe_up[(Pn // BM, tile.cdiv(F, 32))](x, w1, rows, block_expert, Hbuf, F=F, BM=BM)
+    moe_down[(Pn // BM, tile.cdiv(D, 32))](Hbuf, w2, block_expert, Ybuf, BM=BM)
+    moe_combine[(tile.cdiv(T, 16), tile.cdiv(D, 32))](Ybuf, pos, wts, out, TOPK=pos.shape[1])
     ref = reference(x.numpy().astype(np.float64), w1.numpy().astype(np.float64),
                     w2.numpy().astype(np.float64), F, assignments)
     got = out.numpy().astype(np.float64)
     assert np.isfinite(got).all(), "some outputs were not written"
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref)), block_expert
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref)), h_blocks
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def cases():
     for d in (64, 128):
         yield "attention", "attention", {"D": d, "CAUSAL": True}, {}
     yield "attention", "attention", {"D": 64}, {}
-    for k in ("router", "moe_up", "moe_down", "moe_combine"):
+    for k in ("router", "moe_offsets", "moe_scatter", "moe_up", "moe_down", "moe_combine"):
         yield "moe", k, {}, {}
     for w in ("int3", "int4", "uint5", "int6", "f6e3m2", "f4e2m1"):
         yield "lowbit_gemm", "lowbit_gemm", {"ZERO": 16.0 if w == "uint5" else 0.0}, {"W": tile.dtype(w)}
