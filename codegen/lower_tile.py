@@ -283,13 +283,23 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         for t, x in zip(templates, inits):
             self._check_same_layout(t, x, "for: initial value")
         flat_init = [y for x in inits for y in self.flatten(x)]
+        # A loop whose wgmma group stays in flight across iterations is emitted as a guarded
+        # do-while whose exit edge waits for that group *before* the zero-trip path joins it: where
+        # the wait sits after the join, ptxas sees the zero-trip path's register moves define
+        # accumulator registers of a wgmma still in flight and serializes every wgmma (C7515).
+        in_flight = any(o.name == "dot" and o.attrs.get("inflight") for o in body.ops)
         pre = b.block
-        head = self.llfn.append_basic_block("for.head")
+        head = None if in_flight else self.llfn.append_basic_block("for.head")
         bodyb = self.llfn.append_basic_block("for.body")
+        doneb = self.llfn.append_basic_block("for.done") if in_flight else None
         exitb = self.llfn.append_basic_block("for.exit")
-        b.branch(head)
-        b.position_at_end(head)
         ivt = lo.type
+        if in_flight:
+            b.cbranch(b.icmp_signed("<", lo, hi), bodyb, exitb)
+            b.position_at_end(bodyb)
+        else:
+            b.branch(head)
+            b.position_at_end(head)
         iv = b.phi(ivt, name="iv")
         iv.add_incoming(lo, pre)
         phis = []
@@ -297,9 +307,9 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             p = b.phi(x.type)
             p.add_incoming(x, pre)
             phis.append(p)
-        cond = b.icmp_signed("<", iv, hi)
-        b.cbranch(cond, bodyb, exitb)
-        b.position_at_end(bodyb)
+        if not in_flight:
+            b.cbranch(b.icmp_signed("<", iv, hi), bodyb, exitb)
+            b.position_at_end(bodyb)
         self.set(body.args[0], iv)
         carried, pos = [], 0
         for a, t, x in zip(body.args[1:], templates, inits):
@@ -314,18 +324,33 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self.current_op = op
         nxt = b.add(iv, step)
         latch = b.block
-        b.branch(head)
         iv.add_incoming(nxt, latch)
         for p, y in zip(phis, flat_y):
             if y.type != p.type:
                 raise self.error(f"internal: loop-carried type mismatch {y.type} vs {p.type}")
             p.add_incoming(y, latch)
-        b.position_at_end(exitb)
-        if id(op) in self._async_loops:
-            self.tgt.wgmma_wait(b, 0)
+        if in_flight:
+            b.cbranch(b.icmp_signed("<", nxt, hi), bodyb, doneb)
+            b.position_at_end(doneb)
+            if id(op) in self._async_loops:
+                self.tgt.wgmma_wait(b, 0)
+            b.branch(exitb)
+            b.position_at_end(exitb)
+            outs = []                                   # the loop's results: initial values or the last yield
+            for x, y in zip(flat_init, flat_y):
+                m = b.phi(x.type)
+                m.add_incoming(x, pre)
+                m.add_incoming(y, doneb)
+                outs.append(m)
+        else:
+            b.branch(head)
+            b.position_at_end(exitb)
+            if id(op) in self._async_loops:
+                self.tgt.wgmma_wait(b, 0)
+            outs = phis
         pos = 0
         for r, c in zip(op.results, carried):
-            tv, pos = self.unflatten(c, phis, pos)
+            tv, pos = self.unflatten(c, outs, pos)
             self.set(r, tv)
 
     @lowers("if")

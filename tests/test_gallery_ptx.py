@@ -37,6 +37,8 @@ def signature(kernel, **dtypes):
 def cases():
     yield "gemm", "gemm", {}, {}
     yield "gemm", "gemm", {"BM": 128, "BN": 128, "BK": 32, "HAS_BIAS": True, "ACT": "gelu"}, {}
+    yield "gemm", "gemm_splitk", {"BM": 64, "BN": 64, "BK": 64}, {}
+    yield "gemm", "gemm_splitk_reduce", {"HAS_BIAS": True, "ACT": "silu"}, {}
     for d in (64, 128):
         yield "attention", "attention", {"D": d, "CAUSAL": True}, {}
     yield "attention", "attention", {"D": 64}, {}
@@ -139,3 +141,22 @@ def test_attention_pv_wgmma_from_registers(D, causal, BM, tmp_path):
     assert "C7519" not in r.stderr and "C7515" not in r.stderr, r.stderr
     if BM == 64:
         assert "0 bytes spill stores" in r.stderr, r.stderr
+
+
+@needs_ptxas
+@pytest.mark.parametrize("cfg", [dict(BM=128, BN=128, BK=64, STAGES=4), dict(BM=64, BN=64, BK=64, STAGES=4),
+                                 dict(BM=128, BN=128, BK=32, STAGES=4)])
+def test_gemm_wgmma_in_flight_across_iterations_not_serialized(cfg, tmp_path):
+    """With stages - prefetch = 2 the loop keeps one wgmma group running into the next iteration
+    (wait_group 1) and waits for it on the loop's exit edge, before the zero-trip path joins: where
+    the wait sat after the join, ptxas serialized every wgmma of the kernel (C7515)."""
+    k = load("gemm").gemm
+    ck = k.compile(*signature(k), target="sm_90a", **cfg)
+    assert "wgmma.wait_group.sync.aligned \t1;" in ck.ptx or "wgmma.wait_group.sync.aligned 1;" in ck.ptx
+    src = tmp_path / "k.ptx"
+    src.write_text(ck.ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "C7515" not in r.stderr and "C7519" not in r.stderr, r.stderr
+    assert "0 bytes spill stores" in r.stderr, r.stderr

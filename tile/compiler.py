@@ -180,16 +180,21 @@ def _ptxas_resources(art) -> None:
 
 def warn_resources(art) -> None:
     """A tile.PerformanceWarning naming the kernel and the numbers when its ptxas report shows
-    register spills."""
+    register spills, or ptxas says it had to give up performance (e.g. C7515: wgmma serialized)."""
     rep = (art.extra or {}).get("ptxas") if art is not None else None
-    if not rep or not (rep.get("spill_stores") or rep.get("spill_loads")):
+    if not rep:
         return
     import warnings
     from .ir.errors import PerformanceWarning
-    warnings.warn(f"tilec: kernel '{art.name}' for {art.target} spills registers: {rep['spill_stores']} bytes "
-                  f"spill stores, {rep['spill_loads']} bytes spill loads ({rep['registers']} registers, "
-                  f"{rep['stack']} bytes stack frame); fewer live values per thread (smaller tiles, more "
-                  f"warps) avoid it", PerformanceWarning, stacklevel=2)
+    if rep.get("spill_stores") or rep.get("spill_loads"):
+        warnings.warn(f"tilec: kernel '{art.name}' for {art.target} spills registers: {rep['spill_stores']} bytes "
+                      f"spill stores, {rep['spill_loads']} bytes spill loads ({rep['registers']} registers, "
+                      f"{rep['stack']} bytes stack frame); fewer live values per thread (smaller tiles, more "
+                      f"warps) avoid it", PerformanceWarning, stacklevel=2)
+    for line in (rep.get("log") or "").splitlines():
+        if "Performance Loss" in line:
+            warnings.warn(f"tilec: kernel '{art.name}' for {art.target}: ptxas: {line.split('info    :')[-1].strip()}",
+                          PerformanceWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------ helpers
