@@ -23,6 +23,21 @@ def grouped_tile(GROUP: tile.constexpr):
     return first + pid % per_group % rows, pid % per_group // rows
 
 
+@tile.inline
+def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr):
+    """act(scale * acc + bias[n0:n0 + BN]) on the f32 accumulator tile."""
+    acc = acc * scale
+    if HAS_BIAS:
+        acc = acc + tile.load(bias, (n0,), (acc.shape[1],))[None, :]
+    if ACT == "relu":
+        acc = tile.maximum(acc, 0.0)
+    if ACT == "silu":
+        acc = acc * tile.sigmoid(acc)
+    if ACT == "gelu":
+        acc = 0.5 * acc * (1.0 + tile.erf(acc * 0.7071067811865476))
+    return acc
+
+
 @tile.kernel
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
          scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
@@ -36,16 +51,44 @@ def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 
         b = tile.load(B, (k, bn * BN), (BK, BN))
         acc = tile.dot(a, b, acc)
     # The epilogue runs on the accumulator in registers, fused before the store.
-    acc = acc * scale
-    if HAS_BIAS:
-        acc = acc + tile.load(bias, (bn * BN,), (BN,))[None, :]
-    if ACT == "relu":
-        acc = tile.maximum(acc, 0.0)
-    if ACT == "silu":
-        acc = acc * tile.sigmoid(acc)
-    if ACT == "gelu":
-        acc = 0.5 * acc * (1.0 + tile.erf(acc * 0.7071067811865476))
-    tile.store(C, (bm * BM, bn * BN), acc.astype(bf16))
+    tile.store(C, (bm * BM, bn * BN), epilogue(acc, bias, scale, bn * BN, HAS_BIAS, ACT).astype(bf16))
+
+
+# ---- split-K for skinny products (M of a few rows): the (M/BM) x (N/BN) output tiles are too few to
+# keep 132 SMs streaming B, so each output tile's K range is cut into `num_blocks(2)` slices summed by
+# separate blocks into f32 partials; a second launch adds the partials in slice order (deterministic,
+# no atomics) and applies the epilogue.
+
+@tile.kernel
+def gemm_splitk(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], Part: tile.Tensor[f32, 3],
+                BM: tile.constexpr = 64, BN: tile.constexpr = 64, BK: tile.constexpr = 64,
+                STAGES: tile.constexpr = 4):
+    """Part[s] = A[:, Ks] @ B[Ks, :] for the s-th K slice Ks (a multiple of BK); grid (M/BM, N/BN, S)."""
+    K = A.shape[1]
+    bm, bn, s = tile.block_id(0), tile.block_id(1), tile.block_id(2)
+    per_slice = tile.cdiv(tile.cdiv(K, tile.num_blocks(2)), BK) * BK
+    acc = tile.zeros((BM, BN), f32)
+    for k in tile.range(s * per_slice, tile.minimum((s + 1) * per_slice, K), BK, stages=STAGES):
+        acc = tile.dot(tile.load(A, (bm * BM, k), (BM, BK)), tile.load(B, (k, bn * BN), (BK, BN)), acc)
+    tile.store(Part, (s, bm * BM, bn * BN), acc)
+
+
+@tile.kernel
+def gemm_splitk_reduce(Part: tile.Tensor[f32, 3], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1], scale: float,
+                       BM: tile.constexpr = 16, BN: tile.constexpr = 128, HAS_BIAS: tile.constexpr = False,
+                       ACT: tile.constexpr = "none"):
+    """C = epilogue(sum over s of Part[s]); grid (M/BM, N/BN)."""
+    bm, bn = tile.block_id(0), tile.block_id(1)
+    acc = tile.zeros((BM, BN), f32)
+    for s in tile.range(0, Part.shape[0]):
+        acc = acc + tile.load(Part, (s, bm * BM, bn * BN), (BM, BN))
+    tile.store(C, (bm * BM, bn * BN), epilogue(acc, bias, scale, bn * BN, HAS_BIAS, ACT).astype(bf16))
+
+
+def split_k(M, N, K, BM, BN, BK, sms=132):
+    """Slices of K so that the split-K grid has about two blocks per SM, each slice >= 4 K tiles."""
+    tiles = tile.cdiv(M, BM) * tile.cdiv(N, BN)
+    return max(1, min(tile.cdiv(2 * sms, tiles), tile.cdiv(K, 4 * BK)))
 
 
 def reference(a, b, bias, scale, act):
@@ -63,7 +106,7 @@ def reference(a, b, bias, scale, act):
     return y
 
 
-def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8):
+def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)
@@ -71,8 +114,13 @@ def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, se
     bias = rng.standard_normal(N).astype(np.float32)
     C = tile.asarray(np.full((M, N), np.nan), bf16)          # poisoned: every element must be written
     scale = 1.5
-    gemm[(tile.cdiv(M, BM), tile.cdiv(N, BN))](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK,
-                                                HAS_BIAS=with_bias, ACT=act, GROUP=GROUP)
+    if SPLIT == 1:
+        gemm[(tile.cdiv(M, BM), tile.cdiv(N, BN))](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK,
+                                                    HAS_BIAS=with_bias, ACT=act, GROUP=GROUP)
+    else:                                                   # poisoned partials: every one must be written
+        part = np.full((SPLIT, tile.cdiv(M, BM) * BM, tile.cdiv(N, BN) * BN), np.nan, np.float32)
+        gemm_splitk[(tile.cdiv(M, BM), tile.cdiv(N, BN), SPLIT)](A, B, part, BM=BM, BN=BN, BK=BK)
+        gemm_splitk_reduce[(tile.cdiv(M, 16), tile.cdiv(N, 128))](part, C, bias, scale, HAS_BIAS=with_bias, ACT=act)
     ref = reference(A.numpy(), B.numpy(), bias if with_bias else None, scale, act)
     out = C.numpy().astype(np.float64)
     assert np.isfinite(out).all(), "some outputs were not written"
