@@ -235,6 +235,19 @@ def test_a_known_key_does_not_search_again(monkeypatch):
     assert t.searches == 2 and len(seen) > n + 2 and len(t.best) == 2
 
 
+def test_cache_info_and_clear_count_the_winners(monkeypatch, private_cache, capsys):
+    from tile import cli
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(private_cache.directory))
+    t = tuned()
+    c, x = np.zeros(64, np.float32), np.ones(64, np.float32)
+    fake_gpu(t, monkeypatch, c)
+    on_cpu(t[grid1], c, x, 64)
+    capsys.readouterr()
+    assert cli.main(["cache", "info"]) == 0 and "autotune:  1 winner" in capsys.readouterr().out
+    assert cli.main(["cache", "clear"]) == 0 and "and 1 autotune winner from" in capsys.readouterr().out
+    assert not list((private_cache.directory / "autotune").glob("*.json"))
+
+
 PERSIST = """
 import sys
 sys.path.insert(0, {tests!r})

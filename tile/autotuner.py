@@ -685,9 +685,15 @@ def _one_line(e) -> str:
     return s if len(s) <= 400 else s[:400] + " ..."
 
 
+def _value_text(v) -> str:
+    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], tuple) and not isinstance(v[1], (tuple, int)):
+        return "x".join(map(str, v[0])) + " " + _dtype_text(v[1])      # a tensor: 4096x4096 bf16
+    return str(v)
+
+
 def _key_text(spec, k) -> str:
     _, vals, dts, fixed = k
-    parts = [f"{s}={v}" for s, v in zip(spec, vals)]
+    parts = [f"{s}={_value_text(v)}" for s, v in zip(spec, vals)]
     parts += [f"{n}={v}" for n, v in fixed]
     if dts:
         parts.append("dtypes " + "/".join(_dtype_text(d) for d in dts))
