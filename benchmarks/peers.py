@@ -10,6 +10,8 @@ child's context (`ctx.torch`); Triton is imported only where a family asks for i
 """
 from __future__ import annotations
 
+import sys
+
 from .common import HERE, err_text, load_module
 
 
@@ -44,8 +46,10 @@ def cublas_matmul(torch, A, B, C):
 def load_triton_peers():
     """(benchmarks/triton_peers.py as a module, None) or (None, why not)."""
     try:
-        return load_module(HERE / "triton_peers.py", "tilec_bench_triton_peers"), None
+        return sys.modules.get("tilec_bench_triton_peers") or load_module(HERE / "triton_peers.py",
+                                                                          "tilec_bench_triton_peers"), None
     except Exception as e:                                   # noqa: BLE001
+        sys.modules.pop("tilec_bench_triton_peers", None)
         return None, f"triton peer unavailable: {err_text(e)}"
 
 

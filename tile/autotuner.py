@@ -29,17 +29,19 @@ a new key runs the search:
    registers of a block (spills are recorded and logged, not pruned);
 2. **compile** the configs in parallel, in worker processes (`ProcessPoolExecutor`, spawned: never
    a fork of a process that holds CUDA), each writing into the disk kernel cache (per-key flock) and
-   returning the artifact, which the parent loads without compiling again; serially in this process
-   when there is one config to compile, `TILEC_AUTOTUNE_WORKERS=0`/`1`, or workers cannot start;
+   returning the artifact, which the parent loads without compiling again (its pass pipeline runs
+   here only if `.module` is read); serially in this process when there is one config to compile,
+   `TILEC_AUTOTUNE_WORKERS=0`/`1`, or workers cannot start. The pool is reused by the searches that
+   follow and shut down after 60 s without one;
 3. **time** each config on the user's arguments with GPU events (`runtime/timing.py`, through the
    driver interface; L2 flushed before each timed call; median): `warmup` and `rep` are
    milliseconds, as in Triton. Tensors named in `restore` are saved first and put back before every
    trial call and after the search; those named in `reset_to_zero` are zeroed before every trial
-   call and after the search (so the real launch finds them zeroed). Then the real launch runs with
-   the winner;
+   call and after the search (so the real launch finds them zeroed). A search left with one valid
+   config does not time it. Then the real launch runs with the winner;
 4. **persist** the winner under `<cache dir>/autotune/` per (kernel source, key, configs, GPU name,
    tilec version): a new process with the same key launches the winner without timing.
-   `TILEC_CACHE=0` keeps winners in memory only.
+   `TILEC_CACHE=0` keeps winners in memory only; `tilec cache clear` deletes them.
 
 Without a GPU (the CPU interpreter, or a GPU target compiled where there is no GPU) nothing can be
 timed: autotune takes the first config that survives pruning (for the interpreter: the user's
@@ -48,7 +50,8 @@ prune only), untimed, and does not persist it -- autotuned kernels run in CI unc
 `TILEC_AUTOTUNE_LOG=1` (or `log=True`) prints each search to stderr: every config with its time, or
 why it was pruned or failed, and the winner. `tuner.last_search` holds the same as `Trial`s;
 `tuner.best` maps each key seen to its winner; `tuner.compile(*args_or_signature, target=...)` runs
-steps 1-2 alone (warming the cache).
+steps 1-2 alone (warming the cache). Triton's spellings `restore_value=` and
+`prune_configs_by={"early_config_prune": fn}` are accepted.
 """
 from __future__ import annotations
 
