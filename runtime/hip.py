@@ -30,7 +30,7 @@ from ..ir.errors import TileError
 from .cuda import NoGPUError, normalize_dims
 
 __all__ = ["NoGPUError", "HipError", "init", "available", "device", "Device", "load_module", "Module",
-           "Function", "alloc", "memcpy_htod", "memcpy_dtoh", "synchronize"]
+           "Function", "alloc", "memcpy_htod", "memcpy_dtoh", "memcpy_dtod", "memset_d8", "synchronize", "Event"]
 
 
 class HipError(TileError):
@@ -212,6 +212,55 @@ def memcpy_dtoh(dst, src, nbytes: int) -> None:
     _ck(hip.hipMemcpy(dst, s, int(nbytes), hip.hipMemcpyKind.hipMemcpyDeviceToHost), "hipMemcpy(DtoH)")
 
 
+def _stream(stream):
+    return 0 if stream is None else (stream if isinstance(stream, int) else getattr(stream, "handle", stream))
+
+
+def memcpy_dtod(dst, src, nbytes: int, stream=None) -> None:
+    """Device-to-device copy, ordered on `stream` (asynchronous)."""
+    if nbytes <= 0:
+        return
+    init()
+    d = dst._h if isinstance(dst, Allocation) else dst
+    s = src._h if isinstance(src, Allocation) else src
+    _ck(_state.hip.hipMemcpyDtoDAsync(d, s, int(nbytes), _stream(stream)), "hipMemcpyDtoDAsync")
+
+
+def memset_d8(dst, value: int, nbytes: int, stream=None) -> None:
+    """Set `nbytes` bytes at `dst` to `value`, ordered on `stream` (asynchronous)."""
+    if nbytes <= 0:
+        return
+    init()
+    d = dst._h if isinstance(dst, Allocation) else dst
+    _ck(_state.hip.hipMemsetD8Async(d, int(value) & 0xFF, int(nbytes), _stream(stream)), "hipMemsetD8Async")
+
+
+class Event:
+    """A HIP event for timing, as runtime.cuda.Event: `e0.record(); ...; e1.record(); e1.synchronize();
+    e0.elapsed_ms(e1)`."""
+
+    def __init__(self, timing: bool = True):
+        init()
+        self._ev = _ck(_state.hip.hipEventCreateWithFlags(0 if timing else 2), "hipEventCreateWithFlags")
+
+    def record(self, stream=None) -> "Event":
+        _ck(_state.hip.hipEventRecord(self._ev, _stream(stream)), "hipEventRecord")
+        return self
+
+    def synchronize(self) -> None:
+        _ck(_state.hip.hipEventSynchronize(self._ev), "hipEventSynchronize")
+
+    def elapsed_ms(self, end: "Event") -> float:
+        return float(_ck(_state.hip.hipEventElapsedTime(self._ev, end._ev), "hipEventElapsedTime"))
+
+    def __del__(self):
+        if _state.ok and getattr(self, "_ev", None) is not None:
+            try:
+                _state.hip.hipEventDestroy(self._ev)
+            except Exception:                    # noqa: BLE001
+                pass
+
+
 # ------------------------------------------------------------------------------ modules
 class Function:
     def __init__(self, module: "Module", name: str, handle):
@@ -235,9 +284,8 @@ class Function:
             params = args
         else:
             params = ctypes.addressof(args)      # void*[]: hip-python's Pointer takes an int address
-        s = 0 if stream is None else (stream if isinstance(stream, int) else getattr(stream, "handle", stream))
         _ck(_state.hip.hipModuleLaunchKernel(self.handle, g[0], g[1], g[2], b[0], b[1], b[2], int(shared_bytes),
-                                             s, params, None), "hipModuleLaunchKernel", self.name)
+                                             _stream(stream), params, None), "hipModuleLaunchKernel", self.name)
 
 
 class Module:

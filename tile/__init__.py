@@ -12,8 +12,8 @@
 
 The language (docs/language.md): dtypes (every int/uint of 1..8 bits, small floats f{bits}e{E}m{M},
 bf16/f16/f32/f64, fp8), `Tensor[dtype, rank]`, `constexpr`, `inline`, and the builtins (`load`, `store`,
-`dot`, `sum`, `exp`, `where`, `range`, `alloc_shared`, ...). Host side: `kernel`, `CompileError`,
-`Array` / `asarray` (low-bit arrays), `dtype(name)` for any other type name.
+`dot`, `sum`, `exp`, `where`, `range`, `alloc_shared`, ...). Host side: `kernel`, `autotune` / `Config`
+(tile/autotuner.py), `CompileError`, `Array` / `asarray` (low-bit arrays), `dtype(name)` for any other type name.
 
 `import tile` is light: the language namespace and the kernel API (which pull in the front end) are
 loaded on first use of any of their names (module `__getattr__`), so `tile.load_compiled(path)` runs
@@ -33,7 +33,8 @@ _LANG_EXTRA = ("DType", "Tensor", "TensorSpec", "InlineFunction", "OutsideKernel
 _API = ("kernel", "Kernel", "CompiledKernel", "current_target")
 _LAZY_ARRAYS = ("Array", "asarray", "dtype_of", "from_codes", "from_packed")
 _LAZY_DEVICE = ("DeviceArray", "to_device", "empty", "empty_like")
-_SUBPACKAGES = ("dsl", "ir", "passes", "codegen", "runtime", "compiler", "cli", "aot")
+_LAZY_AUTOTUNE = ("autotune", "Config", "Autotuner")
+_SUBPACKAGES = ("dsl", "ir", "passes", "codegen", "runtime", "compiler", "cli", "aot", "autotuner")
 _LOADED: list = []
 
 
@@ -58,7 +59,7 @@ def _load_language():
         set(lang.DTYPE_NAMES) | {n for n in lang.BUILTIN_NAMES if n not in _SHADOWS_PYTHON}
         | {"DType", "Tensor", "constexpr", "dtype", "inline", "cdiv", "kernel", "Kernel", "CompiledKernel",
            "CompileError", "TileError", "PerformanceWarning", "current_target", "Array", "asarray",
-           "load_compiled", "LoadedKernel"})
+           "load_compiled", "LoadedKernel", "autotune", "Config"})
     _LOADED.append(lang)
     return lang
 
@@ -71,6 +72,9 @@ def __getattr__(name):
     if name in _LAZY_DEVICE:
         from .runtime import device
         return getattr(device, name)
+    if name in _LAZY_AUTOTUNE:
+        import importlib
+        return getattr(importlib.import_module(".autotuner", __name__), name)
     if name == "layout":
         import importlib
         return importlib.import_module(".ir.layout", __name__)

@@ -404,15 +404,20 @@ def cmd_compile(a) -> int:
 def cmd_cache(a) -> int:
     from .runtime.cache import KernelCache
     c = KernelCache()
+    winners = sorted((c.directory / "autotune").glob("*.json"))     # @tile.autotune's (tile/autotuner.py)
     if a.action == "clear":
         n = c.clear(disk=True)
-        print(f"removed {n} entr{'y' if n == 1 else 'ies'} from {c.directory}")
+        for p in winners:
+            p.unlink(missing_ok=True)
+        print(f"removed {n} entr{'y' if n == 1 else 'ies'} and {len(winners)} autotune winner"
+              f"{'' if len(winners) == 1 else 's'} from {c.directory}")
         return 0
     i = c.info()
     print(f"directory: {i['directory']}{'' if i['disk'] else '  (disk tier off: TILEC_CACHE=0)'}")
     print(f"entries:   {i['entries']}")
     print(f"bytes:     {i['bytes']} ({_human(i['bytes'])})")
     print(f"cap:       {i['max_bytes']} ({_human(i['max_bytes'])}; TILEC_CACHE_MAX_BYTES)")
+    print(f"autotune:  {len(winners)} winner{'' if len(winners) == 1 else 's'} (kept outside the cap)")
     return 0
 
 
@@ -479,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="show or clear the kernel cache",
                        description="info: the cache directory ($TILEC_CACHE_DIR, else ~/.cache/tilec), its entries, "
                                    "their bytes and the size cap ($TILEC_CACHE_MAX_BYTES, default 1 GiB). "
-                                   "clear: delete every entry.")
+                                   "clear: delete every entry and every @tile.autotune winner.")
     p.add_argument("action", choices=["info", "clear"])
     p.set_defaults(func=cmd_cache)
 

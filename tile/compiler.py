@@ -21,7 +21,7 @@ from .ir.targets import Target, get_target, resolve_target
 from .ir.types import TileType
 
 __all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
-           "is_prepared", "reset_target"]
+           "is_prepared", "reset_target", "launch_cache_parts"]
 
 _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
 
@@ -152,11 +152,17 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     if not use_cache:
         return module, ir_after, generate(module, target, kernel=name, **options)
     from .runtime.cache import default_cache
-    entry = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
+    entry = default_cache().get_or_build(launch_cache_parts(frontend_ir, target, options),
                                          lambda: generate(module, target, kernel=name, **options))
     if entry.source != "built":
         warn_resources(entry.artifact)           # a cached kernel that spills still says so
     return module, ir_after, entry.artifact
+
+
+def launch_cache_parts(frontend_ir: str, target, options: dict | None = None) -> tuple:
+    """The kernel-cache key parts under which `build` keeps the artifact of a front-end IR text (what
+    the autotuner's compile workers fill and its parent reads back)."""
+    return (frontend_ir, get_target(target).name, dict(options or {}))
 
 
 # ------------------------------------------------------------------------------------ resources

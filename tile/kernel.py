@@ -45,17 +45,43 @@ class CompiledKernel:
     .signature parameter name -> IR type (tensor and scalar parameters); .constexprs name -> value
     """
 
-    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params):
+    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, lower=None):
         self.name = name
         self.target = target
         self.ir = ir
-        self.module = module
-        self.ir_after = ir_after
+        self._module = module
+        self._ir_after = ir_after
+        self._lower = lower     # () -> (module, ir_after): when built from a cached artifact, run on first read
         self.signature = signature
         self.constexprs = constexprs
         self.params = params
         self.asm: dict = {}
         self.artifact = None    # GPU targets: the compiled artifact (ir/artifact.py)
+
+    def _lowered(self):
+        if self._lower is not None:
+            lower, self._lower = self._lower, None
+            self._module, self._ir_after = lower()
+        return self._module, self._ir_after
+
+    @property
+    def module(self):
+        """The IR Module after the target's pass pipeline (lowered on first read when the artifact came
+        from a cache or a compile worker: a launch needs only the artifact)."""
+        return self._lowered()[0]
+
+    @module.setter
+    def module(self, value):
+        self._module, self._lower = value, None
+
+    @property
+    def ir_after(self) -> dict:
+        return self._lowered()[1]
+
+    @ir_after.setter
+    def ir_after(self, value):
+        self._lowered()
+        self._ir_after = value
 
     @property
     def ptx(self) -> str | None:
@@ -109,7 +135,9 @@ class _Bound:
         self.stream = None              # the CUDA stream of a launch (torch/cupy stream or handle); None = default
 
 
-LAUNCH_OPTIONS = ("num_warps",)         # keyword arguments of a launch that are not kernel parameters
+# keyword arguments of a launch (and of compile()) that are not kernel parameters: the warps per block,
+# and the pipeline depth of the kernel's `tile.range` loops that do not give `stages=` themselves
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 def _is_user_error(e) -> bool:
@@ -178,7 +206,7 @@ class Kernel:
             b.types[p.name] = t
             b.runtime_args.append(rt)
             b.key.append(("t", p.name, str(t)))
-        for k, v in options.items():
+        for k, v in sorted(options.items()):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or (k == "num_warps" and v & (v - 1)):
                 raise _user_error(ValueError(f"{self.name}(): launch option '{k}' must be a positive "
                                              f"{'power of two' if k == 'num_warps' else 'int'}, got {v!r}"))
@@ -275,20 +303,34 @@ class Kernel:
                 raise e.with_traceback(None) from None
             raise
 
-    def _compile(self, b: _Bound, target: str) -> CompiledKernel:
-        key = (target, tuple(b.key))
-        ck = self.cache.get(key)
-        if ck is not None:
-            return ck
+    @staticmethod
+    def _cache_key(b: _Bound, target: str) -> tuple:
+        """The key of `self.cache` (compiled kernels in memory) for a binding and a target name."""
+        return (target, tuple(b.key))
+
+    def _frontend(self, b: _Bound):
+        """The front end for one binding: (IR module, its printed text) -- the text keys the kernel cache."""
         for p in self.params:
             if p.kind == "constexpr" and not _is_const_ok(b.constexprs[p.name]):
                 raise _user_error(TypeError(f"{self.name}(): constexpr '{p.name}' must be a compile-time value "
                                             f"(a number, bool, string, dtype, None or a tuple of them), got "
                                             f"{_describe_obj(b.constexprs[p.name])}"))
         module = compile_kernel(self.fn, self.params, b.types, b.constexprs, self.name)
+        stages = b.options.get("num_stages")
         for f in module.functions:
-            f.attrs.update(b.options)
-        ir = print_module(module)
+            f.attrs.update({k: v for k, v in b.options.items() if k != "num_stages"})
+            if stages is not None:               # the default depth of loops that do not choose one
+                for op in f.walk():
+                    if op.name == "for" and op.attrs.get("stages") is None:
+                        op.attrs["stages"] = stages
+        return module, print_module(module)
+
+    def _compile(self, b: _Bound, target: str) -> CompiledKernel:
+        key = self._cache_key(b, target)
+        ck = self.cache.get(key)
+        if ck is not None:
+            return ck
+        module, ir = self._frontend(b)
         module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
         if binary is not None:
@@ -342,14 +384,14 @@ class Kernel:
     def _remember_fast(self, target, ck, args, kwargs, b) -> None:
         """After a general-path GPU launch: a FastLauncher for this call signature, when the positional
         arguments are exactly the runtime parameters (so the key's types fix the specialization) and
-        the keywords are constexprs with plain values (their values are in the key)."""
+        the keywords are constexprs or launch options with plain values (their values are in the key)."""
         if gpu_arch() is None or len(self._fast) >= 64:
             return
         n = len(args)
         if any(p.kind == "constexpr" for p in self.params[:n]) or \
                 any(p.kind != "constexpr" for p in self.params[n:]):
             return
-        if any(k in LAUNCH_OPTIONS or k == "stream" or type(v) not in (int, float, bool, str, type(None), DType)
+        if any(k == "stream" or type(v) not in (int, float, bool, str, type(None), DType)
                for k, v in kwargs.items()):
             return
         key = (n, *map(_arg_key, args), *kwargs.items(), *map(type, kwargs.values()))

@@ -1,0 +1,58 @@
+"""Family `gemm`: bf16 C = A @ B (f32 accumulation) -- tilec's examples/gemm.py (no bias, no
+activation, scale 1) under @tile.autotune, beside cuBLAS (torch.matmul) and a tutorial-style Triton
+kernel (best of its configs)."""
+from __future__ import annotations
+
+from . import peers
+from .common import MODES, TOL, case, cdiv, gallery_kernel
+from .tilec_side import tilec_tuned, tuning_configs
+
+WEIGHT = 3.0
+SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (16, 4096, 4096), (128, 14336, 4096), (4096, 14336, 4096)]
+SMOKE_SHAPES = [(256, 256, 256), (16, 512, 256)]
+
+
+def configs(M) -> list:
+    """tilec gemm configs (the kernel's constexprs), most promising first."""
+    if M <= 64:
+        return [dict(BM=64, BN=64, BK=64, STAGES=4), dict(BM=16, BN=128, BK=64, STAGES=4),
+                dict(BM=64, BN=128, BK=128, STAGES=3)]
+    if M <= 256:
+        return [dict(BM=64, BN=128, BK=64, STAGES=4), dict(BM=128, BN=128, BK=64, STAGES=3),
+                dict(BM=64, BN=64, BK=64, STAGES=4)]
+    return [dict(BM=128, BN=128, BK=64, STAGES=3), dict(BM=128, BN=256, BK=64, STAGES=3),
+            dict(BM=128, BN=128, BK=32, STAGES=4), dict(BM=64, BN=128, BK=64, STAGES=4)]
+
+
+def cases(mode: str) -> list:
+    ntri = MODES[mode]["triton_configs"]
+    return [case("gemm", f"gemm/{M}x{N}x{K}", dict(M=M, N=N, K=K), configs(M), ["cublas", f"triton(best of {ntri})"])
+            for M, N, K in (SMOKE_SHAPES if mode == "smoke" else SHAPES)]
+
+
+def run(ctx) -> None:
+    torch = ctx.torch
+    for c in ctx.cases:
+        if ctx.time_left() < 5:
+            ctx.skip(c, "time budget")
+            continue
+        M, N, K = (c["params"][k] for k in ("M", "N", "K"))
+        with ctx.case(c) as rec:
+            flops = 2.0 * M * N * K
+            nsets = ctx.nsets(2 * (M * K + K * N + M * N))
+            rec.update(unit="TFLOP/s", flops=flops, nsets=nsets)
+            A = [ctx.randn((M, K)) for _ in range(nsets)]
+            B = [ctx.randn((K, N), scale=K ** -0.5) for _ in range(nsets)]
+            C = [torch.empty((M, N), device="cuda", dtype=torch.bfloat16) for _ in range(nsets)]
+            bias = torch.randn(N, device="cuda", dtype=torch.float32, generator=ctx.gen)
+            ref = A[0].float() @ B[0].float()
+            tol = TOL["gemm"]
+            check = ctx.poisoned_check(C[0], ref)
+            rec["peers"]["cublas"] = peers.run_impl(ctx, peers.cublas_matmul(torch, A, B, C), check, nsets, flops,
+                                                    tol=tol)
+            rec["peers"]["triton"] = peers.triton_matmul_best(ctx, A, B, C, check, nsets, flops, tol)
+            rec["tilec"] = tilec_tuned(
+                ctx, gallery_kernel("gemm"), tuning_configs(ctx, c["configs"]),
+                lambda i, targ: (targ(A[i]), targ(B[i]), targ(C[i]), targ(bias), 1.0),
+                lambda meta: (cdiv(M, meta["BM"]), cdiv(N, meta["BN"])),
+                check, nsets, outputs=["C"], flops=flops, tol=tol)
