@@ -11,7 +11,8 @@ import collections
 import gc
 
 from . import peers
-from .common import TOL, case, cdiv, gallery_kernel
+from .common import TOL, case, cdiv, gallery_kernel, load_gallery
+from .peers import grouped_mm_fn
 from .tilec_side import best_of, tilec_tuned, tuning_configs
 
 WEIGHT = 2.0
@@ -21,6 +22,10 @@ UP_CONFIGS = [dict(BM=128, BN=64, BK=64), dict(BM=64, BN=128, BK=64), dict(BM=12
 DOWN_CONFIGS = [dict(BM=128, BN=128, BK=64), dict(BM=64, BN=128, BK=64), dict(BM=128, BN=256, BK=64)]
 
 
+LAYER_CASES = [(16384, 64, 8, 2048, 1024)]
+LAYER_CONFIG = dict(up=dict(BM=128, BN=128, BK=64), down=dict(BM=128, BN=128, BK=64))
+
+
 def cases(mode: str) -> list:
     out = []
     for T, E, k, d, h in (SMOKE_CASES if mode == "smoke" else CASES):
@@ -28,7 +33,83 @@ def cases(mode: str) -> list:
         tag = f"T{T}-E{E}-k{k}-d{d}-h{h}"
         out.append(case("moe", f"moe_up/{tag}", dict(p, step="up"), UP_CONFIGS, ["grouped_mm", "loop"]))
         out.append(case("moe", f"moe_down/{tag}", dict(p, step="down"), DOWN_CONFIGS, ["grouped_mm", "loop"]))
+    for T, E, k, d, h in (SMOKE_CASES if mode == "smoke" else LAYER_CASES):
+        out.append(case("moe", f"moe_layer/T{T}-E{E}-k{k}-d{d}-h{h}", dict(T=T, E=E, topk=k, d=d, h=h, step="layer"),
+                        [], ["torch_eager"]))
     return out
+
+
+def layer(ctx, c, rec, T, E, topk, d, h) -> None:
+    """The whole layer, routing through combine: tilec's six launches (router, moe_offsets,
+    moe_scatter, moe_up, moe_down, moe_combine; no host sync) against a PyTorch eager layer (softmax,
+    topk, sort, torch._grouped_mm, SwiGLU, torch._grouped_mm, weighted index_add). Checked against a
+    float32 per-expert loop on tilec's own routing (the probabilities against torch's softmax)."""
+    torch = ctx.torch
+    F = torch.nn.functional
+    mo = load_gallery("moe")
+    x = ctx.randn((T, d))
+    Wr = ctx.randn((d, E), scale=d ** -0.5)
+    bias = torch.zeros(E, device="cuda", dtype=torch.float32)
+    W1 = ctx.randn((E, d, 2 * h), scale=d ** -0.5)
+    W2 = ctx.randn((E, h, d), scale=h ** -0.5)
+    out = torch.empty((T, d), device="cuda", dtype=torch.bfloat16)
+    up_cfg, down_cfg = LAYER_CONFIG["up"], LAYER_CONFIG["down"]
+    BM = up_cfg["BM"]
+    Pmax = mo.padded_rows(T, topk, E, BM)
+    Hbuf = torch.empty((Pmax, h), device="cuda", dtype=torch.bfloat16)
+    Ybuf = torch.empty((Pmax, d), device="cuda", dtype=torch.bfloat16)
+    empty = lambda shape, dt: torch.empty(shape, device="cuda",                    # noqa: E731
+                                          dtype=torch.float32 if dt == ctx.tile.f32 else torch.int32)
+    state = {}
+
+    def tilec_layer(i):
+        P, ids, wts, rows, block_expert, pos = mo.route(x, Wr, bias, E, topk, BM, empty=empty)
+        mo.moe_up[(Pmax // BM, cdiv(h, up_cfg["BN"]))](x, W1, rows, block_expert, Hbuf, F=h, **up_cfg)
+        mo.moe_down[(Pmax // BM, cdiv(d, down_cfg["BN"]))](Hbuf, W2, block_expert, Ybuf, **down_cfg)
+        mo.moe_combine[(cdiv(T, 16), cdiv(d, 32))](Ybuf, pos, wts, out, TOPK=topk)
+        state.update(P=P, ids=ids, wts=wts)
+        return out
+
+    gmm = grouped_mm_fn(torch)
+
+    def eager_layer(i):
+        p = torch.softmax((x @ Wr).float() + bias, dim=1)
+        w, ids = p.topk(topk, dim=1)
+        w = w / w.sum(1, keepdim=True)
+        flat = ids.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        offs = torch.cumsum(torch.bincount(flat, minlength=E), 0).to(torch.int32)
+        xs = x[order // topk]
+        gu = gmm(xs, W1, offs=offs)
+        hs = F.silu(gu[:, :h]) * gu[:, h:]
+        ys = gmm(hs, W2, offs=offs)
+        y = torch.zeros((T, d), device="cuda", dtype=torch.float32)
+        y.index_add_(0, order // topk, ys.float() * w.reshape(-1)[order, None])
+        return y.to(torch.bfloat16)
+
+    rec.update(unit="ms", nsets=1)
+    tilec_layer(0)
+    torch.cuda.synchronize()
+    ref_p = torch.softmax((x.float() @ Wr.float()) + bias, dim=1)
+    ids, wts = state["ids"].long(), state["wts"]
+    ref = torch.zeros((T, d), device="cuda", dtype=torch.float32)
+    for e in range(E):
+        t, j = (ids == e).nonzero(as_tuple=True)
+        if len(t):
+            gu = x[t].float() @ W1[e].float()
+            ref.index_add_(0, t, ((F.silu(gu[:, :h]) * gu[:, h:]) @ W2[e].float()) * wts[t, j, None])
+    rec["router_max_abs_err"] = float((state["P"] - ref_p).abs().max())
+    tol = TOL["moe"]
+
+    def check(fn):
+        o = fn(0)
+        torch.cuda.synchronize()
+        return ctx.rel_err(o, ref)
+    rec["peers"]["torch_eager"] = (peers.run_impl(ctx, eager_layer, check, 1, tol=5e-2) if gmm else
+                                   {"status": "ERROR", "error": "torch._grouped_mm is not in this torch"})
+    rec["peers"]["torch_eager"]["note"] = "checked loosely (5e-2): its top-k may break near-ties differently"
+    rec["tilec"] = peers.run_impl(ctx, tilec_layer, check, 1, tol=tol)
+    rec["tilec"]["config"] = LAYER_CONFIG
 
 
 def build(ctx, T, E, topk, d, h) -> dict:
@@ -58,8 +139,8 @@ def layout(torch, sh, E, BM) -> dict:
     pstart = torch.cumsum(padded, 0) - padded
     row_pos = pstart[sh["sorted_e"]] + sh["rank"]
     Pn = int(padded.sum().item())
-    rows = torch.full((Pn,), -1, device="cuda", dtype=torch.int32)
-    rows[row_pos] = sh["tokens_sorted"].to(torch.int32)
+    rows = torch.full((Pn, 1), -1, device="cuda", dtype=torch.int32)      # moe_up reads rows as [P, 1]
+    rows[row_pos, 0] = sh["tokens_sorted"].to(torch.int32)
     block_expert = torch.repeat_interleave(torch.arange(E, device="cuda", dtype=torch.int32), padded // BM)
     L = sh["layouts"][BM] = dict(row_pos=row_pos, Pn=Pn, rows=rows, block_expert=block_expert.contiguous())
     return L
@@ -86,6 +167,9 @@ def run(ctx) -> None:
         sh = None
         for c in gcases:
             with ctx.case(c) as rec:
+                if c["params"]["step"] == "layer":
+                    layer(ctx, c, rec, T, E, topk, d, h)
+                    continue
                 if sh is None:
                     sh = build(ctx, T, E, topk, d, h)
                 (up if c["params"]["step"] == "up" else down)(ctx, c, rec, sh, E, d, h)

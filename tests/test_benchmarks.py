@@ -37,7 +37,7 @@ def test_imports_and_listing_need_no_torch_triton_or_tilec():
     """)
     rc, out, err = _run([sys.executable, "-c", code])
     assert rc == 0, err
-    assert "quick mode: 35 cases" in out and "@tile.autotune over the first 2 config(s)" in out
+    assert "quick mode: 36 cases" in out and "@tile.autotune over the first 2 config(s)" in out
 
 
 def test_list_keeps_the_case_ids():
@@ -49,7 +49,7 @@ def test_list_keeps_the_case_ids():
     ids = {i for _, i in rows}
     for cid in ("compile/gemm", "compile/new-process", "gemm/4096x4096x4096", "gemm/16x4096x4096",
                 "attention/B8-H16-S2048-D128-causal", "moe_up/T16384-E64-k8-d2048-h1024",
-                "moe_down/T16384-E128-k8-d4096-h1536", "lowbit/int4-M1-N14336-K4096", "lowbit/f4e2m1-M16-N4096-K4096",
+                "moe_down/T16384-E128-k8-d4096-h1536", "moe_layer/T16384-E64-k8-d2048-h1024", "lowbit/int4-M1-N14336-K4096", "lowbit/f4e2m1-M16-N4096-K4096",
                 "launch/add1-4096"):
         assert cid in ids, cid
     rc, out, _ = _run(RUN + ["--list", "--smoke", "--only", "moe_up,lowbit/int3"])
