@@ -7,7 +7,8 @@
 path), for a before/after comparison in one checkout.
 
 The kernel is compiled for sm_90a (PTX only); module loading and the driver's launch call are
-replaced by no-ops that count the calls. Prints µs per launch (best of 5 runs of N launches)."""
+replaced by no-ops that count the calls, and torch's current-stream query (made per launch when torch
+tensors are passed) by a Python function returning 0. Prints µs per launch (best of 5 runs of N launches)."""
 from __future__ import annotations
 
 import os
@@ -95,6 +96,10 @@ def install_mock_driver():
                 calls[0] += 1
             return raw
     L.load_function = lambda compiled: FakeFunction()
+
+    def current_stream(ordinal):          # stands in for torch._C._cuda_getCurrentRawStream (a C call)
+        return 0
+    L._TORCH_STREAM[:] = [current_stream]
     return calls
 
 

@@ -764,10 +764,17 @@ class Function:
         bx, by, bz = b
         null = _cu_stream(None)
         CUstream = cu.CUstream
+        last = [0, null]                          # the last non-default stream handle and its CUstream
 
         def raw(gx, gy, gz, stream, params):
-            res = launch(handle, gx, gy, gz, bx, by, bz, shared_bytes, CUstream(stream) if stream else null,
-                         params, 0)
+            if not stream:
+                s = null
+            elif stream == last[0]:
+                s = last[1]
+            else:
+                s = CUstream(stream)
+                last[1], last[0] = s, stream
+            res = launch(handle, gx, gy, gz, bx, by, bz, shared_bytes, s, params, 0)
             if res[0]:
                 check(res, "cuLaunchKernel", name)
         return raw

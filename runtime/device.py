@@ -667,6 +667,29 @@ def _torch_tensor(obj, name, want):
     return obj.data_ptr(), tuple(obj.shape), tuple(obj.stride()), _torch_dtype(obj.dtype, name)
 
 
+_ML_DTYPES = {"bf16": "bfloat16", "f8e4m3fn": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+
+
+def torch_host_view(obj, name: str = "argument") -> np.ndarray:
+    """A NumPy array sharing memory with a CPU torch tensor (same shape and strides), so a launch in the
+    interpreter writes into the tensor itself (GPU launches refuse CPU tensors: move them). bf16
+    and fp8 tensors come out as ml_dtypes arrays (their bits reinterpreted, nothing converted); those
+    need the ml_dtypes package. torch is read from the tensor, not imported."""
+    t = obj.detach() if getattr(obj, "requires_grad", False) else obj
+    dt = _torch_dtype(t.dtype, name)
+    if dt.name not in _ML_DTYPES:
+        return t.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"parameter '{name}': a CPU {t.dtype} tensor is read in place as an ml_dtypes array: "
+                        f"install ml_dtypes, or move the tensor to the GPU") from None
+    import sys
+    torch = sys.modules[type(obj).__module__.split(".")[0]]
+    raw = torch.int16 if dt.bits == 16 else torch.uint8
+    return t.view(raw).numpy().view(getattr(ml_dtypes, _ML_DTYPES[dt.name]))
+
+
 def _prefer_dlpack(obj, want) -> bool:
     """torch exposes __cuda_array_interface__ but raises on bf16 there: go through DLPack for bf16."""
     return want is not None and want.name == "bf16" and hasattr(obj, "__dlpack__")

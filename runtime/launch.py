@@ -18,9 +18,12 @@ Arguments, in IR parameter order:
 * scalars: Python / NumPy numbers, range-checked against the parameter's dtype.
 Every argument error is a TypeError / ValueError that names the parameter.
 
-Streams: the default is the legacy default stream, which orders with torch's and cupy's default
-streams. Work on another torch/cupy stream needs `stream=torch.cuda.current_stream()` (any object
-`runtime.cuda.stream_handle` understands).
+Streams: `stream=` (any object `runtime.cuda.stream_handle` understands) wins. Without it, a launch
+with a torch tensor among its arguments goes on torch's current stream of tilec's device (so it orders
+with the torch work around it, inside `with torch.cuda.stream(s):` and under CUDA-graph capture, where
+the current stream is the capturing one); other launches go on the legacy default stream, which orders
+with torch's and cupy's default streams. torch is never imported here: a torch tensor argument means
+torch is in sys.modules already, and its stream is read from there (`torch_stream_fn`).
 
 `pack_args` builds the kernel parameter array: a ctypes array of void*, one per machine parameter of
 `meta.params`, pointing at the values, which live in the same buffer right after the pointers (one
@@ -34,6 +37,7 @@ import functools
 import math
 import re
 import struct
+import sys
 import threading
 
 import numpy as np
@@ -45,9 +49,9 @@ from ..ir.errors import TileError
 from ..ir.types import ScalarType, TensorType
 from . import cuda as _cuda
 from .arrays import Array, dtype_of
-from .device import DeviceArray, extract_tensor, to_device
+from .device import _TORCH_TYPES, DeviceArray, _is_torch_tensor, extract_tensor, to_device
 
-__all__ = ["pack_args", "launch", "signature_of", "load_function", "parse_type"]
+__all__ = ["pack_args", "launch", "signature_of", "load_function", "parse_type", "torch_stream_fn"]
 
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -393,6 +397,39 @@ def load_function(compiled) -> "_cuda.Function":
     return f
 
 
+# ============================================================================ torch's stream
+_TORCH_STREAM: list = []        # [fn(device ordinal) -> raw handle of torch's current stream], once torch is seen
+
+
+def _no_torch_stream(ordinal: int) -> int:
+    return 0
+
+
+def torch_stream_fn():
+    """A function `(device ordinal) -> raw handle of torch's current CUDA stream on that device` (0 for
+    torch's default stream, the legacy one). torch is not imported: it is read from sys.modules, where
+    it is whenever a torch tensor is passed (a stand-in returning 0 where it is not, e.g. the mocked
+    benchmark). `torch._C._cuda_getCurrentRawStream` (what Triton's launcher calls, ~0.1 µs) where it
+    exists, else `torch.cuda.current_stream(ordinal).cuda_stream` (~1 µs)."""
+    if _TORCH_STREAM:
+        return _TORCH_STREAM[0]
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return _no_torch_stream                   # not cached: torch may be imported later
+    fn = getattr(getattr(torch, "_C", None), "_cuda_getCurrentRawStream", None)
+    if fn is None:
+        current = torch.cuda.current_stream
+
+        def fn(ordinal, current=current):
+            return current(ordinal).cuda_stream
+    _TORCH_STREAM.append(fn)
+    return fn
+
+
+def _is_torch(a) -> bool:
+    return type(a) in _TORCH_TYPES or _is_torch_tensor(a)
+
+
 # =================================================================================== launch
 def _is_host(a) -> bool:
     return isinstance(a, (np.ndarray, Array))
@@ -471,6 +508,7 @@ def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -
         raise TypeError(f"kernel '{lz.meta.name}' takes {len(lz.types)} arguments ({', '.join(lz.names)}), "
                         f"got {len(args)}")
     copies = None                                 # [(host object, DeviceArray)]
+    torch_args = False
     for i in lz.tensor_idx:
         a = args[i]
         if isinstance(a, (np.ndarray, Array)):
@@ -481,6 +519,10 @@ def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -
                 d = seen[id(a)] = _host_to_device(a, lz.types[i], lz.names[i])
                 copies.append((a, d))
             args[i] = d
+        elif not torch_args and type(a) is not DeviceArray and _is_torch(a) and a.is_cuda:
+            torch_args = True
+    if stream is None and torch_args:
+        stream = torch_stream_fn()(getattr(_cuda._state.device, "ordinal", 0))
     params = _plan_for(lz.meta, lz.types, lz.names).pack(args, stream)
     lz.fn.launch(grid, lz.block, params, lz.shared, stream, lz.cluster)
     h = 0 if stream is None else _cuda.stream_handle(stream)
@@ -509,9 +551,11 @@ class FastLauncher:
     dtype): `fl(args, gx, gy, gz)` reads the tensors through cheap attributes (torch: data_ptr(),
     shape, stride(), is_cuda; DeviceArray: ptr, shape, strides), checks what can change between
     calls (dtype, rank, 16-byte alignment, device), packs a preallocated parameter buffer in place
-    and makes one driver call. Anything it does not expect -- another type or dtype, a host array,
-    an int out of range, a misaligned pointer, another thread -- returns False without launching,
-    and the caller takes the general path (which gives the named errors)."""
+    and makes one driver call: on torch's current stream when the signature has a torch tensor (read
+    per call, as the general path does), else on the legacy default stream. Anything it does not
+    expect -- another type or dtype, a host array, an int out of range, a misaligned pointer, another
+    thread -- returns False without launching, and the caller takes the general path (which gives
+    the named errors)."""
 
     def __init__(self, compiled, args, types, names):
         import threading as _th
@@ -535,6 +579,8 @@ class FastLauncher:
                "get_ident": _th.get_ident, "owner": self.owner, "state": _cuda._state}
         lines.append("    if get_ident() != owner: return False")
         multi = _cuda._state.device_count > 1
+        ordinal = getattr(_cuda._state.device, "ordinal", 0)
+        torch_args = False                        # decided once per call signature: any torch tensor?
         tensor_j = {}
         for j, name, want, rank, static in plan.tensors:
             if static:
@@ -548,13 +594,13 @@ class FastLauncher:
                           f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j}: return False",
                           f"    p{j} = a{j}.ptr; s{j} = a{j}.shape; st{j} = a{j}.strides"]
             elif _torch_like(a):
+                torch_args = True
                 env[f"D{j}"] = a.dtype
                 lines += [f"    a{j} = args[{j}]",
                           f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j} or not a{j}.is_cuda: return False",
                           f"    p{j} = a{j}.data_ptr(); s{j} = a{j}.shape; st{j} = a{j}.stride()"]
                 if multi:
-                    env["ordinal"] = _cuda._state.device.ordinal
-                    lines.append(f"    if a{j}.get_device() != ordinal: return False")
+                    lines.append(f"    if a{j}.get_device() != {ordinal}: return False")
             else:
                 raise _NotEligible(f"argument {name!r} is a {t.__name__}")
             lines.append(f"    if len(s{j}) != {rank}" + (f" or p{j} % {align}" if align > 1 else "") + ": return False")
@@ -580,11 +626,15 @@ class FastLauncher:
         lines += ["    try:",
                   "        pack_into(buf, 0, " + ", ".join(exprs) + ")",
                   "    except Exception:",
-                  "        return False",
-                  f"    raw(gx, gy, gz, 0, {self.addr})"]
+                  "        return False"]
+        if torch_args:                            # torch's current stream (~0.1 µs), as the general path
+            env["cur"] = torch_stream_fn()
+            lines += [f"    h = cur({ordinal})", f"    raw(gx, gy, gz, h, {self.addr})"]
+        else:
+            lines.append(f"    raw(gx, gy, gz, 0, {self.addr})")
         for j in tensor_j:
             if type(args[j]) is DeviceArray:
-                lines.append(f"    a{j}._stream = 0")
+                lines.append(f"    a{j}._stream = {'h' if torch_args else 0}")
         lines.append("    return True")
         env["raw"] = self.raw
         exec(compile("\n".join(lines) + "\n", f"<tilec fast launch {meta.name}>", "exec"), env)

@@ -35,3 +35,22 @@ def signature_kwargs(kernel):
         defs = {p.name: f"tensor<{'x'.join(['?'] * (p.rank or 2))}x{p.dtype or 'int4'}>"
                 for p in kernel.params if p.kind == "tensor" and (p.dtype is None or p.rank is None)}
         return cli.signature_args(kernel, defs)
+
+
+def load_example(name):
+    """The gallery file examples/<name>.py as a module, loaded once per process (an example that
+    registers torch custom ops must not register them twice)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    key = f"gallery_shared_{name}"
+    mod = sys.modules.get(key)
+    if mod is None:
+        path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))          # sibling imports (from gemm import ...)
+        spec = importlib.util.spec_from_file_location(key, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules[key] = mod
+    return mod

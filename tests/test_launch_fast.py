@@ -54,6 +54,7 @@ def driver(monkeypatch, tmp_path):
                 log.append(("fast", (gx, gy, gz), read(self.meta, params)))
             return raw
     monkeypatch.setattr(L, "load_function", FakeFunction)
+    monkeypatch.setattr(L, "_TORCH_STREAM", [lambda ordinal: 0])    # look-alike tensors: torch's default stream
     add1._fast.clear()                     # launchers of an earlier test hold that test's fake driver
     monkeypatch.setattr(L, "_LAUNCHERS", {})
     return log

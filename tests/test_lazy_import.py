@@ -88,3 +88,28 @@ def test_unknown_attribute_is_an_attribute_error():
     import tile
     with pytest.raises(AttributeError, match="module 'tile' has no attribute 'nope'"):
         tile.nope
+
+
+def test_tilec_never_imports_torch(tmp_path):
+    """torch is optional: `import tile`, `tile.torch_op` (the attribute, not a call), the runtime's
+    launch module and a launch in the interpreter load no torch (meaningful where torch is installed)."""
+    (tmp_path / "kern2.py").write_text(textwrap.dedent("""\
+        import tile
+        from tile import f32
+
+        @tile.kernel
+        def add1(X: tile.Tensor[f32, 1], BLOCK: tile.constexpr = 4):
+            tile.store(X, (0,), tile.load(X, (0,), (BLOCK,)) + 1.0)
+        """))
+    out = _run("""\
+        import os, sys, json, numpy as np
+        os.environ["TILEC_TARGET"] = "cpu"
+        import tile
+        op = tile.torch_op
+        import tile.torchlib, tile.runtime.launch, tile.runtime.device
+        import kern2
+        x = np.zeros(4, np.float32)
+        kern2.add1[(1,)](x)
+        print(json.dumps({"torch": "torch" in sys.modules, "callable": callable(op), "x": x.tolist()}))
+        """, tmp_path)
+    assert out == {"torch": False, "callable": True, "x": [1.0, 1.0, 1.0, 1.0]}

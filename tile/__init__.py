@@ -13,7 +13,8 @@
 The language (docs/language.md): dtypes (every int/uint of 1..8 bits, small floats f{bits}e{E}m{M},
 bf16/f16/f32/f64, fp8), `Tensor[dtype, rank]`, `constexpr`, `inline`, and the builtins (`load`, `store`,
 `dot`, `sum`, `exp`, `where`, `range`, `alloc_shared`, ...). Host side: `kernel`, `autotune` / `Config`
-(tile/autotuner.py), `CompileError`, `Array` / `asarray` (low-bit arrays), `dtype(name)` for any other type name.
+(tile/autotuner.py), `CompileError`, `Array` / `asarray` (low-bit arrays), `dtype(name)` for any other type name,
+`torch_op` (a kernel as a PyTorch custom op; torch is imported only when it is called).
 
 `import tile` is light: the language namespace and the kernel API (which pull in the front end) are
 loaded on first use of any of their names (module `__getattr__`), so `tile.load_compiled(path)` runs
@@ -34,7 +35,7 @@ _API = ("kernel", "Kernel", "CompiledKernel", "current_target")
 _LAZY_ARRAYS = ("Array", "asarray", "dtype_of", "from_codes", "from_packed")
 _LAZY_DEVICE = ("DeviceArray", "to_device", "empty", "empty_like")
 _LAZY_AUTOTUNE = ("autotune", "Config", "Autotuner")
-_SUBPACKAGES = ("dsl", "ir", "passes", "codegen", "runtime", "compiler", "cli", "aot", "autotuner")
+_SUBPACKAGES = ("dsl", "ir", "passes", "codegen", "runtime", "compiler", "cli", "aot", "autotuner", "torchlib")
 _LOADED: list = []
 
 
@@ -59,7 +60,7 @@ def _load_language():
         set(lang.DTYPE_NAMES) | {n for n in lang.BUILTIN_NAMES if n not in _SHADOWS_PYTHON}
         | {"DType", "Tensor", "constexpr", "dtype", "inline", "cdiv", "kernel", "Kernel", "CompiledKernel",
            "CompileError", "TileError", "PerformanceWarning", "current_target", "Array", "asarray",
-           "load_compiled", "LoadedKernel", "autotune", "Config"})
+           "load_compiled", "LoadedKernel", "autotune", "Config", "torch_op"})
     _LOADED.append(lang)
     return lang
 
@@ -75,6 +76,9 @@ def __getattr__(name):
     if name in _LAZY_AUTOTUNE:
         import importlib
         return getattr(importlib.import_module(".autotuner", __name__), name)
+    if name == "torch_op":                # PyTorch custom ops: torch is imported only when it is called
+        from .torchlib import torch_op
+        return torch_op
     if name == "layout":
         import importlib
         return importlib.import_module(".ir.layout", __name__)

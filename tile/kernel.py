@@ -132,7 +132,8 @@ class _Bound:
         self.key: list = []
         self.runtime_args: list = []    # one per IR parameter (None when compiling from a signature)
         self.options: dict = {}         # launch options (num_warps) -> value
-        self.stream = None              # the CUDA stream of a launch (torch/cupy stream or handle); None = default
+        self.stream = None              # the CUDA stream of a launch (torch/cupy stream or handle); None: torch's
+                                        # current stream if a torch tensor is passed, else the legacy default
 
 
 # keyword arguments of a launch (and of compile()) that are not kernel parameters: the warps per block,
@@ -450,10 +451,17 @@ def _launch(compiled: CompiledKernel, grid: tuple, args: list, stream=None):
         from .ir.parser import parse_module
         compiled = CompiledKernel(compiled.name, "cpu", compiled.ir, parse_module(compiled.ir), {},
                                   compiled.signature, compiled.constexprs, compiled.params)
-    for (pname, t), v in zip(compiled.signature.items(), args):
+    args, views = list(args), {}
+    for i, ((pname, t), v) in enumerate(zip(compiled.signature.items(), args)):
+        if isinstance(t, TensorType) and not _is_host_array(v) and _is_torch_cpu(v):
+            if id(v) not in views:                        # one view per tensor: the interpreter sees aliasing
+                from .runtime.device import torch_host_view
+                views[id(v)] = torch_host_view(v, pname)   # the interpreter writes into the tensor's memory
+            v = args[i] = views[id(v)]
         if isinstance(t, TensorType) and not _is_host_array(v):
             raise _user_error(TypeError(f"{compiled.name}(): argument '{pname}' is {_describe_obj(v)}: the "
-                                        f"interpreter (target cpu) needs a NumPy array or a tile.Array"))
+                                        f"interpreter (target cpu) needs a NumPy array, a tile.Array or a CPU "
+                                        f"torch tensor"))
     from .runtime import interpreter
     interpreter.run(compiled.function, grid, args)
 
@@ -519,6 +527,11 @@ def _is_host_array(v) -> bool:
     arrays = _arrays()
     return (arrays is not None and isinstance(v, arrays.Array)) or \
         (type(v).__module__ == "numpy" and type(v).__name__ == "ndarray")
+
+
+def _is_torch_cpu(v) -> bool:
+    t = type(v)
+    return (t.__module__, t.__name__) in (("torch", "Tensor"), ("torch.nn.parameter", "Parameter")) and not v.is_cuda
 
 
 def _is_scalar(v) -> bool:
