@@ -67,7 +67,7 @@ class DotLowering:
     def _atom_names(self):
         out = []
         for at in self.target.mma_atoms:
-            n = f"wgmma.m64nNk{at.k}.ss|rs" if at.name == "wgmma" else at.name
+            n = (f"wgmma.m64nNk{at.k}.ss" + ("" if at.k_major_only else "|rs")) if at.name == "wgmma" else at.name
             if n not in out:
                 out.append(n)
         return out

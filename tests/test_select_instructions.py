@@ -99,7 +99,8 @@ def test_atom_the_target_lacks_is_a_located_error():
     text = list(ck.ir_after.values())[-1]
     bad = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "mfma.32x32x8"')
     with pytest.raises(tile.TileError, match=r"gemm\.py:\d+:\d+.*atom = 'mfma.32x32x8': target sm_90a offers "
-                                             r"wgmma.m64nNk16.ss\|rs, mma.m16n8k16, fma") as e:
+                                             r"wgmma.m64nNk16.ss\|rs, wgmma.m64nNk32.ss, mma.m16n8k16, "
+                                                 r"mma.m16n8k32, fma") as e:
         tc_compile(parse_module(bad), "sm_90a")
     assert "tile.dot" in str(e.value) or "dot" in str(e.value)
     odd = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "wgmma.m64n48k16.ss"')
