@@ -64,6 +64,11 @@ def gemm_int8(A: tile.Tensor[2], B: tile.Tensor[2], C: tile.Tensor[i32, 2],
     tile.store(C, (bm * BM, bn * BN), acc)
 
 
+# the dtypes to compile with where no launch gives them (tools and tests: `tilec ir` takes them as -D)
+EXAMPLE_SIGNATURES = {"gemm_fp8": {"A": "tensor<?x?xf8e4m3fn>", "B": "tensor<?x?xf8e4m3fn>"},
+                      "gemm_int8": {"A": "tensor<?x?xi8>", "B": "tensor<?x?xi8>"}}
+
+
 def quantize_fp8(x, dtype=tile.f8e4m3fn):
     """x (float) -> (fp8 array, its f32 per-tensor scale): x ~= q * scale, with the largest |x|
     mapped to the largest finite fp8 value (e4m3: 448, e5m2: 57344)."""
