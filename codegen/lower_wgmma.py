@@ -49,10 +49,11 @@ class WgmmaLowering:
         n_inst, k_inst, form = int(m.group(1)), int(m.group(2)), m.group(3)
         at = self.target.mma_atom(atom, a.dtype.name, acc.dtype.name)
         if at is None or a.dtype != bt.dtype:
-            ks = {x.k: x for x in self.target.mma_atoms if x.name == "wgmma"}
-            what = "; ".join(f"k{k}: " + ", ".join(f"{i} -> {c}" for i, c in (x.pairs or [(i, c) for i in x.inputs
-                                                                                       for c in x.acc]))
-                             for k, x in ks.items())
+            ks: dict = {}
+            for x in self.target.mma_atoms:
+                if x.name == "wgmma":
+                    ks.setdefault(x.k, []).extend(x.pairs or [(i, c) for i in x.inputs for c in x.acc])
+            what = "; ".join(f"k{k}: " + ", ".join(f"{i} -> {c}" for i, c in ps) for k, ps in ks.items())
             raise bad(f"it multiplies {a.dtype} into {acc.dtype}; {self.target.name}'s wgmma takes {what}")
         if at.k != k_inst:
             raise bad(f"{a.dtype} inputs take k = {at.k} per instruction, not {k_inst}")
