@@ -41,8 +41,8 @@ REPO = HERE.parent
 EXAMPLES = REPO / "examples"
 
 # ============================================================================ what is measured
-FAMILIES = ("compile", "gemm", "attention", "moe", "lowbit")
-FAMILY_WEIGHT = {"compile": 1.5, "gemm": 3.0, "attention": 2.0, "moe": 2.0, "lowbit": 2.0}
+FAMILIES = ("compile", "gemm", "attention", "moe", "lowbit", "gemm8")
+FAMILY_WEIGHT = {"compile": 1.5, "gemm": 3.0, "attention": 2.0, "moe": 2.0, "lowbit": 2.0, "gemm8": 1.5}
 ALIASES = {"attn": "attention", "lowbit_gemm": "lowbit", "w4a16": "lowbit", "grouped": "moe", "compile_time": "compile"}
 
 MODES = {
@@ -113,6 +113,11 @@ GALLERY = {"gemm": ("gemm", "gemm"), "attention": ("attention", "attention"), "m
            "moe_down": ("moe", "moe_down"), "lowbit_gemm": ("lowbit_gemm", "lowbit_gemm")}
 
 
+def gemm8():
+    """benchmarks/gemm8.py: the fp8 / int8 GEMM rows (family gemm8)."""
+    return sys.modules.get("tilec_bench_gemm8") or load_module(HERE / "gemm8.py", "tilec_bench_gemm8")
+
+
 def enumerate_cases(mode_name: str) -> list:
     mode = MODES[mode_name]
     smoke = mode_name == "smoke"
@@ -141,6 +146,7 @@ def enumerate_cases(mode_name: str) -> list:
             for M in (SMOKE_SHAPES["lowbit_ms"] if smoke else LOWBIT_MS):
                 add("lowbit", f"lowbit/{wt}-M{M}-N{N}-K{K}", dict(M=M, N=N, K=K, wtype=wt, G=LOWBIT_G),
                     LOWBIT_CONFIGS, ["cublas-fp16"] + (["tinygemm-int4"] if wt == "int4" else []))
+    gemm8().add_cases(mode_name, add)
     return cases
 
 
@@ -214,7 +220,7 @@ def load_gallery(stem: str):
 
 
 def gallery_kernel(kname: str):
-    stem, attr = GALLERY[kname]
+    stem, attr = GALLERY[kname] if kname in GALLERY else gemm8().GALLERY[kname]
     return getattr(load_gallery(stem), attr)
 
 
@@ -231,7 +237,7 @@ def kernel_sig(tile, kname, wtype=None):
         return (T[bf16, 2], T[bf16, 3], T[i32, 1], T[bf16, 2])
     if kname == "lowbit_gemm":
         return (T[bf16, 2], T[tile.dtype(wtype), 2], T[f32, 2], T[bf16, 2])
-    raise KeyError(kname)
+    return gemm8().kernel_sig(tile, kname)
 
 
 def import_tilec():
@@ -1406,7 +1412,8 @@ def run_probe(args):
 
 
 # =================================================================================== child main
-FAMILY_FN = {"gemm": fam_gemm, "attention": fam_attention, "moe": fam_moe, "lowbit": fam_lowbit}
+FAMILY_FN = {"gemm": fam_gemm, "attention": fam_attention, "moe": fam_moe, "lowbit": fam_lowbit,
+             "gemm8": lambda ctx, cases: gemm8().fam_gemm8(sys.modules[__name__], ctx, cases)}
 
 
 def run_child(args):
@@ -1698,7 +1705,7 @@ def plot_ratios(doc, path):
         rows = doc.get("cases") or []
         if not rows:
             return "no cases"
-        colors = {"gemm": "#1f77b4", "attention": "#ff7f0e", "moe": "#2ca02c", "lowbit": "#9467bd"}
+        colors = {"gemm": "#1f77b4", "attention": "#ff7f0e", "moe": "#2ca02c", "lowbit": "#9467bd", "gemm8": "#8c564b"}
         fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.6))
         ys = list(range(len(rows)))[::-1]
         vals = [r.get("ratio") for r in rows]
