@@ -3,9 +3,12 @@ the IR, where it prints, can be edited, and is what code generation carries out.
 
 Attributes written (values are the target's atom names, `ir/targets.py`):
 * `dot`: `atom` -- `wgmma.m64n<N>k16.ss` / `.rs` (Hopper: A from shared memory or from registers,
-  N columns per instruction), `mma.m16n8k16`, `mfma.32x32x8` / `mfma.16x16x16` / `mfma.32x32x16` /
+  N columns per instruction), `wgmma.m64n<N>k32.ss` (Hopper, fp8 / int8: both operands K-major in
+  shared memory), `mma.m16n8k16`, `mma.m16n8k32` (8-bit inputs: int8 from sm_80, fp8 from sm_89),
+  `mfma.32x32x8` / `mfma.16x16x16` / `mfma.32x32x16` /
   `mfma.16x16x32` (AMD: operands and accumulator in the MFMA fragments of the wave grid), or
-  `fma` -- and `warps = [wm, wn]`, the warp (wave) grid
+  `fma` (a tile.PerformanceWarning says why -- dtype, shape or layout -- where the target has tensor
+  cores) -- and `warps = [wm, wn]`, the warp (wave) grid
   of the fragments, for tensor-core atoms; `inflight = 1` on a wgmma whose group may stay in flight
   across iterations of its pipelined loop (the loop's exit waits for it).
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
