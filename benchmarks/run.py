@@ -46,6 +46,7 @@ FAMILIES = {
     "moe": "benchmarks.moe",
     "lowbit": "benchmarks.lowbit_gemm",
     "launch": "benchmarks.launch",
+    "gemm8": "benchmarks.gemm8",
 }
 # $TILEC_BENCH_FAMILIES="name=module.path,...": more families for this run, without editing this file
 for _item in filter(None, (x.strip() for x in os.environ.get("TILEC_BENCH_FAMILIES", "").split(","))):

@@ -15,7 +15,7 @@ import llvmlite.ir as ir
 
 from ..ir.dtypes import DType, u8
 from ..ir.layout import Layout
-from ..ir.thread_maps import MMA_IN, mma_dot_grid
+from ..ir.thread_maps import mma_dot_grid
 
 from .lower_shared import _atoms
 from .values import LazyFrag, RTile, SView
@@ -33,9 +33,13 @@ class DotLowering:
         rt = op.results[0].type
         if atom.startswith("wgmma"):
             vals = self._dot_wgmma(a, bt, acc, M, N, K, self._wgmma_plan(op, atom, a, bt, acc, M, N, K))
-        elif atom == "mma.m16n8k16":
-            if a.dtype.name not in MMA_IN or acc.dtype.name != "f32":
-                raise self.error(f"atom = {atom!r} multiplies bf16/f16 into f32, not {a.dtype} into {acc.dtype}")
+        elif atom in ("mma.m16n8k16", "mma.m16n8k32"):
+            at = self.target.mma_atom(atom, a.dtype.name, acc.dtype.name)
+            if at is None or a.dtype != bt.dtype:
+                have = self.target.mma_atom(atom)
+                pairs = ", ".join(f"{i} -> {c}" for i, c in (have.pairs or [(i, c) for i in have.inputs
+                                                                              for c in have.acc]))
+                raise self.error(f"atom = {atom!r} on {self.target.name} multiplies {pairs}, not {a.dtype} into {acc.dtype}")
             grid = self._mma_grid(op, a, bt, acc)
             vals = self._dot_mma(a, bt, acc, M, N, K, *grid)
         else:
@@ -61,41 +65,54 @@ class DotLowering:
         return a, bt, acc, (M, N, K), rm, atom
 
     def _atom_names(self):
-        return [("wgmma.m64nNk16.ss|rs" if n == "wgmma" else n) for n in self.target.mma_names]
+        out = []
+        for at in self.target.mma_atoms:
+            n = (f"wgmma.m64nNk{at.k}.ss" + ("" if at.k_major_only else "|rs")) if at.name == "wgmma" else at.name
+            if n not in out:
+                out.append(n)
+        return out
 
     def _mma_grid(self, op, a, bt, acc):
         """The warp grid of an mma.sync dot (attribute `warps`), checked against the operands'
         fragment layouts."""
         g = op.attrs.get("warps")
         if not (isinstance(g, list) and len(g) == 2):
-            raise self.error("an mma.m16n8k16 dot needs attribute warps = [wm, wn]")
-        grid = mma_dot_grid(a.map, bt.map, acc.map, self.num_warps)
+            raise self.error("an mma.sync or wgmma dot needs attribute warps = [wm, wn]")
+        grid = mma_dot_grid(a.map, bt.map, acc.map, self.num_warps, a.dtype.bits)
         if grid != tuple(g):
-            raise self.error(f"atom mma.m16n8k16 with warps = {g}: the operands are not the mma.sync fragments "
+            raise self.error(f"atom {op.attrs.get('atom')} with warps = {g}: the operands are not the mma.sync fragments "
                              f"of that warp grid (layout inference gave "
                              f"{'no mma layouts' if grid is None else 'warps = ' + str(list(grid))})")
         return grid
 
     def _pack2(self, x, y, dt: DType):
+        return self._pack([x, y], dt)
+
+    def _pack(self, xs, dt: DType):
+        """One b32 fragment register from 32 // bits elements (element 0 in the low bits)."""
         b = self.b
-        v2 = ir.VectorType(i16, 2)
-        vec = ir.Constant(v2, ir.Undefined)
-        vec = b.insert_element(vec, self.to_code(x, dt), ir.Constant(i32, 0))
-        vec = b.insert_element(vec, self.to_code(y, dt), ir.Constant(i32, 1))
+        t = ir.IntType(dt.bits)
+        vec = ir.Constant(ir.VectorType(t, len(xs)), ir.Undefined)
+        for h, x in enumerate(xs):
+            vec = b.insert_element(vec, self.to_code(x, dt), ir.Constant(i32, h))
         return b.bitcast(vec, i32)
 
     def _dot_mma(self, a, bt, acc, M, N, K, wm, wn):
-        """mma.sync atoms: for every k16 step, every accumulator atom (16x8) of this thread's warp
-        meets the A atom of its rows and the B atom of its columns. Atom origins and register slots
-        come from the layouts (tile coordinates of thread 0's slots)."""
+        """mma.sync atoms (m16n8k16 for 16-bit inputs, m16n8k32 for 8-bit ones): for every k step,
+        every accumulator atom (16x8) of this thread's warp meets the A atom of its rows and the B
+        atom of its columns. A fragment register holds e = 32 // bits consecutive k elements
+        (ir/fragments.py); atom origins and register slots come from the layouts (tile coordinates
+        of thread 0's slots)."""
 
         b = self.b
         via, vib, vic = a.map.value_index(), bt.map.value_index(), acc.map.value_index()
         dt = a.dtype
+        e = 32 // dt.bits
+        kk = 8 * e                                   # k of one atom
         out = list(acc.vals)
         la, lb = a, bt
         c_atoms = _atoms(acc.map, (16, 8))
-        ks_list = sorted({o[1] for o in _atoms(a.map, (16, 16))})
+        ks_list = sorted({o[1] for o in _atoms(a.map, (16, kk))})
 
         def slot(vi, c):
             s_ = vi.get(c)
@@ -112,18 +129,21 @@ class DotLowering:
                 if r0 not in A:
                     regs = []
                     for j in range(4):
-                        r, c = r0 + 8 * (j & 1), k0 + 8 * (j >> 1)
-                        regs.append(self._pack2(a.vals[slot(via, (r, c))], a.vals[slot(via, (r, c + 1))], dt))
+                        r, c = r0 + 8 * (j & 1), k0 + 4 * e * (j >> 1)
+                        regs.append(self._pack([a.vals[slot(via, (r, c + h))] for h in range(e)], dt))
                     A[r0] = regs
                 if n0 not in B:
                     regs = []
                     for j in range(2):
-                        k = k0 + 8 * j
-                        regs.append(self._pack2(bt.vals[slot(vib, (k, n0))], bt.vals[slot(vib, (k + 1, n0))], dt))
+                        k = k0 + 4 * e * j
+                        regs.append(self._pack([bt.vals[slot(vib, (k + h, n0))] for h in range(e)], dt))
                     B[n0] = regs
             for r0, n0 in c_atoms:
                 cs = [slot(vic, (r0 + 8 * (i >> 1), n0 + (i & 1))) for i in range(4)]
-                d = self.tgt.mma_m16n8k16(b, A[r0], B[n0], [out[s_] for s_ in cs], dt.name)
+                if e == 2:
+                    d = self.tgt.mma_m16n8k16(b, A[r0], B[n0], [out[s_] for s_ in cs], dt.name)
+                else:
+                    d = self.tgt.mma_m16n8k32(b, A[r0], B[n0], [out[s_] for s_ in cs], dt.name)
                 for s_, x in zip(cs, d):
                     out[s_] = x
         src = acc.map.dup_source()

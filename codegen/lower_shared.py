@@ -463,36 +463,49 @@ class SharedLowering:
         self.write_tile_smem(sv, tile)
 
     # ------------------------------------------------------------------ ldmatrix
-    def _mma_operand_kind(self, m: ThreadMap):
-        """('a'|'b', wm, wn) if m is an mma.sync operand fragment tiled over this kernel's warps."""
-        key = ("mmakind", m.key())
+    def _mma_operand_kind(self, m: ThreadMap, bits: int = 16):
+        """('a'|'b', wm, wn) if m is an mma.sync operand fragment (inputs of `bits` bits) tiled
+        over this kernel's warps."""
+        key = ("mmakind", m.key(), bits)
         if key not in self._owner_cache:
-            self._owner_cache[key] = mma_operand_kind(m, self.num_warps)
+            self._owner_cache[key] = mma_operand_kind(m, self.num_warps, bits)
         return self._owner_cache[key]
 
     def _ldmatrix_plan(self, sv, m, dt):
         """(operand kind, contiguous dim) when fragments of layout m can be read from shared view sv
-        with ldmatrix: 16-bit elements, m an mma.sync operand fragment, and 8-element (16-byte)
-        chunks contiguous and 16-byte aligned in sv's layout (swizzles move whole chunks)."""
-        if dt.bits != 16 or getattr(self.tgt, "ldmatrix", None) is None:
+        with ldmatrix: m an mma.sync operand fragment, and 16-byte chunks contiguous and 16-byte
+        aligned in sv's layout (swizzles move whole chunks) -- along either dim for 16-bit elements
+        (.trans for the other), along the operand's K dim for 8-bit ones (their m16n8k32 fragment
+        registers hold the bytes the b16 ldmatrix delivers; .trans would swap 2-byte units)."""
+        if dt.bits not in (8, 16) or getattr(self.tgt, "ldmatrix", None) is None:
             return None
-        kind = self._mma_operand_kind(m)
+        kind = self._mma_operand_kind(m, dt.bits)
         if kind is None:
             return None
-        info = ldmatrix_chunk_dim(sv.layout)
-        if info is None:
+        info = ldmatrix_chunk_dim(sv.layout, dt.bits)
+        if info is None or (dt.bits == 8 and info != (1 if kind[0] == "a" else 0)):
             return None
         return kind, info
 
     def _read_ldmatrix(self, sv, m, dt, kind, cd, ks_only=None, partial=False):
-        """Read the fragments of layout m with ldmatrix; `ks_only`: just the atoms of that k16
-        step (with `partial`, slots of other steps stay None)."""
+        """Read the fragments of layout m with ldmatrix; `ks_only`: just the atoms of that k step
+        (with `partial`, slots of other steps stay None).
+
+        Each 8x8 b16 matrix is 8 rows of 16 bytes; a fragment register holds e = 32 // bits
+        consecutive k elements (2 bf16, 4 bytes), so one matrix spans 4e elements along k and 8
+        along m (A) or n (B): the m16n8k16 atom (16-bit) or m16n8k32 atom (8-bit) is 2x2 (A) or
+        2x1 (B) matrices."""
         which, wm, wn = kind
         b, eb = self.b, self.eb
         R, C = m.shape
+        e = 32 // dt.bits
+        kd = 1 if which == "a" else 0               # the operand's k dim
+        step = (4 * e if kd == 0 else 8, 4 * e if kd == 1 else 8)    # one matrix's extent per dim
         trans = (which == "a" and cd == 0) or (which == "b" and cd == 1)
+        if trans and e != 2:
+            raise self.error(f"internal: ldmatrix.trans cannot read {dt} fragments")
         # warp base coordinate and the per-lane row offset (computed once, in the entry block)
-        key = ("ldm", m.key(), cd)
+        key = ("ldm", m.key(), cd, e)
         cached = self._tbase_cache.get(key)
         if cached is None:
             warp_tid = eb.and_(self.tid, ir.Constant(i32, ~31 & 0xFFFFFFFF))
@@ -501,41 +514,41 @@ class SharedLowering:
             row_i = eb.and_(lane, ir.Constant(i32, 7))
             j0 = eb.and_(eb.lshr(lane, ir.Constant(i32, 3)), ir.Constant(i32, 1))
             j1 = eb.and_(eb.lshr(lane, ir.Constant(i32, 4)), ir.Constant(i32, 1))
-            # matrix j: origin + 8*(j&1) along dim 0 + 8*(j>>1) along dim 1; stored row i along the
-            # non-contiguous dim
-            l0 = eb.add(eb.mul(j0, ir.Constant(i32, 8)), row_i if cd == 1 else ir.Constant(i32, 0))
-            l1 = eb.add(eb.mul(j1, ir.Constant(i32, 8)), row_i if cd == 0 else ir.Constant(i32, 0))
+            # matrix j: origin + step0*(j&1) along dim 0 + step1*(j>>1) along dim 1; stored row i
+            # along the non-contiguous dim
+            l0 = eb.add(eb.mul(j0, ir.Constant(i32, step[0])), row_i if cd == 1 else ir.Constant(i32, 0))
+            l1 = eb.add(eb.mul(j1, ir.Constant(i32, step[1])), row_i if cd == 0 else ir.Constant(i32, 0))
             c0 = eb.add(wb[0], l0)
             c1 = eb.add(wb[1], l1)
-            l0x2 = eb.add(eb.mul(j0, ir.Constant(i32, 8)), row_i if cd == 1 else ir.Constant(i32, 0))
+            l0x2 = eb.add(eb.mul(j0, ir.Constant(i32, step[0])), row_i if cd == 1 else ir.Constant(i32, 0))
             cached = (c0, c1, eb.add(wb[0], l0x2), eb.add(wb[1], row_i if cd == 0 else ir.Constant(i32, 0)))
             self._tbase_cache[key] = cached
         c0, c1, c0x2, c1x2 = cached
         vi = m.value_index()
         vals = [None] * m.nvals
-        h2 = ir.VectorType(ir.IntType(16), 2)
+        ve = ir.VectorType(ir.IntType(dt.bits), e)
 
-        def put(coord_pair_list, regs):
-            for reg, (ca, cb_) in zip(regs, coord_pair_list):
-                v2 = b.bitcast(reg, h2)
-                for h, cc in enumerate((ca, cb_)):
+        def put(coord_lists, regs):
+            for reg, coords in zip(regs, coord_lists):
+                v2 = b.bitcast(reg, ve)
+                for h, cc in enumerate(coords):
                     slot = vi.get(cc)
                     if slot is None:
                         raise self.error(f"internal: ldmatrix slot {cc} not in layout {m}")
                     vals[slot] = self.from_code(b.extract_element(v2, ir.Constant(i32, h)), dt)
         if which == "a":
-            for o0, o1 in _atoms(m, (16, 16)):
+            for o0, o1 in _atoms(m, (16, 8 * e)):
                 if ks_only is not None and o1 != ks_only:
                     continue
                 addr = self.sview_addr(sv, [self._add(c0, o0), self._add(c1, o1)])
                 regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 4, trans)
-                pairs = []
+                lists = []
                 for j in range(4):
-                    r_, k_ = o0 + 8 * (j & 1), o1 + 8 * (j >> 1)
-                    pairs.append(((r_, k_), (r_, k_ + 1)))
-                put(pairs, regs)
+                    r_, k_ = o0 + 8 * (j & 1), o1 + 4 * e * (j >> 1)
+                    lists.append([(r_, k_ + h) for h in range(e)])
+                put(lists, regs)
         else:
-            atoms = _atoms(m, (16, 8))
+            atoms = _atoms(m, (8 * e, 8))
             have = set(atoms)
             done = set()
             for o0, o1 in atoms:
@@ -546,17 +559,17 @@ class SharedLowering:
                 if (o0, o1 + 8) in have and (o0, o1 + 8) not in done:
                     addr = self.sview_addr(sv, [self._add(c0, o0), self._add(c1, o1)])
                     regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 4, trans)
-                    blocks = [(0, 0), (8, 0), (0, 8), (8, 8)]
+                    blocks = [(0, 0), (4 * e, 0), (0, 8), (4 * e, 8)]
                     done |= {(o0, o1), (o0, o1 + 8)}
                 else:
                     addr = self.sview_addr(sv, [self._add(c0x2, o0), self._add(c1x2, o1)])
                     regs = self.tgt.ldmatrix(b, self.sptr(self._i(addr)), 2, trans)
-                    blocks = [(0, 0), (8, 0)]
+                    blocks = [(0, 0), (4 * e, 0)]
                     done.add((o0, o1))
-                pairs = []
+                lists = []
                 for dk, dn in blocks:
-                    pairs.append(((o0 + dk, o1 + dn), (o0 + dk + 1, o1 + dn)))
-                put(pairs, regs)
+                    lists.append([(o0 + dk + h, o1 + dn) for h in range(e)])
+                put(lists, regs)
         src = m.dup_source()
         for v in range(m.nvals):
             if vals[v] is None:

@@ -43,17 +43,26 @@ class WgmmaLowering:
 
         def bad(why):
             return self.error(f"atom = {atom!r} cannot be used for this dot: {why}")
-        m = re.fullmatch(r"wgmma\.m64n(\d+)k16\.(ss|rs)", atom)
+        m = re.fullmatch(r"wgmma\.m64n(\d+)k(16|32)\.(ss|rs)", atom)
         if m is None:
-            raise bad("expected wgmma.m64n<N>k16.ss or .rs")
-        n_inst, form = int(m.group(1)), m.group(2)
-        at = self.target.mma_atom("wgmma")
-        if not at.supports(a.dtype.name, acc.dtype.name) or a.dtype != bt.dtype:
-            raise bad(f"it multiplies bf16/f16 into f32, not {a.dtype} into {acc.dtype}")
+            raise bad("expected wgmma.m64n<N>k16.ss / .rs (16-bit inputs) or wgmma.m64n<N>k32.ss (8-bit)")
+        n_inst, k_inst, form = int(m.group(1)), int(m.group(2)), m.group(3)
+        at = self.target.mma_atom(atom, a.dtype.name, acc.dtype.name)
+        if at is None or a.dtype != bt.dtype:
+            ks: dict = {}
+            for x in self.target.mma_atoms:
+                if x.name == "wgmma":
+                    ks.setdefault(x.k, []).extend(x.pairs or [(i, c) for i in x.inputs for c in x.acc])
+            what = "; ".join(f"k{k}: " + ", ".join(f"{i} -> {c}" for i, c in ps) for k, ps in ks.items())
+            raise bad(f"it multiplies {a.dtype} into {acc.dtype}; {self.target.name}'s wgmma takes {what}")
+        if at.k != k_inst:
+            raise bad(f"{a.dtype} inputs take k = {at.k} per instruction, not {k_inst}")
         if not isinstance(bt, LazyFrag):
             raise bad("B must be read from shared memory (its copy must be smem.desc)")
         if form == "ss" and not isinstance(a, LazyFrag):
             raise bad("the SS form reads A from shared memory (its copy must be smem.desc); use .rs for A in registers")
+        if form == "rs" and at.k_major_only:
+            raise bad("the RS form (A from registers) is generated for 16-bit inputs only; use mma.m16n8k32")
         if form == "rs" and isinstance(a, LazyFrag):
             a = self.materialize(a)
         wm, wn = self._mma_grid(op, a, bt, acc)
@@ -62,11 +71,16 @@ class WgmmaLowering:
         n_wg = N // wn
         if n_inst not in at.n_range or n_wg % n_inst:
             raise bad(f"each warpgroup holds {n_wg} columns, which n = {n_inst} does not divide")
-        ib = wgmma_canonical(str(bt.sv.layout), (K, N), "b", 16)
-        ia = None if form == "rs" else wgmma_canonical(str(a.sv.layout), (M, K), "a", 16)
+        bits = a.dtype.bits
+        ib = wgmma_canonical(str(bt.sv.layout), (K, N), "b", bits)
+        ia = None if form == "rs" else wgmma_canonical(str(a.sv.layout), (M, K), "a", bits)
         if ib is None or (form == "ss" and ia is None):
             raise bad(f"the shared layout {bt.sv.layout if ib is None else a.sv.layout} is not a canonical "
                       f"wgmma layout (128/64/32-byte swizzled, K- or MN-major)")
+        if at.k_major_only and (ib[0] != "K" or (ia is not None and ia[0] != "K")):
+            raise bad(f"{a.dtype} operands must be K-major in shared memory (the PTX ISA has no transpose "
+                      f"for 8-bit wgmma): B's shared layout {bt.sv.layout} is {ib[0]}-major"
+                      + ("" if ia is None else f", A's {a.sv.layout} is {ia[0]}-major"))
         need = {1: 1024, 2: 512, 3: 256}
         if (ia is not None and getattr(a.sv, "align", 0) < need[ia[1]]) or getattr(bt.sv, "align", 0) < need[ib[1]]:
             raise bad("an operand's shared buffer is not aligned to its swizzle period")
@@ -109,6 +123,8 @@ class WgmmaLowering:
         vic = acc.map.value_index()
         out = list(acc.vals)
         dt = a.dtype.name
+        eb = a.dtype.bits // 8                       # bytes per element
+        kstep = 32 // eb                             # k of one instruction: 32 bytes
         # this warp's warpgroup: rows block gi (of gm), column block gj (of wn)
         warp = b.udiv(self.tid, ir.Constant(i32, self.target.warp_size))
         gi = b.udiv(b.urem(warp, ir.Constant(i32, wm)), ir.Constant(i32, 4))
@@ -118,7 +134,7 @@ class WgmmaLowering:
         inner_b = lb.layout if isinstance(lb, ComposedLayout) else lb
 
         def lin(inner, coord):
-            return 2 * inner(coord)
+            return eb * inner(coord)
         n_wg = N // wn
         hi_b = self._desc_hi(ib)
         blocks_m = M // (64 * gm)
@@ -155,9 +171,9 @@ class WgmmaLowering:
         if rs:
             # every A register is written before the fence (a register written between the fence and
             # a wgmma that reads it makes ptxas inject a warpgroup.arrive there, C7519)
-            a_all = {(j, k0): a_regs(j, k0) for k0 in range(0, K, 16) for j in range(blocks_m)}
+            a_all = {(j, k0): a_regs(j, k0) for k0 in range(0, K, kstep) for j in range(blocks_m)}
         self.tgt.wgmma_fence(b)
-        for k0 in range(0, K, 16):
+        for k0 in range(0, K, kstep):
             for j in range(blocks_m):
                 if rs:
                     ar = a_all[(j, k0)]

@@ -119,6 +119,19 @@ def parse_ptxas_report(log: str) -> dict:
     return out
 
 
+def raise_ptx_version(ptx: str, need: int) -> str:
+    """The PTX with its `.version` raised to ISA need/10 (84 -> 8.4) where it is lower: an inline-asm
+    instruction of a newer ISA (the fp8 mma.sync, ISA 8.4) in a module LLVM emitted for the
+    target's default ISA (sm_89: 7.8, sm_90a: 8.0). A later ISA accepts the older code as is (Triton
+    rewrites the line the same way); the driver must know the ISA (CUDA 12.4+)."""
+    if not need:
+        return ptx
+    m = re.search(r"^\.version (\d+)\.(\d+)\s*$", ptx, re.M)
+    if m is None or int(m.group(1)) * 10 + int(m.group(2)) >= need:
+        return ptx
+    return ptx[:m.start(1)] + f"{need // 10}.{need % 10}" + ptx[m.end(2):]
+
+
 def compile_function(fn: Function, target: Target | str = "sm_90a", options: dict | None = None,
                      tile_ir: str = "", ir_after: dict | None = None) -> Artifact:
     """Lower one IR function that has been through the target's passes (layouts, instruction
@@ -140,5 +153,6 @@ def compile_function(fn: Function, target: Target | str = "sm_90a", options: dic
     res = run_llvm(job, timeout=float(options.get("llvm_timeout", 600)))
     meta = KernelMeta(name=fn.name, target=target.name, num_threads=low.nthreads, shared_bytes=shared,
                       params=flatten_params(fn), align=low.align)
-    return Artifact(meta=meta, ptx=res["asm"], signature=signature_of_function(fn), llvm_ir=text,
+    ptx = raise_ptx_version(res["asm"], getattr(low.tgt, "ptx_isa_needed", 0))
+    return Artifact(meta=meta, ptx=ptx, signature=signature_of_function(fn), llvm_ir=text,
                     optimized_ir=res.get("optimized_ir", ""), tile_ir=tile_ir, ir_after=dict(ir_after or {}))

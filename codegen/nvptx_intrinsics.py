@@ -14,6 +14,8 @@ from .errors import CompileError
 from .llvm_util import Decls, f16, f32, gptr, i1, i8, i16, i32, i64, sptr, void
 
 _CONSTRAINT = {16: "h", 32: "r", 64: "l"}
+# tilec dtype name -> PTX type of a tensor-core operand
+PTX_TYPE = {"bf16": "bf16", "f16": "f16", "f8e4m3fn": "e4m3", "f8e5m2": "e5m2", "i8": "s8", "u8": "u8"}
 
 
 class NVPTXIntrinsics:
@@ -26,6 +28,7 @@ class NVPTXIntrinsics:
         self.target = target                     # ir.targets.Target
         self.arch = target.arch
         self.warp_size = target.warp_size
+        self.ptx_isa_needed = 0                  # e.g. 84: an instruction emitted needs PTX ISA 8.4
 
     # ------------------------------------------------------------------ ids and sync
     def sreg(self, b, name):
@@ -166,6 +169,11 @@ class NVPTXIntrinsics:
         for off in (a_off, b_off):
             if off % 16 or not 0 <= off < (1 << 18):
                 raise CompileError(f"internal: wgmma descriptor offset {off} is not a multiple of 16 below 256 KB")
+        ptype = PTX_TYPE.get(in_dtype)
+        if ptype is None:
+            raise CompileError(f"internal: wgmma for {in_dtype}")
+        eight = ptype in ("e4m3", "e5m2", "s8", "u8")
+        integer = ptype in ("s8", "u8")
         args, types, cons = [], [], []
 
         def arg(v, t, c):
@@ -189,15 +197,46 @@ class NVPTXIntrinsics:
             b_txt = "db"
         sc = arg(scale_d if isinstance(scale_d, ir.Value) else ir.Constant(i32, int(scale_d)), i32, "r")
         outs = ", ".join(f"${i}" for i in range(k))
-        trans = f"{trans_b}" if a_regs is not None else f"{trans_a}, {trans_b}"
+        # 16-bit inputs: imm-scale-a/b and the transpose immediates; fp8: imm-scale-a/b only (no
+        # transpose: K-major operands); integers: neither (PTX ISA, wgmma.mma_async)
+        if integer:
+            tail = ""
+        elif eight:
+            tail = ", 1, 1"
+        else:
+            tail = ", 1, 1, " + (f"{trans_b}" if a_regs is not None else f"{trans_a}, {trans_b}")
+        kk = 32 if eight else 16
+        dtype = "s32" if integer else "f32"
         text = (f"{{ {' '.join(regs)} setp.ne.b32 p, {sc}, 0; {' '.join(pre)}{' ' if pre else ''}"
-                f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{in_dtype}.{in_dtype} "
-                f"{{{outs}}}, {a_txt}, {b_txt}, p, 1, 1, {trans}; }}")
-        cons = ",".join(["=f"] * k + cons + [str(i) for i in range(k)])
-        st = ir.LiteralStructType([f32] * k)
-        asm = ir.InlineAsm(ir.FunctionType(st, types + [f32] * k), text, cons, side_effect=True)
+                f"wgmma.mma_async.sync.aligned.m64n{n}k{kk}.{dtype}.{ptype}.{ptype} "
+                f"{{{outs}}}, {a_txt}, {b_txt}, p{tail}; }}")
+        at, ac = (i32, "=r") if integer else (f32, "=f")
+        cons = ",".join([ac] * k + cons + [str(i) for i in range(k)])
+        st = ir.LiteralStructType([at] * k)
+        asm = ir.InlineAsm(ir.FunctionType(st, types + [at] * k), text, cons, side_effect=True)
         r = b.call(asm, args + list(acc))
         return [b.extract_value(r, i) for i in range(k)]
+
+    def mma_m16n8k32(self, b, a, bb, c, in_dtype: str):
+        """D = A*B + C on one m16n8k32 atom of 8-bit inputs: a = 4 i32 (4 bytes each), bb = 2 i32,
+        c = 4 accumulators (i32 for s8/u8: exact, wrapping like the interpreter -- no .satfinite;
+        f32 for e4m3/e5m2). One inline-asm instruction, so that the fp8 form (PTX ISA 8.4, which
+        LLVM's intrinsic would demand of the whole module) needs only the `.version` raised
+        (`ptx_isa_needed`)."""
+        ptype = PTX_TYPE.get(in_dtype)
+        if ptype not in ("s8", "u8", "e4m3", "e5m2"):
+            raise CompileError(f"internal: mma.sync m16n8k32 for {in_dtype}")
+        integer = ptype in ("s8", "u8")
+        if not integer:
+            self.ptx_isa_needed = max(self.ptx_isa_needed, 84)
+        at, ac, dtype = (i32, "=r", "s32") if integer else (f32, "=f", "f32")
+        text = (f"mma.sync.aligned.m16n8k32.row.col.{dtype}.{ptype}.{ptype}.{dtype} "
+                "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
+        cons = ",".join([ac] * 4 + ["r"] * 6 + ["0", "1", "2", "3"])
+        st = ir.LiteralStructType([at] * 4)
+        asm = ir.InlineAsm(ir.FunctionType(st, [i32] * 6 + [at] * 4), text, cons)
+        r = b.call(asm, list(a) + list(bb) + list(c))
+        return [b.extract_value(r, k) for k in range(4)]
 
     def mma_m16n8k16(self, b, a, bb, c, in_dtype: str):
         """D = A*B + C on one m16n8k16 atom: a = 4 i32 (packed pairs), bb = 2 i32, c = 4 f32."""

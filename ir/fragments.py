@@ -18,7 +18,8 @@ from .register_layout import TVLayout
 
 __all__ = [
     "mma_m16n8k16_a", "mma_m16n8k16_b", "mma_m16n8k16_c",
-    "wgmma_acc", "wgmma_a",
+    "mma_m16n8k32_a", "mma_m16n8k32_b", "mma_m16n8k32_c",
+    "wgmma_acc", "wgmma_a", "wgmma_a8",
     "mfma_32x32x8_a", "mfma_32x32x8_b", "mfma_32x32x8_c",
     "mfma_16x16x16_a", "mfma_16x16x16_b", "mfma_16x16x16_c",
     "mfma_32x32x16_a", "mfma_32x32x16_b", "mfma_32x32x16_c",
@@ -60,6 +61,42 @@ def mma_m16n8k16_c() -> TVLayout:
 
 
 # ----------------------------------------------------------------------------------------------
+# NVIDIA mma.sync m16n8k32 (8-bit inputs: s8/u8 -> s32 on sm_80+, e4m3/e5m2 -> f32 on sm_89+)
+# ----------------------------------------------------------------------------------------------
+
+def mma_m16n8k32_a() -> TVLayout:
+    """A operand (16x32, (m, k)) of ``mma.sync.aligned.m16n8k32.row.col.{s32.s8.s8.s32 |
+    f32.e4m3.e4m3.f32 | ...}``: 4 b32 registers of 4 bytes each, a0..a15.
+
+    Source: PTX ISA, "Matrix Fragments for mma.m16n8k32" (.s8/.u8/.e4m3/.e5m2; DOC, and CuTe's
+    ``SM80_16x32_Row`` ``((4,8),(4,2,2)):((64,1),(16,8,256))``, the same function):
+    row = g for a0..a3 and a8..a11, g + 8 otherwise; col = 4t + (i & 3), + 16 for i >= 8.
+    Byte-wise this is the m16n8k16 A fragment with each 16-bit element split into two bytes (the
+    same registers hold the same bytes), which is why ldmatrix (b16, no .trans) reads it from a
+    K-contiguous tile exactly as it reads the 16-bit one (fragment-layouts.md §2).
+    Thread mode (t, g) = (4,8):(4*16, 1); value mode (i&3, (i>>2)&1, i>>3) = (4,2,2):(16, 8, 256).
+    """
+    return TVLayout((16, 32), Layout(((4, 8), (4, 2, 2)), ((64, 1), (16, 8, 256))))
+
+
+def mma_m16n8k32_b() -> TVLayout:
+    """B operand (32x8, (k, n)) of ``mma.sync.aligned.m16n8k32.row.col`` (8-bit inputs): 2 b32
+    registers, b0..b7.
+
+    Source: PTX ISA "Matrix Fragments for mma.m16n8k32" (DOC; CuTe ``SM80_16x8x32`` B
+    ``((4,8),(4,2)):((32,1),(8,128))`` over (n, k), the same function): k = 4t + (i & 3), + 16
+    for i >= 4; n = g. Tile index k + 32n.
+    """
+    return TVLayout((32, 8), Layout(((4, 8), (4, 2)), ((4, 32), (1, 16))))
+
+
+def mma_m16n8k32_c() -> TVLayout:
+    """C/D accumulator (16x8, (m, n)) of ``mma.sync.aligned.m16n8k32`` (s32 or f32): the same
+    layout as m16n8k16's (PTX ISA: row = g + 8*(i>>1), col = 2t + (i&1))."""
+    return mma_m16n8k16_c()
+
+
+# ----------------------------------------------------------------------------------------------
 # NVIDIA wgmma m64nNk16 (sm_90a)
 # ----------------------------------------------------------------------------------------------
 
@@ -83,6 +120,17 @@ def wgmma_a() -> TVLayout:
     col = 2q + (i&1) + 8*(i>>2); per warp it is the m16n8k16 A fragment.
     """
     return TVLayout((64, 16), Layout(((4, 8, 4), (2, 2, 2)), ((128, 1, 16), (64, 8, 512))))
+
+
+def wgmma_a8() -> TVLayout:
+    """A from registers (RS form) of ``wgmma.mma_async m64nNk32`` with 8-bit inputs, one k32 step
+    (64x32, (m, k)), 128 threads x 16 bytes.
+
+    Source: PTX ISA "Register Fragments and Shared Memory Matrix Layouts" for wgmma .e4m3/.e5m2/
+    .s8/.u8 A (DOC, not run here): per warp w it is the m16n8k32 A fragment of rows 16w..16w+15,
+    as for 16-bit inputs (§3.2): row = 16w + g + 8*((i>>2)&1), col = 4q + (i&3) + 16*(i>>3).
+    """
+    return TVLayout((64, 32), Layout(((4, 8, 4), (4, 2, 2)), ((256, 1, 16), (64, 8, 1024))))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -77,22 +77,23 @@ def leaves(shape, stride) -> list:
     return out
 
 
-def ldmatrix_chunk_dim(lay):
-    """The dim (0 or 1) along which 8 consecutive 16-bit elements are contiguous and 16-byte aligned
-    in a 2-D shared layout (every other stride a multiple of 8; a swizzle moves whole chunks) -- what
-    ldmatrix needs -- or None."""
+def ldmatrix_chunk_dim(lay, bits: int = 16):
+    """The dim (0 or 1) along which 16 bytes of elements (8 16-bit ones; 16 8-bit ones) are
+    contiguous and 16-byte aligned in a 2-D shared layout (every other stride a multiple of the
+    chunk; a swizzle moves whole chunks) -- what ldmatrix needs -- or None."""
+    chunk = 128 // bits
     inner = lay.layout if isinstance(lay, ComposedLayout) else lay
     if isinstance(inner.shape, int) or inner.rank != 2:
         return None
-    if isinstance(lay, ComposedLayout) and (lay.swizzle.base < 3 or lay.offset % 8):
+    if isinstance(lay, ComposedLayout) and ((1 << lay.swizzle.base) < chunk or lay.offset % chunk):
         return None
     modes = [leaves(inner.mode(d).shape, inner.mode(d).stride) for d in (0, 1)]
     for cd in (1, 0):
         first = modes[cd][0]
-        if first[1] != 1 or first[0] % 8:
+        if first[1] != 1 or first[0] % chunk:
             continue
         rest = modes[cd][1:] + modes[1 - cd]
-        if all(d % 8 == 0 for _, d in rest):
+        if all(d % chunk == 0 for _, d in rest):
             return cd
     return None
 
@@ -152,16 +153,21 @@ def _swz(o: int, W: int) -> int:
 @lru_cache(maxsize=256)
 def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
     """(major, mode, LBO, SBO) if the 2-D shared layout (text form) of operand `role` ('a': (M, K),
-    'b': (K, N)) is a canonical wgmma layout for 16-bit elements (what a wgmma matrix descriptor can
-    describe: fragment-layouts.md §3.3); else None."""
+    'b': (K, N)) is a canonical wgmma layout for `bits`-bit elements (what a wgmma matrix
+    descriptor can describe: fragment-layouts.md §3.4-3.5); else None. 16-bit elements: K-major
+    with a 128/64/32-byte swizzle, or MN-major with the 128-byte one. 8-bit elements: K-major only
+    (the PTX ISA has no transpose for 8-bit wgmma operands); the same byte layouts, each row of W
+    bytes now W elements, one k32 step 32 bytes."""
     from .layout import parse_layout
-    if bits != 16:
+    if bits not in (8, 16):
         return None
+    eb = bits // 8                              # bytes per element
     lay = parse_layout(layout_str)
     if not isinstance(lay, ComposedLayout):
         return None
     inner, sw = lay.layout, lay.swizzle
-    if lay.offset or sw.base != 3 or sw.shift != 3 or sw.bits not in (1, 2, 3):
+    # the swizzle on element offsets: 16-byte chunks (base 3 for 16-bit, 4 for 8-bit), row bits 7..
+    if lay.offset or sw.base != (4 if eb == 1 else 3) or sw.shift != 3 or sw.bits not in (1, 2, 3):
         return None
     W = {3: 128, 2: 64, 1: 32}[sw.bits]
     kdim = 1 if role == "a" else 0
@@ -176,17 +182,17 @@ def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
 
     def L(x, k):
         return lay(coord(x, k))
-    if K % 16 or X % 64:
+    if K % (32 // eb) or X % 64:
         return None
     # K-major: rows of W bytes along k, 8-row groups SBO apart, k panels anywhere
-    E = W // 2
+    E = W // eb
     try:
-        sbo = 2 * Lu(8, 0)
+        sbo = eb * Lu(8, 0)
         ok = True
         for x in range(X):
             for k in range(K):
-                exp = 2 * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * 2, W)
-                if 2 * L(x, k) != exp:
+                exp = eb * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * eb, W)
+                if eb * L(x, k) != exp:
                     ok = False
                     break
             if not ok:
@@ -195,7 +201,7 @@ def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
             return ("K", _WGMMA_MODE[W], 16, sbo)
     except Exception:                           # noqa: BLE001 - not this form
         pass
-    if W != 128:
+    if W != 128 or eb != 2:
         return None
     # MN-major, 128-byte swizzle: 64-element panels along x (LBO apart), 8-deep k groups SBO apart
     try:

@@ -11,8 +11,8 @@ atom (with its fragment layouts from `ir/fragments.py`) to the targets that have
     t.warp_size, t.limits.shared_bytes, t.has("wgmma"), t.mma_atom("wgmma")
 
 Atoms are named the way the IR prints them (instruction selection writes `atom = "<name>"` on each
-`dot`; a user may edit that text): `mma.m16n8k16`, `wgmma.m64nNk16` (N chosen per dot), `mfma.32x32x8`,
-`fma`. Copy mechanisms likewise: `ld.global` (a vector width in elements beside it), `cp.async`,
+`dot`; a user may edit that text): `mma.m16n8k16`, `mma.m16n8k32` (8-bit inputs), `wgmma.m64nNk16` /
+`wgmma.m64nNk32` (16-bit / 8-bit inputs; N chosen per dot), `mfma.32x32x8`, `fma`. Copy mechanisms likewise: `ld.global` (a vector width in elements beside it), `cp.async`,
 `ldmatrix`, `ldmatrix.trans`, `smem.desc` (read by the consuming wgmma through a matrix descriptor),
 `ld.shared`.
 """
@@ -60,8 +60,13 @@ class MmaAtom:
     c: object = None
     n_range: tuple = ()
     operands: tuple = ("reg",)               # where A may come from: "reg", "smem"
+    pairs: tuple = ()                        # (input, accumulator) pairs it takes, where not every
+                                             # input goes with every accumulator (8-bit atoms)
+    k_major_only: bool = False               # wgmma: both shared operands must be K-major (8-bit)
 
     def supports(self, in_dtype: str, acc_dtype: str) -> bool:
+        if self.pairs:
+            return (in_dtype, acc_dtype) in self.pairs
         return in_dtype in self.inputs and acc_dtype in self.acc
 
 
@@ -83,6 +88,25 @@ MMA_M16N8K16 = MmaAtom("mma.m16n8k16", 16, 8, 16, 32, inputs=("bf16", "f16"), ac
 WGMMA = MmaAtom("wgmma", 64, 0, 16, 128, inputs=("bf16", "f16"), acc=("f32",),
                 a=fragments.wgmma_a, c=fragments.wgmma_acc, n_range=tuple(range(8, 257, 8)),
                 operands=("reg", "smem"))
+# 8-bit inputs, k = 32 per instruction: integers accumulate exactly in s32, fp8 in f32. The PTX ISA
+# puts the fp8 mma.sync on sm_89+ (PTX ISA 8.4), the integer one on sm_80+; wgmma takes both on
+# sm_90a, its shared operands K-major only (no transpose bits for 8-bit types), and the integer
+# form a narrower set of N (multiples of 16 from 32 up).
+_INT8_PAIRS = (("i8", "i32"), ("u8", "i32"))
+_FP8_PAIRS = (("f8e4m3fn", "f32"), ("f8e5m2", "f32"))
+MMA_M16N8K32_INT = MmaAtom("mma.m16n8k32", 16, 8, 32, 32, inputs=("i8", "u8"), acc=("i32",),
+                           a=fragments.mma_m16n8k32_a, b=fragments.mma_m16n8k32_b, c=fragments.mma_m16n8k32_c,
+                           pairs=_INT8_PAIRS)
+MMA_M16N8K32 = MmaAtom("mma.m16n8k32", 16, 8, 32, 32, inputs=("i8", "u8", "f8e4m3fn", "f8e5m2"),
+                       acc=("i32", "f32"), a=fragments.mma_m16n8k32_a, b=fragments.mma_m16n8k32_b,
+                       c=fragments.mma_m16n8k32_c, pairs=_INT8_PAIRS + _FP8_PAIRS)
+WGMMA_FP8 = MmaAtom("wgmma", 64, 0, 32, 128, inputs=("f8e4m3fn", "f8e5m2"), acc=("f32",),
+                    a=fragments.wgmma_a8, c=fragments.wgmma_acc, n_range=tuple(range(8, 257, 8)),
+                    operands=("reg", "smem"), pairs=_FP8_PAIRS, k_major_only=True)
+WGMMA_INT8 = MmaAtom("wgmma", 64, 0, 32, 128, inputs=("i8", "u8"), acc=("i32",),
+                     a=fragments.wgmma_a8, c=fragments.wgmma_acc,
+                     n_range=(8, 16, 24) + tuple(range(32, 257, 16)),
+                     operands=("reg", "smem"), pairs=_INT8_PAIRS, k_major_only=True)
 MFMA_32X32X8 = MmaAtom("mfma.32x32x8", 32, 32, 8, 64, inputs=("bf16", "f16"), acc=("f32",),
                        a=fragments.mfma_32x32x8_a, b=fragments.mfma_32x32x8_b, c=fragments.mfma_32x32x8_c)
 MFMA_16X16X16 = MmaAtom("mfma.16x16x16", 16, 16, 16, 64, inputs=("bf16", "f16"), acc=("f32",),
@@ -99,10 +123,12 @@ LAZY_COPIES = ("smem.desc", "ldmatrix.k", "ldmatrix.trans.k")
 LD_GLOBAL = CopyAtom("ld.global", "global", "reg", (1, 2, 4, 8, 16))
 LD_SHARED = CopyAtom("ld.shared", "shared", "reg", (1, 2, 4, 8, 16))
 CP_ASYNC = CopyAtom("cp.async", "global", "shared", (4, 8, 16))
-LDMATRIX = CopyAtom("ldmatrix", "shared", "reg", (16,), fragment=fragments.ldmatrix_x1, elem_bits=(16,))
+# (8-bit elements: the b16 ldmatrix without .trans reads K-contiguous m16n8k32 fragments, whose
+# registers hold the same bytes as the 16-bit ones; .trans would swap 2-byte units, so 16-bit only)
+LDMATRIX = CopyAtom("ldmatrix", "shared", "reg", (16,), fragment=fragments.ldmatrix_x1, elem_bits=(8, 16))
 LDMATRIX_T = CopyAtom("ldmatrix.trans", "shared", "reg", (16,), fragment=lambda: fragments.ldmatrix_x1(True),
                       elem_bits=(16,))
-SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(16,))
+SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(8, 16))
 BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
 
 
@@ -136,12 +162,25 @@ class Target:
         """Threads of a block of `num_warps` warps (waves on AMD)."""
         return self.warp_size * int(num_warps)
 
-    def mma_atom(self, name: str) -> MmaAtom | None:
-        """The MMA atom named `name` (for wgmma, the family name: "wgmma.m64n128k16" -> wgmma)."""
-        base = name.split(".m64n")[0] if name.startswith("wgmma") else name
+    def mma_atom(self, name: str, in_dtype: str | None = None, acc_dtype: str | None = None) -> MmaAtom | None:
+        """The MMA atom named `name` (for wgmma, the family name and its k: "wgmma.m64n128k16" ->
+        the 16-bit wgmma, "wgmma.m64n128k32.ss" -> an 8-bit one); with dtypes, the one that
+        multiplies `in_dtype` into `acc_dtype` (several atoms share a name: "mma.m16n8k32" takes
+        integers on sm_80, integers and fp8 from sm_89; the 8-bit wgmma atoms)."""
+        k = None
+        base = name
+        if name.startswith("wgmma"):
+            base = name.split(".m64n")[0]
+            rest = name[len(base):]
+            if "k" in rest:
+                digits = rest.split("k", 1)[1].split(".")[0]
+                k = int(digits) if digits.isdigit() else None
         for a in self.mma_atoms:
-            if a.name == base:
-                return a
+            if a.name != base or (k is not None and a.k != k):
+                continue
+            if in_dtype is not None and acc_dtype is not None and not a.supports(in_dtype, acc_dtype):
+                continue
+            return a
         return None
 
     def copy_atom(self, name: str) -> CopyAtom | None:
@@ -187,16 +226,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("cpu", "cpu", "cpu", 1, Limits(1, 1 << 62, 1 << 30, 1 << 30), frozenset(), (FMA,), (),
            description="the NumPy interpreter (the reference semantics)", pipeline=CPU_PIPELINE),
     Target("sm_80", "nvidia", "sm_80", 32, Limits(1024, 166912, 255),
-           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16"}), (MMA_M16N8K16, FMA), _NV_COPIES,
-           _NV, "sm_80", "+ptx70", "NVIDIA Ampere (A100)", NVIDIA_PIPELINE),
+           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16"}), (MMA_M16N8K16, MMA_M16N8K32_INT, FMA),
+           _NV_COPIES, _NV, "sm_80", "+ptx70", "NVIDIA Ampere (A100)", NVIDIA_PIPELINE),
     Target("sm_89", "nvidia", "sm_89", 32, Limits(1024, 101376, 255),
-           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8"}), (MMA_M16N8K16, FMA), _NV_COPIES,
-           _NV, "sm_89", "+ptx78", "NVIDIA Ada (L4, L40, RTX 40)", NVIDIA_PIPELINE),
+           frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8"}), (MMA_M16N8K16, MMA_M16N8K32, FMA),
+           _NV_COPIES, _NV, "sm_89", "+ptx78", "NVIDIA Ada (L4, L40, RTX 40)", NVIDIA_PIPELINE),
     # never +ptx78 with sm_90a: LLVM exits the process
     Target("sm_90a", "nvidia", "sm_90a", 32, Limits(1024, 232448, 255),
            frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8", "wgmma", "tma", "clusters",
                       "setmaxnreg", "async_proxy"}),
-           (WGMMA, MMA_M16N8K16, FMA), _NV_COPIES + (SMEM_DESC,), _NV, "sm_90a", "+ptx80",
+           (WGMMA, WGMMA_FP8, WGMMA_INT8, MMA_M16N8K16, MMA_M16N8K32, FMA), _NV_COPIES + (SMEM_DESC,), _NV,
+           "sm_90a", "+ptx80",
            "NVIDIA Hopper (H100, H200), arch-specific features on", NVIDIA_PIPELINE),
     Target("gfx90a", "amd", "gfx90a", 64, Limits(1024, 65536, 512),
            frozenset({"mfma", "mfma.cdna2", "buffer_load", "bf16"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),

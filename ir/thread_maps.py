@@ -27,8 +27,8 @@ import numpy as np
 from .layout import Layout, LayoutError, make_layout
 from .register_layout import TVLayout
 
-__all__ = ["ThreadMap", "blocked", "mma_c", "mma_a", "mma_b", "warp_splits", "as_map", "colmajor_strides",
-           "mma_warps", "MMA_IN"]
+__all__ = ["ThreadMap", "blocked", "mma_c", "mma_a", "mma_b", "mma_k", "warp_splits", "as_map", "colmajor_strides",
+           "mma_warps", "MMA_IN", "MMA8_IN", "MMA_ACC"]
 
 
 def colmajor_strides(shape) -> tuple:
@@ -487,28 +487,44 @@ def mma_c(M: int, N: int, wm: int, wn: int) -> ThreadMap:
     return ThreadMap((M, N), tm, vm)
 
 
-def mma_a(M: int, K: int, wm: int, wn: int) -> ThreadMap:
-    """The m16n8k16 A fragment (ir.fragments.mma_m16n8k16_a) of an (M, K) tile for a (wm x wn) warp
-    grid, rows interleaved as in `mma_c`; warps along n hold copies. Value slots: the 8 fragment
-    values a0..a7, m atoms, k steps."""
-    if M % (16 * wm) or K % 16:
-        raise LayoutError(f"mma_a: a {M}x{K} tile does not split into {wm} warps of 16x16 atoms")
-    tm = [(4, (0, 2)), (8, (1, 0)), (wm, (16, 0)), (wn, (0, 0))]
-    vm = [(2, (0, 1)), (2, (8, 0)), (2, (0, 8)), (M // wm // 16, (16 * wm, 0)), (K // 16, (0, 16))]
+def mma_k(bits: int = 16) -> int:
+    """K of one mma.sync atom for inputs of `bits` bits: m16n8k16 for 16-bit types, m16n8k32 for
+    8-bit ones (each 32-bit fragment register holds 32 // bits consecutive k elements)."""
+    return 8 * (32 // bits)
+
+
+def mma_a(M: int, K: int, wm: int, wn: int, bits: int = 16) -> ThreadMap:
+    """The mma.sync A fragment of an (M, K) tile for a (wm x wn) warp grid, rows interleaved as in
+    `mma_c`; warps along n hold copies. 16-bit inputs: ir.fragments.mma_m16n8k16_a; 8-bit inputs
+    (`bits=8`): ir.fragments.mma_m16n8k32_a -- the same registers, each holding e = 32 // bits
+    consecutive k elements (lane q of a quad holds k = e*q .. e*q + e - 1). Value slots: the e
+    elements of a register, the row half (+8), the k half (+4e), m atoms, k steps."""
+    e = 32 // bits
+    kk = 8 * e
+    if M % (16 * wm) or K % kk:
+        raise LayoutError(f"mma_a: a {M}x{K} tile does not split into {wm} warps of 16x{kk} atoms")
+    tm = [(4, (0, e)), (8, (1, 0)), (wm, (16, 0)), (wn, (0, 0))]
+    vm = [(e, (0, 1)), (2, (8, 0)), (2, (0, 4 * e)), (M // wm // 16, (16 * wm, 0)), (K // kk, (0, kk))]
     return ThreadMap((M, K), tm, vm)
 
 
-def mma_b(K: int, N: int, wm: int, wn: int) -> ThreadMap:
-    """The m16n8k16 B fragment (ir.fragments.mma_m16n8k16_b) of a (K, N) tile for a (wm x wn) warp
-    grid: warps along m hold copies. Value slots: b0..b3, n atoms, k steps."""
-    if N % (8 * wn) or K % 16:
-        raise LayoutError(f"mma_b: a {K}x{N} tile does not split into {wn} warps of 16x8 atoms")
-    tm = [(4, (2, 0)), (8, (0, 1)), (wm, (0, 0)), (wn, (0, N // wn))]
-    vm = [(2, (1, 0)), (2, (8, 0)), (N // wn // 8, (0, 8)), (K // 16, (16, 0))]
+def mma_b(K: int, N: int, wm: int, wn: int, bits: int = 16) -> ThreadMap:
+    """The mma.sync B fragment (ir.fragments.mma_m16n8k16_b; 8-bit: mma_m16n8k32_b) of a (K, N)
+    tile for a (wm x wn) warp grid: warps along m hold copies. Value slots: the e = 32 // bits
+    elements of a register, the k half (+4e), n atoms, k steps."""
+    e = 32 // bits
+    kk = 8 * e
+    if N % (8 * wn) or K % kk:
+        raise LayoutError(f"mma_b: a {K}x{N} tile does not split into {wn} warps of {kk}x8 atoms")
+    tm = [(4, (e, 0)), (8, (0, 1)), (wm, (0, 0)), (wn, (0, N // wn))]
+    vm = [(e, (1, 0)), (2, (4 * e, 0)), (N // wn // 8, (0, 8)), (K // kk, (kk, 0))]
     return ThreadMap((K, N), tm, vm)
 
 
 MMA_IN = ("bf16", "f16")
+# 8-bit mma.sync / wgmma inputs (k = 32 per instruction) and the accumulator each needs
+MMA8_IN = ("f8e4m3fn", "f8e5m2", "i8", "u8")
+MMA_ACC = {"bf16": "f32", "f16": "f32", "f8e4m3fn": "f32", "f8e5m2": "f32", "i8": "i32", "u8": "i32"}
 
 
 def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgroups=True):
@@ -520,7 +536,7 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
     the grid minimizes operand traffic (each warp reads an (M/wm x K) and a (K x N/wn) slice); ties,
     or `prefer_rows` (the kernel reduces rows of a 2-D tile, e.g. a softmax), go to more warps
     along M so that row reductions stay inside a warp."""
-    if a_dt.name not in MMA_IN or c_dt.name != "f32" or K % 16:
+    if MMA_ACC.get(a_dt.name) != c_dt.name or K % mma_k(a_dt.bits):
         return None
     best = None
     for wm, wn in warp_splits(num_warps):
@@ -539,9 +555,9 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
 WARP = 32       # the mma.sync fragments above are defined over 32-lane warps (NVIDIA)
 
 
-def mma_operand_kind(m: ThreadMap, num_warps: int):
-    """('a' | 'b', wm, wn) when m is an mma.sync operand fragment (`mma_a` / `mma_b`) tiled over a
-    (wm x wn) grid of `num_warps` warps, else None."""
+def mma_operand_kind(m: ThreadMap, num_warps: int, bits: int = 16):
+    """('a' | 'b', wm, wn) when m is an mma.sync operand fragment (`mma_a` / `mma_b`, for inputs of
+    `bits` bits) tiled over a (wm x wn) grid of `num_warps` warps, else None."""
     if m.rank != 2:
         return None
     R, C = m.shape
@@ -549,22 +565,23 @@ def mma_operand_kind(m: ThreadMap, num_warps: int):
     for wm, wn in warp_splits(num_warps):
         for which, f in (("a", mma_a), ("b", mma_b)):
             try:
-                if m.same(f(R, C, wm, wn).for_threads(n)):
+                if m.same(f(R, C, wm, wn, bits).for_threads(n)):
                     return which, wm, wn
             except Exception:           # noqa: BLE001 - this grid does not tile the shape
                 continue
     return None
 
 
-def mma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int):
-    """(wm, wn) when (am, bm, cm) are the mma.sync A, B and C fragments of one warp grid, else None."""
+def mma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int, bits: int = 16):
+    """(wm, wn) when (am, bm, cm) are the mma.sync A, B and C fragments (inputs of `bits` bits) of
+    one warp grid, else None."""
     M, K = am.shape
     N = bm.shape[1]
     n = WARP * num_warps
     for wm, wn in warp_splits(num_warps):
         try:
-            if cm.same(mma_c(M, N, wm, wn).for_threads(n)) and am.same(mma_a(M, K, wm, wn).for_threads(n)) \
-                    and bm.same(mma_b(K, N, wm, wn).for_threads(n)):
+            if cm.same(mma_c(M, N, wm, wn).for_threads(n)) and am.same(mma_a(M, K, wm, wn, bits).for_threads(n)) \
+                    and bm.same(mma_b(K, N, wm, wn, bits).for_threads(n)):
                 return wm, wn
         except Exception:               # noqa: BLE001
             continue

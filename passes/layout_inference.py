@@ -61,7 +61,7 @@ def _is_reg(t) -> bool:
 
 
 # the atoms whose register fragments are thread_maps.mma_a / mma_b / mma_c (per warp)
-WARP_FRAGMENT_ATOMS = ("mma.m16n8k16", "wgmma")
+WARP_FRAGMENT_ATOMS = ("mma.m16n8k16", "mma.m16n8k32", "wgmma")
 
 
 def mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None):
@@ -93,7 +93,8 @@ def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Tar
     g = mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows, target)
     if g is not None:
         wm, wn = g
-        return mma_a(M, K, wm, wn).for_threads(n), mma_b(K, N, wm, wn).for_threads(n), \
+        bits = a_dt.bits
+        return mma_a(M, K, wm, wn, bits).for_threads(n), mma_b(K, N, wm, wn, bits).for_threads(n), \
             mma_c(M, N, wm, wn).for_threads(n)
     atoms = {x[0]: x for x in mfma_atoms(target)}
     g = mfma_warps(M, N, K, a_dt, c_dt, num_warps, list(atoms.values()), prefer_rows,
@@ -704,16 +705,14 @@ class LayoutInference:
             r = op.results[0]
             t = r.type
             if t.layout is None:
-                want_swizzle = False
-                contig = -1
+                contig = None
                 for ld in loads_of(r, []):
                     lt = ld.results[0].type
-                    if lt.dtype.bits == 16 and lt.rank == 2 and lt.layout is not None:
-                        lm = as_map(lt.layout, self.nthreads)
-                        if _is_mma_operand(lm, self.num_warps) or _is_mma_operand(lm.permute([1, 0]), self.num_warps):
-                            want_swizzle = True
-                if want_swizzle and t.rank >= 2:
-                    inner = swizzled_row_major(t.shape[-2:], t.dtype.bits)
+                    if lt.rank == 2 and lt.layout is not None:
+                        c = operand_contig_dim(as_map(lt.layout, self.nthreads), self.num_warps, lt.dtype.bits)
+                        contig = c if contig is None else contig
+                if contig is not None and t.rank >= 2:
+                    inner = swizzled_row_major(t.shape[-2:], t.dtype.bits, contig)
                     lay = _stack_stages(inner, t.shape)
                 else:
                     lay = default_shared_layout(t.shape)
@@ -756,8 +755,32 @@ def _drop_stage(lay):
     return ComposedLayout(lay.swizzle, 0, sub) if isinstance(lay, ComposedLayout) else sub
 
 
-def _is_mma_operand(m: ThreadMap, num_warps: int) -> bool:
-    return mma_operand_kind(m, num_warps) is not None
+def _is_mma_operand(m: ThreadMap, num_warps: int, bits: int = 16) -> bool:
+    return mma_operand_kind(m, num_warps, bits) is not None
+
+
+def operand_contig_dim(m: ThreadMap, num_warps: int, bits: int):
+    """The contiguous dim of the swizzled shared layout for a tile read into register layout m,
+    or None when m is no mma operand fragment (then row-major, unswizzled).
+
+    16-bit: -1 (row-major, swizzled: ldmatrix reads either way, .trans for the other major, and
+    wgmma takes K- and MN-major descriptors). 8-bit: the operand's K dim, whichever way the tile
+    is stored -- wgmma takes only K-major 8-bit operands (no transpose bit) and ldmatrix without
+    .trans only K-contiguous 8-bit fragments; a tile whose K is not contiguous in global memory is
+    then written to shared memory transposed, through registers (its async copy cannot be a
+    cp.async), which is why a B given as B^T [N, K] (torch._scaled_mm's column-major B) and
+    read through `.T` is the fast case."""
+    if bits == 16:
+        return -1 if (_is_mma_operand(m, num_warps) or _is_mma_operand(m.permute([1, 0]), num_warps)) else None
+    if bits != 8:
+        return None
+    k = mma_operand_kind(m, num_warps, 8)
+    if k is not None:
+        return 1 if k[0] == "a" else 0                 # A (M, K): K is dim 1; B (K, N): dim 0
+    k = mma_operand_kind(m.permute([1, 0]), num_warps, 8)
+    if k is not None:
+        return 0 if k[0] == "a" else 1                 # stored (K, M) / (N, K)
+    return None
 
 
 def _looks_mma(m: ThreadMap) -> bool:

@@ -257,7 +257,7 @@ class _LoopPipeliner:
 
     def _set_shared_layouts(self, rings):
         """If the IR has layouts already, give the ring buffers (and their subviews) layouts."""
-        from .layout_inference import _drop_stage, _is_mma_operand, _stack_stages
+        from .layout_inference import _drop_stage, _stack_stages, operand_contig_dim
         from ..ir.shared_layouts import default_shared_layout, swizzled_row_major
         from ..ir.thread_maps import as_map
         nw = int(self.fn.attrs.get("num_warps", 4))
@@ -268,12 +268,13 @@ class _LoopPipeliner:
             if not loads or all(ld.results[0].type.layout is None for ld in loads):
                 continue
             t = ring.type
-            swz = any(ld.results[0].type.dtype.bits == 16 and ld.results[0].type.rank == 2 and
-                      (_is_mma_operand(as_map(ld.results[0].type.layout, nthreads), nw) or
-                       _is_mma_operand(as_map(ld.results[0].type.layout, nthreads).permute([1, 0]), nw))
-                      for ld in loads)
-            lay = _stack_stages(swizzled_row_major(t.shape[-2:], t.dtype.bits), t.shape) if swz and t.rank >= 3 \
-                else default_shared_layout(t.shape)
+            contig = None
+            for ld in loads:
+                lt = ld.results[0].type
+                if lt.rank == 2 and lt.layout is not None and contig is None:
+                    contig = operand_contig_dim(as_map(lt.layout, nthreads), nw, lt.dtype.bits)
+            lay = _stack_stages(swizzled_row_major(t.shape[-2:], t.dtype.bits, contig), t.shape) \
+                if contig is not None and t.rank >= 3 else default_shared_layout(t.shape)
             ring.type = t.with_(layout=lay)
             for s in subs:
                 s.results[0].type = s.results[0].type.with_(layout=_drop_stage(lay))

@@ -3,9 +3,12 @@ the IR, where it prints, can be edited, and is what code generation carries out.
 
 Attributes written (values are the target's atom names, `ir/targets.py`):
 * `dot`: `atom` -- `wgmma.m64n<N>k16.ss` / `.rs` (Hopper: A from shared memory or from registers,
-  N columns per instruction), `mma.m16n8k16`, `mfma.32x32x8` / `mfma.16x16x16` / `mfma.32x32x16` /
+  N columns per instruction), `wgmma.m64n<N>k32.ss` (Hopper, fp8 / int8: both operands K-major in
+  shared memory), `mma.m16n8k16`, `mma.m16n8k32` (8-bit inputs: int8 from sm_80, fp8 from sm_89),
+  `mfma.32x32x8` / `mfma.16x16x16` / `mfma.32x32x16` /
   `mfma.16x16x32` (AMD: operands and accumulator in the MFMA fragments of the wave grid), or
-  `fma` -- and `warps = [wm, wn]`, the warp (wave) grid
+  `fma` (a tile.PerformanceWarning says why -- dtype, shape or layout -- where the target has tensor
+  cores) -- and `warps = [wm, wn]`, the warp (wave) grid
   of the fragments, for tensor-core atoms; `inflight = 1` on a wgmma whose group may stay in flight
   across iterations of its pipelined loop (the loop's exit waits for it).
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
@@ -99,10 +102,20 @@ class _Selector:
             return "ld.shared"
         return "ldmatrix" if self.ldmatrix_ok(op.operands[0].type, self.map(rt), rt.dtype.bits) else "ld.shared"
 
-    def ldmatrix_ok(self, st, m, bits: int) -> bool:
-        if bits != 16 or not self.target.copy_atom("ldmatrix") or mma_operand_kind(m, self.num_warps) is None:
+    def ldmatrix_ok(self, st, m, bits: int, layout=None) -> bool:
+        """ldmatrix can read the mma operand fragment m from shared tile st (or the bytes viewed with
+        `layout`): 16-bit elements in 16-byte chunks along either dim (.trans for the other), or
+        8-bit elements in 16-byte chunks along the operand's K dim (no .trans for bytes)."""
+        at = self.target.copy_atom("ldmatrix")
+        if bits not in (8, 16) or not at or (at.elem_bits and bits not in at.elem_bits):
             return False
-        return ldmatrix_chunk_dim(self.shared_layout(st)) is not None
+        kind = mma_operand_kind(m, self.num_warps, bits)
+        if kind is None:
+            return False
+        cd = ldmatrix_chunk_dim(layout if layout is not None else self.shared_layout(st), bits)
+        if bits == 8:
+            return cd == (1 if kind[0] == "a" else 0)
+        return cd is not None
 
     @staticmethod
     def shared_layout(st):
@@ -112,26 +125,25 @@ class _Selector:
         """How dot operand v can be read from shared memory by the dot itself: (producer op, copy
         name, shared layout of the bytes as the operand sees them), or None."""
         op = v.owner if isinstance(v.owner, Operation) else None
-        if op is None or v.type.dtype.bits != 16 or v.type.layout is None:
+        bits = v.type.dtype.bits
+        if op is None or bits not in (8, 16) or v.type.layout is None:
             return None
         m = self.map(v.type)
         if op.name == "shared_load" and self.deferrable(op, dot):
             st = op.operands[0].type
-            if self.ldmatrix_ok(st, m, 16):
+            if self.ldmatrix_ok(st, m, bits):
                 return op, "ldmatrix.k", self.shared_layout(st)
         if op.name == "transpose" and list(op.attrs["perm"]) == [1, 0]:
             src = op.operands[0].owner if isinstance(op.operands[0].owner, Operation) else None
             if src is not None and src.name == "shared_load" and self.deferrable(src, dot, through_transpose=True):
                 lay = transpose_layout(self.shared_layout(src.operands[0].type))
-                if ldmatrix_chunk_dim(lay) is not None and mma_operand_kind(m, self.num_warps) is not None \
-                        and self.target.copy_atom("ldmatrix"):
+                if self.ldmatrix_ok(None, m, bits, lay):
                     return src, "ldmatrix.trans.k", lay
-        if op.name == "convert_layout" and self.only_dot_operand_users(op) and \
+        if bits == 16 and op.name == "convert_layout" and self.only_dot_operand_users(op) and \
                 scratch_bytes(op, self.num_warps, self.target.warp_size):     # staged, not a register permutation
             am = self.map(op.operands[0].type)
             lay = conversion_scratch_layout(am, m, 16, self.num_warps)
-            if mma_operand_kind(m, self.num_warps) is not None and ldmatrix_chunk_dim(lay) is not None \
-                    and self.target.copy_atom("ldmatrix"):
+            if self.ldmatrix_ok(None, m, 16, lay):
                 return op, "ldmatrix.k", lay
         return None
 
@@ -172,11 +184,12 @@ class _Selector:
         a, b, c = op.operands
         op.attrs.pop("inflight", None)
         grid = None
-        if all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c)) and any(
-                at.name in ("mma.m16n8k16", "wgmma") and at.supports(a.type.dtype.name, c.type.dtype.name)
-                for at in self.target.mma_atoms):
-            grid = mma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps)
-        if grid is None and all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c)):
+        bits = a.type.dtype.bits if isinstance(a.type, TileType) else 0
+        regs = all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c))
+        mma = self.mma_atom(a.type.dtype.name, c.type.dtype.name) if regs else None
+        if mma is not None:
+            grid = mma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps, bits)
+        if grid is None and regs:
             atoms = [x for x in mfma_atoms(self.target)
                      if self.target.mma_atom(x[0]).supports(a.type.dtype.name, c.type.dtype.name)]
             mf = mfma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps, atoms) \
@@ -187,6 +200,7 @@ class _Selector:
         if grid is None:
             op.attrs["atom"] = "fma"
             op.attrs.pop("warps", None)
+            warn_fma(op, self.fn, self.target, fma_reason(op, self.target, self.num_warps))
             return
         op.attrs["warps"] = list(grid)
         la, lb = self.lazy_source(a, op), self.lazy_source(b, op)
@@ -200,17 +214,27 @@ class _Selector:
             if self.inflight(op) and wg.endswith(".ss"):
                 op.attrs["inflight"] = 1
             return
-        op.attrs["atom"] = "mma.m16n8k16"
+        op.attrs["atom"] = mma.name
         for src in (la, lb):
             if src is not None:
                 src[0].attrs["copy"] = src[1]
 
+    def mma_atom(self, in_dt: str, acc_dt: str):
+        """The target's mma.sync atom (m16n8k16 for 16-bit inputs, m16n8k32 for 8-bit ones) that
+        multiplies in_dt into acc_dt, or None. (Where the target has wgmma for these types, its
+        register fragments are the same per warp, and `wgmma` decides between them.)"""
+        for at in self.target.mma_atoms:
+            if at.name in ("mma.m16n8k16", "mma.m16n8k32") and at.supports(in_dt, acc_dt):
+                return at
+        return None
+
     def wgmma(self, op, grid, la, lb):
         """The wgmma atom name for this dot, or None (then mma.sync)."""
-        at = self.target.mma_atom("wgmma")
         a, b, c = op.operands
-        if at is None or not at.supports(a.type.dtype.name, c.type.dtype.name) or lb is None:
+        at = self.target.mma_atom("wgmma", a.type.dtype.name, c.type.dtype.name)
+        if at is None or lb is None:
             return None
+        bits = a.type.dtype.bits
         wm, wn = grid
         if wm % 4:
             return None
@@ -220,12 +244,16 @@ class _Selector:
         if n_wg % 8:
             return None
         n_inst = n_wg if n_wg <= 256 else (256 if n_wg % 256 == 0 else (128 if n_wg % 128 == 0 else 0))
-        if not n_inst:
+        if not n_inst or n_inst not in at.n_range:
             return None
-        if wgmma_canonical(str(lb[2]), (K, N), "b", 16) is None:
+        ib = wgmma_canonical(str(lb[2]), (K, N), "b", bits)
+        if ib is None or (at.k_major_only and ib[0] != "K"):
             return None
-        if la is not None and wgmma_canonical(str(la[2]), (M, K), "a", 16) is not None:
-            return f"wgmma.m64n{n_inst}k16.ss"
+        ia = wgmma_canonical(str(la[2]), (M, K), "a", bits) if la is not None else None
+        if ia is not None and (not at.k_major_only or ia[0] == "K"):
+            return f"wgmma.m64n{n_inst}k{at.k}.ss"
+        if at.k_major_only:
+            return None                  # (the RS form of the 8-bit wgmma is not generated: mma.sync)
         # the RS form: per warp the wgmma A fragment is the m16n8k16 A fragment of its 16 rows
         # (fragment-layouts.md §3.2): A must hold exactly mma_a of this warp grid
         try:
@@ -258,6 +286,62 @@ class _Selector:
         if [i for i, v in enumerate(y.operands) if v is res] != [blk.args.index(acc) - 1]:
             return False
         return not any(v is acc for o in blk.ops if o is not op for x in o.walk() for v in x.operands)
+
+
+def _pairs_text(target: Target) -> str:
+    """What the target's tensor-core atoms multiply, e.g. 'bf16/f16 -> f32, i8/u8 -> i32'."""
+    by_acc: dict = {}
+    for at in target.mma_atoms:
+        if at.name == "fma":
+            continue
+        pairs = at.pairs or tuple((i, c) for i in at.inputs for c in at.acc)
+        for i, c in pairs:
+            lst = by_acc.setdefault(c, [])
+            if i not in lst:
+                lst.append(i)
+    return ", ".join(f"{'/'.join(ins)} -> {acc}" for acc, ins in by_acc.items())
+
+
+def fma_reason(op: Operation, target: Target, num_warps: int) -> str | None:
+    """Why a dot is on the FMA loop on a target with tensor cores (dtype, shape or layout), or None
+    where the target has no tensor cores (nothing is lost there)."""
+    atoms = [at for at in target.mma_atoms if at.name != "fma"]
+    if not atoms:
+        return None
+    a, b, c = (v.type for v in op.operands)
+    M, K = a.shape
+    N = b.shape[1]
+    ok = [at for at in atoms if at.supports(a.dtype.name, c.dtype.name)]
+    if not ok:
+        return (f"dtype: no tensor-core instruction of {target.name} multiplies {a.dtype} into a {c.dtype} "
+                f"accumulator (it has {_pairs_text(target)})")
+    k = min(at.k for at in ok)
+    m = min(at.m for at in ok)
+    n = min(at.n or 8 for at in ok)
+    if K % k or M % m or N % n:
+        return (f"shape: {M}x{K} @ {K}x{N} does not tile into the {m}x{n}x{k} instruction "
+                f"(M a multiple of {m}, N of {n}, K of {k})")
+    lays = []
+    for v, w in zip(op.operands, ("a", "b", "acc")):
+        if v.type.layout is not None:
+            lays.append(f"{w}: {v.type.layout}")
+    return (f"layout: its operands are not in the tensor-core fragment layouts of one warp grid of "
+            f"{num_warps} warps (an annotated layout, a warp count the tile does not split into, or "
+            f"layout inference kept it off the tensor cores for registers); " + "; ".join(lays))
+
+
+def warn_fma(op: Operation, fn: Function, target: Target, reason: str | None):
+    """A tile.PerformanceWarning for a dot left on scalar FMA where the target has tensor cores,
+    naming the kernel, the dot's source line and why."""
+    if reason is None:
+        return
+    import warnings
+    from ..ir.errors import PerformanceWarning
+    a, b, c = (v.type for v in op.operands)
+    where = f" at {op.loc}" if op.loc is not None else ""
+    warnings.warn(f"tilec: kernel '{fn.name}'{where}: dot {a.dtype}[{a.shape[0]}x{a.shape[1]}] @ "
+                  f"{b.dtype}[{b.shape[0]}x{b.shape[1]}] -> {c.dtype} runs on scalar FMA, not on the "
+                  f"tensor cores of {target.name}: {reason}", PerformanceWarning, stacklevel=2)
 
 
 def select_function(fn: Function, target: Target) -> Function:

@@ -27,13 +27,17 @@ def gpu_and_interpreter(kernel, grid, args, outs, **consts):
 
 def signature_kwargs(kernel):
     """Kernel.compile keyword arguments for a gallery kernel without launch arguments: its annotated
-    signature, tensors whose dtype/rank come only from the launch given int4 / rank 2."""
+    signature, tensors whose dtype/rank come only from the launch given what the example's module
+    names in EXAMPLE_SIGNATURES[kernel name] (IR type text per parameter), else int4 / rank 2."""
     from tile import cli
+    given = getattr(kernel, "fn", None)
+    given = dict(getattr(given, "__globals__", {}).get("EXAMPLE_SIGNATURES", {}).get(kernel.name, {}))
     try:
-        return cli.signature_args(kernel, {})
+        return cli.signature_args(kernel, given)
     except cli.CLIError:
         defs = {p.name: f"tensor<{'x'.join(['?'] * (p.rank or 2))}x{p.dtype or 'int4'}>"
                 for p in kernel.params if p.kind == "tensor" and (p.dtype is None or p.rank is None)}
+        defs.update(given)
         return cli.signature_args(kernel, defs)
 
 

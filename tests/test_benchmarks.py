@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
-MODULES = ["run", "common", "timing", "peers", "tilec_side", "child", "parent", "report", "gemm", "attention", "moe",
+MODULES = ["run", "common", "timing", "peers", "tilec_side", "child", "parent", "report", "gemm", "gemm8", "attention", "moe",
            "lowbit_gemm", "launch", "compile_times"]
 
 
@@ -37,7 +37,7 @@ def test_imports_and_listing_need_no_torch_triton_or_tilec():
     """)
     rc, out, err = _run([sys.executable, "-c", code])
     assert rc == 0, err
-    assert "quick mode: 36 cases" in out and "@tile.autotune over the first 2 config(s)" in out
+    assert "quick mode: 39 cases" in out and "@tile.autotune over the first 2 config(s)" in out
 
 
 def test_list_keeps_the_case_ids():
@@ -45,7 +45,7 @@ def test_list_keeps_the_case_ids():
     assert rc == 0, err
     rows = [ln.split("\t") for ln in out.splitlines()]
     fams = {f for f, _ in rows}
-    assert fams == {"compile", "gemm", "attention", "moe", "lowbit", "launch"}
+    assert fams == {"compile", "gemm", "gemm8", "attention", "moe", "lowbit", "launch"}
     ids = {i for _, i in rows}
     for cid in ("compile/gemm", "compile/new-process", "gemm/4096x4096x4096", "gemm/16x4096x4096",
                 "attention/B8-H16-S2048-D128-causal", "moe_up/T16384-E64-k8-d2048-h1024",

@@ -152,3 +152,56 @@ def test_launch_options_num_warps_and_stream():
     assert ck.meta.num_threads == 256
     ref = g.reference(A.numpy(), B.numpy(), None, 1.0, "none")
     assert rel(C.numpy(), ref) < 1e-2
+
+
+# ---------------------------------------------------------------- 8-bit GEMMs (examples/gemm8.py)
+GEMM8_CONFIGS = [dict(BM=128, BN=128, BK=64), dict(BM=128, BN=256, BK=64, STAGES=4, num_warps=8),
+                 dict(BM=128, BN=256, BK=128, STAGES=3, num_warps=8), dict(BM=64, BN=64, BK=64, STAGES=3)]
+
+
+@pytest.mark.parametrize("cfg", range(len(GEMM8_CONFIGS)))
+@pytest.mark.parametrize("dt", ["f8e4m3fn", "f8e5m2"])
+@pytest.mark.parametrize("shape", [(256, 256, 512), (200, 136, 192)])
+def test_gemm_fp8(shape, dt, cfg):
+    """fp8 with per-tensor scales, bf16 out, against float64 on the exact fp8 inputs (the tensor cores
+    accumulate in f32; the bf16 output rounds at 2**-9)."""
+    assert load("gemm8").run_fp8(*shape, dtype=tile.dtype(dt), **GEMM8_CONFIGS[cfg]) < 1e-2
+
+
+@pytest.mark.parametrize("B_T", [True, False])
+def test_gemm_fp8_b_layouts(B_T):
+    assert load("gemm8").run_fp8(130, 200, 320, B_T=B_T, BM=128, BN=128, BK=64) < 1e-2
+
+
+@pytest.mark.parametrize("cfg", range(len(GEMM8_CONFIGS)))
+@pytest.mark.parametrize("shape", [(256, 256, 512), (200, 136, 192)])
+@pytest.mark.parametrize("B_T", [True, False])
+def test_gemm_int8_exact(shape, cfg, B_T):
+    assert load("gemm8").run_int8(*shape, B_T=B_T, **GEMM8_CONFIGS[cfg]) == 0
+
+
+def test_gpu_and_interpreter_agree_gemm_int8():
+    """Bit for bit, int8 inputs over the whole range, K large enough to use most of the i32 range."""
+    g = load("gemm8")
+    rng = np.random.default_rng()
+    M, N, K = 130, 72, 4096
+    a = rng.integers(-128, 128, (M, K), dtype=np.int8)
+    bt = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    c = np.full((M, N), -1, np.int32)
+    [(cg, cc)] = _both(g.gemm_int8, (tile.cdiv(M, 128), tile.cdiv(N, 128)), [a, bt, c], [2], BK=128)
+    assert np.array_equal(cg, cc)
+    assert np.array_equal(cc.astype(np.int64), a.astype(np.int64) @ bt.astype(np.int64).T)
+
+
+def test_gemm_fp8_gpu_near_interpreter():
+    """The interpreter sums exactly and rounds once; the tensor cores accumulate in f32 (Hopper's fp8
+    path with fewer kept bits): both within bf16 rounding of each other."""
+    g = load("gemm8")
+    rng = np.random.default_rng()
+    M, N, K = 128, 128, 1024
+    A, sa = g.quantize_fp8(rng.standard_normal((M, K)))
+    Bt, sb = g.quantize_fp8(rng.standard_normal((N, K)) / np.sqrt(K))
+    C = tile.asarray(np.full((M, N), np.nan), bf16)
+    s = [np.array([sa], np.float32), np.array([sb], np.float32)]
+    [(cg, cc)] = _both(g.gemm_fp8, (1, 1), [A, Bt, C, *s], [2], BK=128)
+    assert rel(cg.numpy(), cc.numpy()) < 1e-2

@@ -4,6 +4,7 @@ carries out exactly what the text says -- or gives a located error when the targ
 import importlib.util
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,8 @@ def test_atom_the_target_lacks_is_a_located_error():
     text = list(ck.ir_after.values())[-1]
     bad = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "mfma.32x32x8"')
     with pytest.raises(tile.TileError, match=r"gemm\.py:\d+:\d+.*atom = 'mfma.32x32x8': target sm_90a offers "
-                                             r"wgmma.m64nNk16.ss\|rs, mma.m16n8k16, fma") as e:
+                                             r"wgmma.m64nNk16.ss\|rs, wgmma.m64nNk32.ss, mma.m16n8k16, "
+                                                 r"mma.m16n8k32, fma") as e:
         tc_compile(parse_module(bad), "sm_90a")
     assert "tile.dot" in str(e.value) or "dot" in str(e.value)
     odd = text.replace('atom = "wgmma.m64n128k16.ss"', 'atom = "wgmma.m64n48k16.ss"')
@@ -149,3 +151,33 @@ def test_edited_atom_runs_on_the_gpu():
     for r in results:
         assert np.isfinite(r).all()
         assert np.linalg.norm(r - ref) / np.linalg.norm(ref) < 1e-2
+
+
+@pytest.mark.parametrize("dt,acc,target,atom", [
+    ("f8e4m3fn", "f32", "sm_90a", "wgmma.m64n64k32.ss"), ("f8e5m2", "f32", "sm_90a", "wgmma.m64n64k32.ss"),
+    ("i8", "i32", "sm_90a", "wgmma.m64n64k32.ss"), ("u8", "i32", "sm_90a", "wgmma.m64n64k32.ss"),
+    ("f8e4m3fn", "f32", "sm_89", "mma.m16n8k32"), ("i8", "i32", "sm_89", "mma.m16n8k32"),
+    ("u8", "i32", "sm_80", "mma.m16n8k32"), ("f8e5m2", "f32", "sm_80", "fma"),
+    ("bf16", "f32", "sm_90a", "wgmma.m64n64k16.ss")])
+def test_8bit_dots_select_8bit_atoms(dt, acc, target, atom):
+    """An 8-bit dot whose B comes as Bt [N, K] through `.T` gets the k32 atoms exactly where the
+    16-bit one gets k16 (fp8 mma.sync only from sm_89: sm_80 keeps FMA and says so)."""
+    D, C = tile.dtype(dt), tile.dtype(acc)
+
+    @tile.kernel
+    def g(A: tile.Tensor[D, 2], Bt: tile.Tensor[D, 2], Out: tile.Tensor[C, 2]):
+        acc_ = tile.zeros((64, 64), C)
+        for k in tile.range(0, A.shape[1], 64, stages=3):
+            acc_ = tile.dot(tile.load(A, (0, k), (64, 64)), tile.load(Bt, (0, k), (64, 64)).T, acc_)
+        tile.store(Out, (0, 0), acc_)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ck = g.compile(tile.Tensor[D, 2], tile.Tensor[D, 2], tile.Tensor[C, 2], target=target)
+    text = list(ck.ir_after.values())[-1]
+    assert re.search(rf'dot %\w+, %\w+, %\w+ \{{warps = \[\d, \d\], atom = "{re.escape(atom)}"', text) or \
+        (atom == "fma" and 'atom = "fma"' in text), text
+    assert print_module(parse_module(text)) == text
+    warned = [x for x in w if issubclass(x.category, tile.PerformanceWarning)]
+    assert bool(warned) == (atom == "fma")
+    if atom.startswith("wgmma"):
+        assert 'copy = "smem.desc"' in text
