@@ -39,7 +39,7 @@ import llvmlite.ir as ir
 
 from ..ir.dtypes import DType
 
-from .llvm_util import bf16, f16, f32, i8, i16, i32
+from .llvm_util import bf16, f16, f32, i32
 
 _DST = {"bf16": (bf16, 8, 7, 127), "f16": (f16, 5, 10, 15), "f32": (f32, 8, 23, 127)}   # type, E, M, bias
 

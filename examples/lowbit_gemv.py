@@ -85,10 +85,14 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
 
 @tile.inline
 def _scale(s, SCALE: tile.constexpr):
-    """Scale codes -> f32: a float type as it is; "e8m0": the unsigned exponent code c as 2^(c - 127)
-    (the bits c << 23 of an f32; code 0 gives 0 instead of 2^-127 and 255 inf instead of NaN)."""
+    """Scale codes -> f32: a float type as it is; "e8m0" (OCP MX, uint8 codes): 2^(c - 127), the f32
+    whose exponent field is c; code 0 is 2^-127 (an f32 subnormal) and 255 is NaN, as in ml_dtypes'
+    float8_e8m0fnu."""
     if SCALE == "e8m0":
-        return (s.astype(tile.i32) << 23).bitcast(f32)
+        c = s.astype(tile.i32)
+        v = (c << 23).bitcast(f32)
+        v = tile.where(c == 0, 2.0 ** -127, v)
+        return tile.where(c == 255, float("nan"), v)
     return s.astype(f32)
 
 

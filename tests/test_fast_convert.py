@@ -11,7 +11,6 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from tile.codegen import fast_convert
-from tile.codegen.llvm_util import reg_type
 from tile.ir import dtypes, numerics
 
 INTS = [f"int{b}" for b in range(1, 8)] + [f"uint{b}" for b in range(1, 8)] + ["i8", "u8"]
@@ -67,7 +66,7 @@ def _build(src, dst):
     S, D = dtypes.dtype(src), dtypes.dtype(dst)
     m = ir.Module(name=f"fc_{src}_{dst}")
     ptr = ir.PointerType()
-    i8, i64, i32 = ir.IntType(8), ir.IntType(64), ir.IntType(32)
+    i8, i64 = ir.IntType(8), ir.IntType(64)
     dw = ir.IntType(D.bits)
     fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64]), "conv")
     cp, op, n = fn.args

@@ -111,3 +111,25 @@ def test_other_widths_assemble_without_spills(wtype, tmp_path):
     assert r.returncode == 0, r.stderr
     rep = parse_ptxas_report(r.stderr)
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, rep
+
+
+@tile.kernel
+def _e8m0(S: tile.Tensor[tile.u8, 2], O: tile.Tensor[tile.f32, 2]):
+    tile.store(O, (0, 0), LB._scale(tile.load(S, (0, 0), (1, 256)), "e8m0"))
+
+
+def e8m0_codes_match_ml_dtypes():
+    import ml_dtypes
+    import numpy as np
+    S = np.arange(256, dtype=np.uint8)[None]
+    O = np.full((1, 256), 7.0, np.float32)
+    _e8m0[(1,)](S, O)
+    ref = S.view(ml_dtypes.float8_e8m0fnu).astype(np.float32)
+    nan = np.isnan(ref)
+    assert nan.sum() == 1 and np.isnan(O[nan]).all()
+    assert np.array_equal(O.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
+
+
+def test_e8m0_scale_decode_every_code():
+    """MX scales: every e8m0 code decodes to ml_dtypes' float8_e8m0fnu value (2^-127 and NaN included)."""
+    on_cpu(e8m0_codes_match_ml_dtypes)
