@@ -71,7 +71,7 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
             if HAS_Z or ZERO != 0.0:
                 rs = tile.sum(x.astype(f32), axis=1)[:, None]         # [BM, 1]: sum of x over the group
                 if HAS_Z:
-                    part = part - rs * tile.load(Z, (kk // G, n0), (1, BN)).astype(f32)
+                    part = part - rs * tile.load(Z, (0 if G == 0 else kk // G, n0), (1, BN)).astype(f32)
                 else:
                     part = part - rs * ZERO
             if G == 0:

@@ -28,7 +28,7 @@ LB = load()
 
 
 @pytest.mark.parametrize("wtype", list(LB.WEIGHT_TYPES))
-@pytest.mark.parametrize("M,mma", [(1, True), (3, True), (16, True), (1, False), (3, False)])
+@pytest.mark.parametrize("M,mma", [(1, True), (16, True), (3, False)])
 def test_interpreter_every_type(wtype, M, mma):
     # N = 200 (ragged against BN = 128), K = 328 (a partial last group and K tile), 2 K slices
     err = on_cpu(LB.run, M=M, N=200, K=328, wtype=wtype, G=64, MMA=mma, BM=16 if mma else min(M, 4),
@@ -42,9 +42,9 @@ def test_interpreter_group_sizes(G, BK):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("mma", [True, False])
-def test_interpreter_zero_point_tensor(mma):
-    err = on_cpu(LB.run, M=2, N=72, K=256, wtype="uint5", G=64, zero_tensor=True, MMA=mma, BM=16 if mma else 2,
+@pytest.mark.parametrize("mma,G", [(True, 64), (False, 64), (True, 0)])
+def test_interpreter_zero_point_tensor(mma, G):
+    err = on_cpu(LB.run, M=2, N=72, K=256, wtype="uint5", G=G, zero_tensor=True, MMA=mma, BM=16 if mma else 2,
                  BN=64, BK=64, KS=128)
     assert err < 1e-2, err
 
@@ -71,7 +71,8 @@ def signature(wtype, sdt="f32"):
 
 
 # the bar cases: int4 M=1 14336x4096 and 4096x4096, int4 M=16, int3 and f4e2m1 (MX) M=1
-BARS = [("int4", 1, 14336, 4096, "f32", 128), ("int4", 1, 4096, 4096, "f32", 128), ("int4", 16, 14336, 4096, "f32", 128),
+# (int4 M=1 4096x4096 is the same kernel with BK = KS = 128; tests/test_gpu_lowbit.py runs it)
+BARS = [("int4", 1, 14336, 4096, "f32", 128), ("int4", 16, 14336, 4096, "f32", 128),
         ("int3", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32)]
 
 
@@ -97,20 +98,6 @@ def test_bar_configs_assemble_without_spills(wtype, M, N, K, sdt, G, tmp_path):
     if c["MMA"]:
         assert trick in ck.ptx
         assert "cvt.rn.bf16.f32" not in ck.ptx and "cvt.rn.bf16x2.f32" not in ck.ptx
-
-
-@needs_ptxas
-@pytest.mark.parametrize("wtype", ["int2", "uint7", "int8", "f6e3m2", "f8e4m3fn"])
-def test_other_widths_assemble_without_spills(wtype, tmp_path):
-    c = LB.config(1, 4096, 4096, tile.dtype(wtype).bits)
-    ck = LB.lowbit_gemv.compile(*signature(wtype), target="sm_90a", G=128, ZERO=LB.WEIGHT_TYPES[wtype], **c)
-    src = tmp_path / "k.ptx"
-    src.write_text(ck.ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    rep = parse_ptxas_report(r.stderr)
-    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, rep
 
 
 @tile.kernel
