@@ -33,6 +33,7 @@ from ..ir.thread_maps import ThreadMap, as_map
 
 from ..ir.artifact import flatten_params
 from .errors import CompileError
+from . import fast_convert
 from .llvm_numerics import Numerics
 from .values import LazyFrag, RTile, SView, TensorV
 from .table import lowering_for, lowers
@@ -614,6 +615,19 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
     @lowers("cast")
     def op_cast(self, op):
         src, dst = op.operands[0].type.dtype, op.results[0].type.dtype
+        if fast_convert.choose(src, dst) is not None:
+            # narrow codes -> bf16/f16/f32 by bit tricks, two values per register for 16-bit results
+            x = self.get(op.operands[0])
+            rt = op.results[0].type
+            if isinstance(x, RTile) and isinstance(rt, TileType) and x.map.same(self.tmap(rt)):
+                dup = x.map.dup_source()
+                uniq = [v for v in range(x.map.nvals) if dup[v] == v]
+                conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst)))
+                self.set(op.results[0], RTile(x.map, [conv[dup[v]] for v in range(x.map.nvals)], dst))
+                return
+            if not isinstance(rt, TileType):
+                self.set(op.results[0], fast_convert.convert_values(self.b, [x], src, dst)[0])
+                return
         self._elementwise(op, lambda xs: self.num.convert(self.b, xs[0], src, dst))
 
     @lowers("bitcast")

@@ -194,6 +194,27 @@ class LayoutInference:
             self.dot_grid[key] = None
             total -= n
 
+    def _dot_layout_feeding(self, v, body: Block, shape):
+        """The accumulator layout of a dot (with tensor-core fragments) in `body` whose result reaches
+        `v` through elementwise ops and broadcasts of the same shape, or None."""
+        inside = {id(o) for o in body.ops}
+        seen, stack = set(), [v]
+        while stack:
+            x = stack.pop()
+            o = x.owner if isinstance(x.owner, Operation) else None
+            if o is None or id(o) in seen or id(o) not in inside or not _is_reg(x.type) \
+                    or tuple(x.type.shape) != tuple(shape):
+                continue
+            seen.add(id(o))
+            if o.name == "dot":
+                g = self.grid(o)
+                if g is not None:
+                    return g[2]
+                continue
+            if o.name in ELEMENTWISE:
+                stack.extend(o.operands)
+        return None
+
     def demand_of(self, v):
         d = self.demand.get(id(v))
         return d
@@ -253,6 +274,16 @@ class LayoutInference:
         elif n == "for":
             body = op.regions[0]
             y = body.ops[-1]
+            # A carried value that the body rebuilds from a dot result through elementwise ops (a
+            # split-K or per-group-scaled accumulator: acc = acc + dot(a, b) * s) stays in the dot's
+            # accumulator layout, even where a consumer after the loop wants another: a conversion
+            # after the loop runs once, one inside it every iteration.
+            for i, arg in enumerate(body.args[1:]):
+                if self.demand_of(arg) is None and _is_reg(arg.type):
+                    fc = self._dot_layout_feeding(y.operands[i], body, arg.type.shape)
+                    if fc is not None:
+                        self.set_demand(y.operands[i], fc)
+                        self.set_demand(arg, fc)
             for _ in range(2):
                 for i, (arg, r) in enumerate(zip(body.args[1:], op.results)):
                     d = self.demand_of(arg) or self.demand_of(r)

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import nvptx_kernels as NK  # noqa: E402
 
+import tile  # noqa: E402
 from tile.compiler import clone_module  # noqa: E402
 from tile.ir.core import Module, Operation  # noqa: E402
 from tile.ir.dtypes import bf16, f32, i32  # noqa: E402
@@ -400,3 +401,28 @@ def test_pipelined_gather_moe_up():
         outs.append(H.numpy())
     assert np.isfinite(outs[0].astype(np.float64)).all()
     assert np.array_equal(outs[0].view(np.uint16), outs[1].view(np.uint16)), f"seed {SEED}"
+
+
+@tile.kernel
+def _scaled_acc(A: tile.Tensor[tile.bf16, 2], B: tile.Tensor[tile.bf16, 2], S: tile.Tensor[tile.f32, 2],
+                C: tile.Tensor[tile.f32, 2]):
+    acc = tile.zeros((16, 64), tile.f32)
+    for k in tile.range(0, A.shape[1], 32):
+        part = tile.dot(tile.load(A, (0, k), (16, 32)), tile.load(B, (k, 0), (32, 64)))
+        acc = acc + part * tile.load(S, (k // 32, 0), (1, 64))
+    tile.atomic_add(C, (0, 0), acc)
+
+
+def test_scaled_accumulator_stays_in_the_dot_layout():
+    """acc = acc + dot(a, b) * s (per-group scales, split-K partial sums): the carried accumulator
+    takes the dot's fragment layout although the atomic_add after the loop prefers another -- the
+    conversion (if any) runs once after the loop, not every iteration."""
+    ck = _scaled_acc.compile(tile.Tensor[tile.bf16, 2], tile.Tensor[tile.bf16, 2], tile.Tensor[tile.f32, 2],
+                        tile.Tensor[tile.f32, 2], target="sm_90a")
+    fn = ck.module.functions[0]
+    loop = ops(fn, "for")[0]
+    dot = [o for o in loop.regions[0].ops if o.name == "dot"][0]
+    assert lay(loop.results[0]).same(lay(dot.results[0]))
+    inside = [o for o in loop.regions[0].ops if o.name == "convert_layout"
+              and tuple(o.results[0].type.shape) == (16, 64) and o.results[0].type.dtype == f32]
+    assert not inside, inside

@@ -1,0 +1,122 @@
+"""examples/lowbit_gemv.py, the split-K low-bit GEMM for small M: in the interpreter against a float64
+reference on fresh random inputs (ragged N and K tails, M = 1, 3, 16, both multiply paths, every
+scale kind), and the PTX of the issue's bar configurations through ptxas for sm_90a with no spills
+and the bit-trick decode in it. The same checks on the GPU are in tests/test_gpu_lowbit.py."""
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import on_cpu
+
+import tile
+from tile.codegen import parse_ptxas_report
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not found on PATH")
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("gallery_lowbit_gemv", EXAMPLES / "lowbit_gemv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+LB = load()
+
+
+@pytest.mark.parametrize("wtype", list(LB.WEIGHT_TYPES))
+@pytest.mark.parametrize("M,mma", [(1, True), (16, True), (3, False)])
+def test_interpreter_every_type(wtype, M, mma):
+    # N = 200 (ragged against BN = 128), K = 328 (a partial last group and K tile), 2 K slices
+    err = on_cpu(LB.run, M=M, N=200, K=328, wtype=wtype, G=64, MMA=mma, BM=16 if mma else min(M, 4),
+                 BN=128, BK=64, KS=192)
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("G,BK", [(32, 64), (64, 64), (128, 128), (128, 64), (0, 64)])
+def test_interpreter_group_sizes(G, BK):
+    err = on_cpu(LB.run, M=3, N=136, K=300, wtype="int4", G=G, BK=BK, KS=2 * BK, BN=64)
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("mma,G", [(True, 64), (False, 64), (True, 0)])
+def test_interpreter_zero_point_tensor(mma, G):
+    err = on_cpu(LB.run, M=2, N=72, K=256, wtype="uint5", G=G, zero_tensor=True, MMA=mma, BM=16 if mma else 2,
+                 BN=64, BK=64, KS=128)
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("scale,G", [("e8m0", 32), ("e4m3", 16)])
+def test_interpreter_mx_and_nvfp4_scales(scale, G):
+    err = on_cpu(LB.run, M=3, N=100, K=256, wtype="f4e2m1", G=G, scale=scale, BN=64, BK=64, KS=128)
+    assert err < 1e-2, err
+
+
+def test_config_gives_enough_blocks():
+    for N, K in ((14336, 4096), (4096, 4096), (4096, 14336)):
+        for bits in (2, 3, 4, 8):
+            c = LB.config(1, N, K, bits)
+            g = LB.grid(1, N, K, **c)
+            assert g[0] * g[1] * g[2] >= 4 * 132, (N, K, bits, c, g)
+            assert c["KS"] % c["BK"] == 0 and c["BK"] % 128 == 0
+            assert c["BK"] * c["BN"] * bits // 8 >= 4096          # >= 4 KB of packed weights per K tile
+
+
+def signature(wtype, sdt="f32"):
+    return [tile.Tensor[tile.bf16, 2], tile.Tensor[tile.dtype(wtype), 2], tile.Tensor[tile.dtype(sdt), 2],
+            tile.Tensor[tile.f32, 2], tile.Tensor[tile.f32, 2]]
+
+
+# the issue's bar cases: int4 M=1 14336x4096 and 4096x4096, int4 M=16, int3 and f4e2m1 (MX) M=1
+# (int4 M=1 4096x4096 is the same kernel with BK = KS = 128; tests/test_gpu_lowbit.py runs it)
+BARS = [("int4", 1, 14336, 4096, "f32", 128), ("int4", 16, 14336, 4096, "f32", 128),
+        ("int3", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32)]
+
+
+@needs_ptxas
+@pytest.mark.parametrize("wtype,M,N,K,sdt,G", BARS, ids=[f"{b[0]}-M{b[1]}-{b[2]}x{b[3]}" for b in BARS])
+def test_bar_configs_assemble_without_spills(wtype, M, N, K, sdt, G, tmp_path):
+    c = LB.config(M, N, K, tile.dtype(wtype).bits, G)
+    ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G,
+                                SCALE="e8m0" if sdt == "u8" else "float", **c)
+    src = tmp_path / "k.ptx"
+    src.write_text(ck.ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = parse_ptxas_report(r.stderr)
+    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep
+    assert "cp.async" in ck.ptx                                        # the weights are prefetched
+    assert "red.global.add.f32" in ck.ptx or "atom.global.add.f32" in ck.ptx    # split-K partial sums
+    if c["MMA"]:
+        assert "mma.sync.aligned.m16n8k16" in ck.ptx
+    # the decode is the bit trick: packed bf16 arithmetic, no per-element f32 round trip
+    trick = "mul.rn.bf16x2" if tile.dtype(wtype).is_float else "add.rn.bf16x2"
+    if c["MMA"]:
+        assert trick in ck.ptx
+        assert "cvt.rn.bf16.f32" not in ck.ptx and "cvt.rn.bf16x2.f32" not in ck.ptx
+
+
+@tile.kernel
+def _e8m0(S: tile.Tensor[tile.u8, 2], O: tile.Tensor[tile.f32, 2]):
+    tile.store(O, (0, 0), LB._scale(tile.load(S, (0, 0), (1, 256)), "e8m0"))
+
+
+def e8m0_codes_match_ml_dtypes():
+    import ml_dtypes
+    import numpy as np
+    S = np.arange(256, dtype=np.uint8)[None]
+    O = np.full((1, 256), 7.0, np.float32)
+    _e8m0[(1,)](S, O)
+    ref = S.view(ml_dtypes.float8_e8m0fnu).astype(np.float32)
+    nan = np.isnan(ref)
+    assert nan.sum() == 1 and np.isnan(O[nan]).all()
+    assert np.array_equal(O.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
+
+
+def test_e8m0_scale_decode_every_code():
+    """MX scales: every e8m0 code decodes to ml_dtypes' float8_e8m0fnu value (2^-127 and NaN included)."""
+    on_cpu(e8m0_codes_match_ml_dtypes)
