@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Old commit beside the new one in ONE device call: each tree is installed into its own folder (not
 # editable), then benchmarks/run.py --quick runs old, new, old, new (the per-case best of the two
-# runs of each is compared, which keeps clock noise out of the verdict). Logs and JSON under $OUT.
+# runs of each is compared, which keeps clock noise out of the verdict; ROUNDS=1 for one). Logs and JSON under $OUT.
 #   usage (on the GPU machine): bash scripts/bench_compare.sh OLD_TREE [run.py args]
 # OLD_TREE: a copy of the old commit (e.g. `git archive <commit> | tar -x -C old/`, carried).
 set -uo pipefail
@@ -15,7 +15,7 @@ for side in old new; do
     || { tail -5 "$OUT/install-$side.log"; exit 1; }
 done
 export PYTHONUNBUFFERED=1
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
   for side in old new; do
     src=$([ $side = old ] && echo "$old" || pwd)
     mkdir -p "$OUT/$side$round"
