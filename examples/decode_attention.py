@@ -158,7 +158,7 @@ def blocks_per_sm(D, BN, STAGES, smem_per_sm=227 * 1024):
     return max(1, smem_per_sm // (STAGES * 2 * BN * D * 2 + 4096))
 
 
-def num_splits(B, HKV, S, num_sms=132, row_blocks=1, D=128, BN=64, STAGES=3, max_splits=128, min_tiles=4):
+def num_splits(B, HKV, S, num_sms=132, row_blocks=1, D=128, BN=64, STAGES=3, max_splits=256, min_tiles=4):
     """How many blocks share one sequence's cache: the fewest splits whose grid fills the GPU's block
     slots (num_sms * blocks_per_sm) nearly as evenly as the best choice does (FlashAttention's wave
     efficiency rule), each split keeping at least `min_tiles` K/V tiles so its pipeline fills."""
@@ -189,40 +189,48 @@ def _empty(like, shape, dtype):
     return tile.asarray(np.full(shape, np.nan), dtype)
 
 
+def decode_plan(B, HQ, HKV, LQ, D, S, splits=None, BN=64, STAGES=3, num_sms=132):
+    """Launch parameters for a cache of S positions per sequence: the packed row tile BM, row blocks,
+    splits and split_len (a multiple of BN), the grid and the kernel's constants."""
+    group = HQ // HKV
+    BM = row_block(group, LQ)
+    nrb = -(-(group * LQ) // BM)
+    if splits is None:
+        splits = num_splits(B, HKV, S, num_sms, nrb, D, BN, STAGES)
+    split_len = -(-(-(-S // splits)) // BN) * BN
+    splits = -(-S // split_len)
+    return dict(group=group, BM=BM, splits=splits, split_len=split_len, grid=(splits, HKV * nrb, B),
+                consts=dict(D=D, BM=BM, BN=BN, STAGES=STAGES, SPLIT=splits > 1))
+
+
 def decode_attention(q, k_cache, v_cache, seqlens, block_table=None, sm_scale=None, splits=None, BN=64,
                      STAGES=3, num_sms=132, return_lse=False):
     """out [B, HQ, LQ, D] (bf16). Contiguous cache k/v [B, HKV, S_max, D], or with block_table [B, max_pages]
-    a paged cache [P, PAGE, HKV, D]. splits: None = num_splits(...)."""
+    a paged cache [P, PAGE, HKV, D]. splits: None = num_splits(...). return_lse: also the natural
+    log-sum-exp [B * HQ * LQ] (None with one split)."""
     B, HQ, LQ, D = q.shape
-    paged = block_table is not None
-    if paged:
+    if block_table is not None:
         P, PAGE, HKV, _ = k_cache.shape
         S = block_table.shape[1] * PAGE
         kv_shape = (P * PAGE, HKV * D)
     else:
         _, HKV, S, _ = k_cache.shape
         kv_shape = (B * HKV * S, D)
-    group = HQ // HKV
-    BM = row_block(group, LQ)
-    nrb = -(-(group * LQ) // BM)
-    if splits is None:
-        splits = num_splits(B, HKV, S, num_sms, nrb, D, BN, STAGES)
-    split_len = -(-(-(-S // splits)) // BN) * BN            # a multiple of BN
-    splits = -(-S // split_len)
+    plan = decode_plan(B, HQ, HKV, LQ, D, S, splits, BN, STAGES, num_sms)
+    splits = plan["splits"]
     R = B * HQ * LQ
     sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     Q = _view(q, (R, D))
     K, V = _view(k_cache, kv_shape), _view(v_cache, kv_shape)
     out = _empty(q, (R, D), bf16)
-    part = _empty(q, (splits, R, D), f32) if splits > 1 else _empty(q, (1, 1, D), f32)
-    lpart = _empty(q, (splits, R), f32) if splits > 1 else _empty(q, (1, 1), f32)
-    consts = dict(D=D, BM=BM, BN=BN, STAGES=STAGES, SPLIT=splits > 1)
-    grid = (splits, HKV * nrb, B)
-    if paged:
-        paged_decode[grid](Q, K, V, block_table, seqlens, out, part, lpart, sm_scale, group, LQ, split_len,
-                           PAGE=PAGE, **consts)
+    part = _empty(q, (splits, R, D) if splits > 1 else (1, 1, D), f32)
+    lpart = _empty(q, (splits, R) if splits > 1 else (1, 1), f32)
+    scalars = (sm_scale, plan["group"], LQ, plan["split_len"])
+    if block_table is not None:
+        paged_decode[plan["grid"]](Q, K, V, block_table, seqlens, out, part, lpart, *scalars, PAGE=PAGE,
+                                   **plan["consts"])
     else:
-        flash_decode[grid](Q, K, V, seqlens, out, part, lpart, sm_scale, group, LQ, split_len, **consts)
+        flash_decode[plan["grid"]](Q, K, V, seqlens, out, part, lpart, *scalars, **plan["consts"])
     lse = None
     if splits > 1:
         lse = _empty(q, (R,), f32)

@@ -72,8 +72,9 @@ def varlen_attention(Q: tile.Tensor[bf16, 2], K: tile.Tensor[bf16, 2], V: tile.T
 
 
 def varlen_attn(q, k, v, cu_seqlens, max_seqlen=None, causal=False, sm_scale=None, BM=64, BN=64, STAGES=2,
-                out=None):
-    """out [total, H, D] bf16 for packed q [total, H, D], k/v [total, HKV, D] (NumPy/tile.Array or torch)."""
+                num_warps=4, out=None):
+    """out [total, H, D] bf16 for packed q [total, H, D], k/v [total, HKV, D] (NumPy/tile.Array or torch).
+    BM = 128 wants num_warps = 8 (two warpgroups of 64 rows: no register spills)."""
     total, H, D = q.shape
     HKV = k.shape[1]
     if max_seqlen is None:
@@ -86,7 +87,8 @@ def varlen_attn(q, k, v, cu_seqlens, max_seqlen=None, causal=False, sm_scale=Non
         out = _empty(q, (total, H * D))
     grid = (max(1, -(-max_seqlen // BM)), H, B)
     varlen_attention[grid](view(q, (total, H * D)), view(k, (total, HKV * D)), view(v, (total, HKV * D)),
-                           cu_seqlens, out, sm_scale, D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES)
+                           cu_seqlens, out, sm_scale, D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES,
+                           num_warps=num_warps)
     return view(out, (total, H, D))
 
 
@@ -124,7 +126,7 @@ def reference(q, k, v, cu_seqlens, causal):
     return out
 
 
-def run(lengths=(1, 37, 64, 100), H=4, HKV=2, D=64, causal=False, BM=32, BN=32, seed=None):
+def run(lengths=(1, 37, 64, 100), H=4, HKV=2, D=64, causal=False, BM=32, BN=32, num_warps=4, seed=None):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -132,7 +134,7 @@ def run(lengths=(1, 37, 64, 100), H=4, HKV=2, D=64, causal=False, BM=32, BN=32, 
     q = tile.asarray(rng.standard_normal((total, H, D)), bf16)
     k = tile.asarray(rng.standard_normal((total, HKV, D)), bf16)
     v = tile.asarray(rng.standard_normal((total, HKV, D)), bf16)
-    out = varlen_attn(q, k, v, cu, causal=causal, BM=BM, BN=BN)
+    out = varlen_attn(q, k, v, cu, causal=causal, BM=BM, BN=BN, num_warps=num_warps)
     ref = reference(q.numpy(), k.numpy(), v.numpy(), cu, causal)
     got = out.numpy().astype(np.float64)
     assert np.isfinite(got).all(), "some outputs were not written"
