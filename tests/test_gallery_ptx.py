@@ -44,6 +44,9 @@ def cases():
         yield "moe", k, {}, {}
     for w in ("int3", "int4", "uint5", "int6", "f6e3m2", "f4e2m1"):
         yield "lowbit_gemm", "lowbit_gemm", {"ZERO": 16.0 if w == "uint5" else 0.0}, {"W": tile.dtype(w)}
+    # (the serving-attention kernels at a benchmark configuration: SERVING below checks every one on sm_90a)
+    yield "decode_attention", "paged_decode", {"PAGE": 16}, {}
+    yield "varlen_attention", "varlen_attention", {"CAUSAL": True}, {}
 
 
 CASES = list(cases())
