@@ -153,9 +153,10 @@ def row_block(group, lq, max_rows=64):
     return min(max(16, 1 << (n - 1).bit_length()), max_rows)
 
 
-def blocks_per_sm(D, BN, STAGES, smem_per_sm=227 * 1024):
-    """Blocks of the decode kernel resident on one SM, as its K/V ring buffers allow."""
-    return max(1, smem_per_sm // (STAGES * 2 * BN * D * 2 + 4096))
+def blocks_per_sm(D, BN, STAGES, smem_per_sm=227 * 1024, regs_per_thread=200, threads=128):
+    """Blocks of the decode kernel resident on one SM, as its K/V ring buffers and its registers (about
+    200 a thread at D = 128, ptxas's report) allow."""
+    return max(1, min(smem_per_sm // (STAGES * 2 * BN * D * 2 + 4096), 65536 // (regs_per_thread * threads)))
 
 
 def num_splits(B, HKV, S, num_sms=132, row_blocks=1, D=128, BN=64, STAGES=3, max_splits=256, min_tiles=4):
