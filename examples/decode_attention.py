@@ -4,7 +4,7 @@ with a contiguous cache or a paged one (vLLM's layout, through a block table).
     q        [B, HQ, LQ, D]       LQ = 1..8 new tokens per sequence (speculative decoding)
     k, v     [B, HKV, S_max, D]   contiguous cache, or
              [P, PAGE, HKV, D]    paged cache: page block_table[b, j] holds positions j*PAGE .. j*PAGE+PAGE-1
-    seqlens  [B] int32            tokens in each sequence's cache, the LQ new ones included
+    seqlens  [B] int32            tokens in each sequence's cache, the LQ new ones included (>= LQ)
     out      [B, HQ, LQ, D]       query token i of sequence b sees cache positions < seqlens[b] - LQ + 1 + i
 
 Grid (splits, HKV * row_blocks, B): the HQ / HKV query heads that share a KV head are packed, with
@@ -141,8 +141,10 @@ def decode_combine(O_part: tile.Tensor[f32, 3], L_part: tile.Tensor[f32, 2], O: 
         w = tile.exp2(tile.load(L_part, (s, r0), (BR,)) - m)
         den = den + w
         acc = acc + w[:, None] * tile.load(O_part, (s, r0, 0), (BR, D))
+    seen = den > 0.0                                        # (a row that sees no key at all: 0, lse -inf)
+    den = tile.where(seen, den, 1.0)
     tile.store(O, (r0, 0), (acc / den[:, None]).astype(bf16))
-    tile.store(LSE, (r0,), (m + tile.log2(den)) * LN2)
+    tile.store(LSE, (r0,), tile.where(seen, (m + tile.log2(den)) * LN2, NEG_INF))
 
 
 # ---------------------------------------------------------------------------------------------- host

@@ -358,7 +358,7 @@ def test_pipelined_subbyte_copy_int3():
     W, S = g.quantize_weights(rng.standard_normal((K, N)), "int3", 128, 0.0)
     grid = (1, (N + 63) // 64)
     outs = []
-    for mod in (k.compile(*sig, target="sm_90a", **dict(consts, STAGES=1)).module, ck.module):
+    for mod in (k.compile(*sig, target="cpu", **consts).module, ck.module):
         Y = tile.asarray(np.full((M, N), np.nan), bf16)
         _run(mod, grid, [X, W, S, Y])
         outs.append(Y.numpy())
@@ -395,7 +395,7 @@ def test_pipelined_gather_moe_up():
     be = np.array([0, 2], np.int32)
     grid = (len(rows) // 16, F // 32)
     outs = []
-    for mod in (k.compile(*sig, target="sm_90a", **dict(consts, STAGES=1)).module, ck.module):
+    for mod in (k.compile(*sig, target="cpu", **consts).module, ck.module):
         H = tile.asarray(np.full((len(rows), F), np.nan), bf16)
         _run(mod, grid, [X, W1, rows, be, H])
         outs.append(H.numpy())
