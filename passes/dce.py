@@ -52,12 +52,17 @@ def _sweep(block: Block, uses: dict) -> bool:
     return changed
 
 
+def dce_function(f) -> None:
+    """Dead code elimination on one function (other passes call it to drop what they left unused)."""
+    uses: dict[int, int] = {}
+    _count_uses(f.body, uses)
+    while _sweep(f.body, uses):
+        pass
+
+
 @register("dce")
 def dce(m: Module) -> Module:
     """Remove ops without effects whose results are unused (also inside loop and branch bodies)."""
     for f in m.functions:
-        uses: dict[int, int] = {}
-        _count_uses(f.body, uses)
-        while _sweep(f.body, uses):
-            pass
+        dce_function(f)
     return m

@@ -23,12 +23,16 @@ On a target with wgmma (Hopper) with S >= 4 the prefetch distance
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
-A load (or a `gather` of rows by index: an async_gather, row indices loop-invariant) is pipelined
-when it has no mask and `other` 0 (async copies zero-fill outside the
-tensor, exactly what such a load reads), its index operands depend only on the induction variable
-and loop-invariant values through pure ops, and the loop body contains a dot. The output is
-ordinary tile IR: the interpreter runs it (async copies complete at once there) and gives the
-same results as before the pass.
+A load (or a `gather` of rows by index: an async_gather) is pipelined when it has no mask and
+`other` 0 (async copies zero-fill outside the tensor, exactly what such a load reads), its index
+operands depend only on the induction variable and loop-invariant values through pure ops and
+reads of read-only tensors, and the loop body contains a dot. A read-only tensor is one no op of
+the function writes (store, atomic, scatter, store_scalar): reading it D iterations early gives the
+same values, so an address computed from a table in memory -- a paged KV cache's block table --
+is cloned into the prefetch with the rest of the index computation. A load that only feeds another
+candidate's indices stays a plain load there (it is an address, not a tile to stage in shared
+memory). The output is ordinary tile IR: the interpreter runs it (async copies complete at once
+there) and gives the same results as before the pass.
 
 When the IR already has layouts (the pass runs after layout_inference in the sm_* pipelines), the
 new shared_load takes the layout the load's users converted it to (an mma operand fragment: read
@@ -42,6 +46,7 @@ from ..ir.ops import OPS
 from ..ir.targets import Target, get_target
 from ..ir.types import ScalarType, TileType
 
+from .dce import dce_function
 from .manager import register
 
 __all__ = ["pipeline_loads", "pipeline_function"]
@@ -51,9 +56,19 @@ def _scalar_i(v: Value) -> bool:
     return isinstance(v.type, ScalarType) and v.type.dtype.is_int
 
 
+WRITES = ("store", "store_scalar", "atomic", "scatter")
+READS = ("load", "load_scalar", "gather")
+
+
+def written_tensors(fn: Function) -> set:
+    """ids of the tensor values some op of fn writes."""
+    return {id(o.operands[0]) for o in fn.walk() if o.name in WRITES}
+
+
 class _LoopPipeliner:
     def __init__(self, fn: Function, forop: Operation, stages: int, target: Target):
         self.fn = fn
+        self.written = written_tensors(fn)
         self.target = target
         self.op = forop
         self.S = stages
@@ -79,7 +94,10 @@ class _LoopPipeliner:
             o = self.defs.get(id(v))
             if o is None:
                 continue                                  # defined outside the loop
-            if OPS[o.name].effects or o.regions or o.name in ("load", "load_scalar", "gather", "shared_load"):
+            if o.name in READS:
+                if id(o.operands[0]) in self.written:
+                    return None                           # the loop may change what it reads
+            elif OPS[o.name].effects or o.regions or o.name == "shared_load":
                 return None
             if id(o) not in need:
                 need.add(id(o))
@@ -106,7 +124,8 @@ class _LoopPipeliner:
             if sl is None:
                 continue
             out.append((o, sl))
-        return out
+        addresses = {id(x) for _, sl in out for x in sl}
+        return [(o, sl) for o, sl in out if id(o) not in addresses]
 
     # ------------------------------------------------------------------ building
     def clone_slice(self, b_ops, sl, iv_value, mapping=None):
@@ -159,9 +178,10 @@ class _LoopPipeliner:
             """if k < hi: async_copy each ring's stage `slot` from the load at k."""
             c = mk("cmp", [k_value, hi], ScalarType(bool_), {"pred": "lt"}, into)
             then_b, else_b = Block(), Block()
+            mp = {}                                       # one clone of what the copies share (K and V's rows)
             for (ld, sl), ring, stt in zip(cands, rings, stage_t):
                 ops = []
-                mp = self.clone_slice(ops, sl, k_value)
+                mp = self.clone_slice(ops, sl, k_value, mp)
                 for o in ops:
                     then_b.append(o)
                 sv = Operation("subview", [ring, slot_value], [stt], {}, loc=loc)
@@ -290,8 +310,13 @@ def _replace_uses(fn: Function, old: Value, new: Value):
 def pipeline_function(fn: Function, target: Target | None = None) -> Function:
     target = get_target(target or fn.attrs.get("target") or "sm_90a")
     loops = [o for o in fn.walk() if o.name == "for" and int(o.attrs.get("stages", 1) or 1) >= 2]
+    changed = False
     for lp in loops:
-        _LoopPipeliner(fn, lp, int(lp.attrs["stages"]), target).run()
+        changed |= _LoopPipeliner(fn, lp, int(lp.attrs["stages"]), target).run()
+    if changed:
+        # the loop body's own index computations of the replaced loads are dead now; a layout
+        # conversion among them would still cost barriers and shared-memory traffic every iteration
+        dce_function(fn)
     return fn
 
 

@@ -2,7 +2,8 @@
 NumPy reference; each example's own `run` poisons the outputs and checks every element was written.
 
 Tolerances: bf16 outputs and bf16-rounded intermediates give relative errors near 2^-8, so 1e-2
-(2e-2 where two bf16 roundings chain: attention's P and MoE's hidden activations)."""
+(2e-2 where two bf16 roundings chain: attention's P and MoE's hidden activations). The decode
+kernels' log-sum-exp is f32 arithmetic on bf16 inputs: within 1e-4 of the float64 one."""
 import importlib.util
 from pathlib import Path
 
@@ -56,3 +57,55 @@ def test_moe(round_tokens):
     err, blocks = load("moe").run(T=40, round_tokens=round_tokens)
     assert err < 2e-2
     assert 7 not in set(blocks.tolist()), "expert 7 should receive no tokens"
+
+
+# ---------------------------------------------------------------- serving attention
+# Decode: the cache past each sequence's length is NaN (never to be read), outputs are NaN-poisoned,
+# and the lengths are ragged: 1, primes, multiples of the tile and of a split, one past a page.
+@pytest.mark.parametrize("LQ", [1, 4])
+def test_decode_split_kv(LQ):
+    """Split-KV with 5 splits of 32 positions: with LQ=4 the last split of the 65- and 97-long
+    sequences has keys only for the last query token (the others' rows there are fully masked and
+    must weigh 0 in the combine); the 4- and 1-long sequences leave whole splits without a key."""
+    lens = [65, 97, 128, max(LQ, 1), 4 + LQ]
+    err, lse_err = load("decode_attention").run(B=5, HQ=8, HKV=2, LQ=LQ, D=64, S=150, seqlens=lens, splits=5, BN=32)
+    assert err < 2e-2 and lse_err < 1e-4, (err, lse_err)
+
+
+def test_decode_one_split_writes_the_output():
+    """splits = 1: the kernel writes bf16 itself, no combine (a length-1 sequence among them)."""
+    err, _ = load("decode_attention").run(B=3, HQ=4, HKV=4, LQ=1, D=128, S=100, seqlens=[1, 53, 100], splits=1, BN=32)
+    assert err < 2e-2
+
+
+def test_decode_mqa_row_blocks():
+    """MQA, 16 query heads x 5 tokens = 80 packed rows: two row blocks of 64 (the second 16 live)."""
+    err, lse_err = load("decode_attention").run(B=2, HQ=16, HKV=1, LQ=5, D=64, S=70, seqlens=[70, 5], splits=2, BN=32)
+    assert err < 2e-2 and lse_err < 1e-4
+
+
+@pytest.mark.parametrize("page,BN", [(16, 32), (64, 32), (32, 32)])
+def test_paged_decode(page, BN):
+    """Paged cache in random page order, NaN in unused pages and past each sequence's end; pages
+    smaller than, larger than and equal to the K/V tile; lengths at page boundaries +- 1."""
+    lens = [page - 1, page, page + 1, 2 * page + 3][: 4]
+    err, lse_err = load("decode_attention").run(B=4, HQ=8, HKV=2, LQ=2, D=64, S=2 * page + 3, seqlens=lens,
+                                                page=page, splits=2, BN=BN)
+    assert err < 2e-2 and lse_err < 1e-4, (err, lse_err)
+
+
+def test_num_splits_fills_the_gpu():
+    d = load("decode_attention")
+    for B, HKV, S in [(16, 8, 4096), (4, 8, 16384), (64, 8, 1024), (1, 1, 1 << 17), (256, 8, 512)]:
+        s = d.num_splits(B, HKV, S)
+        slots = 132 * d.blocks_per_sm(128, 64, 3)
+        assert 1 <= s <= 256 and B * HKV * s >= 0.85 * slots or s == 1, (B, HKV, S, s)
+        assert S // s >= 4 * 64                            # each split keeps its pipeline busy
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("D", [64, 128])
+def test_varlen_attention(causal, D):
+    """Packed ragged sequences: 1, a prime, an empty one, a whole tile, one past two tiles."""
+    err = load("varlen_attention").run(lengths=(1, 37, 0, 64, 65), H=4, HKV=2, D=D, causal=causal, BM=32, BN=32)
+    assert err < 2e-2

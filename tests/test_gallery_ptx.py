@@ -46,6 +46,9 @@ def cases():
         yield "moe", k, {}, {}
     for w in ("int3", "int4", "uint5", "int6", "f6e3m2", "f4e2m1"):
         yield "lowbit_gemm", "lowbit_gemm", {"ZERO": 16.0 if w == "uint5" else 0.0}, {"W": tile.dtype(w)}
+    # (the serving-attention kernels at a benchmark configuration: SERVING below checks every one on sm_90a)
+    yield "decode_attention", "paged_decode", {"PAGE": 16}, {}
+    yield "varlen_attention", "varlen_attention", {"CAUSAL": True}, {}
 
 
 CASES = list(cases())
@@ -160,3 +163,35 @@ def test_gemm_wgmma_in_flight_across_iterations_not_serialized(cfg, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "C7515" not in r.stderr and "C7519" not in r.stderr, r.stderr
     assert "0 bytes spill stores" in r.stderr, r.stderr
+
+
+SERVING = [   # the serving-attention kernels at the configurations benchmarks/attention_serving.py runs by default
+    ("decode_attention", "flash_decode", dict(D=128, BM=16, BN=64, STAGES=3, SPLIT=True)),
+    ("decode_attention", "flash_decode", dict(D=128, BM=16, BN=64, STAGES=3, SPLIT=False)),
+    ("decode_attention", "paged_decode", dict(PAGE=64, D=128, BM=16, BN=64, STAGES=3, SPLIT=True)),
+    ("decode_attention", "paged_decode", dict(PAGE=16, D=128, BM=16, BN=64, STAGES=3, SPLIT=True)),
+    ("decode_attention", "decode_combine", dict(D=128)),
+    ("varlen_attention", "varlen_attention", dict(D=128, BM=64, BN=64, STAGES=2, CAUSAL=False)),
+    ("varlen_attention", "varlen_attention", dict(D=128, BM=128, BN=64, STAGES=2, CAUSAL=True, num_warps=8)),
+]
+
+
+@needs_ptxas
+@pytest.mark.parametrize("case", range(len(SERVING)), ids=[f"{k}-{i}" for i, (_, k, _) in enumerate(SERVING)])
+def test_serving_attention_assembles_without_spills(case, tmp_path):
+    """sm_90a: ptxas assembles each kernel with no spill and no stack; the attention kernels stream
+    K/V through cp.async ring buffers (the gathers by row index pipelined, the paged cache's block
+    table read in the prefetch) and use the tensor cores."""
+    mod, kname, consts = SERVING[case]
+    k = getattr(load(mod), kname)
+    ck = k.compile(*signature(k), target="sm_90a", **consts)
+    report = ptxas(ck.ptx, "sm_90a", tmp_path)
+    for key, v in _flatten(report):
+        if "spill" in key or "stack" in key:
+            assert v == 0, f"{key} = {v}: {report}"
+    if kname != "decode_combine":
+        fn = ck.module.functions[0]
+        assert [o for o in fn.walk() if o.name == "async_gather"], "K/V gathers are pipelined"
+        assert not [o for o in fn.walk() if o.name == "gather"]
+        assert "cp.async.cg.shared.global" in ck.ptx
+        assert "mma.sync.aligned.m16n8k16" in ck.ptx or "wgmma.mma_async" in ck.ptx

@@ -205,3 +205,69 @@ def test_gemm_fp8_gpu_near_interpreter():
     s = [np.array([sa], np.float32), np.array([sb], np.float32)]
     [(cg, cc)] = _both(g.gemm_fp8, (1, 1), [A, Bt, C, *s], [2], BK=128)
     assert rel(cg.numpy(), cc.numpy()) < 1e-2
+
+
+# ---------------------------------------------------------------- serving attention
+# The examples' `run` draws fresh inputs, fills the cache past each sequence's end (and unused pages)
+# with NaN, poisons the outputs and compares with float64; here at the benchmark's tile (D 128, BN 64,
+# 3 stages) and the test-suite's small one.
+@pytest.mark.parametrize("LQ", [1, 4, 8])
+@pytest.mark.parametrize("BN", [32, 64])
+def test_decode_split_kv(LQ, BN):
+    lens = [LQ, 97, 300, 1021, 512 + LQ]
+    err, lse_err = load("decode_attention").run(B=5, HQ=32, HKV=8, LQ=LQ, D=128, S=1024 + 64, seqlens=lens,
+                                                splits=7, BN=BN)
+    assert err < 2e-2 and lse_err < 1e-4, (err, lse_err)
+
+
+def test_decode_one_split_and_mqa():
+    d = load("decode_attention")
+    assert d.run(B=3, HQ=8, HKV=8, LQ=1, D=128, S=700, seqlens=[1, 333, 700], splits=1, BN=64)[0] < 2e-2
+    err, lse_err = d.run(B=2, HQ=16, HKV=1, LQ=5, D=128, S=400, seqlens=[400, 5], splits=3, BN=64)
+    assert err < 2e-2 and lse_err < 1e-4
+
+
+@pytest.mark.parametrize("page,BN", [(16, 64), (64, 64), (256, 64), (32, 32)])
+def test_paged_decode(page, BN):
+    lens = [page - 1, page, page + 1, 5 * page + 3]
+    err, lse_err = load("decode_attention").run(B=4, HQ=32, HKV=8, LQ=2, D=128, S=5 * page + 3, seqlens=lens,
+                                                page=page, splits=3, BN=BN)
+    assert err < 2e-2 and lse_err < 1e-4, (err, lse_err)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("BM,warps", [(64, 4), (128, 8)])
+def test_varlen_attention(causal, BM, warps):
+    err = load("varlen_attention").run(lengths=(1, 37, 0, 64, 129, 300), H=8, HKV=2, D=128, causal=causal, BM=BM,
+                                       BN=64, num_warps=warps)
+    assert err < 2e-2
+
+
+def test_gpu_and_interpreter_agree_decode():
+    """One split-KV launch and its combine on the GPU and in the interpreter, same inputs (paged, GQA 4,
+    3 query tokens): the partial outputs and log-sum-exps, and the combined output."""
+    d = load("decode_attention")
+    rng = np.random.default_rng()
+    B, HQ, HKV, LQ, D, PAGE = 3, 8, 2, 3, 128, 64
+    lens = np.array([3, 190, 256], np.int32)
+    kf = rng.standard_normal((B, HKV, 256, D))
+    vf = rng.standard_normal((B, HKV, 256, D))
+    kc, vc, table = d.paginate(kf, vf, lens, PAGE, rng)          # NaN past each end and in unused pages
+    R = B * HQ * LQ
+    plan = d.decode_plan(B, HQ, HKV, LQ, D, 256, splits=3, BN=64)
+    q = tile.asarray(rng.standard_normal((R, D)), bf16)
+    K = tile.asarray(kc.reshape(-1, HKV * D), bf16)
+    V = tile.asarray(vc.reshape(-1, HKV * D), bf16)
+    n = plan["splits"]
+    out = tile.asarray(np.full((R, D), np.nan), bf16)
+    part = np.full((n, R, D), np.nan, np.float32)
+    lpart = np.full((n, R), np.nan, np.float32)
+    args = [q, K, V, table, lens, out, part, lpart, 1 / np.sqrt(D), plan["group"], LQ, plan["split_len"]]
+    [(pg, pc), (lg, lc)] = _both(d.paged_decode, plan["grid"], args, [6, 7], PAGE=PAGE, **plan["consts"])
+    assert np.isfinite(np.asarray(pg)).all() and not np.isnan(np.asarray(lg)).any()
+    assert rel(pg, pc) < 4e-3
+    fin = np.isfinite(lc)
+    assert np.array_equal(fin, np.isfinite(lg)) and np.allclose(lg[fin], lc[fin], atol=1e-4)
+    lse = np.full(R, np.nan, np.float32)
+    [(og, oc)] = _both(d.decode_combine, (tile.cdiv(R, 16),), [pc, lc, out, lse], [2], D=D)
+    assert np.isfinite(og.numpy()).all() and rel(og.numpy(), oc.numpy()) < 4e-3

@@ -426,3 +426,75 @@ def test_scaled_accumulator_stays_in_the_dot_layout():
     inside = [o for o in loop.regions[0].ops if o.name == "convert_layout"
               and tuple(o.results[0].type.shape) == (16, 64) and o.results[0].type.dtype == f32]
     assert not inside, inside
+
+
+def _gallery(stem):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"gallery_{stem}_t", path)
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+    return g
+
+
+@pytest.mark.parametrize("page", [16, 64])
+def test_pipelined_gather_through_a_block_table(page):
+    """paged_decode's K/V rows come from the block table (a read-only tensor): both gathers are
+    pipelined, the block-table reads are cloned into the prefetch (not staged in a ring of their
+    own), K and V share one cloned index computation, the loop body keeps no dead copy of it, and
+    the pipelined IR gives the unpipelined one's results bit for bit (NaN pages never read)."""
+    g = _gallery("decode_attention")
+    k = g.paged_decode
+    sig = [tile.Tensor[bf16, 2]] * 3 + [tile.Tensor[i32, 2], tile.Tensor[i32, 1], tile.Tensor[bf16, 2],
+                                        tile.Tensor[f32, 3], tile.Tensor[f32, 2], float, int, int, int]
+    consts = dict(PAGE=page, D=64, BM=16, BN=32, STAGES=3)
+    ck = k.compile(*sig, target="sm_90a", **consts)
+    fn = ck.module.functions[0]
+    loop = ops(fn, "for")[0]
+    assert loop.attrs.get("pipelined") == 3
+    rings = ops(fn, "alloc_shared")
+    assert len(rings) == 2 and all(r.results[0].type.dtype == bf16 for r in rings)
+    assert len(ops(fn, "async_gather")) == 2 * 3            # K and V: two prologue stages and the loop's
+    assert not ops(fn, "gather")
+    table_reads = [o for o in fn.walk() if o.name in ("load", "load_scalar") and o.operands[0].type.dtype == i32
+                   and o.operands[0] is fn.args[3]]
+    assert len(table_reads) == 3                            # one per issue of a stage: shared by K and V
+    body = loop.regions[0]
+    assert not [o for o in body.ops if o in table_reads], "the body's own (dead) index computation is gone"
+    rng = np.random.default_rng(SEED)
+    B, HQ, HKV, LQ, D, S = 3, 4, 2, 2, 64, 3 * page
+    lens = np.array([2, page + 1, 3 * page], np.int32)
+    kc, vc, table = g.paginate(rng.standard_normal((B, HKV, S, D)), rng.standard_normal((B, HKV, S, D)), lens,
+                               page, rng)
+    plan = g.decode_plan(B, HQ, HKV, LQ, D, S, splits=2, BN=32)
+    R = B * HQ * LQ
+    q = tile.asarray(rng.standard_normal((R, D)), bf16)
+    K, V = tile.asarray(kc.reshape(-1, HKV * D), bf16), tile.asarray(vc.reshape(-1, HKV * D), bf16)
+    outs = []
+    for mod in (k.compile(*sig, target="sm_90a", **dict(consts, STAGES=1)).module, ck.module):
+        part = np.full((plan["splits"], R, D), np.nan, np.float32)
+        lpart = np.full((plan["splits"], R), np.nan, np.float32)
+        _run(mod, plan["grid"], [q, K, V, table, lens, q.copy(), part, lpart, 0.125, plan["group"], LQ,
+                                 plan["split_len"]])
+        outs.append((part, lpart))
+    assert np.isfinite(outs[0][0]).all() and not np.isnan(outs[0][1]).any()
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1]), f"seed {SEED}"
+
+
+@tile.kernel
+def _gather_rows_it_rewrites(X: tile.Tensor[bf16, 2], idx: tile.Tensor[i32, 1], W: tile.Tensor[bf16, 2],
+                             Y: tile.Tensor[f32, 2]):
+    acc = tile.zeros((16, 32), f32)
+    for n in tile.range(0, 64, 16, stages=3):
+        rows = tile.load(idx, (n,), (16,))
+        acc = tile.dot(tile.gather(X, rows, 0, 32), tile.load(W, (0, 0), (32, 32)), acc)
+        tile.store(idx, (n,), rows + 1)
+    tile.store(Y, (0, 0), acc)
+
+
+def test_index_from_a_written_tensor_is_not_pipelined():
+    """Rows read from a tensor the kernel also writes are not read stages ahead: the gather stays."""
+    T = tile.Tensor
+    fn = _gather_rows_it_rewrites.compile(T[bf16, 2], T[i32, 1], T[bf16, 2], T[f32, 2], target="sm_90a").module.functions[0]
+    assert ops(fn, "gather") and not ops(fn, "async_gather")
