@@ -5,8 +5,10 @@ The protocol (built by passes/pipeline_loads.py, the copies chosen by passes/sel
 one mbarrier per ring-buffer stage):
 
 * `mbarrier_init(bars) {count = 1}`: thread 0 initializes every mbarrier of `bars` to one arrival
-  per phase, fences the initialization (fence.mbarrier_init, fence.proxy.async: the TMA unit sees
-  it), and the block synchronizes (bar.sync) before anyone uses them.
+  per phase and fences the initialization (fence.mbarrier_init: the TMA unit sees it); every thread
+  then fences its earlier shared-memory accesses against the async proxy (fence.proxy.async: the
+  ring's memory may have held another tile, and TMA is about to write it), and the block
+  synchronizes (bar.sync) before anyone uses the mbarriers.
 * `async_copy(dst, T, i..., bar) {copy = "tma", box, swizzle}`: thread 0 -- the one thread that
   issues TMA copies -- first adds the tile's bytes to the phase's expected transaction count
   (`mbarrier.expect_tx`), then issues one `cp.async.bulk.tensor.<rank>d...mbarrier::complete_tx::bytes`
@@ -67,8 +69,10 @@ class TmaLowering:
         for bar in self._mbarriers(op.bars):
             self.tgt.mbarrier_init(self.b, bar, int(op.attrs["count"]))
         self.tgt.fence_mbarrier_init(self.b)
-        self.tgt.fence_proxy_async(self.b)
         self._end_guard(endb)
+        # every thread: its earlier shared-memory accesses (the ring's memory may have held another
+        # tile) are ordered before the TMA writes that follow the barrier (generic -> async proxy)
+        self.tgt.fence_proxy_async(self.b)
         self.tgt.barrier(self.b)
 
     @lowers("mbarrier_arrive", family="nvidia")

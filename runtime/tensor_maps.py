@@ -100,6 +100,9 @@ def _encode(spec: TensorMapSpec, ptr: int, shape: tuple, strides: tuple) -> byte
                          f"{len(shape)}")
     if 0 in shape:
         shape, strides, ptr = (1,) * rank, (1,) * rank, _zero_buffer()
+    if ptr % 16:
+        raise ValueError(f"parameter '{name}': the kernel reads it with TMA, which needs a 16-byte aligned base "
+                         f"address; got 0x{ptr:x}")
     if not tensor_map_ok(shape, strides, spec.bits):
         eb = spec.bits // 8
         raise ValueError(

@@ -257,10 +257,10 @@ def test_launcher_builds_and_caches_tensor_maps(fake_encoder, monkeypatch):
     B = DeviceArray.from_pointer(0x7f0000001000, (100, 72), "bf16")
     assert pack_args(meta, types, [B, 6], ["A", "n"])[6] != addr and len(fake_encoder) == 2
     # an empty tensor has no valid map: a one-element tensor of zeros stands in (all reads are zeros)
-    monkeypatch.setattr(tensor_maps, "_zero_buffer", lambda: 0x1234)
+    monkeypatch.setattr(tensor_maps, "_zero_buffer", lambda: 0x1200)
     empty = DeviceArray.from_pointer(0x7f0000002000, (0, 72), "bf16")
     pack_args(meta, types, [empty, 1], ["A", "n"])
-    assert fake_encoder[-1] == (0x1234, (1, 1), (8, 1), 16, (64, 64), 128)
+    assert fake_encoder[-1] == (0x1200, (1, 1), (8, 1), 16, (64, 64), 128)
 
 
 def test_launcher_refuses_strides_a_tensor_map_cannot_take(fake_encoder):
