@@ -264,8 +264,7 @@ def resolve_target(explicit=None, detect=None) -> Target:
     came from."""
     off = disabled_features()
     if explicit is not None:
-        t = get_target(explicit)
-        return t.without(*off) if off and isinstance(explicit, str) else t
+        return get_target(explicit).without(*off)
     env = os.environ.get("TILEC_TARGET")
     if env:
         try:
