@@ -20,6 +20,9 @@ alignment, in bytes, the code may assume for tensor base addresses; default 16 =
 `opt` (LLVM level, 3), `maxnreg`, `min_blocks_per_sm`, `kernel`, `run_passes`, `wgmma` (False:
 use mma.sync on sm_90a too; the driver removes wgmma from the target before selection).
 
+Async copies of pipelined loops: cp.async on sm_80/sm_89; on sm_90a TMA bulk tensor copies where the
+ring buffer's layout is what TMA writes, completing on one mbarrier per stage (codegen/lower_tma.py).
+
 What runs where: sm_80/sm_89 dots with bf16/f16 inputs and an f32 accumulator use mma.sync
 m16n8k16 with ldmatrix from swizzled shared memory; on sm_90a the same dots use wgmma when the
 accumulator has whole warpgroups along M and B comes from shared memory (a pipelined loop's ring
@@ -35,7 +38,10 @@ How a runtime launches the result (contract of ir/artifact.py):
   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) when it exceeds 48 KB);
 * parameters in `meta.params` order: per tensor its 16-byte-aligned base pointer (u64), its sizes
   (i32) and strides in elements (i32); per scalar one value (i1 as i32; f16/bf16 as their 16-bit
-  code in an i32). The kernel is correct for any strides; unit last strides and 16-byte-aligned
+  code in an i32); then one 128-byte TMA tensor map per (tensor, box, swizzle) the kernel's TMA
+  copies read (sm_90a; `.param .align 64 .b8 [128]`, grid-constant, built by the runtime). The
+  kernel is correct for any strides, except that a tensor read by TMA needs a unit innermost stride
+  and the others multiples of 16 bytes (the launcher checks it); unit last strides and 16-byte-aligned
   rows take the vectorized path, chosen at run time.
 
 Targets: "sm_80", "sm_89", "sm_90a". Failures raise `CompileError` (codegen/errors.py) naming the

@@ -439,6 +439,7 @@ class SharedLowering:
             raise self.error(f"copy = {c!r} is not a mechanism of '{op.name}'; one of: {', '.join(allowed)}")
         if c.startswith("ldmatrix") and self.target.copy_atom("ldmatrix") is None or \
                 c == "smem.desc" and self.target.copy_atom("smem.desc") is None or \
+                c == "tma" and self.target.copy_atom("tma") is None or \
                 c == "cp.async" and not self.target.has("cp.async"):
             raise self.error(f"copy = {c!r}: target {self.target.name} has no such instruction")
         return c
@@ -758,10 +759,12 @@ class SharedLowering:
     # ------------------------------------------------------------------ async copies
     @lowers("async_copy")
     def op_async_copy(self, op):
+        if self.copy_choice(op, ("cp.async", "ld.global", "tma")) == "tma":
+            return self.async_copy_tma(op)           # codegen/lower_tma.py
         b = self.b
-        sv = self.get(op.operands[0])
-        T = self.get(op.operands[1])
-        idx = [self.as_i32(self.get(v)) for v in op.operands[2:]]
+        sv = self.get(op.dst)
+        T = self.get(op.tensor)
+        idx = [self.as_i32(self.get(v)) for v in op.indices]
         st: TileType = op.operands[0].type
         dt = st.dtype
         if dt.bits < 8:

@@ -13,7 +13,8 @@ The model (one kernel = one LLVM function; every thread runs it):
 Which function lowers an op is a table, (target family, op) -> lowering (codegen/table.py); the
 lowerings are functions of this context and the op, grouped by op family in one file each: memory
 (lower_memory.py), shared memory and data movement between threads (lower_shared.py), reductions
-(lower_reduce.py), cumsum (lower_scan.py), dot (lower_dot.py, lower_wgmma.py), the rest here. Target
+(lower_reduce.py), cumsum (lower_scan.py), dot (lower_dot.py, lower_wgmma.py), TMA copies and
+mbarriers (lower_tma.py), the rest here. Target
 facts come from the `Target` (ir/targets.py: warp size, features, atoms); instruction patterns
 (thread ids, barriers, shuffles, predicated memory instructions, async copies, tensor-core
 instructions, fast exp2) from the family's intrinsics object (codegen/nvptx_intrinsics.py). The
@@ -31,7 +32,7 @@ from ..ir.targets import Target
 from ..ir.types import ScalarType, TensorType, TileType
 from ..ir.thread_maps import ThreadMap, as_map
 
-from ..ir.artifact import flatten_params
+from ..ir.artifact import TMAP_ALIGN, TMAP_BYTES, flatten_params
 from .errors import CompileError
 from . import fast_convert
 from .llvm_numerics import Numerics
@@ -44,11 +45,12 @@ from .lower_memory import MemoryLowering
 from .lower_reduce import ReduceLowering
 from .lower_scan import ScanLowering
 from .lower_shared import SharedLowering
+from .lower_tma import TmaLowering
 from .lower_wgmma import WgmmaLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
-                     WgmmaLowering):
+                     WgmmaLowering, TmaLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
@@ -80,8 +82,9 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
     # ------------------------------------------------------------------ entry
     def build(self) -> ir.Module:
         ptypes = []
+        tmap_t = ir.PointerType(ir.ArrayType(i8, TMAP_BYTES))      # typed, so that byval prints its type
         for p in self.params:
-            ptypes.append({"ptr": gptr, "i32": i32, "i64": i64, "f32": f32, "f64": f64}[p.kind])
+            ptypes.append({"ptr": gptr, "i32": i32, "i64": i64, "f32": f32, "f64": f64, "tmap": tmap_t}[p.kind])
         fnty = ir.FunctionType(ir.VoidType(), ptypes)
         self.llfn = ir.Function(self.module, fnty, name=self.fn.name)
         self.llfn.calling_convention = self.backend.kernel_cc
@@ -90,6 +93,12 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             if p.kind == "ptr":
                 a.add_attribute("noalias") if self.options.get("noalias", False) else None
                 a.attributes.align = max(1, self.align)
+            elif p.kind == "tmap":              # a CUtensorMap passed by value: .param .align 64 .b8 [128]
+                a.add_attribute("byval")
+                a.attributes.align = TMAP_ALIGN
+        tmaps = [k for k, p in enumerate(self.params) if p.kind == "tmap"]
+        if tmaps:
+            self.backend.grid_constant_params(self.module, self.llfn, tmaps)
         self.backend.add_function_attributes(self.llfn, self.nthreads, self.options)
         entry = self.llfn.append_basic_block("entry")
         body = self.llfn.append_basic_block("body")
@@ -117,6 +126,12 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             else:
                 raw = next(it)
                 self.vals[id(a)] = self._scalar_param(raw, t.dtype)
+        # the tensor maps (ir/artifact.py: after every IR parameter), as generic pointers to the
+        # parameter itself (grid-constant: no local copy), keyed by (tensor, box, swizzle)
+        self.tensor_maps = {}
+        for a, p in zip(self.llfn.args, self.params):
+            if p.kind == "tmap":
+                self.tensor_maps[(p.source, tuple(p.box), int(p.swizzle))] = self.eb.bitcast(a, ir.PointerType())
 
     def _scalar_param(self, raw, dt: DType):
         eb = self.eb

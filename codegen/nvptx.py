@@ -41,6 +41,15 @@ class NVPTXBackend:
         if options.get("maxnreg"):
             set.add(llfn.attributes, f'"nvvm.maxnreg"="{int(options["maxnreg"])}"')
 
+    def grid_constant_params(self, module, llfn, indices):
+        """Mark byval parameters (0-based `indices`) grid-constant: the kernel reads them in place in
+        the parameter space (TMA takes a tensor map's generic address) instead of copying them to
+        local memory (codegen-notes.md §3). The annotation is upgraded to "nvvm.grid_constant"."""
+        import llvmlite.ir as ir
+        i32 = ir.IntType(32)
+        module.add_named_metadata("nvvm.annotations", [llfn, ir.MetaDataString(module, "grid_constant"),
+                                                       module.add_metadata([ir.Constant(i32, k + 1) for k in indices])])
+
 
 def assemble(art: Artifact, use: str = "auto") -> bytes:
     """PTX -> cubin for the artifact's target: nvJitLink in process (`use="nvjitlink"`), or ptxas

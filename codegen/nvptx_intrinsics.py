@@ -1,5 +1,5 @@
 """NVPTX instruction selection: special registers, barriers, warp shuffles, predicated global
-loads/stores, cp.async, ldmatrix, mma.sync, fast math.
+loads/stores, cp.async, mbarriers and TMA bulk tensor copies, ldmatrix, mma.sync, wgmma, fast math.
 
 Everything here is either an LLVM NVVM intrinsic (names checked against the bundled LLVM 22, see
 /work/shared/notes/codegen-notes.md) or -- only where LLVM has no intrinsic that keeps the
@@ -118,6 +118,48 @@ class NVPTXIntrinsics:
 
     def cp_async_wait(self, b, n: int):
         self.d.call(b, "llvm.nvvm.cp.async.wait.group", void, [i32], [ir.Constant(i32, n)])
+
+    # ------------------------------------------------------------------ mbarriers and TMA (sm_90)
+    def mbarrier_init(self, b, bar, count: int):
+        """mbarrier.init.shared.b64 [bar], count."""
+        self.d.call(b, "llvm.nvvm.mbarrier.init.shared", void, [sptr, i32], [bar, ir.Constant(i32, count)])
+
+    def fence_mbarrier_init(self, b):
+        """fence.mbarrier_init.release.cluster: the initialized mbarriers are visible (to the async
+        proxy too) before the barrier that follows."""
+        self.d.call(b, "llvm.nvvm.fence.mbarrier_init.release.cluster", void, [], [])
+
+    def mbarrier_expect_tx(self, b, bar, nbytes: int):
+        """mbarrier.expect_tx.relaxed.cta.shared.b64 [bar], nbytes: the current phase also waits for
+        `nbytes` bytes of asynchronous copies (complete_tx) before it completes."""
+        self.d.call(b, "llvm.nvvm.mbarrier.expect.tx.scope.cta.space.cta", void, [sptr, i32],
+                    [bar, ir.Constant(i32, nbytes)])
+
+    def mbarrier_arrive(self, b, bar):
+        """mbarrier.arrive.shared.b64 _, [bar] (release): one arrival on the current phase."""
+        self.d.call(b, "llvm.nvvm.mbarrier.arrive.shared", i64, [sptr], [bar])
+
+    def mbarrier_try_wait_parity(self, b, bar, phase):
+        """mbarrier.try_wait.parity.shared.b64 (acquire): i1, whether the phase of parity `phase`
+        (i32, 0 or 1) has completed (waits a while in hardware before answering false)."""
+        return self.d.call(b, "llvm.nvvm.mbarrier.try.wait.parity.scope.cta.space.cta", i1, [sptr, i32],
+                           [bar, phase])
+
+    def mbarrier_inval(self, b, bar):
+        """mbarrier.inval.shared.b64 [bar]: its memory may then be used for something else."""
+        self.d.call(b, "llvm.nvvm.mbarrier.inval.shared", void, [sptr], [bar])
+
+    def tma_load(self, b, dst, bar, tmap, coords):
+        """cp.async.bulk.tensor.<n>d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+        [dst], [tmap, {coords}], [bar]: the box of tensor map `tmap` (a generic pointer to the
+        grid-constant kernel parameter) at `coords` (i32, innermost dim first; outside the tensor
+        reads zeros) into shared memory at `dst`, its bytes completing on mbarrier `bar`."""
+        n = len(coords)
+        dst_cl = b.addrspacecast(dst, ir.PointerType(addrspace=7))        # shared::cluster
+        self.d.call(b, f"llvm.nvvm.cp.async.bulk.tensor.g2s.tile.{n}d", void,
+                    [ir.PointerType(addrspace=7), sptr, ir.PointerType()] + [i32] * n + [i16, i64, i1, i1],
+                    [dst_cl, bar, tmap, *coords, ir.Constant(i16, 0), ir.Constant(i64, 0), ir.Constant(i1, 0),
+                     ir.Constant(i1, 0)])
 
     # ------------------------------------------------------------------ tensor cores
     def ldmatrix(self, b, ptr, num: int, trans: bool):

@@ -20,6 +20,16 @@ Kernel parameters, in IR parameter order:
 * a ScalarType parameter becomes one machine parameter: i1 as i32 (0/1); other ints as their width
   rounded up to 32 bits (i64 stays 64); f32 as f32, f64 as f64; f16/bf16 as their 16-bit code in
   an i32.
+* after all of those, one `tmap` parameter per distinct (tensor, box, swizzle) that the kernel's
+  TMA copies (`async_copy {copy = "tma", box = [...], swizzle = S}`) read, in program order: a
+  128-byte CUDA tensor map (`CUtensorMap`, `.param .align 64 .b8 name[128]`, grid-constant) that
+  the launcher builds from the tensor argument (`cuTensorMapEncodeTiled`: its base, sizes and
+  strides, element type `dtype`, box `box` -- outermost dim first, one entry per tensor dim --,
+  shared-memory swizzle span `swizzle` bytes, out-of-bounds elements zero). Such a tensor must have
+  a unit innermost stride and its other strides multiples of 16 bytes (`tensor_map_ok`); a launch
+  whose argument does not is refused with an error naming the parameter (a launch through
+  `@tile.kernel` compiles a specialization without TMA for such an argument instead: function
+  attribute `any_strides`).
 Block ids map to `ctaid.{x,y,z}` (NVIDIA) / `workgroup.id.{x,y,z}` (AMD) for grid axes 0, 1, 2.
 """
 from __future__ import annotations
@@ -29,7 +39,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["ParamABI", "KernelMeta", "Artifact", "flatten_params", "kernarg_layout", "FORMAT"]
+__all__ = ["ParamABI", "KernelMeta", "Artifact", "flatten_params", "kernarg_layout", "tensor_map_ok",
+           "tensor_map_params", "FORMAT", "TMAP_BYTES", "TMAP_ALIGN"]
 
 FORMAT = "tilec-artifact-1"
 
@@ -37,11 +48,14 @@ FORMAT = "tilec-artifact-1"
 @dataclass(frozen=True)
 class ParamABI:
     """One machine-level kernel parameter."""
-    name: str       # e.g. "A", "A.shape0", "A.stride1", "n"
-    kind: str       # "ptr" | "i32" | "i64" | "f32" | "f64"
+    name: str       # e.g. "A", "A.shape0", "A.stride1", "n", "A.tmap"
+    kind: str       # "ptr" | "i32" | "i64" | "f32" | "f64" | "tmap"
     source: str     # the IR parameter's name
-    role: str       # "ptr" | "shape" | "stride" | "scalar"
+    role: str       # "ptr" | "shape" | "stride" | "scalar" | "tmap"
     axis: int = -1  # for shape/stride
+    box: tuple = ()     # tmap: the box copied, outermost dim first, one entry per tensor dim
+    swizzle: int = 0    # tmap: shared-memory swizzle span in bytes (0 = none, 32, 64, 128)
+    dtype: str = ""     # tmap: the tensor's element type
 
 
 @dataclass
@@ -65,7 +79,8 @@ class KernelMeta:
         names = {f.name for f in dataclasses.fields(cls)}
         pnames = {f.name for f in dataclasses.fields(ParamABI)}
         kw = {k: v for k, v in d.items() if k in names}
-        kw["params"] = [ParamABI(**{k: v for k, v in p.items() if k in pnames}) for p in d.get("params", [])]
+        kw["params"] = [ParamABI(**{k: (tuple(v) if k == "box" else v) for k, v in p.items() if k in pnames})
+                        for p in d.get("params", [])]
         if "cluster" in kw:
             kw["cluster"] = tuple(kw["cluster"])
         return cls(**kw)
@@ -87,20 +102,61 @@ def flatten_params(fn) -> list:
             kind = ("f32" if dt.name == "f32" else "f64" if dt.name == "f64" else
                     "i64" if dt.bits == 64 else "i32")
             out.append(ParamABI(name, kind, name, "scalar"))
+    return out + tensor_map_params(fn)
+
+
+def tensor_map_params(fn) -> list:
+    """The `tmap` parameters of an IR function (see the module docstring): one per distinct
+    (tensor, box, swizzle) of its `async_copy {copy = "tma"}` ops, in program order."""
+    out, seen, count = [], set(), {}
+    for op in fn.walk():
+        if op.name != "async_copy" or op.attrs.get("copy") != "tma":
+            continue
+        T = op.operands[1]
+        name = T.name or f"arg{T.index}"
+        box = tuple(int(x) for x in op.attrs.get("box") or ())
+        box = (1,) * (T.type.rank - len(box)) + box
+        sw = int(op.attrs.get("swizzle", 0))
+        key = (name, box, sw)
+        if key in seen:
+            continue
+        seen.add(key)
+        k = count.get(name, 0)
+        count[name] = k + 1
+        out.append(ParamABI(f"{name}.tmap" + (str(k) if k else ""), "tmap", name, "tmap", box=box, swizzle=sw,
+                            dtype=T.type.dtype.name))
     return out
 
 
-PARAM_BYTES = {"ptr": 8, "i32": 4, "i64": 8, "f32": 4, "f64": 8}
+def tensor_map_ok(shape, strides, bits: int) -> bool:
+    """Whether a TMA tensor map can describe a tensor of these sizes and strides (in elements) and
+    element width: 1 to 5 dims, whole-byte elements, a unit innermost stride, every other stride a
+    non-negative multiple of 16 bytes -- dims of size 1 excepted, whose stride is never used. (The
+    base address is 16-byte aligned already: KernelMeta.align.) What a `tmap` parameter needs of
+    its tensor; the launcher and the specialization of `@tile.kernel` launches both ask this."""
+    n = len(shape)
+    if bits not in (8, 16, 32, 64) or not 1 <= n <= 5:
+        return False
+    if shape[-1] != 1 and strides[-1] != 1:
+        return False
+    eb = bits // 8
+    return all(d == 1 or (s >= 0 and (s * eb) % 16 == 0) for d, s in zip(shape[:-1], strides[:-1]))
+
+
+TMAP_BYTES, TMAP_ALIGN = 128, 64            # a CUtensorMap: 128 bytes, 64-byte aligned
+PARAM_BYTES = {"ptr": 8, "i32": 4, "i64": 8, "f32": 4, "f64": 8, "tmap": TMAP_BYTES}
+PARAM_ALIGN = {"tmap": TMAP_ALIGN}
 
 
 def kernarg_layout(params) -> tuple[list, int]:
     """Byte offsets of the machine parameters in a kernel-argument buffer laid out as the C ABI
-    does (each at its natural alignment), and the buffer's size: the explicit kernarg segment of
-    an AMD code object, what a HIP launch copies the kernelParams values into."""
+    does (each at its natural alignment; a tensor map at 64), and the buffer's size: the explicit
+    kernarg segment of an AMD code object, what a HIP launch copies the kernelParams values into."""
     offs, pos = [], 0
     for p in params:
         n = PARAM_BYTES[p.kind]
-        pos = (pos + n - 1) // n * n
+        a = PARAM_ALIGN.get(p.kind, n)
+        pos = (pos + a - 1) // a * a
         offs.append(pos)
         pos += n
     return offs, pos

@@ -273,7 +273,13 @@ COMMON_ATTRS = {"smem_scratch": Int(min=0).opt}
 # What instruction selection (passes/select_instructions.py) writes; code generation carries it out.
 # The names are the targets' atoms (ir/targets.py); a value the target lacks is a located error there.
 VEC = {"vec": Int(min=1).opt}                                   # elements per global access
-ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
+ASYNC_GATHER = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
+# a TMA copy also records the boxes it is made of (`box`: the box's extent along each dim of the shared
+# tile; the tile is covered by boxes placed one after another in shared memory) and the swizzle
+# (`swizzle`: span in bytes, 0 = none) the tensor-map hardware writes them with -- one tensor-map
+# kernel parameter per distinct (tensor, box, swizzle) (ir/artifact.py)
+ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global", "tma").opt, "box": Shape().opt,
+              "swizzle": OneOf(0, 32, 64, 128).opt, **VEC}
 SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc").opt}
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
 
@@ -891,20 +897,68 @@ def _shared_store(op):
     need(op, v.shape == s.shape and v.dtype == s.dtype, f"value must match the shared tile: {v} -> {s}")
 
 
-@define("async_copy", "`async_copy(s, T, i...)`: start copying the tile of T at the indices into shared tile s "
-        "(elements outside T become 0). Complete after `async_commit` + `async_wait` + `barrier`.",
-        operands="dst, tensor, indices[tensor.rank]", effects=True, attrs=ASYNC_COPY, infer=_none)
+@define("async_copy", "`async_copy(s, T, i..., bar?)`: start copying the tile of T at the indices into shared tile s "
+        "(elements outside T become 0). Complete after `async_commit` + `async_wait` + `barrier`; a copy made by "
+        "the tensor-memory accelerator (`copy = \"tma\"`) completes on mbarrier `bar` instead (after its "
+        "`mbarrier_arrive` + `mbarrier_wait`).",
+        operands="dst, tensor, indices[tensor.rank], bar?", effects=True, attrs=ASYNC_COPY, infer=_none)
 def _async_copy(op):
     s = op.dst.type
     shared_tile(op, s, "operand 'dst'")
     t = _tile_access(op)
     need(op, s.dtype == t.dtype and 1 <= s.rank <= t.rank, f"shared tile {s} does not fit tensor {t}")
+    if op.bar is not None:
+        mbarrier_operand(op, op.bar.type, "operand 'bar'", single=True)
+    if op.attrs.get("copy") == "tma":
+        need(op, op.bar is not None, "a TMA copy (copy = \"tma\") needs an mbarrier operand to complete on")
+        box = op.attrs.get("box")
+        need(op, box is not None and len(box) == s.rank and all(b <= 256 and d % b == 0 for b, d in zip(box, s.shape)),
+             f"a TMA copy needs attribute box: one extent <= 256 per dim of {s}, each dividing the tile's")
+        need(op, "swizzle" in op.attrs, "a TMA copy needs attribute swizzle (bytes: 0, 32, 64 or 128)")
+
+
+def mbarrier_operand(op, t, what, single=False):
+    """An mbarrier operand: a shared tile of i64 words (one mbarrier each); `single`: one of them (a
+    tile<1xi64> subview of a ring of mbarriers)."""
+    need(op, isinstance(t, TileType) and t.space == "shared" and t.dtype.name == "i64" and
+         (not single or t.shape == (1,)),
+         f"{what} must be {'an mbarrier, tile<1xi64, shared>' if single else 'mbarriers, a shared tile of i64'}, "
+         f"got {t}")
+
+
+@define("mbarrier_init", "`mbarrier_init(bars)`: make every 64-bit word of shared tile `bars` an mbarrier whose "
+        "phases complete after attribute `count` arrivals (and the bytes TMA copies expect on it); one thread "
+        "initializes them and the whole block waits until it has.",
+        operands="bars", effects=True, attrs={"count": Int(min=1)}, infer=_none)
+def _mbarrier_init(op):
+    mbarrier_operand(op, op.bars.type, "operand 'bars'")
+
+
+@define("mbarrier_arrive", "`mbarrier_arrive(bar)`: the block's copy-issuing thread (the one that issues its TMA "
+        "copies, after them) arrives on mbarrier `bar`: the current phase completes when the bytes those copies "
+        "expect have landed too.", operands="bar", effects=True, infer=_none)
+def _mbarrier_arrive(op):
+    mbarrier_operand(op, op.bar.type, "operand 'bar'", single=True)
+
+
+@define("mbarrier_wait", "`mbarrier_wait(bar, phase)`: every thread waits until the phase of parity `phase` (0 or 1) "
+        "of mbarrier `bar` has completed; what the copies completing on it wrote is then visible.",
+        operands="bar, phase", effects=True, infer=_none)
+def _mbarrier_wait(op):
+    mbarrier_operand(op, op.bar.type, "operand 'bar'", single=True)
+    need(op, is_int_scalar(op.phase.type), "phase must be an integer scalar")
+
+
+@define("mbarrier_inval", "`mbarrier_inval(bars)`: retire the mbarriers of `bars` (every phase complete), so that "
+        "their memory may be used for something else.", operands="bars", effects=True, infer=_none)
+def _mbarrier_inval(op):
+    mbarrier_operand(op, op.bars.type, "operand 'bars'")
 
 
 @define("async_gather", "`async_gather(s, T, rows, col0)`: start copying rows of a 2-D tensor into the 2-D shared tile "
         "s: s[r, c] = T[rows[r], col0 + c], 0 for rows outside [0, T.dim0) and columns outside T (the async "
         "form of `gather`). Complete after `async_commit` + `async_wait` + `barrier`.",
-        operands="dst, tensor, rows, col0", effects=True, attrs=ASYNC_COPY, infer=_none)
+        operands="dst, tensor, rows, col0", effects=True, attrs=ASYNC_GATHER, infer=_none)
 def _async_gather(op):
     s = op.dst.type
     shared_tile(op, s, "operand 'dst'", rank=2)

@@ -5,15 +5,24 @@
   16-byte chunk index by the row index, so that ldmatrix's 8 row addresses (8 consecutive rows,
   same logical chunk) fall into 8 different 16-byte bank groups. Chunks of 16 bytes stay
   contiguous, so 16-byte vector stores and cp.async copies still work.
+* `tma_tile_layout` / `tma_box_plan`: what Hopper's TMA writes -- a tile covered by boxes placed one
+  after another, each box dense row-major, the whole swizzled by the tensor map's swizzle mode
+  (SWIZZLE_128B/64B/32B: the 16-byte chunk index, byte-address bits 4.., XOR-ed with bits 7..;
+  CuTe Swizzle<3|2|1, 4, 3> on bytes). That is the same layout as `swizzled_row_major` of a 16-bit
+  tile with rows of 128/64/32 bytes (panels of 128-byte rows for wider ones), which is the K-major
+  (or, transposed, MN-major) canonical wgmma layout with that swizzle: one layout, which TMA writes,
+  wgmma descriptors and ldmatrix read.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 
 from .layout import ComposedLayout, Layout, Swizzle, row_major
 
 __all__ = ["default_shared_layout", "ldmatrix_swizzle", "swizzled_row_major", "ldmatrix_chunk_dim",
-           "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves", "cumsum_scratch"]
+           "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves", "cumsum_scratch", "tma_box_swizzle", "tma_tile_layout",
+           "tma_box_plan", "same_tile_layout", "TMA_SWIZZLES", "TMA_MAX_BOX"]
 
 
 def default_shared_layout(shape) -> Layout:
@@ -217,6 +226,93 @@ def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
         return ("MN", 1, lbo if lbo else 16, sbo)
     except Exception:                           # noqa: BLE001
         return None
+
+
+TMA_SWIZZLES = (128, 64, 32)          # swizzle spans (bytes) of the tensor-map modes, widest first
+_TMA_SW_BITS = {128: 3, 64: 2, 32: 1}
+TMA_MAX_BOX = 256                      # elements along any dim of a box
+
+
+def tma_box_swizzle(swizzle: int, bits: int):
+    """The swizzle (on element offsets) of tensor-map swizzle mode `swizzle` bytes (0: none -> None)
+    for elements of `bits` bits: byte-offset bits 4.. (the 16-byte chunk) XOR-ed with bits 7.., 3/2/1
+    of them for the 128/64/32-byte modes."""
+    if not swizzle:
+        return None
+    eb = bits // 8
+    return Swizzle(_TMA_SW_BITS[swizzle], 4 - (eb.bit_length() - 1), 3)
+
+
+def tma_tile_layout(shape, bits: int, box, swizzle: int):
+    """The shared layout a tile of `shape` gets when TMA fills it box by box: the boxes of extent
+    `box` (dividing `shape`) in row-major order of the box grid, each `prod(box)` elements, dense and
+    row-major inside; swizzled by mode `swizzle` over the whole offset (the tile starts on a
+    swizzle-atom boundary, as TMA's swizzle uses absolute address bits). A dim with one box is one
+    leaf, a dim with several is (box extent, boxes): e.g. (64, 128) bf16 with 128-byte boxes (64, 64)
+    is `sw<3,3,3> o (64,(64,2)):(64,(1,4096))`, exactly `swizzled_row_major((64, 128), 16)`."""
+    shape, box = tuple(int(x) for x in shape), tuple(int(x) for x in box)
+    grid = tuple(d // b for d, b in zip(shape, box))
+    vol = prod(box)
+    shapes, strides = [], []
+    for i, (b, n) in enumerate(zip(box, grid)):
+        s_in = prod(box[i + 1:])
+        s_grid = vol * prod(grid[i + 1:])
+        if n == 1:
+            shapes.append(b)
+            strides.append(s_in)
+        else:
+            shapes.append((b, n))
+            strides.append((s_in, s_grid))
+    lay = Layout(tuple(shapes), tuple(strides)) if len(shape) > 1 else Layout(shapes[0], strides[0])
+    sw = tma_box_swizzle(swizzle, bits)
+    return ComposedLayout(sw, 0, lay) if sw is not None else lay
+
+
+def tma_box_plan(layout, shape, bits: int):
+    """(box, swizzle) if TMA can write a shared tile of `shape` with shared layout `layout` (its
+    `tma_tile_layout`), else None. Boxes: at most 256 elements along each dim, rows of whole 16-byte
+    chunks, the innermost extent at most the swizzle span (and as wide as it where the row allows);
+    every box a multiple of 128 bytes when there are several (each box's destination must be)."""
+    shape = tuple(int(x) for x in shape)
+    if bits not in (8, 16, 32, 64) or not 1 <= len(shape) <= 5:
+        return None
+    eb = bits // 8
+    row_bytes = shape[-1] * eb
+    if isinstance(layout, ComposedLayout):
+        modes = [m for m in TMA_SWIZZLES if tma_box_swizzle(m, bits) == layout.swizzle and not layout.offset]
+    else:
+        modes = [0]
+    for sw in modes:
+        inner = shape[-1] if not sw or row_bytes <= sw else sw // eb
+        if shape[-1] % inner or (inner * eb) % 16 or inner > TMA_MAX_BOX:
+            continue
+        box = []
+        for d in shape[:-1]:
+            b = d if d <= TMA_MAX_BOX else TMA_MAX_BOX
+            if d % b:
+                break
+            box.append(b)
+        else:
+            box = tuple(box) + (inner,)
+            if box != shape and (prod(box) * eb) % 128:
+                continue
+            if same_tile_layout(str(layout), str(tma_tile_layout(shape, bits, box, sw)), shape):
+                return box, sw
+    return None
+
+
+@lru_cache(maxsize=256)
+def same_tile_layout(a: str, b: str, shape: tuple) -> bool:
+    """Two layouts (text) of a tile of `shape` map every coordinate to the same offset."""
+    if a == b:
+        return True
+    from itertools import product
+    from .layout import parse_layout
+    la, lb = parse_layout(a), parse_layout(b)
+    try:
+        return all(la(c) == lb(c) for c in product(*(range(d) for d in shape)))
+    except Exception:                               # noqa: BLE001 - not a layout of this shape
+        return False
 
 
 def cumsum_scratch(shape, axis: int, bits: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ Atoms are named the way the IR prints them (instruction selection writes `atom =
 `dot`; a user may edit that text): `mma.m16n8k16`, `mma.m16n8k32` (8-bit inputs), `wgmma.m64nNk16` /
 `wgmma.m64nNk32` (16-bit / 8-bit inputs; N chosen per dot), `mfma.32x32x8`, `fma`. Copy mechanisms likewise: `ld.global` (a vector width in elements beside it), `cp.async`,
 `ldmatrix`, `ldmatrix.trans`, `smem.desc` (read by the consuming wgmma through a matrix descriptor),
-`ld.shared`.
+`ld.shared`, `tma` (a bulk tensor copy of a whole box, Hopper).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from . import fragments
 from .errors import TileError
 
 __all__ = ["Target", "Limits", "MmaAtom", "CopyAtom", "TARGETS", "get_target", "target_names",
-           "UnknownTargetError", "resolve_target", "LAZY_COPIES"]
+           "UnknownTargetError", "resolve_target", "disabled_features", "LAZY_COPIES"]
 
 
 class UnknownTargetError(TileError, ValueError):
@@ -129,6 +129,9 @@ LDMATRIX = CopyAtom("ldmatrix", "shared", "reg", (16,), fragment=fragments.ldmat
 LDMATRIX_T = CopyAtom("ldmatrix.trans", "shared", "reg", (16,), fragment=lambda: fragments.ldmatrix_x1(True),
                       elem_bits=(16,))
 SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(8, 16))
+# Hopper's tensor memory accelerator: one thread copies a whole box of a tensor (described by a
+# tensor map, a kernel parameter) into shared memory, completing on an mbarrier
+TMA = CopyAtom("tma", "global", "shared", (), elem_bits=(8, 16, 32, 64))
 BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
 
 
@@ -149,6 +152,7 @@ class Target:
     llvm_features: str = ""
     description: str = ""
     pipeline: tuple = ()                     # pass names, in order (passes/manager.py runs them)
+    removed: tuple = ()                      # features/atoms `without` took away (sorted)
 
     # ---------------------------------------------------------------- questions passes ask
     def has(self, feature: str) -> bool:
@@ -199,11 +203,22 @@ class Target:
 
     def without(self, *names: str) -> "Target":
         """This target with the named features and atoms removed (e.g. `without("wgmma")`: Hopper
-        compiled with mma.sync only, for comparison). The name stays."""
+        compiled with mma.sync only; `without("tma")`: async copies by cp.async, for comparison).
+        The name stays; `key` tells the restricted target apart (caches key on it)."""
         from dataclasses import replace
-        return replace(self, features=self.features - set(names),
+        names = set(names)
+        gone = names & (set(self.features) | {a.name for a in self.mma_atoms} | {a.name for a in self.copy_atoms})
+        if not gone:
+            return self
+        return replace(self, features=self.features - names,
                        mma_atoms=tuple(a for a in self.mma_atoms if a.name not in names),
-                       copy_atoms=tuple(a for a in self.copy_atoms if a.name not in names))
+                       copy_atoms=tuple(a for a in self.copy_atoms if a.name not in names),
+                       removed=tuple(sorted(set(self.removed) | gone)))
+
+    @property
+    def key(self) -> str:
+        """The name, plus what `without` removed ("sm_90a-tma"): what compilation caches key on."""
+        return self.name + "".join(f"-{r}" for r in self.removed)
 
     def __str__(self) -> str:
         return self.name
@@ -235,7 +250,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("sm_90a", "nvidia", "sm_90a", 32, Limits(1024, 232448, 255),
            frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8", "wgmma", "tma", "clusters",
                       "setmaxnreg", "async_proxy"}),
-           (WGMMA, WGMMA_FP8, WGMMA_INT8, MMA_M16N8K16, MMA_M16N8K32, FMA), _NV_COPIES + (SMEM_DESC,), _NV,
+           (WGMMA, WGMMA_FP8, WGMMA_INT8, MMA_M16N8K16, MMA_M16N8K32, FMA), _NV_COPIES + (SMEM_DESC, TMA), _NV,
            "sm_90a", "+ptx80",
            "NVIDIA Hopper (H100, H200), arch-specific features on", NVIDIA_PIPELINE),
     Target("gfx90a", "amd", "gfx90a", 64, Limits(1024, 65536, 512),
@@ -275,17 +290,26 @@ def get_target(target) -> Target:
     return t
 
 
+def disabled_features() -> tuple:
+    """The features $TILEC_DISABLE takes away from every target (comma-separated, e.g. "tma" or
+    "tma,wgmma"): to compare the code with and without an instruction on the same GPU."""
+    env = os.environ.get("TILEC_DISABLE", "")
+    return tuple(sorted({x.strip() for x in env.split(",") if x.strip()}))
+
+
 def resolve_target(explicit=None, detect=None) -> Target:
     """The target of a compilation, resolved once: `explicit` (an argument) if given, else
     $TILEC_TARGET, else `detect()` (the GPU in use, from the runtime) when it returns a name, else
-    the CPU interpreter. Errors say where the bad name came from."""
+    the CPU interpreter; less the features $TILEC_DISABLE names. Errors say where the bad name
+    came from."""
+    off = disabled_features()
     if explicit is not None:
-        return get_target(explicit)
+        return get_target(explicit).without(*off)
     env = os.environ.get("TILEC_TARGET")
     if env:
         try:
-            return get_target(env)
+            return get_target(env).without(*off)
         except UnknownTargetError as e:
             raise UnknownTargetError(f"TILEC_TARGET: {e}") from None
     name = detect() if detect is not None else None
-    return get_target(name or "cpu")
+    return get_target(name or "cpu").without(*off)

@@ -23,6 +23,27 @@ On a target with wgmma (Hopper) with S >= 4 the prefetch distance
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
+On a target with TMA (Hopper) the stages also get one mbarrier each (`full`, a tile<Sx1xi64> in shared
+memory, `mbarrier_init {count = 1}` before the prologue, `mbarrier_inval` after the drain), and
+every async_copy names its stage's mbarrier. Instruction selection then makes the copies that TMA
+can do `copy = "tma"`; the others stay cp.async copies, and both kinds may share a stage:
+
+    issue(stage s):  bar = subview(full, s)
+                     if k < hi: async_copy(ring[s], A, f(k), bar) ...   TMA: thread 0 expects the box
+                     async_commit                                       bytes on bar, then issues the copy
+                     mbarrier_arrive(bar)                               thread 0 arrives: the phase
+                                                                        completes once the bytes landed
+    iteration j:     async_wait(pending = D-1)                          cp.async copies of stage j % S
+                     mbarrier_wait(subview(full, j % S), (j / S) % 2)   its TMA copies (phase parity)
+                     barrier
+
+Each stage's mbarrier completes exactly one phase per use of the stage (the arrive comes even when
+`k >= hi` skipped the copies, with no bytes expected), so the phase of iteration j is (j / S) % 2.
+Reuse of a stage is safe by the same argument as for cp.async: the copy into stage (j+D) % S is
+issued after iteration j's barrier, which every thread reaches only after its reads of that stage
+(iteration j-1; with D = S-2, iteration j-2, whose wgmma group was waited for in iteration j-1) are
+done -- TMA writes a stage only after every reader, the asynchronous wgmma included, has finished.
+
 A load (or a `gather` of rows by index: an async_gather) is pipelined when it has no mask and
 `other` 0 (async copies zero-fill outside the tensor, exactly what such a load reads), its index
 operands depend only on the induction variable and loop-invariant values through pure ops and
@@ -41,7 +62,7 @@ with ldmatrix, no extra conversion), and the ring buffer gets the matching (swiz
 from __future__ import annotations
 
 from ..ir.core import Block, Function, Module, Operation, Value
-from ..ir.dtypes import bool_, i32
+from ..ir.dtypes import bool_, i32, i64
 from ..ir.ops import OPS
 from ..ir.targets import Target, get_target
 from ..ir.types import ScalarType, TileType
@@ -173,9 +194,18 @@ class _LoopPipeliner:
             rings.append(ring)
         stage_t = [TileType(ld.results[0].type.dtype, tuple(ld.results[0].type.shape), "shared", None)
                    for ld, _ in cands]
+        # on a target with TMA: one mbarrier per stage, which the stage's TMA copies complete on
+        # (instruction selection decides which copies are TMA copies; the protocol is above)
+        bars = None
+        bar_t = TileType(i64, (1,), "shared", None)
+        if self.target.has("tma") and any(ld.name == "load" for ld, _ in cands):
+            bars = mk("alloc_shared", [], TileType(i64, (S, 1), "shared", None), hint="full")
+            mk("mbarrier_init", [bars], None, {"count": 1})
 
         def issue(into, k_value, slot_value):
-            """if k < hi: async_copy each ring's stage `slot` from the load at k."""
+            """if k < hi: async_copy each ring's stage `slot` from the load at k; commit the group (and
+            arrive on the stage's mbarrier)."""
+            bar = mk("subview", [bars, slot_value], bar_t, into=into) if bars is not None else None
             c = mk("cmp", [k_value, hi], ScalarType(bool_), {"pred": "lt"}, into)
             then_b, else_b = Block(), Block()
             mp = {}                                       # one clone of what the copies share (K and V's rows)
@@ -187,12 +217,17 @@ class _LoopPipeliner:
                 sv = Operation("subview", [ring, slot_value], [stt], {}, loc=loc)
                 then_b.append(sv)
                 idx = [mp.get(id(v), v) for v in ld.operands[1:]]
-                kind = "async_gather" if ld.name == "gather" else "async_copy"
-                then_b.append(Operation(kind, [sv.results[0], ld.operands[0], *idx], [], {}, loc=ld.loc))
+                if ld.name == "gather":
+                    then_b.append(Operation("async_gather", [sv.results[0], ld.operands[0], *idx], [], {}, loc=ld.loc))
+                else:
+                    then_b.append(Operation("async_copy", [sv.results[0], ld.operands[0], *idx] +
+                                            ([bar] if bar is not None else []), [], {}, loc=ld.loc))
             then_b.append(Operation("yield", [], [], {}, loc=loc))
             else_b.append(Operation("yield", [], [], {}, loc=loc))
             into.append(Operation("if", [c], [], {}, [then_b, else_b], loc=loc))
             into.append(Operation("async_commit", [], [], {}, loc=loc))
+            if bar is not None:
+                into.append(Operation("mbarrier_arrive", [bar], [], {}, loc=loc))
 
         # prefetch distance: S-1 stages ahead; on Hopper S-2, so that the stage overwritten in
         # iteration j was read by the dot of iteration j-2 -- the dot of j-1 (an asynchronous wgmma)
@@ -215,6 +250,13 @@ class _LoopPipeliner:
         slot = mk("rem", [j, Sc], ivt, into=head)
         slot32 = slot if ivt == ScalarType(i32) else mk("cast", [slot], ScalarType(i32), into=head)
         head.append(Operation("async_wait", [], [], {"pending": D - 1}, loc=loc))
+        if bars is not None:
+            # iteration j reads stage j % S, whose mbarrier completes its (j // S)-th phase for it
+            phase = mk("rem", [mk("div", [j, Sc], ivt, into=head), const(2, head)], ivt, into=head)
+            if ivt != ScalarType(i32):
+                phase = mk("cast", [phase], ScalarType(i32), into=head)
+            head.append(Operation("mbarrier_wait", [mk("subview", [bars, slot32], bar_t, into=head), phase], [], {},
+                                  loc=loc))
         head.append(Operation("barrier", [], [], {}, loc=loc))
         for (ld, sl), ring, stt in zip(cands, rings, stage_t):
             sv = mk("subview", [ring, slot32], stt, into=head)
@@ -269,6 +311,8 @@ class _LoopPipeliner:
         # drain
         after = Operation("async_wait", [], [], {"pending": 0}, loc=loc)
         parent.insert(parent.ops.index(op) + 1, after)
+        if bars is not None:
+            parent.insert(parent.ops.index(after) + 1, Operation("mbarrier_inval", [bars], [], {}, loc=loc))
         op.attrs.pop("stages", None)
         op.attrs["pipelined"] = S
         op.attrs["prefetch"] = D

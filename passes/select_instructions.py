@@ -17,7 +17,11 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads).
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
   strides and alignment still guards the vector path).
-* `async_copy`: `copy` -- `cp.async` or `ld.global` (a synchronous copy) -- and `vec`.
+* `async_copy`: `copy` -- `tma` (Hopper's tensor-memory accelerator: one thread copies whole boxes,
+  `box = [...]`, written with the tensor map's `swizzle` (bytes), completing on the copy's mbarrier;
+  see `tma_plan`), `cp.async` or `ld.global` (a synchronous copy) -- and `vec` (for the latter two;
+  kept on a TMA copy so that an edit back to cp.async compiles). `async_gather`: `cp.async` or
+  `ld.global`, and `vec`.
 
 The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
 what the target offers; a choice edited by hand that the target or the layouts cannot honour is a
@@ -28,7 +32,7 @@ from __future__ import annotations
 from ..ir.core import Function, Module, Operation
 from ..ir.ops import OPS
 from ..ir.shared_layouts import (conversion_scratch_layout, default_shared_layout, ldmatrix_chunk_dim,
-                                    smem_vector_elems, transpose_layout, wgmma_canonical)
+                                    smem_vector_elems, tma_box_plan, transpose_layout, wgmma_canonical)
 from ..ir.targets import Target
 from ..ir.thread_maps import (as_map, blocked, mfma_dot_grid, mma_a, mma_c, mma_dot_grid, mma_operand_kind,
                               vector_elems)
@@ -95,6 +99,37 @@ class _Selector:
                 smem_vector_elems(self.shared_layout(st), vec) >= vec
         op.attrs["copy"] = "cp.async" if ok else "ld.global"
         op.attrs["vec"] = vec
+        op.attrs.pop("box", None)
+        op.attrs.pop("swizzle", None)
+        plan = self.tma_plan(op) if op.name == "async_copy" else None
+        if plan is not None:
+            op.attrs["copy"] = "tma"
+            op.attrs["box"], op.attrs["swizzle"] = list(plan[0]), plan[1]
+
+    def tma_plan(self, op: Operation):
+        """(box, swizzle) when the tensor-memory accelerator can make this async copy, else None
+        (cp.async then). It can when the target has it, the copy names an mbarrier to complete on,
+        the tensor may be described by a tensor map (not listed in the function attribute
+        `any_strides`: a launch found strides a tensor map cannot take; 1 to 5 dims of whole-byte
+        elements) and the destination's shared layout is what TMA writes (`tma_box_plan`: boxes of
+        at most 256 elements per dim, rows of whole 16-byte chunks, the tensor-map swizzle), its
+        stages on swizzle-atom boundaries. Elements outside the tensor are zero either way."""
+        if not self.target.has("tma") or self.target.copy_atom("tma") is None or op.bar is None:
+            return None
+        T = op.tensor
+        st = op.dst.type
+        bits = st.dtype.bits
+        if T.type.rank > 5 or bits not in (8, 16, 32, 64):
+            return None
+        if (T.name or f"arg{T.index}") in (self.fn.attrs.get("any_strides") or ()):
+            return None
+        plan = tma_box_plan(self.shared_layout(st), st.shape, bits)
+        if plan is None:
+            return None
+        stage = st.numel * bits // 8
+        if stage % (1024 if plan[1] else 128):       # every stage on a swizzle-atom (128-byte) boundary
+            return None
+        return plan
 
     def eager_copy(self, op: Operation) -> str:
         rt = op.results[0].type

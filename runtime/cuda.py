@@ -38,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import struct
 import threading
 from dataclasses import dataclass
 
@@ -47,7 +48,8 @@ __all__ = ["NoGPUError", "CudaError", "PTXCompileError", "init", "available", "d
            "Stream", "default_stream", "stream_handle", "synchronize", "Event",
            "Allocation", "alloc", "memcpy_htod", "memcpy_dtoh", "memcpy_dtod", "memset_d8",
            "load_module", "Module", "Function", "ptx_to_cubin", "ptx_target", "arch_from_cc",
-           "check_target", "normalize_dims", "current_context", "ensure_context", "nvjitlink_available"]
+           "check_target", "normalize_dims", "current_context", "ensure_context", "nvjitlink_available",
+           "encode_tensor_map"]
 
 SMEM_DEFAULT_LIMIT = 48 * 1024        # bytes of shared memory a block may use without opting in
 
@@ -643,6 +645,41 @@ def memset_d8(dst: int, value: int, nbytes: int, stream=None) -> None:
         return
     cu = _cu()
     _check(cu.cuMemsetD8Async(int(dst), int(value) & 0xFF, int(nbytes), _cu_stream(stream)), "cuMemsetD8Async")
+
+
+# ---------------------------------------------------------------------------------- tensor maps
+_TMAP_DTYPE = {8: "CU_TENSOR_MAP_DATA_TYPE_UINT8", 16: "CU_TENSOR_MAP_DATA_TYPE_UINT16",
+               32: "CU_TENSOR_MAP_DATA_TYPE_UINT32", 64: "CU_TENSOR_MAP_DATA_TYPE_UINT64"}
+_TMAP_SWIZZLE = {0: "CU_TENSOR_MAP_SWIZZLE_NONE", 32: "CU_TENSOR_MAP_SWIZZLE_32B",
+                 64: "CU_TENSOR_MAP_SWIZZLE_64B", 128: "CU_TENSOR_MAP_SWIZZLE_128B"}
+
+
+def encode_tensor_map(ptr: int, shape, strides, bits: int, box, swizzle: int, what: str = "tensor") -> bytes:
+    """The 128 bytes of a TMA tensor map (cuTensorMapEncodeTiled) of the tensor at device address
+    `ptr` with `shape` and `strides` (in elements; outermost dim first, as tilec writes them),
+    elements of `bits` bits copied as raw integers of that width (a copy needs no float
+    semantics), boxes of `box` elements (outermost first), shared-memory swizzle span `swizzle`
+    bytes, elements outside the tensor filled with zeros. The driver wants everything innermost
+    first, strides in bytes and without the innermost one (it is the element size); its rules --
+    16-byte aligned base, strides multiples of 16 bytes -- are checked by the caller
+    (ir.artifact.tensor_map_ok), which names the parameter. `what` names it in driver errors."""
+    cu = _cu()
+    eb = bits // 8
+    rank = len(shape)
+    u64, u32 = cu.cuuint64_t, cu.cuuint32_t
+    tm = _check(cu.cuTensorMapEncodeTiled(
+        getattr(cu.CUtensorMapDataType, _TMAP_DTYPE[bits]), rank, int(ptr),
+        [u64(int(d)) for d in reversed(shape)],
+        [u64(int(s) * eb) for s in reversed(tuple(strides)[:-1])],
+        [u32(int(b)) for b in reversed(box)],
+        [u32(1)] * rank,
+        cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        getattr(cu.CUtensorMapSwizzle, _TMAP_SWIZZLE[int(swizzle)]),
+        cu.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+        cu.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE), "cuTensorMapEncodeTiled",
+        detail=f"(tensor map of {what}: shape {tuple(shape)}, strides {tuple(strides)}, {bits}-bit elements, "
+               f"box {tuple(box)}, swizzle {swizzle} B)")
+    return struct.pack("<16Q", *(int(x) for x in tm.opaque))
 
 
 # ------------------------------------------------------------------------------ PTX -> cubin

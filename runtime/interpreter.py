@@ -41,7 +41,8 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
   to the same row twice: the last row wins). Atomics apply their arithmetic in the tensor's dtype
   (narrow floats rounded after the op), one element at a time.
 * `alloc_shared` gives a poisoned buffer (NaN for floats that have one, random codes otherwise);
-  `async_copy`/`async_gather` copy at once; `barrier`, `async_commit`, `async_wait` do nothing.
+  `async_copy`/`async_gather` copy at once (a TMA copy too); `barrier`, `async_commit`, `async_wait` and
+  the mbarrier ops do nothing.
 * Blocks run one after another, grid axis 0 fastest, then 1, then 2; within a block, ops run in
   program order on whole tiles.
 * `print` prints `[block (x, y, z)] ` then `fmt.format(*values)` when fmt has `{}` fields, else fmt
@@ -514,7 +515,7 @@ def _r_async_gather(ctx, op, args):
     s.buf[...] = out
 
 
-@rule("async_commit", "async_wait", "barrier")
+@rule("async_commit", "async_wait", "barrier", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval")
 def _r_nop(ctx, op, args):
     return None
 

@@ -28,7 +28,10 @@ torch is in sys.modules already, and its stream is read from there (`torch_strea
 `pack_args` builds the kernel parameter array: a ctypes array of void*, one per machine parameter of
 `meta.params`, pointing at the values, which live in the same buffer right after the pointers (one
 8-byte slot each); DLPack owners that must outlive the launch call are kept on it as `_keep`. The
-packing plan (formats, range checks) is built once per kernel and cached on its meta.
+packing plan (formats, range checks) is built once per kernel and cached on its meta. A `tmap`
+parameter's pointer is the address of the TMA tensor map of its tensor argument, built and cached
+by runtime/tensor_maps.py (a repeated launch on the same tensors: one dict lookup per map); an
+argument a tensor map cannot describe is a ValueError naming the parameter.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import threading
 
 import numpy as np
 
-from ..ir.artifact import Artifact, KernelMeta, ParamABI
+from ..ir.artifact import Artifact, KernelMeta, ParamABI, tensor_map_ok
 from ..ir import numerics
 from ..ir.dtypes import DType, dtype as _dtype
 from ..ir.errors import TileError
@@ -50,6 +53,7 @@ from ..ir.types import ScalarType, TensorType
 from . import cuda as _cuda
 from .arrays import Array, dtype_of
 from .device import _TORCH_TYPES, DeviceArray, _is_torch_tensor, extract_tensor, to_device
+from .tensor_maps import TensorMapSpec, tensor_map
 
 __all__ = ["pack_args", "launch", "signature_of", "load_function", "parse_type", "torch_stream_fn"]
 
@@ -241,7 +245,7 @@ class _Plan:
         self.key = (id(meta.params), meta.align)
         index = {n: i for i, n in enumerate(names)}
         self.tensors = []          # (arg index, name, dtype, rank, [(axis, static size)])
-        self.slots = []            # (arg index, role 0 ptr / 1 shape / 2 stride / 3 scalar, axis, packer)
+        self.slots = []            # (arg index, role 0 ptr / 1 shape / 2 stride / 3 scalar / 4 tmap, axis, packer)
         fmt = []
         seen_tensor = set()
         for p in meta.params:
@@ -250,6 +254,14 @@ class _Plan:
                 raise TileError(f"kernel '{meta.name}': machine parameter {p.name!r} refers to unknown parameter "
                                 f"{p.source!r} (meta.params and the IR signature disagree)")
             t = types[j]
+            if p.role == "tmap":
+                if isinstance(t, ScalarType) or j not in seen_tensor:
+                    raise TileError(f"kernel '{meta.name}': tensor map {p.name!r} refers to {p.source!r}, which is not "
+                                    f"a tensor parameter before it in meta.params")
+                # the slot holds nothing: its pointer is the address of the cached tensor map
+                self.slots.append((j, 4, -1, TensorMapSpec.of(p)))
+                fmt.append("8x")
+                continue
             if p.role in ("ptr", "shape", "stride"):
                 if isinstance(t, ScalarType):
                     raise TileError(f"kernel '{meta.name}': parameter {p.source!r} is a scalar in the IR but a "
@@ -276,10 +288,20 @@ class _Plan:
         self.struct = struct.Struct("<" + "Q" * n + "".join(fmt))
         self.size = max(self.struct.size, 8)
         self.arr_t = ctypes.c_void_p * max(n, 1)
-        # one generated function packs everything with a single struct call (no per-slot branching)
-        exprs = [f"b + {o}" for o in self.offs]
+        # one generated function packs everything with a single struct call (no per-slot branching);
+        # a tensor map's pointer is the address of its cached 128 bytes (runtime/tensor_maps.py)
+        exprs, maps = [], []
+        for (j, role, axis, spec), o in zip(self.slots, self.offs):
+            if role == 4:
+                exprs.append(f"tmap(M[{len(maps)}], infos[{j}][0], infos[{j}][1], infos[{j}][2])")
+                maps.append(spec)
+            else:
+                exprs.append(f"b + {o}")
+        self.maps = tuple(maps)
         packers = []
         for j, role, axis, packer in self.slots:
+            if role == 4:
+                continue
             if role == 3:
                 exprs.append(f"P[{len(packers)}](args[{j}])")
                 packers.append(packer)
@@ -288,7 +310,7 @@ class _Plan:
             else:
                 exprs.append(f"infos[{j}][{role}][{axis}]")
         src = "def fill(buf, b, args, infos):\n    pack_into(buf, 0, " + ", ".join(exprs) + ")\n"
-        env = {"pack_into": self.struct.pack_into, "P": tuple(packers)}
+        env = {"pack_into": self.struct.pack_into, "P": tuple(packers), "M": self.maps, "tmap": tensor_map}
         exec(compile(src, f"<tilec pack_args {meta.name}>", "exec"), env)
         self.fill = env["fill"]
 
@@ -553,11 +575,14 @@ class FastLauncher:
     calls (dtype, rank, 16-byte alignment, device), packs a preallocated parameter buffer in place
     and makes one driver call: on torch's current stream when the signature has a torch tensor (read
     per call, as the general path does), else on the legacy default stream. Anything it does not
-    expect -- another type or dtype, a host array, an int out of range, a misaligned pointer, another
-    thread -- returns False without launching, and the caller takes the general path (which gives
-    the named errors)."""
+    expect -- another type or dtype, a host array, an int out of range, a misaligned pointer, strides
+    a tensor map cannot take, another thread -- returns False without launching, and the caller takes
+    the general path (which gives the named errors). `any_strides`: the tensor parameters the
+    specialization was compiled without TMA for (their arguments' strides did not allow a tensor
+    map); arguments whose strides would allow one return False too, so that the caller can pick the
+    TMA specialization."""
 
-    def __init__(self, compiled, args, types, names):
+    def __init__(self, compiled, args, types, names, any_strides=()):
         import threading as _th
         meta = artifact_of(compiled).meta
         self.meta = meta
@@ -604,10 +629,24 @@ class FastLauncher:
             else:
                 raise _NotEligible(f"argument {name!r} is a {t.__name__}")
             lines.append(f"    if len(s{j}) != {rank}" + (f" or p{j} % {align}" if align > 1 else "") + ": return False")
+            if name in any_strides and want is not None:
+                # compiled without TMA for this tensor because its strides did not allow a tensor map:
+                # arguments that do allow one go back to the general path (and its TMA specialization)
+                env["tmap_ok"] = tensor_map_ok
+                lines.append(f"    if tmap_ok(s{j}, st{j}, {want.bits}): return False")
             tensor_j[j] = rank
-        exprs = [f"{base + o}" for o in plan.offs]
+        exprs = []
+        for k, ((j, role, axis, spec), o) in enumerate(zip(plan.slots, plan.offs)):
+            if role == 4:                # the cached tensor map's address (a miss builds it or raises)
+                env[f"M{k}"] = spec
+                exprs.append(f"tmap(M{k}, p{j}, s{j}, st{j})")
+            else:
+                exprs.append(f"{base + o}")
+        env["tmap"] = tensor_map
         scal = 0
         for j, role, axis, packer in plan.slots:
+            if role == 4:
+                continue
             if role == 3:
                 env[f"P{scal}"] = packer
                 a = args[j]
@@ -651,7 +690,7 @@ def _torch_like(a) -> bool:
     return _is_torch_tensor(a)
 
 
-def fast_launcher(compiled, args, types=None, names=None):
+def fast_launcher(compiled, args, types=None, names=None, any_strides=()):
     """A FastLauncher for these arguments (the call signature of a launch that just went through
     the general path), or None where the fast path does not apply (host arrays, other tensor kinds,
     a cluster launch, no driver)."""
@@ -660,6 +699,6 @@ def fast_launcher(compiled, args, types=None, names=None):
     try:
         if types is None:
             types, names = signature_of(compiled)
-        return FastLauncher(compiled, list(args), types, names)
+        return FastLauncher(compiled, list(args), types, names, tuple(any_strides))
     except (_NotEligible, TileError, TypeError, ValueError, AttributeError):
         return None

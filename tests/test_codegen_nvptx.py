@@ -79,7 +79,7 @@ def test_input_not_modified_and_meta():
     ck = compile(m, "sm_90a")
     assert str(m) == before                       # compile() works on a copy
     kinds = [p.kind for p in ck.meta.params]
-    assert kinds == ["ptr", "i32", "i32", "i32", "i32"] * 3
+    assert kinds == ["ptr", "i32", "i32", "i32", "i32"] * 3 + ["tmap", "tmap"]     # A and B by TMA
     assert ck.meta.shared_bytes >= 3 * (128 * 32 + 32 * 128) * 2
     assert "pipeline_loads" in ck.ir_after and "layout_inference" in ck.ir_after
 
@@ -105,16 +105,19 @@ def test_gemm_tensor_cores_no_spills(tgt, wgmma):
 @needs_ptxas
 @pytest.mark.parametrize("stages", [2, 3, 4])
 def test_pipelined_gemm(stages):
-    """Software-pipelined GEMM: cp.async ring buffer, one barrier per iteration, no spills."""
+    """Software-pipelined GEMM: cp.async ring buffer (TMA boxes completing on one mbarrier per stage
+    on sm_90a), one barrier per iteration, no spills."""
     for tgt in TARGETS:
         ck = compile(NK.gemm(128, 128, 32, stages=stages), tgt)
         ptx = ck.ptx
-        assert "cp.async.cg.shared.global" in ptx and "cp.async.wait_group" in ptx
+        rings = stages * (128 * 32 + 32 * 128) * 2
         if tgt == "sm_90a":
-            assert "wgmma.mma_async" in ptx
+            assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor.2d" in ptx and "mbarrier.try_wait" in ptx
+            assert ck.meta.shared_bytes == rings + 128          # + the stages' mbarriers (128-byte aligned)
         else:
+            assert "cp.async.cg.shared.global" in ptx and "cp.async.wait_group" in ptx
             assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix.sync.aligned" in ptx
-        assert ck.meta.shared_bytes == stages * (128 * 32 + 32 * 128) * 2
+            assert ck.meta.shared_bytes == rings
         r = ptxas_report(ck)
         assert r["spill_stores"] == 0, r["log"]
 
@@ -132,7 +135,7 @@ def test_sass_has_hmma():
         f.write(cubin)
         f.flush()
         sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
-    assert "HGMMA.64x128x16.F32.BF16" in sass and "LDGSTS" in sass
+    assert "HGMMA.64x128x16.F32.BF16" in sass and "UTMALDG.2D" in sass          # wgmma fed by TMA
 
 
 def test_fma_fallback_for_f32_dot():

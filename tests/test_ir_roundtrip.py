@@ -59,7 +59,7 @@ KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
-    "condition"}
+    "condition", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval"}
 
 
 def cover_all_ops() -> set[str]:
@@ -364,7 +364,21 @@ class Gen:
         if name == "async_copy":
             s = g(self.tile_t(space="shared"))
             t = self.tensor(r.randint(s.type.rank, 3), s.type.dtype)
-            return self.new(name, [s, t, *[self.idx() for _ in range(t.type.rank)]], [])
+            bar, attrs = [], {}
+            if r.random() < 0.5:                  # a TMA copy, completing on an mbarrier
+                bar = [g(TileType(dtype("i64"), (1,), "shared"))]
+                if r.random() < 0.7:
+                    attrs = {"copy": "tma", "box": [max(1, d // r.choice([1, 2])) if d % 2 == 0 else d
+                                                    for d in s.type.shape],
+                             "swizzle": r.choice([0, 32, 64, 128])}
+            return self.new(name, [s, t, *[self.idx() for _ in range(t.type.rank)], *bar], [], attrs)
+        if name in ("mbarrier_init", "mbarrier_inval"):
+            bars = g(TileType(dtype("i64"), (r.randint(1, 4), 1), "shared"))
+            return self.new(name, [bars], [], {"count": r.randint(1, 4)} if name == "mbarrier_init" else {})
+        if name == "mbarrier_arrive":
+            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared"))])
+        if name == "mbarrier_wait":
+            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared")), self.idx()])
         if name == "async_gather":
             t = self.tensor(2)
             R, C = r.choice([1, 4, 8]), r.choice([1, 2, 16])

@@ -386,7 +386,10 @@ def test_pipelined_gather_moe_up():
     assert [o for o in fn.walk() if o.name == "async_gather"] and not [o for o in fn.walk() if o.name == "gather"]
     text = print_module(ck.module)
     assert print_module(parse_module(text)) == text
-    assert "cp.async.cg.shared.global" in ck.ptx
+    # the gathered rows go by cp.async (8-byte chunks here); the weight tiles, boxes of a 3-D tensor,
+    # by TMA on sm_90a
+    assert "cp.async.ca.shared.global" in ck.ptx
+    assert "cp.async.bulk.tensor.3d" in ck.ptx
     rng = np.random.default_rng(SEED)
     T, D, F, E = 20, 80, 64, 3                     # D = 80: the last K tile is partly outside X
     X = tile.asarray(rng.standard_normal((T, D)), bf16)

@@ -57,13 +57,15 @@ def test_gemm_selection_is_in_the_ir():
     text = ck.ir_after["select_instructions"]
     assert 'atom = "wgmma.m64n128k16.ss"' in text and "warps = [4, 1]" in text
     assert text.count('copy = "smem.desc"') == 2                  # A and B read by the wgmma descriptors
-    assert 'copy = "cp.async"' in text and "vec = 8" in text     # 16-byte async copies into the ring
+    assert 'copy = "tma"' in text and "box = [128, 64], swizzle = 128" in text   # TMA boxes into the ring
+    assert 'copy = "cp.async"' not in text
     assert "inflight" not in text                                # 3 stages: the stage is reused next iteration
     assert print_module(parse_module(text)) == text              # the choices round-trip
     t4 = _gemm_module(STAGES=4)[1].ir_after["select_instructions"]
     assert "inflight = 1" in t4                                  # 4 stages: one wgmma group stays in flight
     t80 = _gemm_module("sm_80")[1].ir_after["select_instructions"]
     assert 'atom = "mma.m16n8k16"' in t80 and 'copy = "ldmatrix.k"' in t80 and "wgmma" not in t80
+    assert 'copy = "cp.async"' in t80 and "vec = 8" in t80       # 16-byte async copies into the ring
 
 
 @needs_ptxas

@@ -171,7 +171,7 @@ def test_signatures_are_declared_for_every_op():
     for name, d in O.OPS.items():
         assert isinstance(d.operands, tuple), name
     assert O.OPS["load"].signature == "tensor, indices[tensor.rank], mask?"
-    assert O.OPS["async_copy"].signature == "dst, tensor, indices[tensor.rank]"
+    assert O.OPS["async_copy"].signature == "dst, tensor, indices[tensor.rank], bar?"
     with pytest.raises(ValueError, match="ambiguous"):
         O.parse_signature("a*, b?")
     with pytest.raises(ValueError, match="reserved"):

@@ -418,7 +418,7 @@ class Autotuner:
                 if ck is not None:
                     t.compiled, t.source = ck, "memory"
                 else:
-                    module, ir = k._frontend(b)
+                    module, ir = k._frontend(b, target)
                     art = None
                     if target.is_gpu:
                         from .runtime.cache import default_cache
@@ -448,7 +448,9 @@ class Autotuner:
                             lower=lambda: compiler.lower(module, target, name=k.name))
         ck.artifact = art
         ck.asm["ptx"] = art.ptx
-        return k.cache.setdefault(k._cache_key(b, target.name), ck)
+        key = k._cache_key(b, target.name)
+        ck.any_strides = key[2]                          # tensors this specialization copies without TMA
+        return k.cache.setdefault(key, ck)
 
     def _run_jobs(self, jobs, target, limits, workers) -> None:
         n = _worker_count(len(jobs), workers)
@@ -478,7 +480,9 @@ class Autotuner:
         ck = CompiledKernel(k.name, target.name, ir, module, ir_after, dict(b.types), dict(b.constexprs), k.params)
         ck.artifact = res["artifact"]
         ck.asm["ptx"] = ck.artifact.ptx
-        t.compiled = k.cache.setdefault(k._cache_key(b, target.name), ck)
+        key = k._cache_key(b, target.name)
+        ck.any_strides = key[2]
+        t.compiled = k.cache.setdefault(key, ck)
         t.source = res.get("source", "built")
 
     def _run_parallel(self, jobs, target, limits, n) -> bool:

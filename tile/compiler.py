@@ -17,7 +17,7 @@ import os
 from .ir.core import Block, Function, Module, Operation
 from .ir.errors import TileError
 from .ir.printer import print_module
-from .ir.targets import Target, get_target, resolve_target
+from .ir.targets import Target, disabled_features, get_target, resolve_target
 from .ir.types import TileType
 
 __all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
@@ -47,11 +47,12 @@ _environ = os.environ
 def resolve(target=None) -> Target:
     """The target of a compilation, resolved once: `target` if given (a name or a Target), else
     $TILEC_TARGET, else the GPU in use, else the CPU interpreter. An unknown name is a one-line
-    UnknownTargetError listing the valid ones. The default (no argument) is memoized: resolved
-    again only when $TILEC_TARGET's text changes (one dict lookup per launch) or after
+    UnknownTargetError listing the valid ones. $TILEC_DISABLE (e.g. "tma") takes features away
+    (`Target.without`). The default (no argument) is memoized: resolved again only when
+    $TILEC_TARGET's or $TILEC_DISABLE's text changes (one dict lookup per launch) or after
     `reset_target()`."""
     if target is None:
-        env = _environ.get("TILEC_TARGET")
+        env = (_environ.get("TILEC_TARGET"), _environ.get("TILEC_DISABLE"))
         memo = _DEFAULT_TARGET
         if memo and memo[0] == env:
             return memo[1]
@@ -67,10 +68,14 @@ def reset_target() -> None:
 
 
 def _restrict(target: Target, options: dict) -> Target:
-    """Options that take an instruction away from selection (`wgmma=False`: Hopper with mma.sync)."""
-    if options.pop("wgmma", None) is False:
-        target = target.without("wgmma")
-    return target
+    """Options that take an instruction away from selection (`wgmma=False`: Hopper with mma.sync;
+    `tma=False`: Hopper's async copies by cp.async), and the features $TILEC_DISABLE names. Caches
+    key on the result's `key`."""
+    for feature in ("wgmma", "tma"):
+        if options.pop(feature, None) is False:
+            target = target.without(feature)
+    off = disabled_features()
+    return target.without(*off) if off else target
 
 
 def lower(module: Module, target, *, name: str | None = None, num_warps: int | None = None,
@@ -110,13 +115,13 @@ def generate_cached(module: Module, target, *, kernel: str | None = None, use_ca
     the kernel and the options -- what `tilec compile` uses, so a second compile of the same kernel
     (or one a launch already compiled) reads the cache. The debugging views (llvm_ir, ...) exist only
     on a fresh build: pass use_cache=False for them."""
-    target = get_target(target)
+    target = _restrict(get_target(target), dict(options))
     if not use_cache or not target.is_gpu:
         return generate(module, target, kernel=kernel, **options)
     from .runtime.cache import default_cache
     fn = _pick(module, kernel)
     text = print_module(Module([fn]))
-    entry = default_cache().get_or_build((text, target.name, {"stage": "generate", "kernel": fn.name, **options}),
+    entry = default_cache().get_or_build((text, target.key, {"stage": "generate", "kernel": fn.name, **options}),
                                          lambda: generate(module, target, kernel=kernel, **options))
     if entry.source != "built":
         warn_resources(entry.artifact)
@@ -145,7 +150,7 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
     keyed on the front end's IR, the target and the options. Returns (module, ir_after, Artifact or
     None for cpu)."""
-    target = get_target(target)
+    target = _restrict(get_target(target), dict(options))
     module, ir_after = lower(module, target, name=name, **options)
     if not target.is_gpu:
         return module, ir_after, None
@@ -162,7 +167,8 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
 def launch_cache_parts(frontend_ir: str, target, options: dict | None = None) -> tuple:
     """The kernel-cache key parts under which `build` keeps the artifact of a front-end IR text (what
     the autotuner's compile workers fill and its parent reads back)."""
-    return (frontend_ir, get_target(target).name, dict(options or {}))
+    t = target if not isinstance(target, str) else get_target(target)
+    return (frontend_ir, t.key, dict(options or {}))   # key: the name plus what Target.without removed
 
 
 # ------------------------------------------------------------------------------------ resources

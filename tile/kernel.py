@@ -57,6 +57,7 @@ class CompiledKernel:
         self.params = params
         self.asm: dict = {}
         self.artifact = None    # GPU targets: the compiled artifact (ir/artifact.py)
+        self.any_strides = ()   # tensors compiled without TMA (their strides allow no tensor map)
 
     def _lowered(self):
         if self._lower is not None:
@@ -298,19 +299,28 @@ class Kernel:
         __tracebackhide__ = True
         try:
             b = self.bind(args, kwargs, signature_ok=True)
-            return self._compile(b, compiler.resolve(target).name)
+            return self._compile(b, compiler.resolve(target))
         except Exception as e:
             if _is_user_error(e):
                 raise e.with_traceback(None) from None
             raise
 
     @staticmethod
-    def _cache_key(b: _Bound, target: str) -> tuple:
-        """The key of `self.cache` (compiled kernels in memory) for a binding and a target name."""
-        return (target, tuple(b.key))
+    def _target(target):
+        return target if not isinstance(target, str) else compiler.resolve(target)
 
-    def _frontend(self, b: _Bound):
-        """The front end for one binding: (IR module, its printed text) -- the text keys the kernel cache."""
+    @classmethod
+    def _cache_key(cls, b: _Bound, target) -> tuple:
+        """The key of `self.cache` (compiled kernels in memory) for a binding and a target (a Target or
+        its name; a restricted one, `Target.without`, is a specialization of its own). On a target with
+        TMA the tensor arguments whose strides a tensor map cannot describe are a part of it too."""
+        target = cls._target(target)
+        return (target.key, tuple(b.key), _any_strides(b, target))
+
+    def _frontend(self, b: _Bound, target=None):
+        """The front end for one binding: (IR module, its printed text) -- the text keys the kernel cache.
+        With a target: its `any_strides` (function attribute: those tensors are copied by cp.async)."""
+        any_strides = _any_strides(b, self._target(target)) if target is not None else ()
         for p in self.params:
             if p.kind == "constexpr" and not _is_const_ok(b.constexprs[p.name]):
                 raise _user_error(TypeError(f"{self.name}(): constexpr '{p.name}' must be a compile-time value "
@@ -320,20 +330,27 @@ class Kernel:
         stages = b.options.get("num_stages")
         for f in module.functions:
             f.attrs.update({k: v for k, v in b.options.items() if k != "num_stages"})
+            if any_strides:
+                f.attrs["any_strides"] = list(any_strides)
             if stages is not None:               # the default depth of loops that do not choose one
                 for op in f.walk():
                     if op.name == "for" and op.attrs.get("stages") is None:
                         op.attrs["stages"] = stages
         return module, print_module(module)
 
-    def _compile(self, b: _Bound, target: str) -> CompiledKernel:
+    def _compile(self, b: _Bound, target) -> CompiledKernel:
+        """The specialization of `b` for `target` (a Target or its name), compiled once and cached."""
+        target = self._target(target)
         key = self._cache_key(b, target)
         ck = self.cache.get(key)
         if ck is not None:
             return ck
-        module, ir = self._frontend(b)
+        any_strides = key[2]
+        module, ir = self._frontend(b, target)
         module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
-        ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
+        ck = CompiledKernel(self.name, target.name, ir, module, ir_after, dict(b.types), dict(b.constexprs),
+                            self.params)
+        ck.any_strides = any_strides
         if binary is not None:
             ck.artifact = binary
             ck.asm["ptx"] = ck.artifact.ptx
@@ -370,7 +387,7 @@ class Kernel:
         try:
             b = self.bind(args, kwargs)
             target = compiler.resolve()
-            ck = self._compile(b, target.name)
+            ck = self._compile(b, target)
             g = _grid(self.name, grid, b.values)
             if 0 not in g:
                 _launch(ck, g, b.runtime_args, b.stream)
@@ -400,10 +417,13 @@ class Kernel:
             hash(key)
         except TypeError:
             return
-        if key in self._fast:
+        old = self._fast.get(key, False)
+        if old is not False and (old is None or old[1] is ck):
             return
+        # (a different specialization for the same call signature replaces the old one: arguments
+        # whose strides now allow TMA, or no longer do)
         from .runtime.launch import fast_launcher
-        fl = fast_launcher(ck, list(args))
+        fl = fast_launcher(ck, list(args), any_strides=getattr(ck, "any_strides", ()))
         self._fast[key] = (target, ck, fl, None) if fl is not None else None
 
 
@@ -485,6 +505,53 @@ def _grid(name: str, grid, meta: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- argument inspection
+def _any_strides(b: _Bound, target) -> tuple:
+    """On a target with TMA: the tensor parameters whose launch argument has strides a TMA tensor
+    map cannot describe (ir.artifact.tensor_map_ok: a unit innermost stride, the others multiples of
+    16 bytes), or whose strides cannot be read cheaply (objects known only through DLPack). A
+    signature (no argument) promises nothing: the kernel then assumes tensor-map strides and its
+    launch checks them."""
+    if not target.has("tma"):
+        return ()
+    from .ir.artifact import tensor_map_ok
+    out = []
+    for (name, t), v in zip(b.types.items(), b.runtime_args):
+        if v is None or not isinstance(t, TensorType) or t.dtype.bits not in (8, 16, 32, 64):
+            continue
+        lay = _shape_strides(v)
+        if lay is None or not tensor_map_ok(lay[0], lay[1], t.dtype.bits):
+            out.append(name)
+    return tuple(out)
+
+
+def _shape_strides(v):
+    """(shape, strides in elements) of a tensor argument as the kernel will see it, or None when
+    that takes more than reading attributes. Host arrays are copied contiguously to the device."""
+    if _is_host_array(v):
+        return _shape_strides_contiguous(tuple(v.shape))
+    strides = getattr(v, "strides", None)
+    if type(v).__name__ == "DeviceArray":
+        return tuple(v.shape), tuple(strides)
+    if callable(getattr(v, "stride", None)) and callable(getattr(v, "data_ptr", None)):      # torch
+        return tuple(v.shape), tuple(v.stride())
+    try:
+        cai = v.__cuda_array_interface__
+    except Exception:                             # noqa: BLE001 - none, or torch bf16 raising
+        return None
+    shape = tuple(int(d) for d in cai["shape"])
+    if cai.get("strides") is None:
+        return _shape_strides_contiguous(shape)
+    import numpy as np
+    item = np.dtype(cai["typestr"]).itemsize
+    return shape, tuple(int(s) // item for s in cai["strides"])
+
+
+def _shape_strides_contiguous(shape):
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= d
+    return shape, tuple(reversed(st))
 def _arg_key(a):
     """What of an argument selects its specialization cheaply: its type, and a tensor's dtype."""
     t = type(a)
