@@ -68,8 +68,8 @@ def moe_offsets(counts: tile.Tensor[i32, 2], blockoff: tile.Tensor[i32, 2], bloc
                 rows: tile.Tensor[i32, 2], E: tile.constexpr = 8, BM: tile.constexpr = 16,
                 BB: tile.constexpr = 32, BF: tile.constexpr = 128):
     """One block. blockoff[b, e] = first padded row of router block b's assignments to expert e;
-    block_expert[i] = expert of row block i (-1 past the end); rows[:] = -1 (padding, until the
-    scatter writes the real ones)."""
+    block_expert[i] = expert of row block i (-1 past the end); rows[r] = -1 for the padding rows r of
+    every segment (the scatter writes the others)."""
     NB = counts.shape[0]
     seen = tile.zeros((E,), i32)                           # assignments to each expert in blocks < b0
     for b0 in tile.range(0, NB, BB):
@@ -85,8 +85,13 @@ def moe_offsets(counts: tile.Tensor[i32, 2], blockoff: tile.Tensor[i32, 2], bloc
         first_row = (tile.arange(0, BF) + i) * BM
         e = tile.sum((ends[None, :] <= first_row[:, None]).astype(i32), axis=1)
         tile.store(block_expert, (i,), tile.where(e < E, e, -1))
-    for i in tile.range(0, rows.shape[0], BF):
-        tile.store(rows, (i, 0), tile.full((BF, 1), -1, i32))
+    # the padding rows of each segment (fewer than BM per expert) read token -1; rows past the last
+    # segment belong to no row block (block_expert -1) and are never read
+    BJ = min(BM, 32)                                        # (E x BJ tiles keep the registers few)
+    for j0 in tile.static_range(0, BM, BJ):
+        j = tile.arange(0, BJ)[None, :] + j0
+        pad = tile.where(j < (padded - seen)[:, None], (ends - padded + seen)[:, None] + j, -1)
+        tile.scatter(rows, tile.reshape(pad, (E * BJ,)), 0, tile.full((E * BJ, 1), -1, i32))
 
 
 @tile.kernel
@@ -263,7 +268,7 @@ def run(T=40, D=64, F=64, E=8, TOPK=2, BM=16, round_tokens=False, seed=None, emp
     h_rows, h_blocks, h_pos, h_weights, assignments = align(ids, wts, ref_p, E, BM, round_tokens)
     n = len(h_rows)
     if not round_tokens:
-        assert (rows[:n, 0] == h_rows).all() and (rows[n:] == -1).all(), "GPU alignment rows differ"
+        assert (rows[:n, 0] == h_rows).all(), "GPU alignment rows differ"        # rows[n:] are never read
         assert (block_expert[:n // BM] == h_blocks).all() and (block_expert[n // BM:] == -1).all()
         # (the host lists a token's rows by expert, the GPU by router slot, beside that slot's weight)
         assert (np.sort(pos, 1) == np.sort(h_pos, 1)).all(), "GPU alignment positions differ"
