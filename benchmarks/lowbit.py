@@ -183,7 +183,7 @@ def rel_err(torch, out, ref):
 
 def tilec_consts(lb, tile, row, M, N, K, mma=True):
     wtype, zero, G, skind = ROWS[row]
-    c = lb.config(M, N, K, tile.dtype(wtype).bits, G, mma=mma)
+    c = lb.config(M, N, K, tile.dtype(wtype).bits, G, mma=mma, scale=skind)
     if M > 16 and mma:                  # beyond the decode regime: 64-row tiles, 3 stages (shared memory)
         c.update(BM=64, STAGES=3, BK=min(c["BK"], max(128, G)))
         c["KS"] = max(c["KS"], c["BK"])

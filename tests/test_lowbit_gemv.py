@@ -79,7 +79,7 @@ BARS = [("int4", 1, 14336, 4096, "f32", 128), ("int4", 16, 14336, 4096, "f32", 1
 @needs_ptxas
 @pytest.mark.parametrize("wtype,M,N,K,sdt,G", BARS, ids=[f"{b[0]}-M{b[1]}-{b[2]}x{b[3]}" for b in BARS])
 def test_bar_configs_assemble_without_spills(wtype, M, N, K, sdt, G, tmp_path):
-    c = LB.config(M, N, K, tile.dtype(wtype).bits, G)
+    c = LB.config(M, N, K, tile.dtype(wtype).bits, G, scale="e8m0" if sdt == "u8" else "float")
     ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G,
                                 SCALE="e8m0" if sdt == "u8" else "float", **c)
     src = tmp_path / "k.ptx"

@@ -379,7 +379,7 @@ def test_pipelined_gather_moe_up():
     g = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(g)
     k = g.moe_up
-    sig = [tile.Tensor[bf16, 2], tile.Tensor[bf16, 3], tile.Tensor[i32, 1], tile.Tensor[i32, 1], tile.Tensor[bf16, 2]]
+    sig = [tile.Tensor[bf16, 2], tile.Tensor[bf16, 3], tile.Tensor[i32, 2], tile.Tensor[i32, 1], tile.Tensor[bf16, 2]]
     consts = dict(F=64, BM=16, BN=32, BK=32)
     ck = k.compile(*sig, target="sm_90a", **consts)
     fn = ck.module.functions[0]
@@ -394,7 +394,7 @@ def test_pipelined_gather_moe_up():
     T, D, F, E = 20, 80, 64, 3                     # D = 80: the last K tile is partly outside X
     X = tile.asarray(rng.standard_normal((T, D)), bf16)
     W1 = tile.asarray(rng.standard_normal((E, D, 2 * F)) / 8, bf16)
-    rows = np.array(list(range(0, 20, 2)) + [-1] * 6 + list(range(1, 20, 2)) + [-1] * 6, np.int32)
+    rows = np.array(list(range(0, 20, 2)) + [-1] * 6 + list(range(1, 20, 2)) + [-1] * 6, np.int32)[:, None]
     be = np.array([0, 2], np.int32)
     grid = (len(rows) // 16, F // 32)
     outs = []
