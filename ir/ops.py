@@ -274,7 +274,8 @@ COMMON_ATTRS = {"smem_scratch": Int(min=0).opt}
 # The names are the targets' atoms (ir/targets.py); a value the target lacks is a located error there.
 VEC = {"vec": Int(min=1).opt}                                   # elements per global access
 ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
-SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc").opt}
+SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc",
+                             "ds_read.k", "ds_read.trans.k").opt}
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
 
 

@@ -290,6 +290,10 @@ def pipeline_function(fn: Function, target: Target | None = None) -> Function:
     target = get_target(target or fn.attrs.get("target") or "sm_90a")
     loops = [o for o in fn.walk() if o.name == "for" and int(o.attrs.get("stages", 1) or 1) >= 2]
     for lp in loops:
+        if not target.has("cp.async"):         # AMD: loads staged through registers (pipeline_registers.py)
+            from .pipeline_registers import pipeline_loop_registers
+            pipeline_loop_registers(fn, lp, target)
+            continue
         _LoopPipeliner(fn, lp, int(lp.attrs["stages"]), target).run()
     return fn
 

@@ -11,7 +11,8 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
   shared tile through a matrix descriptor), `ldmatrix.k` (the mma.sync dot reads fragments with
   ldmatrix one k step at a time), `ldmatrix.trans.k` (the same through the `transpose` that
-  follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads).
+  follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads); on AMD
+  `ds_read.k` / `ds_read.trans.k` (the MFMA dot reads one k step at a time from LDS: select_amd.py).
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
   strides and alignment still guards the vector path).
 * `async_copy`: `copy` -- `cp.async` or `ld.global` (a synchronous copy) -- and `vec`.
@@ -32,6 +33,7 @@ from ..ir.thread_maps import (as_map, blocked, mfma_dot_grid, mma_a, mma_c, mma_
 from ..ir.types import TileType
 
 from .layout_inference import mfma_atoms
+from .select_amd import select_mfma_copies
 from .manager import register
 from .shared_memory_planning import scratch_bytes
 
@@ -181,8 +183,9 @@ class _Selector:
                      if self.target.mma_atom(x[0]).supports(a.type.dtype.name, c.type.dtype.name)]
             mf = mfma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps, atoms) \
                 if atoms else None
-            if mf is not None:                   # MFMA: the operands are read from registers as they are
+            if mf is not None:                   # MFMA; operands staged in LDS read one k step at a time
                 op.attrs["atom"], op.attrs["warps"] = mf[0], [mf[1], mf[2]]
+                select_mfma_copies(self, op)
                 return
         if grid is None:
             op.attrs["atom"] = "fma"

@@ -1,0 +1,49 @@
+"""Instruction selection for AMD (CDNA): how MFMA operands reach registers. Called by
+passes/select_instructions.py once a dot has its MFMA atom; kept apart from the NVIDIA choices.
+
+`ds_read.k`: the MFMA dot reads its operand from LDS itself, one k step (the atom's k) at a time,
+with ds_read_b64 / ds_read_b128 where the k elements of a lane are contiguous in the LDS layout.
+Only the accumulator and one k step of A and B are then live in registers (layout inference counts
+them so: `layout_inference.mfma_live_values`), which is what lets attention with head dim 128 use
+MFMA for q.kT without spilling. The operand comes from
+* a `shared_load` whose only use is the dot, with nothing that writes LDS in between;
+* a `transpose` of such a shared_load (`ds_read.trans.k` on the shared_load: the dot reads the
+  transposed view of the same bytes);
+* a `convert_layout` staged through scratch LDS whose only users are dots (the planner keeps its
+  scratch alive until the last of them: shared_memory_planning, LAZY_COPIES).
+"""
+from __future__ import annotations
+
+from ..ir.core import Operation
+
+__all__ = ["select_mfma_copies"]
+
+
+def _lazy_source(sel, v, dot: Operation):
+    """(producer op, copy name) when dot operand `v` can be read from LDS by the dot, else None."""
+    from .shared_memory_planning import scratch_bytes
+    op = v.owner if isinstance(v.owner, Operation) else None
+    if op is None or v.type.layout is None or v.type.dtype.bits not in (8, 16):
+        return None
+    if op.name == "shared_load" and sel.deferrable(op, dot):
+        return op, "ds_read.k"
+    if op.name == "transpose" and list(op.attrs["perm"]) == [1, 0]:
+        src = op.operands[0].owner if isinstance(op.operands[0].owner, Operation) else None
+        if src is not None and src.name == "shared_load" and sel.deferrable(src, dot, through_transpose=True):
+            return src, "ds_read.trans.k"
+    if op.name == "convert_layout" and sel.only_dot_operand_users(op) and \
+            scratch_bytes(op, sel.num_warps, sel.target.warp_size):       # staged, not a register permutation
+        return op, "ds_read.k"
+    return None
+
+
+def select_mfma_copies(sel, op: Operation) -> None:
+    """Record `copy = "ds_read.k"` / `"ds_read.trans.k"` on the producers of the MFMA dot `op`'s
+    operands that the dot can read from LDS one k step at a time (`sel`: the selector, for its
+    use-def helpers). Operands that cannot stay in LDS are read whole, as before."""
+    if sel.target.copy_atom("ds_read.k") is None:
+        return
+    for v in op.operands[:2]:
+        src = _lazy_source(sel, v, op)
+        if src is not None:
+            src[0].attrs["copy"] = src[1]
