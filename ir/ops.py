@@ -277,6 +277,8 @@ ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
 SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc",
                              "ds_read.k", "ds_read.trans.k").opt}
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
+BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
+BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
 
 
 # ---------------------------------------------------------------- the definitions
@@ -785,7 +787,8 @@ def _none(t, a):
 @define("load", "Load the tile of attribute `shape` whose first element is at the index operands. Elements outside "
         "the tensor, or where the optional mask is false, read attribute `other` (default 0). A tile of lower "
         "rank than the tensor drops the leading dims (attribute `shape` is right-aligned).",
-        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC},
+        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC,
+                                                               **BUFFER_LOAD},
         infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
 def _load(op):
     t = _tile_access(op)
@@ -795,7 +798,8 @@ def _load(op):
 
 
 @define("store", "Store a register tile at the index operands; elements outside the tensor or masked off are "
-        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True, attrs=VEC, infer=_none)
+        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True,
+        attrs={**VEC, **BUFFER_STORE}, infer=_none)
 def _store(op):
     t = _tile_access(op)
     v = op.value.type

@@ -108,7 +108,8 @@ SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(16,))
 BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
 DS_READ_K = CopyAtom("ds_read.k", "shared", "reg", (2, 4, 8, 16))
 DS_READ_TRANS_K = CopyAtom("ds_read.trans.k", "shared", "reg", (2, 4, 8, 16))
-_AMD_COPIES = (LD_GLOBAL, LD_SHARED, BUFFER_LOAD, DS_READ_K, DS_READ_TRANS_K)
+BUFFER_STORE = CopyAtom("buffer.store", "reg", "global", (1, 2, 4, 8, 16))
+_AMD_COPIES = (LD_GLOBAL, LD_SHARED, BUFFER_LOAD, BUFFER_STORE, DS_READ_K, DS_READ_TRANS_K)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,18 @@ MFMA for q.kT without spilling. The operand comes from
   transposed view of the same bytes);
 * a `convert_layout` staged through scratch LDS whose only users are dots (the planner keeps its
   scratch alive until the last of them: shared_memory_planning, LAZY_COPIES).
+
+`buffer.load` / `buffer.store` on a `load` / `store` of whole-byte elements: the access goes through
+a buffer resource whose range check reads 0 (drops the write) for a masked lane's offset, so
+masking needs no branch (codegen/lower_buffer.py; a uniform run-time check falls back to the
+generic path where 32-bit offsets from the tile's origin would not be exact). Without the
+attribute a load or store is a plain global access.
 """
 from __future__ import annotations
 
 from ..ir.core import Operation
 
-__all__ = ["select_mfma_copies"]
+__all__ = ["select_mfma_copies", "select_global_copy"]
 
 
 def _lazy_source(sel, v, dot: Operation):
@@ -47,3 +53,16 @@ def select_mfma_copies(sel, op: Operation) -> None:
         src = _lazy_source(sel, v, op)
         if src is not None:
             src[0].attrs["copy"] = src[1]
+
+
+def select_global_copy(sel, op: Operation) -> None:
+    """Record `copy = "buffer.load"` / `"buffer.store"` on a load / store the target can do through
+    a buffer resource (whole-byte elements, a register tile with a layout)."""
+    name = "buffer.load" if op.name == "load" else "buffer.store" if op.name == "store" else None
+    op.attrs.pop("copy", None) if name else None
+    if name is None or sel.target.copy_atom(name) is None:
+        return
+    v = op.results[0] if op.name == "load" else op.value
+    t = v.type
+    if getattr(t, "space", None) == "reg" and t.layout is not None and t.dtype.bits >= 8:
+        op.attrs["copy"] = name

@@ -14,7 +14,8 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads); on AMD
   `ds_read.k` / `ds_read.trans.k` (the MFMA dot reads one k step at a time from LDS: select_amd.py).
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
-  strides and alignment still guards the vector path).
+  strides and alignment still guards the vector path); on AMD `copy = "buffer.load"` /
+  `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py).
 * `async_copy`: `copy` -- `cp.async` or `ld.global` (a synchronous copy) -- and `vec`.
 
 The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
@@ -33,7 +34,7 @@ from ..ir.thread_maps import (as_map, blocked, mfma_dot_grid, mma_a, mma_c, mma_
 from ..ir.types import TileType
 
 from .layout_inference import mfma_atoms
-from .select_amd import select_mfma_copies
+from .select_amd import select_global_copy, select_mfma_copies
 from .manager import register
 from .shared_memory_planning import scratch_bytes
 
@@ -66,6 +67,7 @@ class _Selector:
                 v = op.results[0] if n in ("load", "gather") else op.value
                 if _is_reg(v.type) and v.type.layout is not None:
                     op.attrs["vec"] = vector_elems(self.map(v.type), v.type.dtype.bits)
+                select_global_copy(self, op)             # AMD: through a buffer resource
             elif n in ("async_copy", "async_gather"):
                 self.async_copy(op)
         for op in list(self.fn.walk()):
