@@ -15,8 +15,7 @@ from tile.runtime.device import DeviceArray
 from tile.runtime.launch import pack_args, signature_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gallery_amd import needs_lld   # noqa: E402
-from test_gallery_ptx import load, signature   # noqa: E402
+from test_gallery_amd import GEMM, compiled, needs_lld   # noqa: E402
 
 
 class FakeHip:
@@ -48,8 +47,7 @@ class FakeHip:
 
 @needs_lld
 def test_hip_launch_packs_the_code_objects_kernargs(monkeypatch):
-    k = load("gemm").gemm
-    ck = k.compile(*signature(k), target="gfx942")
+    ck = compiled("gfx942", GEMM)
     md = kernel_metadata(ck.hsaco, ck.meta.name)
     fake = FakeHip(md)
     dev = rhip.Device(0, "fake MI300", "gfx942", "gfx942:sramecc+:xnack-", 304, 64, 1024, 65536, 1 << 30)
