@@ -207,3 +207,47 @@ def test_mfma_operand_scratch_keeps_each_lanes_k_run_contiguous(atom):
                 assert offs == list(range(offs[0], offs[0] + kper)) and offs[0] % kper == 0, (which, t, v0, offs)
     # not an MFMA operand: row-major as before
     assert mfma_operand_dim(blocked((64, 64), 256, 16), nw) is None
+
+
+@tile.kernel
+def _abt_explicit_lds(A: tile.Tensor[tile.bf16, 2], Bt: tile.Tensor[tile.bf16, 2], C: tile.Tensor[tile.f32, 2],
+                      BM: tile.constexpr = 64, BN: tile.constexpr = 64, BK: tile.constexpr = 32):
+    """C = A @ Bt.T with both tiles staged in LDS by hand (Bt: B transposed)."""
+    K = A.shape[1]
+    a_s = tile.alloc_shared((BM, BK), tile.bf16)
+    b_s = tile.alloc_shared((BN, BK), tile.bf16)
+    acc = tile.zeros((BM, BN), tile.f32)
+    for k in range(0, K, BK):
+        tile.barrier()
+        tile.copy_async(a_s, A, (tile.block_id(0) * BM, k))
+        tile.copy_async(b_s, Bt, (tile.block_id(1) * BN, k))
+        tile.commit()
+        tile.wait(0)
+        tile.barrier()
+        acc = tile.dot(a_s.load(), b_s.load().T, acc)
+    tile.store(C, (tile.block_id(0) * BM, tile.block_id(1) * BN), acc)
+
+
+@needs_lld
+def test_explicit_lds_operands_are_read_by_the_mfma_dot():
+    """Tiles a kernel stages in LDS itself (alloc_shared + load) feed the MFMAs straight from there:
+    A with copy = "ds_read.k", B through its transpose with "ds_read.trans.k" (the register
+    conversion layout inference put between them is folded away). The IR after the gfx942 pipeline
+    still computes A @ Bt.T in the interpreter (float64 reference, ragged shapes)."""
+    import numpy as np
+    from tile.runtime import interpreter
+    sig = (tile.Tensor[tile.bf16, 2], tile.Tensor[tile.bf16, 2], tile.Tensor[tile.f32, 2])
+    ck = _abt_explicit_lds.compile(*sig, target="gfx942")
+    text = print_module(ck.module)
+    assert 'shared_load %a_s {copy = "ds_read.k"}' in text and 'shared_load %b_s {copy = "ds_read.trans.k"}' in text
+    assert "convert_layout" not in text.split("= for ")[1].split("yield")[0], "a register round trip is left"
+    assert re.search(r"^\s*v_mfma_f32_32x32x8_bf16\b", ck.extra["asm"], re.M)
+    assert re.search(r"^\s*ds_read_b64\b", ck.extra["asm"], re.M)
+    assert kernel_metadata(ck.hsaco, ck.meta.name)[".private_segment_fixed_size"] == 0
+    rng = np.random.default_rng()
+    A = tile.asarray(rng.standard_normal((100, 96)), tile.bf16)
+    Bt = tile.asarray(rng.standard_normal((70, 96)), tile.bf16)
+    C = np.full((100, 70), np.nan, np.float32)
+    interpreter.run(ck.module.functions[0], (2, 2), [A, Bt, C])
+    ref = A.numpy().astype(np.float64) @ Bt.numpy().astype(np.float64).T
+    assert np.abs(C - ref).max() <= 1e-4 * np.abs(ref).max()       # f32 accumulation of 96 exact products
