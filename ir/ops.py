@@ -755,6 +755,16 @@ def _block_id(op):
 define("num_blocks", "The grid's size along attribute `axis`.", attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
 
 
+@define("xcd_remap", "`xcd_remap(pid, n)`: block ids 0..n-1 renumbered so that the blocks one XCD runs get "
+        "consecutive ids -- a GPU made of `xcds` chiplets (XCDs, each with its own L2) deals blocks to them "
+        "round-robin, so neighbouring tiles then share an L2. A bijection of 0..n-1 (ids outside it: "
+        "unspecified); `xcds` 1 is the identity. Attribute `xcds`: absent, the target's count (written by "
+        "select_instructions).", operands="pid, n", attrs={"xcds": Int(min=1).opt}, infer=_i32)
+def _xcd_remap(op):
+    for w in ("pid", "n"):
+        need(op, getattr(op, w).type == ScalarType(i32), f"{w} must be an i32 scalar, got {getattr(op, w).type}")
+
+
 # ---------------------------------------------------------------- global memory
 @define("dim", "A global tensor's size along attribute `axis` (i32).", operands="tensor", attrs={"axis": Int(min=0)},
         infer=_i32)

@@ -129,6 +129,7 @@ class Target:
     llvm_features: str = ""
     description: str = ""
     pipeline: tuple = ()                     # pass names, in order (passes/manager.py runs them)
+    xcds: int = 1                            # chiplets with their own L2 that blocks are dealt to round-robin
 
     # ---------------------------------------------------------------- questions passes ask
     def has(self, feature: str) -> bool:
@@ -209,11 +210,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _AMD_COPIES, _AMD, "gfx90a", "", "AMD CDNA2 (MI200)", AMD_PIPELINE),
     Target("gfx942", "amd", "gfx942", 64, Limits(1024, 65536, 512),
            frozenset({"mfma", "mfma.cdna3", "buffer_load", "bf16", "fp8"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),
-           _AMD_COPIES, _AMD, "gfx942", "", "AMD CDNA3 (MI300)", AMD_PIPELINE),
+           _AMD_COPIES, _AMD, "gfx942", "", "AMD CDNA3 (MI300)", AMD_PIPELINE, xcds=8),
     Target("gfx950", "amd", "gfx950", 64, Limits(1024, 163840, 512),
            frozenset({"mfma", "mfma.cdna4", "buffer_load", "bf16", "fp8"}),
            (MFMA_32X32X16, MFMA_16X16X32, MFMA_32X32X8, MFMA_16X16X16, FMA),
-           _AMD_COPIES, _AMD, "gfx950", "", "AMD CDNA4 (MI350)", AMD_PIPELINE),
+           _AMD_COPIES, _AMD, "gfx950", "", "AMD CDNA4 (MI350)", AMD_PIPELINE, xcds=8),
 )}
 
 FAMILIES = {"nvidia": tuple(n for n, t in TARGETS.items() if t.family == "nvidia"),

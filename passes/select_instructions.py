@@ -17,6 +17,7 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   strides and alignment still guards the vector path); on AMD `copy = "buffer.load"` /
   `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py).
 * `async_copy`: `copy` -- `cp.async` or `ld.global` (a synchronous copy) -- and `vec`.
+* `xcd_remap`: `xcds`, the target's XCD count (1 on NVIDIA: the identity) unless the kernel gave one.
 
 The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
 what the target offers; a choice edited by hand that the target or the layouts cannot honour is a
@@ -70,6 +71,8 @@ class _Selector:
                 select_global_copy(self, op)             # AMD: through a buffer resource
             elif n in ("async_copy", "async_gather"):
                 self.async_copy(op)
+            elif n == "xcd_remap":
+                op.attrs.setdefault("xcds", self.target.xcds)     # the target's chiplet count
         for op in list(self.fn.walk()):
             if op.name in ("shared_load", "convert_layout"):
                 op.attrs.pop("copy", None)
