@@ -612,6 +612,17 @@ def mfma_b(K: int, N: int, wm: int, wn: int, an: int, ak: int) -> ThreadMap:
     return ThreadMap((K, N), tm, vm)
 
 
+def mfma_wave_splits(num_warps: int):
+    """The (wm, wn) wave grids an MFMA dot may use: all `num_warps` waves, or -- for tiles too small
+    to give every wave its own atoms (MoE's 16-row tiles) -- fewer, the other waves holding copies
+    (their layouts replicate over them; stores go through the owners only)."""
+    out, w = [], num_warps
+    while w >= 1:
+        out += warp_splits(w)
+        w //= 2
+    return out
+
+
 def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_budget=None, lazy_k=False):
     """(atom name, wm, wn) for an MFMA dot of this shape, or None (FMA). `atoms`: the target's
     MFMA atoms as (name, m, n, k), in its order of preference. The grid minimizes operand traffic
@@ -627,7 +638,7 @@ def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_bud
     for i, (name, am, an, ak) in enumerate(atoms):
         if K % ak:
             continue
-        for wm, wn in warp_splits(num_warps):
+        for wm, wn in mfma_wave_splits(num_warps):
             if M % (am * wm) or N % (an * wn):
                 continue
             cost = M * wn + N * wm
@@ -636,7 +647,7 @@ def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_bud
             kk = ak if lazy_k else K
             vals = (M * kk // wm + kk * N // wn + M * N // (wm * wn)) // WAVE64
             over = vals if reg_budget is not None and vals > reg_budget else 0
-            key = (over, cost, i, -wm)
+            key = (over, wm * wn < num_warps, cost, i, -wm)
             if best is None or key < best[0]:
                 best = (key, (name, wm, wn))
     return None if best is None else best[1]
@@ -649,7 +660,7 @@ def mfma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int, a
     N = bm.shape[1]
     n = WAVE64 * num_warps
     for name, m_, n_, k_ in atoms:
-        for wm, wn in warp_splits(num_warps):
+        for wm, wn in mfma_wave_splits(num_warps):
             try:
                 if cm.same(mfma_c(M, N, wm, wn, m_).for_threads(n)) and \
                         am.same(mfma_a(M, K, wm, wn, m_, k_).for_threads(n)) and \

@@ -251,3 +251,16 @@ def test_explicit_lds_operands_are_read_by_the_mfma_dot():
     interpreter.run(ck.module.functions[0], (2, 2), [A, Bt, C])
     ref = A.numpy().astype(np.float64) @ Bt.numpy().astype(np.float64).T
     assert np.abs(C - ref).max() <= 1e-4 * np.abs(ref).max()       # f32 accumulation of 96 exact products
+
+
+@needs_lld
+@pytest.mark.parametrize("case", [6, 7], ids=["moe_up", "moe_down"])
+def test_moe_uses_mfma_on_fewer_waves(case):
+    """MoE's 16-row tiles are too small to give each of the 4 waves its own MFMA atoms: the dots use a
+    smaller wave grid (the other waves hold copies), not the FMA loop."""
+    assert CASES[case][0] == "moe"
+    ck = compiled("gfx942", case)
+    assert dots(ck) and all(a == "mfma.16x16x16" for a in dots(ck)), dots(ck)
+    assert re.search(r'warps = \[1, 2\]|warps = \[2, 1\]|warps = \[1, 1\]', print_module(ck.module))
+    assert re.search(r"^\s*v_mfma_f32_16x16x16_bf16\b", ck.extra["asm"], re.M)
+    assert kernel_metadata(ck.hsaco, ck.meta.name)[".private_segment_fixed_size"] == 0
