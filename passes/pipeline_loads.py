@@ -23,6 +23,9 @@ On a target with wgmma (Hopper) with S >= 4 the prefetch distance
 is D = S-2: the stage written in iteration j was read in iteration j-2, which lets the wgmma of
 iteration j-1 still run while iteration j starts (attribute `prefetch` on the loop says which).
 
+Targets without asynchronous copies (AMD) take passes/pipeline_registers.py instead: the next
+tiles are loaded into registers one iteration ahead and carried by the loop.
+
 A load (or a `gather` of rows by index: an async_gather, row indices loop-invariant) is pipelined
 when it has no mask and `other` 0 (async copies zero-fill outside the
 tensor, exactly what such a load reads), its index operands depend only on the induction variable
@@ -300,7 +303,7 @@ def pipeline_function(fn: Function, target: Target | None = None) -> Function:
 
 @register("pipeline_loads")
 def pipeline_loads(m: Module, target: Target) -> Module:
-    """Software-pipeline the loads feeding a dot in `for` loops with `stages = S` (cp.async ring buffers)."""
+    """Software-pipeline the loads feeding a dot in `for` loops with `stages = S` (cp.async ring buffers; AMD: next tiles prefetched into registers)."""
     for fn in m.functions:
         pipeline_function(fn, target)
     return m
