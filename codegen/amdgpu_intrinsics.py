@@ -13,6 +13,9 @@ LLVM 22, see /work/shared/notes/codegen-notes.md §5); there is no inline assemb
   the lane from `llvm.amdgcn.mbcnt.lo/hi` -- no assumption about the wave size beyond the Target's;
 * predicated global memory: a branch around a plain (vector) load/store in addrspace(1); for a
   divergent predicate the AMDGPU back end turns this into EXEC masking, not a jump;
+* buffer memory (`copy = "buffer.load"` / `"buffer.store"`): a V# from
+  `llvm.amdgcn.make.buffer.rsrc`, `llvm.amdgcn.raw.ptr.buffer.{load,store}.*`; the range check
+  reads 0 / drops the write for a masked lane's offset, so masking needs no branch;
 * exp2: `llvm.amdgcn.exp2.f32` (v_exp_f32);
 * MFMA: `llvm.amdgcn.mfma.f32.{32x32x8,16x16x16}{bf16_1k,f16}` and the gfx950
   `llvm.amdgcn.mfma.f32.{32x32x16,16x16x32}.{bf16,f16}`.
@@ -157,6 +160,56 @@ class AMDGPUIntrinsics:
             b.branch(join)
             b.position_at_end(join)
 
+    # ------------------------------------------------------------------ buffer resources
+    # dword 3 of a raw buffer descriptor on CDNA: DATA_FORMAT 32 (4 << 15) and NUM_FORMAT 7 (7 << 12),
+    # which untyped buffer loads ignore but need nonzero; stride 0, no swizzle, no add-tid
+    RSRC_FLAGS = (7 << 12) | (4 << 15)
+    RSRC_RECORDS = 0x7FFFFFFF            # bytes addressable from the base (offsets must stay below)
+    RSRC_MASKED = 0x80000000             # an offset past RSRC_RECORDS: loads read 0, stores are dropped
+
+    def make_buffer_rsrc(self, b, ptr):
+        """A buffer resource (V#, `ptr addrspace(8)`) over RSRC_RECORDS bytes from global pointer ptr
+        (uniform: it lives in SGPRs)."""
+        rt = ir.PointerType(addrspace=8)
+        return self.d.call(b, "llvm.amdgcn.make.buffer.rsrc.p8.p1", rt, [ptr.type, i16, i64, i32],
+                           [ptr, ir.Constant(i16, 0), ir.Constant(i64, self.RSRC_RECORDS),
+                            ir.Constant(i32, self.RSRC_FLAGS)])
+
+    @staticmethod
+    def _buf_type(bits: int, n: int):
+        total = bits * n
+        if total >= 64:
+            return ir.VectorType(i32, total // 32) if total > 32 else i32
+        return ir.IntType(total)
+
+    def buffer_load(self, b, rsrc, voff, bits: int, n: int):
+        """n words of `bits` bits at byte offset voff (i32) of the buffer: one buffer_load_{ubyte,
+        ushort,dword,dwordx2,dwordx4} (offset >= the records: zeros); returns n i{bits} values."""
+        t = self._buf_type(bits, n)
+        name = "llvm.amdgcn.raw.ptr.buffer.load." + (f"v{t.count}i32" if isinstance(t, ir.VectorType) else f"i{t.width}")
+        z = ir.Constant(i32, 0)
+        x = self.d.call(b, name, t, [rsrc.type, i32, i32, i32], [rsrc, voff, z, z])
+        words = [b.extract_element(x, ir.Constant(i32, k)) for k in range(t.count)] if isinstance(t, ir.VectorType) \
+            else [x]
+        return _resplit(b, words, 32 if isinstance(t, ir.VectorType) else t.width, bits, n)
+
+    def buffer_store(self, b, rsrc, voff, bits: int, vals):
+        """Store the words `vals` (i{bits} each) at byte offset voff of the buffer as one buffer store
+        (offset >= the records: nothing is written)."""
+        n = len(vals)
+        t = self._buf_type(bits, n)
+        wbits = 32 if isinstance(t, ir.VectorType) else t.width
+        words = _resplit(b, list(vals), bits, wbits, (bits * n) // wbits)
+        if isinstance(t, ir.VectorType):
+            x = ir.Constant(t, ir.Undefined)
+            for k, w in enumerate(words):
+                x = b.insert_element(x, w, ir.Constant(i32, k))
+        else:
+            x = words[0]
+        name = "llvm.amdgcn.raw.ptr.buffer.store." + (f"v{t.count}i32" if isinstance(t, ir.VectorType) else f"i{t.width}")
+        z = ir.Constant(i32, 0)
+        self.d.call(b, name, void, [t, rsrc.type, i32, i32, i32], [x, rsrc, voff, z, z])
+
     # ------------------------------------------------------------------ matrix cores
     def mfma(self, b, atom: str, in_dtype: str, a_vals, b_vals, acc):
         """D = A*B + C on one MFMA atom: a_vals/b_vals are this lane's k-consecutive input elements
@@ -222,6 +275,30 @@ class AMDGPUIntrinsics:
 
     def mma_m16n8k16(self, b, *a, **k):
         self._none("mma.sync")
+
+
+def _resplit(b, words, wbits: int, bits: int, n: int):
+    """Little-endian words of wbits bits -> n values of `bits` bits (both powers of two >= 8)."""
+    if wbits == bits:
+        return list(words)
+    t = ir.IntType(bits)
+    if wbits > bits:
+        per = wbits // bits
+        out = []
+        for w in words:
+            for k in range(per):
+                out.append(b.trunc(b.lshr(w, ir.Constant(w.type, k * bits)) if k else w, t))
+        return out[:n]
+    per = bits // wbits
+    out = []
+    for j in range(n):
+        acc = None
+        for k in range(per):
+            x = b.zext(words[j * per + k], t)
+            x = b.shl(x, ir.Constant(t, k * wbits)) if k else x
+            acc = x if acc is None else b.or_(acc, x)
+        out.append(acc)
+    return out
 
 
 __all__ = ["AMDGPUIntrinsics"]

@@ -6,14 +6,21 @@ Instruction selection (passes/select_instructions.py) wrote the atom: `mfma.32x3
 layouts tiled over the waves (ir/thread_maps.py `mfma_a/mfma_b/mfma_c`); which register slot feeds
 which atom input is looked up by tile coordinate in those layouts, from the fragment tables of
 ir/fragments.py -- nothing is assumed about slot order.
+
+Operands whose producer has `copy = "ds_read.k"` (a shared_load, or a convert_layout staged through
+scratch LDS; `ds_read.trans.k`: a shared_load read through the transpose that follows) stay in LDS
+as lazy fragments: the dot reads each k step's inputs just before its MFMAs, as vector LDS reads
+where the layout keeps a lane's k elements contiguous, so only the accumulator and one k step of
+the operands are live in registers.
 """
 from __future__ import annotations
 
+from ..ir.shared_layouts import smem_vector_elems, transpose_layout
 from ..ir.thread_maps import MMA_IN, ThreadMap, mfma_dot_grid
 
-from .lower_shared import _atoms
+from .lower_shared import _atoms, transposed_view
 from .table import lowers
-from .values import RTile
+from .values import DS_READ, LazyFrag, RTile
 
 
 class MfmaLowering:
@@ -22,16 +29,50 @@ class MfmaLowering:
         a, bt, acc, (M, N, K), rm, atom = self.dot_operands(op)       # (lower_dot.py)
         rt = op.results[0].type
         if atom.startswith("mfma."):
-            vals = self._dot_mfma(op, atom, self.materialize(a), self.materialize(bt), acc, M, N, K)
+            vals = self._dot_mfma(op, atom, a, bt, acc, M, N, K)
         else:
             vals = self._dot_fma(op, self.materialize(a), self.materialize(bt), acc, M, N, K)
         self.set(op.results[0], RTile(rm, vals, rt.dtype))
+
+    # ------------------------------------------------------------------ operands in LDS
+    def ds_read_frag(self, sv, m, dt, transposed=False):
+        """The lowered value of a shared_load / convert_layout with copy = "ds_read.k" (or
+        "ds_read.trans.k": the IR value is the transpose of `sv`, and the transpose op that follows
+        passes the view on): the MFMA dot reads it one k step at a time (`ds_read_k_step`)."""
+        if dt.bits not in (8, 16) or len(sv.shape) != 2:
+            raise self.error(f"copy = 'ds_read.k' reads 8/16-bit 2-D MFMA operands, not a {dt} tile {sv.shape}")
+        if transposed:
+            return LazyFrag(transposed_view(sv), m.permute([1, 0]), dt, DS_READ, True)
+        return LazyFrag(sv, m, dt, DS_READ)
+
+    def ds_read_k_step(self, frag, slots, kdim):
+        """This lane's values of `slots` (consecutive along dim `kdim`, the k run of one MFMA
+        input) read from LDS: vector reads (ds_read_b64 / b128) where the run is contiguous and
+        aligned in the shared layout, element reads otherwise."""
+        sv, m, dt = frag.sv, frag.map, frag.dtype
+        n = len(slots)
+        lay = sv.layout if kdim == 1 else transpose_layout(sv.layout)
+        vec = smem_vector_elems(lay, n)
+        while vec > 1 and sv.align % (vec * dt.bits // 8):
+            vec //= 2
+        c0 = self.coords(m, slots[0])
+        out = []
+        for j in range(0, n, vec):
+            c = list(c0)
+            if j:
+                c[kdim] = self._add(c[kdim], j)
+            out += self._sload(self.sview_addr(sv, c), dt, vec) if vec > 1 else \
+                [self._sload(self.sview_addr(sv, c), dt, 1)[0]]
+        return out
 
     def _dot_mfma(self, op, atom, a, bt, acc, M, N, K):
         """One MFMA per (row atom, column atom, k step) of this thread's wave: the A atom of its
         rows meets the B atom of its columns. Atom origins and register slots come from the layouts
         (thread 0's tile coordinates); the order of an atom's accumulator registers is the fragment's
-        (ir/fragments.py, through the Target's atom)."""
+        (ir/fragments.py, through the Target's atom). An operand left in LDS (`ds_read.k`) is read
+        one k step at a time, just before its MFMAs."""
+        if isinstance(a, LazyFrag) and a.plan != DS_READ or isinstance(bt, LazyFrag) and bt.plan != DS_READ:
+            raise self.error(f"atom = {atom!r}: an operand is an NVIDIA lazy fragment (ldmatrix / smem.desc)")
         at = self.target.mma_atom(atom)
         if a.dtype.name not in MMA_IN or a.dtype != bt.dtype or acc.dtype.name != "f32":
             raise self.error(f"atom = {atom!r} multiplies bf16/f16 into f32, not {a.dtype} x {bt.dtype} into {acc.dtype}")
@@ -52,15 +93,18 @@ class MfmaLowering:
                 raise self.error(f"internal: fragment coordinate {c} missing from the layout")
             return s_
         out = list(acc.vals)
+        lazy_a, lazy_b = isinstance(a, LazyFrag), isinstance(bt, LazyFrag)
         c_atoms = _atoms(acc.map, (at.m, at.n))
         k_steps = sorted({o[1] for o in _atoms(a.map, (at.m, at.k))})
         for k0 in k_steps:
             A, B = {}, {}
             for r0, n0 in c_atoms:
                 if r0 not in A:
-                    A[r0] = [a.vals[slot(via, (r0, k0 + e))] for e in range(kper)]
+                    sl = [slot(via, (r0, k0 + e)) for e in range(kper)]
+                    A[r0] = self.ds_read_k_step(a, sl, 1) if lazy_a else [a.vals[s_] for s_ in sl]
                 if n0 not in B:
-                    B[n0] = [bt.vals[slot(vib, (k0 + e, n0))] for e in range(kper)]
+                    sl = [slot(vib, (k0 + e, n0)) for e in range(kper)]
+                    B[n0] = self.ds_read_k_step(bt, sl, 0) if lazy_b else [bt.vals[s_] for s_ in sl]
             for r0, n0 in c_atoms:
                 cs = [slot(vic, (r0 + i, n0 + j)) for i, j in creg]
                 d = self.tgt.mfma(b, atom, a.dtype.name, A[r0], B[n0], [out[s_] for s_ in cs])

@@ -30,7 +30,7 @@ from ..ir.thread_maps import ThreadMap, blocked, mma_operand_kind
 from .table import lowers
 from .llvm_util import i1, i8, i16, i32, i64, sptr
 from .lower_memory import _and
-from .values import LazyFrag, RTile, SView
+from .values import DS_READ, LazyFrag, RTile, SView
 
 TRUE = ir.Constant(i1, 1)
 
@@ -221,6 +221,12 @@ class SharedLowering:
             return self._write_subbyte_smem(sv, tile)
         own = self.owner(m) if owner_only else None
         vec = self._smem_vec(sv, m, dt)
+        if vec == 1 and m.rank == 2 and self.target.family == "amd":
+            # runs along dim 0 into a column-major tile (an MFMA B operand's k): the same bytes
+            # seen transposed are written row by row (NVIDIA: unchanged)
+            svt, mt = transposed_view(sv), m.permute([1, 0])
+            if self._smem_vec(svt, mt, dt) > 1:
+                sv, m, vec = svt, mt, self._smem_vec(svt, mt, dt)
         uniq = set(m.unique_values())
         body = self._guarded(own)
         for g, slots in self._groups_of(m, vec):
@@ -419,7 +425,9 @@ class SharedLowering:
         rt = op.results[0].type
         m = self.tmap(rt)
         copy = self.copy_choice(op, ("ld.shared", "ldmatrix") + LAZY_COPIES)
-        if copy == "ldmatrix.trans.k":
+        if copy.startswith("ds_read"):              # AMD: the MFMA dot reads LDS one k step at a time
+            self.set(op.results[0], self.ds_read_frag(sv, m, rt.dtype, copy == "ds_read.trans.k"))
+        elif copy == "ldmatrix.trans.k":
             svt, mt = transposed_view(sv), m.permute([1, 0])
             self.set(op.results[0], LazyFrag(svt, mt, rt.dtype, self.ldmatrix_plan_or_error(svt, mt, rt.dtype), True))
         elif copy in LAZY_COPIES:
@@ -440,6 +448,7 @@ class SharedLowering:
         if c.startswith("ldmatrix") and self.target.copy_atom("ldmatrix") is None or \
                 c == "smem.desc" and self.target.copy_atom("smem.desc") is None or \
                 c == "tma" and self.target.copy_atom("tma") is None or \
+                c.startswith("ds_read") and self.target.copy_atom(c) is None or \
                 c == "cp.async" and not self.target.has("cp.async"):
             raise self.error(f"copy = {c!r}: target {self.target.name} has no such instruction")
         return c
@@ -453,6 +462,8 @@ class SharedLowering:
 
     def materialize(self, x):
         """A LazyFrag as an RTile (all fragments read)."""
+        if isinstance(x, LazyFrag) and x.plan == DS_READ:
+            return RTile(x.map, self.read_tile_smem(x.sv, x.map, x.dtype, ldmatrix=False), x.dtype)
         if isinstance(x, LazyFrag):
             return RTile(x.map, self._read_ldmatrix(x.sv, x.map, x.dtype, *x.plan), x.dtype)
         return x
@@ -638,6 +649,9 @@ class SharedLowering:
         if lazy and self.target.has("async_proxy"):
             self.tgt.fence_proxy_async(self.b)      # a wgmma may read these bytes through the async proxy
         self.tgt.barrier(self.b)
+        if lazy and op.attrs["copy"].startswith("ds_read"):
+            self.set(op.results[0], self.ds_read_frag(sv, dm, rt.dtype))
+            return
         if lazy:                            # the dot(s) read the fragments k step by k step
             self.set(op.results[0], LazyFrag(sv, dm, rt.dtype, self.ldmatrix_plan_or_error(sv, dm, sdt)))
             return

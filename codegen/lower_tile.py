@@ -39,6 +39,8 @@ from .llvm_numerics import Numerics
 from .values import LazyFrag, RTile, SView, TensorV
 from .table import lowering_for, lowers
 from .llvm_util import Decls, f32, f64, gptr, i1, i8, i32, i64, reg_type, sptr
+from .lower_buffer import BufferLowering
+from . import lower_grid  # noqa: F401  (registers xcd_remap)
 from .lower_dot import DotLowering
 from .lower_mfma import MfmaLowering
 from .lower_memory import MemoryLowering
@@ -50,7 +52,7 @@ from .lower_wgmma import WgmmaLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
-                     WgmmaLowering, TmaLowering):
+                     WgmmaLowering, TmaLowering, BufferLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):

@@ -4,7 +4,7 @@
 * `SView`: a shared tile -- a byte offset into the kernel's one dynamic shared buffer + its layout;
 * `TensorV`: a global tensor parameter -- base pointer, runtime sizes and strides;
 * `LazyFrag`: a shared tile whose fragments the consuming dot reads itself, when it needs them
-  (instruction selection's `smem.desc` / `ldmatrix.k` copies).
+  (instruction selection's `smem.desc` / `ldmatrix.k` copies; `ds_read.k` on AMD, plan DS_READ).
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class SView:
     dtype: DType
     layout: object          # tile.ir.layout.Layout | ComposedLayout over the tile shape (element offsets)
     align: int = 16         # a power of two dividing `off` (known at compile time)
+
+
+DS_READ = "ds_read"          # LazyFrag.plan of an MFMA operand read from LDS by the dot (AMD)
 
 
 class LazyFrag:

@@ -200,6 +200,24 @@ def _grid(fe, a: Args):
     return fe.b.value(a.name, (), ScalarType(i32), {"axis": ax})
 
 
+@builtin("xcd_remap")
+def _xcd_remap(fe, a: Args):
+    vals = []
+    for k in ("pid", "num_pids"):
+        try:
+            v = fe.arith.index(a[k], k)
+        except SemanticError as e:
+            raise a.err(k, e.msg) from None
+        vals.append(fe.arith.cast(v, i32) if v.type.dtype != i32 else v)
+    attrs = {}
+    if a["num_xcds"] is not None:
+        x = const_int(a, "num_xcds")
+        if x < 1:
+            raise a.err("num_xcds", f"num_xcds must be >= 1, got {x}")
+        attrs["xcds"] = x
+    return fe.b.value("xcd_remap", vals, ScalarType(i32), attrs)
+
+
 @builtin("cdiv")
 def _cdiv(fe, a: Args):
     x, y = a["a"], a["b"]

@@ -176,6 +176,11 @@ cdiv.__tile_builtin__ = "cdiv"
 def block_id(axis): """This block's index along axis 0, 1 or 2 (i32)."""
 @_builtin
 def num_blocks(axis): """The grid's size along axis 0, 1 or 2 (i32)."""
+@_builtin
+def xcd_remap(pid, num_pids, num_xcds=None):
+    """Block id `pid` of `num_pids` renumbered so that the blocks one XCD (AMD chiplet, own L2) runs
+    get consecutive ids; num_xcds None: the target's (8 on MI300X/MI355X, 1 -- the identity -- on
+    NVIDIA). Use the result in place of the linear block id."""
 
 
 @_builtin

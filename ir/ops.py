@@ -280,8 +280,11 @@ ASYNC_GATHER = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
 # kernel parameter per distinct (tensor, box, swizzle) (ir/artifact.py)
 ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global", "tma").opt, "box": Shape().opt,
               "swizzle": OneOf(0, 32, 64, 128).opt, **VEC}
-SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc").opt}
+SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc",
+                             "ds_read.k", "ds_read.trans.k").opt}
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
+BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
+BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
 
 
 # ---------------------------------------------------------------- the definitions
@@ -758,6 +761,16 @@ def _block_id(op):
 define("num_blocks", "The grid's size along attribute `axis`.", attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
 
 
+@define("xcd_remap", "`xcd_remap(pid, n)`: block ids 0..n-1 renumbered so that the blocks one XCD runs get "
+        "consecutive ids -- a GPU made of `xcds` chiplets (XCDs, each with its own L2) deals blocks to them "
+        "round-robin, so neighbouring tiles then share an L2. A bijection of 0..n-1 (ids outside it: "
+        "unspecified); `xcds` 1 is the identity. Attribute `xcds`: absent, the target's count (written by "
+        "select_instructions).", operands="pid, n", attrs={"xcds": Int(min=1).opt}, infer=_i32)
+def _xcd_remap(op):
+    for w in ("pid", "n"):
+        need(op, getattr(op, w).type == ScalarType(i32), f"{w} must be an i32 scalar, got {getattr(op, w).type}")
+
+
 # ---------------------------------------------------------------- global memory
 @define("dim", "A global tensor's size along attribute `axis` (i32).", operands="tensor", attrs={"axis": Int(min=0)},
         infer=_i32)
@@ -790,7 +803,8 @@ def _none(t, a):
 @define("load", "Load the tile of attribute `shape` whose first element is at the index operands. Elements outside "
         "the tensor, or where the optional mask is false, read attribute `other` (default 0). A tile of lower "
         "rank than the tensor drops the leading dims (attribute `shape` is right-aligned).",
-        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC},
+        operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC,
+                                                               **BUFFER_LOAD},
         infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
 def _load(op):
     t = _tile_access(op)
@@ -800,7 +814,8 @@ def _load(op):
 
 
 @define("store", "Store a register tile at the index operands; elements outside the tensor or masked off are "
-        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True, attrs=VEC, infer=_none)
+        "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True,
+        attrs={**VEC, **BUFFER_STORE}, infer=_none)
 def _store(op):
     t = _tile_access(op)
     v = op.value.type

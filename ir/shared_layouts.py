@@ -117,7 +117,8 @@ def transpose_layout(lay):
 
 def conversion_scratch_layout(src, dst, bits: int, num_warps: int):
     """The scratch layout of a register-layout conversion src -> dst (ThreadMaps): swizzled for the
-    ldmatrix / wgmma reads of a 16-bit mma operand fragment, else row-major. (Its size is always
+    ldmatrix / wgmma reads of a 16-bit mma operand fragment, swizzled with the k dim contiguous for
+    an MFMA operand fragment, else row-major. (Its size is always
     numel elements: shared_memory_planning reserves that.)"""
     from .thread_maps import mma_operand_kind
     if dst.rank == 2 and bits == 16 and mma_operand_kind(dst, num_warps) is not None:
@@ -125,6 +126,11 @@ def conversion_scratch_layout(src, dst, bits: int, num_warps: int):
         if src.runs(-1) <= 1 and src.rank == 2 and src.permute([1, 0]).runs(-1) > 1:
             contig = 0
         return swizzled_row_major(dst.shape, bits, contig)
+    if dst.rank == 2 and bits in (8, 16):
+        from .thread_maps import mfma_operand_dim
+        kd = mfma_operand_dim(dst, num_warps)
+        if kd is not None:                   # AMD: each lane's k run contiguous for ds_read_b64/b128
+            return swizzled_row_major(dst.shape, bits, kd)
     return default_shared_layout(dst.shape)
 
 

@@ -14,7 +14,8 @@ Atoms are named the way the IR prints them (instruction selection writes `atom =
 `dot`; a user may edit that text): `mma.m16n8k16`, `mma.m16n8k32` (8-bit inputs), `wgmma.m64nNk16` /
 `wgmma.m64nNk32` (16-bit / 8-bit inputs; N chosen per dot), `mfma.32x32x8`, `fma`. Copy mechanisms likewise: `ld.global` (a vector width in elements beside it), `cp.async`,
 `ldmatrix`, `ldmatrix.trans`, `smem.desc` (read by the consuming wgmma through a matrix descriptor),
-`ld.shared`, `tma` (a bulk tensor copy of a whole box, Hopper).
+`ld.shared`, `tma` (a bulk tensor copy of a whole box, Hopper); on AMD `ds_read.k` / `ds_read.trans.k` (the MFMA dot reads its operand from LDS one k
+step at a time, directly or through the transpose that follows) and `buffer.load`.
 """
 from __future__ import annotations
 
@@ -117,8 +118,9 @@ MFMA_16X16X32 = MmaAtom("mfma.16x16x32", 16, 16, 32, 64, inputs=("bf16", "f16"),
                         a=fragments.mfma_16x16x32_a, b=fragments.mfma_16x16x32_b, c=fragments.mfma_16x16x32_c)
 
 # shared -> register copies whose bytes the consuming dot reads itself, when it needs them (no
-# register tile is materialized): through a wgmma matrix descriptor, or ldmatrix one k step at a time
-LAZY_COPIES = ("smem.desc", "ldmatrix.k", "ldmatrix.trans.k")
+# register tile is materialized): through a wgmma matrix descriptor, or ldmatrix one k step at a time;
+# on AMD, LDS reads (ds_read_b64/b128) of one k step's MFMA fragments
+LAZY_COPIES = ("smem.desc", "ldmatrix.k", "ldmatrix.trans.k", "ds_read.k", "ds_read.trans.k")
 
 LD_GLOBAL = CopyAtom("ld.global", "global", "reg", (1, 2, 4, 8, 16))
 LD_SHARED = CopyAtom("ld.shared", "shared", "reg", (1, 2, 4, 8, 16))
@@ -133,6 +135,10 @@ SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(8, 16))
 # tensor map, a kernel parameter) into shared memory, completing on an mbarrier
 TMA = CopyAtom("tma", "global", "shared", (), elem_bits=(8, 16, 32, 64))
 BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
+DS_READ_K = CopyAtom("ds_read.k", "shared", "reg", (2, 4, 8, 16))
+DS_READ_TRANS_K = CopyAtom("ds_read.trans.k", "shared", "reg", (2, 4, 8, 16))
+BUFFER_STORE = CopyAtom("buffer.store", "reg", "global", (1, 2, 4, 8, 16))
+_AMD_COPIES = (LD_GLOBAL, LD_SHARED, BUFFER_LOAD, BUFFER_STORE, DS_READ_K, DS_READ_TRANS_K)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,7 @@ class Target:
     description: str = ""
     pipeline: tuple = ()                     # pass names, in order (passes/manager.py runs them)
     removed: tuple = ()                      # features/atoms `without` took away (sorted)
+    xcds: int = 1                            # chiplets with their own L2 that blocks are dealt to round-robin
 
     # ---------------------------------------------------------------- questions passes ask
     def has(self, feature: str) -> bool:
@@ -228,10 +235,10 @@ class Target:
 CPU_PIPELINE = ("canonicalize", "dce")
 NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
                    "select_instructions", "shared_memory_planning")
-# no pipeline_loads on AMD: without asynchronous copies its ring buffers would only cost LDS (a
-# loop's `stages` is then a hint nothing acts on; the loads stay plain loads)
-AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "select_instructions",
-                "shared_memory_planning")
+# on AMD pipeline_loads stages the next iteration's loads in registers (no asynchronous copies:
+# passes/pipeline_registers.py)
+AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
+                "select_instructions", "shared_memory_planning")
 
 _NV_COPIES = (LD_GLOBAL, LD_SHARED, CP_ASYNC, LDMATRIX, LDMATRIX_T)
 _NV = "nvptx64-nvidia-cuda"
@@ -255,14 +262,14 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "NVIDIA Hopper (H100, H200), arch-specific features on", NVIDIA_PIPELINE),
     Target("gfx90a", "amd", "gfx90a", 64, Limits(1024, 65536, 512),
            frozenset({"mfma", "mfma.cdna2", "buffer_load", "bf16"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),
-           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx90a", "", "AMD CDNA2 (MI200)", AMD_PIPELINE),
+           _AMD_COPIES, _AMD, "gfx90a", "", "AMD CDNA2 (MI200)", AMD_PIPELINE),
     Target("gfx942", "amd", "gfx942", 64, Limits(1024, 65536, 512),
            frozenset({"mfma", "mfma.cdna3", "buffer_load", "bf16", "fp8"}), (MFMA_32X32X8, MFMA_16X16X16, FMA),
-           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx942", "", "AMD CDNA3 (MI300)", AMD_PIPELINE),
+           _AMD_COPIES, _AMD, "gfx942", "", "AMD CDNA3 (MI300)", AMD_PIPELINE, xcds=8),
     Target("gfx950", "amd", "gfx950", 64, Limits(1024, 163840, 512),
            frozenset({"mfma", "mfma.cdna4", "buffer_load", "bf16", "fp8"}),
            (MFMA_32X32X16, MFMA_16X16X32, MFMA_32X32X8, MFMA_16X16X16, FMA),
-           (LD_GLOBAL, LD_SHARED, BUFFER_LOAD), _AMD, "gfx950", "", "AMD CDNA4 (MI350)", AMD_PIPELINE),
+           _AMD_COPIES, _AMD, "gfx950", "", "AMD CDNA4 (MI350)", AMD_PIPELINE, xcds=8),
 )}
 
 FAMILIES = {"nvidia": tuple(n for n, t in TARGETS.items() if t.family == "nvidia"),

@@ -629,29 +629,42 @@ def mfma_b(K: int, N: int, wm: int, wn: int, an: int, ak: int) -> ThreadMap:
     return ThreadMap((K, N), tm, vm)
 
 
-def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_budget=None):
+def mfma_wave_splits(num_warps: int):
+    """The (wm, wn) wave grids an MFMA dot may use: all `num_warps` waves, or -- for tiles too small
+    to give every wave its own atoms (MoE's 16-row tiles) -- fewer, the other waves holding copies
+    (their layouts replicate over them; stores go through the owners only)."""
+    out, w = [], num_warps
+    while w >= 1:
+        out += warp_splits(w)
+        w //= 2
+    return out
+
+
+def mfma_warps(M, N, K, a_dt, c_dt, num_warps, atoms, prefer_rows=False, reg_budget=None, lazy_k=False):
     """(atom name, wm, wn) for an MFMA dot of this shape, or None (FMA). `atoms`: the target's
     MFMA atoms as (name, m, n, k), in its order of preference. The grid minimizes operand traffic
     (as `mma_warps`); ties go to the earlier atom, then to more waves along M. With `reg_budget`
     (registers per lane), grids whose fragments (A and B, replicated across waves, plus C) need
     more values per lane than that come last, the least over budget first: MFMA operands are
     whole register tiles, so a B operand replicated over every wave (`prefer_rows`) can exhaust
-    the register file."""
+    the register file. With `lazy_k` (the dot reads its operands from LDS one k step at a time)
+    only one k step of A and B counts."""
     if a_dt.name not in MMA_IN or c_dt.name != "f32":
         return None
     best = None
     for i, (name, am, an, ak) in enumerate(atoms):
         if K % ak:
             continue
-        for wm, wn in warp_splits(num_warps):
+        for wm, wn in mfma_wave_splits(num_warps):
             if M % (am * wm) or N % (an * wn):
                 continue
             cost = M * wn + N * wm
             if prefer_rows and wn == 1:
                 cost = -1
-            vals = (M * K // wm + K * N // wn + M * N // (wm * wn)) // WAVE64
+            kk = ak if lazy_k else K
+            vals = (M * kk // wm + kk * N // wn + M * N // (wm * wn)) // WAVE64
             over = vals if reg_budget is not None and vals > reg_budget else 0
-            key = (over, cost, i, -wm)
+            key = (over, wm * wn < num_warps, cost, i, -wm)
             if best is None or key < best[0]:
                 best = (key, (name, wm, wn))
     return None if best is None else best[1]
@@ -664,7 +677,7 @@ def mfma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int, a
     N = bm.shape[1]
     n = WAVE64 * num_warps
     for name, m_, n_, k_ in atoms:
-        for wm, wn in warp_splits(num_warps):
+        for wm, wn in mfma_wave_splits(num_warps):
             try:
                 if cm.same(mfma_c(M, N, wm, wn, m_).for_threads(n)) and \
                         am.same(mfma_a(M, K, wm, wn, m_, k_).for_threads(n)) and \
@@ -673,6 +686,39 @@ def mfma_dot_grid(am: ThreadMap, bm: ThreadMap, cm: ThreadMap, num_warps: int, a
             except Exception:           # noqa: BLE001
                 continue
     return None
+
+
+# every MFMA atom shape (m, k) of ir/fragments.py (n = m)
+MFMA_SHAPES = ((32, 8), (16, 16), (32, 16), (16, 32))
+_MFMA_DIM: dict = {}
+
+
+def mfma_operand_dim(m: ThreadMap, num_warps: int):
+    """The k dim of `m` (1 for an A fragment, 0 for B) when m is an MFMA operand fragment of some
+    atom tiled over `num_warps` waves (`mfma_a` / `mfma_b`), else None: a lane's k elements are
+    consecutive along it, so LDS holding such an operand keeps that dim contiguous."""
+    key = (m.key(), num_warps)
+    if key in _MFMA_DIM:
+        return _MFMA_DIM[key]
+    out = None
+    if m.rank == 2 and m.nthreads == WAVE64 * num_warps:
+        R, C = m.shape
+        for am, ak in MFMA_SHAPES:
+            for wm, wn in warp_splits(num_warps):
+                for dim, build in ((1, lambda: mfma_a(R, C, wm, wn, am, ak)), (0, lambda: mfma_b(R, C, wm, wn, am, ak))):
+                    try:
+                        if build().same(m):
+                            out = dim
+                    except LayoutError:
+                        pass
+                    if out is not None:
+                        break
+                if out is not None:
+                    break
+            if out is not None:
+                break
+    _MFMA_DIM[key] = out
+    return out
 
 
 def vector_elems(m: ThreadMap, bits: int) -> int:

@@ -38,6 +38,7 @@ from .manager import register
 from ..ir.shared_layouts import default_shared_layout, swizzled_row_major
 from ..ir.thread_maps import (ThreadMap, as_map, blocked, mfma_a, mfma_b, mfma_c, mfma_warps, mma_a, mma_b, mma_c,
                                 mma_operand_kind, mma_warps)
+from ..ir.thread_maps import mfma_dot_grid
 
 __all__ = ["layout_inference", "LayoutConflictError", "infer_function", "mma_warp_grid"]
 
@@ -84,6 +85,24 @@ def mfma_atoms(target: Target) -> list:
             if a.name in WAVE_FRAGMENT_ATOMS and a.group == target.warp_size]
 
 
+def mfma_lazy_operands(target: Target) -> bool:
+    """MFMA operands staged in LDS are read one k step at a time by the dot (`ds_read.k`, chosen by
+    select_instructions): only the accumulator and one k step of A and B are live in registers."""
+    return target.copy_atom("ds_read.k") is not None
+
+
+def mfma_live_values(f, target: Target, num_warps: int) -> int:
+    """Values per lane the MFMA fragments (A, B, C) of one dot keep live: with lazy operands the
+    accumulator and one k step (the atom's k) of the operands."""
+    a, b, c = f
+    if not mfma_lazy_operands(target):
+        return a.nvals + b.nvals + c.nvals
+    g = mfma_dot_grid(a, b, c, num_warps, mfma_atoms(target))
+    K = a.shape[1]
+    ak = target.mma_atom(g[0]).k if g is not None else K
+    return c.nvals + (a.nvals + b.nvals) * ak // K
+
+
 def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None):
     """The register fragments of a dot on matrix instructions -- (A, B, C) ThreadMaps for the
     target's threads -- or None for the FMA path: the mma.sync fragments over a warp grid on
@@ -98,7 +117,7 @@ def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Tar
             mma_c(M, N, wm, wn).for_threads(n)
     atoms = {x[0]: x for x in mfma_atoms(target)}
     g = mfma_warps(M, N, K, a_dt, c_dt, num_warps, list(atoms.values()), prefer_rows,
-                   target.limits.registers // 4) if atoms else None
+                   target.limits.registers // 4, lazy_k=mfma_lazy_operands(target)) if atoms else None
     if g is None:
         return None
     name, wm, wn = g
@@ -169,10 +188,11 @@ class LayoutInference:
         return self.dot_grid[key]
 
     def _plan_dots(self):
-        """The fragments of every dot at once. MFMA operands are whole register tiles (B replicated
-        over the waves that share it), so where the MFMA fragments of all dots together need more
-        than half the register file per lane, the largest dots take the FMA path (which reads its
-        operands from shared memory) until they fit -- spilling to scratch costs more than FMA."""
+        """The fragments of every dot at once. MFMA operands read whole from registers (B replicated
+        over the waves that share it; on targets without `ds_read.k`) can exhaust the register file:
+        where the MFMA fragments of all dots together need more than half of it per lane, the
+        largest dots take the FMA path (which reads its operands from shared memory) until they
+        fit -- spilling to scratch costs more than FMA."""
         if self.dot_grid:
             return
         sizes = []
@@ -185,7 +205,7 @@ class LayoutInference:
             f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target)
             self.dot_grid[id(op)] = f
             if f is not None and mfma_atoms(self.target):          # (NVIDIA: ldmatrix reads k steps lazily)
-                sizes.append((sum(m.nvals for m in f), id(op)))
+                sizes.append((mfma_live_values(f, self.target, self.num_warps), id(op)))
         budget = self.target.limits.registers // 2
         total = sum(n for n, _ in sizes)
         for n, key in sorted(sizes, reverse=True):

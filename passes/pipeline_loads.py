@@ -44,6 +44,9 @@ issued after iteration j's barrier, which every thread reaches only after its re
 (iteration j-1; with D = S-2, iteration j-2, whose wgmma group was waited for in iteration j-1) are
 done -- TMA writes a stage only after every reader, the asynchronous wgmma included, has finished.
 
+Targets without asynchronous copies (AMD) take passes/pipeline_registers.py instead: the next
+tiles are loaded into registers one iteration ahead and carried by the loop.
+
 A load (or a `gather` of rows by index: an async_gather) is pipelined when it has no mask and
 `other` 0 (async copies zero-fill outside the tensor, exactly what such a load reads), its index
 operands depend only on the induction variable and loop-invariant values through pure ops and
@@ -356,6 +359,10 @@ def pipeline_function(fn: Function, target: Target | None = None) -> Function:
     loops = [o for o in fn.walk() if o.name == "for" and int(o.attrs.get("stages", 1) or 1) >= 2]
     changed = False
     for lp in loops:
+        if not target.has("cp.async"):         # AMD: loads staged through registers (pipeline_registers.py)
+            from .pipeline_registers import pipeline_loop_registers
+            pipeline_loop_registers(fn, lp, target)
+            continue
         changed |= _LoopPipeliner(fn, lp, int(lp.attrs["stages"]), target).run()
     if changed:
         # the loop body's own index computations of the replaced loads are dead now; a layout
@@ -366,7 +373,7 @@ def pipeline_function(fn: Function, target: Target | None = None) -> Function:
 
 @register("pipeline_loads")
 def pipeline_loads(m: Module, target: Target) -> Module:
-    """Software-pipeline the loads feeding a dot in `for` loops with `stages = S` (cp.async ring buffers)."""
+    """Software-pipeline the loads feeding a dot in `for` loops with `stages = S` (cp.async ring buffers; AMD: next tiles prefetched into registers)."""
     for fn in m.functions:
         pipeline_function(fn, target)
     return m

@@ -14,14 +14,17 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
   shared tile through a matrix descriptor), `ldmatrix.k` (the mma.sync dot reads fragments with
   ldmatrix one k step at a time), `ldmatrix.trans.k` (the same through the `transpose` that
-  follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads).
+  follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads); on AMD
+  `ds_read.k` / `ds_read.trans.k` (the MFMA dot reads one k step at a time from LDS: select_amd.py).
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
-  strides and alignment still guards the vector path).
+  strides and alignment still guards the vector path); on AMD `copy = "buffer.load"` /
+  `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py).
 * `async_copy`: `copy` -- `tma` (Hopper's tensor-memory accelerator: one thread copies whole boxes,
   `box = [...]`, written with the tensor map's `swizzle` (bytes), completing on the copy's mbarrier;
   see `tma_plan`), `cp.async` or `ld.global` (a synchronous copy) -- and `vec` (for the latter two;
   kept on a TMA copy so that an edit back to cp.async compiles). `async_gather`: `cp.async` or
   `ld.global`, and `vec`.
+* `xcd_remap`: `xcds`, the target's XCD count (1 on NVIDIA: the identity) unless the kernel gave one.
 
 The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
 what the target offers; a choice edited by hand that the target or the layouts cannot honour is a
@@ -39,6 +42,7 @@ from ..ir.thread_maps import (as_map, blocked, mfma_dot_grid, mma_a, mma_c, mma_
 from ..ir.types import TileType
 
 from .layout_inference import mfma_atoms
+from .select_amd import select_global_copy, select_mfma_copies
 from .manager import register
 from .shared_memory_planning import scratch_bytes
 
@@ -71,8 +75,11 @@ class _Selector:
                 v = op.results[0] if n in ("load", "gather") else op.value
                 if _is_reg(v.type) and v.type.layout is not None:
                     op.attrs["vec"] = vector_elems(self.map(v.type), v.type.dtype.bits)
+                select_global_copy(self, op)             # AMD: through a buffer resource
             elif n in ("async_copy", "async_gather"):
                 self.async_copy(op)
+            elif n == "xcd_remap":
+                op.attrs.setdefault("xcds", self.target.xcds)     # the target's chiplet count
         for op in list(self.fn.walk()):
             if op.name in ("shared_load", "convert_layout"):
                 op.attrs.pop("copy", None)
@@ -229,8 +236,9 @@ class _Selector:
                      if self.target.mma_atom(x[0]).supports(a.type.dtype.name, c.type.dtype.name)]
             mf = mfma_dot_grid(self.map(a.type), self.map(b.type), self.map(c.type), self.num_warps, atoms) \
                 if atoms else None
-            if mf is not None:                   # MFMA: the operands are read from registers as they are
+            if mf is not None:                   # MFMA; operands staged in LDS read one k step at a time
                 op.attrs["atom"], op.attrs["warps"] = mf[0], [mf[1], mf[2]]
+                select_mfma_copies(self, op)
                 return
         if grid is None:
             op.attrs["atom"] = "fma"

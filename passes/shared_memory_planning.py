@@ -1,7 +1,8 @@
 """shared_memory_planning: place every shared tile and every op's scratch buffer in ONE dynamic
 shared-memory buffer, reusing memory whose live ranges do not overlap.
 
-* `alloc_shared` results live from their definition to their last use (through subviews); a use
+* `alloc_shared` results live from their definition to their last use (through subviews, and
+  through a lazily read shared_load -- `copy` in LAZY_COPIES -- to the dot that reads it); a use
   inside a loop that does not contain the allocation keeps it alive to the end of that loop.
 * ops that move register-tile elements between threads (convert_layout that is not a register
   permutation, reshape, slice, concat, shape-changing bitcast, transpose/broadcast whose layouts do
@@ -176,6 +177,7 @@ class _Planner:
                 start = self.index[id(op)]
                 end = start
                 stack = [op.results[0]]
+                lazy: dict = {}
                 def_loops = self.parent_loops[id(op)]
                 while stack:
                     v = stack.pop()
@@ -186,7 +188,12 @@ class _Planner:
                                 e = max(e, self.end[id(lp)])
                                 break
                         end = max(end, e)
-                        if u.name == "subview":
+                        if u.name == "subview" or u.name == "shared_load" and u.attrs.get("copy") in LAZY_COPIES \
+                                or u.name == "transpose" and lazy.get(id(v)):
+                            # a lazily read shared_load is read by its dot (through a transpose): the
+                            # tile lives until then
+                            if u.name != "subview":
+                                lazy[id(u.results[0])] = True
                             stack.append(u.results[0])
                 items.append((start, end, size, op, "alloc"))
             else:

@@ -69,6 +69,9 @@ class DLManagedTensorVersioned(ctypes.Structure):
 
 
 kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged, kDLROCM = 1, 2, 3, 13, 10
+# GPU memory a kernel argument may live in: CUDA (and managed), and ROCm (torch and CuPy on AMD GPUs report
+# kDLROCM; only an AMD kernel launch through runtime/hip.py ever sees such memory)
+_GPU_DEVICES = (kDLCUDA, kDLCUDAManaged, kDLROCM)
 _FLAG_READ_ONLY, _FLAG_IS_COPIED, _FLAG_SUBBYTE_PADDED = 1, 2, 4
 _DEVICE_NAMES = {1: "CPU", 2: "CUDA", 3: "CUDA pinned host", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 10: "ROCm",
                  11: "ROCm pinned host", 13: "CUDA managed", 14: "oneAPI"}
@@ -471,7 +474,7 @@ def _dlpack_on_gpu(x) -> bool:
     if dev is None or not hasattr(x, "__dlpack__"):
         return False
     try:
-        return int(dev()[0]) in (kDLCUDA, kDLCUDAManaged)
+        return int(dev()[0]) in _GPU_DEVICES
     except Exception:                            # noqa: BLE001
         return False
 
@@ -717,7 +720,7 @@ def _from_dlpack(obj, name, want, rank, align, stream, keep) -> TensorInfo:
                 dev = tuple(int(v) for v in obj.__dlpack_device__())
             except Exception:                    # noqa: BLE001
                 dev = None
-        if dev is not None and dev[0] not in (kDLCUDA, kDLCUDAManaged):
+        if dev is not None and dev[0] not in _GPU_DEVICES:
             raise ValueError(f"parameter '{name}': the tensor is in {_DEVICE_NAMES.get(dev[0], dev[0])} memory "
                              f"(DLPack device {dev[0]}); a kernel needs GPU memory: move it to the GPU or pass a "
                              f"NumPy array to have it copied")
@@ -734,7 +737,7 @@ def _from_dlpack(obj, name, want, rank, align, stream, keep) -> TensorInfo:
     if owner is not None and producer is None:
         owner.keep = cap
     try:
-        if info.device_type not in (kDLCUDA, kDLCUDAManaged):
+        if info.device_type not in _GPU_DEVICES:
             raise ValueError(f"parameter '{name}': the tensor is in {_DEVICE_NAMES.get(info.device_type, info.device_type)} "
                              f"memory (DLPack device {info.device_type}); a kernel needs GPU memory")
         if info.device_type == kDLCUDA and _cuda._state.ok and info.device_id != _cuda._state.device.ordinal:

@@ -336,6 +336,12 @@ def _r_num_blocks(ctx, op, args):
     return np.asarray(ctx.grid[op.attrs["axis"]], np.int64)
 
 
+@rule("xcd_remap")
+def _r_xcd_remap(ctx, op, args):
+    from ..ir.grid import xcd_remap          # no `xcds` yet (before select_instructions): the identity
+    return np.asarray(xcd_remap(int(args[0]), int(args[1]), int(op.attrs.get("xcds", 1))), np.int64)
+
+
 # ---- global memory
 @rule("dim")
 def _r_dim(ctx, op, args):

@@ -51,6 +51,7 @@ from ..ir.dtypes import DType, dtype as _dtype
 from ..ir.errors import TileError
 from ..ir.types import ScalarType, TensorType
 from . import cuda as _cuda
+from .driver import driver_for
 from .arrays import Array, dtype_of
 from .device import _TORCH_TYPES, DeviceArray, _is_torch_tensor, extract_tensor, to_device
 from .tensor_maps import TensorMapSpec, tensor_map
@@ -458,6 +459,12 @@ def _is_host(a) -> bool:
 
 
 def _host_to_device(a, t, name: str):
+    check_host_array(a, t, name)
+    return to_device(a)
+
+
+def check_host_array(a, t, name: str) -> None:
+    """A host array argument (copied to the device by the launch) must have the parameter's dtype and rank."""
     want = t.dtype
     if isinstance(a, Array):
         got = a.dtype
@@ -472,7 +479,6 @@ def _host_to_device(a, t, name: str):
         raise TypeError(f"parameter '{name}' expects a {want} tensor, got a {what} array (convert it: {hint})")
     if t.rank is not None and a.ndim != t.rank:
         raise ValueError(f"parameter '{name}' expects a rank-{t.rank} tensor, got rank {a.ndim} (shape {tuple(a.shape)})")
-    return to_device(a)
 
 
 def _write_back(host, dev: DeviceArray) -> None:
@@ -521,6 +527,10 @@ def _launcher(compiled, param_types, names) -> _Launcher:
 
 def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -> None:
     """Launch `compiled` over `grid` (an int, a tuple of 1-3 ints, or a callable taking the meta)."""
+    drv = driver_for(artifact_of(compiled).meta.target)
+    if drv is not _cuda:                          # an AMD code object: runtime/launch_hip.py, same arguments
+        from .launch_hip import launch_hip
+        return launch_hip(drv, compiled, grid, args, stream, param_types=param_types, names=names)
     if not _cuda._state.ok:
         _cuda.init()                              # NoGPUError (one line) without a driver or device
     lz = _launcher(compiled, param_types, names)

@@ -56,7 +56,7 @@ FLOAT_SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1.5, -2.2
 # it is added to Gen.op and here.
 KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "cmp", "select", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
-    "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "dim", "stride", "load", "store",
+    "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "xcd_remap", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
     "condition", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval"}
@@ -317,6 +317,9 @@ class Gen:
             return self.new(name, [g(self.tile_t(ab, (M, K))), g(self.tile_t(ab, (K, N))), g(c)], [c])
         if name in ("block_id", "num_blocks"):
             return self.new(name, [], [ScalarType(I32)], {"axis": r.randint(0, 2)})
+        if name == "xcd_remap":
+            x = self.get(ScalarType(I32))
+            return self.new(name, [x, x], [ScalarType(I32)], {"xcds": 8})
         if name in ("dim", "stride"):
             t = self.tensor()
             return self.new(name, [t], [ScalarType(I32)], {"axis": r.randrange(t.type.rank)})

@@ -27,7 +27,8 @@ _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
 
 
 def gpu_arch() -> str | None:
-    """The arch of the NVIDIA GPU in use ('sm_90a', 'sm_80', ...), or None when there is none."""
+    """The arch of the GPU in use -- an NVIDIA one ('sm_90a', 'sm_80', ...) through the CUDA driver,
+    else an AMD one ('gfx942', 'gfx950') through HIP (runtime/hip.py) -- or None when there is none."""
     if not _GPU_ARCH:
         arch = None
         try:
@@ -36,8 +37,23 @@ def gpu_arch() -> str | None:
                 arch = cuda.device().arch
         except Exception:                       # noqa: BLE001 - no driver, no bindings: no GPU
             arch = None
+        if arch is None:
+            arch = _amd_arch()
         _GPU_ARCH.append(arch)
     return _GPU_ARCH[0]
+
+
+def _amd_arch() -> str | None:
+    """The gfx arch of the AMD GPU HIP sees, if tilec has a target for it."""
+    try:
+        from .ir.targets import TARGETS
+        from .runtime import hip
+        if hip.available():
+            arch = hip.device().arch
+            return arch if arch in TARGETS else None
+    except Exception:                           # noqa: BLE001 - no hip-python, no ROCm: no AMD GPU
+        pass
+    return None
 
 
 _DEFAULT_TARGET: list = []  # memo of resolve(None): [($TILEC_TARGET as read, Target)]

@@ -16,7 +16,7 @@ import inspect
 
 from .ir.dtypes import DType, bool_, f32, i32
 from .ir.printer import print_module
-from .ir.targets import UnknownTargetError
+from .ir.targets import UnknownTargetError, get_target
 from .ir.types import ScalarType, TensorType
 from .dsl.errors import CompileError
 from .dsl.frontend import compile_kernel
@@ -30,7 +30,7 @@ __all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
 
 def current_target() -> str:
     """The target launches compile for: $TILEC_TARGET if set, else the GPU's arch if there is an NVIDIA
-    GPU, else 'cpu' (the NumPy interpreter)."""
+    or AMD GPU, else 'cpu' (the NumPy interpreter)."""
     return compiler.resolve().name
 
 
@@ -459,15 +459,17 @@ def _launch(compiled: CompiledKernel, grid: tuple, args: list, stream=None):
     """Run a compiled kernel on the grid: on the GPU for GPU targets (falling back to the interpreter,
     with a one-line notice, where there is no GPU), in the NumPy interpreter for 'cpu'."""
     if compiled.target != "cpu":
-        if gpu_arch() is not None:
+        gpu = gpu_arch()
+        family = get_target(compiled.target).family
+        if gpu is not None and ("amd" if gpu.startswith("gfx") else "nvidia") == family:
             from .runtime.launch import launch
-            launch(compiled, grid, args, stream)      # reads .ptx/.cubin, .meta and .signature
+            launch(compiled, grid, args, stream)      # reads .ptx/.cubin/.hsaco, .meta and .signature
             return
         if compiled.target not in _WARNED:
             _WARNED.add(compiled.target)
             import sys
-            print(f"tilec: no NVIDIA GPU/driver found: running {compiled.name} for {compiled.target} in the "
-                  f"CPU interpreter", file=sys.stderr)
+            print(f"tilec: no {'AMD GPU/ROCm' if family == 'amd' else 'NVIDIA GPU/driver'} found: running "
+                  f"{compiled.name} for {compiled.target} in the CPU interpreter", file=sys.stderr)
         from .ir.parser import parse_module
         compiled = CompiledKernel(compiled.name, "cpu", compiled.ir, parse_module(compiled.ir), {},
                                   compiled.signature, compiled.constexprs, compiled.params)
