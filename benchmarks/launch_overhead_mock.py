@@ -90,10 +90,11 @@ def install_mock_driver():
         def launch(self, grid, block, params, shared=0, stream=None, cluster=(1, 1, 1)):
             calls[0] += 1
 
-        def raw_launcher(self, block, shared, cluster):
-            def raw(gx, gy, gz, stream, params):
+        def launch_parts(self, block, shared, cluster):
+            def call(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
                 calls[0] += 1
-            return raw
+                return (0,)
+            return {"call": call, "handle": 1, "block": block, "shared": shared, "stream": 0, "check": None}
     L.load_function = lambda compiled: FakeFunction()
     return calls
 

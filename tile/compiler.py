@@ -20,7 +20,7 @@ from .ir.printer import print_module
 from .ir.targets import Target, get_target, resolve_target
 from .ir.types import TileType
 
-__all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
+__all__ = ["resolve", "target_guard", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
            "is_prepared", "reset_target"]
 
 _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
@@ -59,6 +59,24 @@ def resolve(target=None) -> Target:
         _DEFAULT_TARGET[:] = [env, t]
         return t
     return resolve_target(target, detect=gpu_arch)
+
+
+def target_guard(target: Target) -> tuple[str, dict]:
+    """(a Python expression, the names it reads) that is true while `resolve()` still returns
+    `target`: generated launch code (runtime/launch.py FastLauncher) evaluates it on every launch, so
+    it is one dict read of the environment ($TILEC_TARGET unchanged since now) and a look at the
+    memo (not reset, still this target) -- no function call."""
+    data, encode = getattr(_environ, "_data", None), getattr(_environ, "encodekey", None)
+    memo = _DEFAULT_TARGET
+    names = {"_TM": memo, "_TT": target}
+    if isinstance(data, dict) and encode is not None:       # CPython's os.environ: its dict of encoded items
+        key = encode("TILEC_TARGET")
+        names.update(_TE=data.get)
+        env = f"_TE({key!r}) == {data.get(key)!r}"
+    else:
+        names.update(_TE=_environ.get, _TV=_environ.get("TILEC_TARGET"))
+        env = "_TE('TILEC_TARGET') == _TV"
+    return f"{env} and _TM and _TM[1] is _TT", names
 
 
 def reset_target() -> None:

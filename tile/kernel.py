@@ -138,7 +138,8 @@ class Kernel:
         self._sig = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                          default=p.default) for p in self.params])
         self.cache: dict = {}
-        self._fast: dict = {}           # call signature -> (target, CompiledKernel, FastLauncher, runtime arg indices)
+        self._fast = _FastTable()       # call signature -> (target, CompiledKernel, FastLauncher)
+        self._last = Launcher(self, _NO_GRID)   # the Launcher __getitem__ made last (immutable, shared)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -149,7 +150,11 @@ class Kernel:
                         f"to compile without running use {self.name}.compile(*args)")
 
     def __getitem__(self, grid) -> "Launcher":
-        return Launcher(self, grid)
+        last = self._last                        # `k[grid]` in a loop with the same grid object: reused
+        if last.grid is grid:
+            return last
+        last = self._last = Launcher(self, grid)
+        return last
 
     # ------------------------------------------------------------ binding
     def bind(self, args, kwargs, signature_ok: bool = False) -> _Bound:
@@ -301,8 +306,9 @@ class Kernel:
     def run(self, grid, *args, **kwargs):
         __tracebackhide__ = True
         # the fast path: a call signature seen before (each argument's type, and dtype for tensors;
-        # the constexpr keywords), the same target, a grid of ints, no stream -> the launcher built
-        # for it checks and packs in place and makes one driver call (runtime/launch.py FastLauncher)
+        # the constexpr keywords) -> the launcher generated for it checks the grid, the arguments and
+        # the target, packs in place and makes one driver call (runtime/launch.py FastLauncher).
+        # Launcher.__call__ tries the signature launched last first, without building this key.
         fast = self._fast
         if fast:
             try:
@@ -310,20 +316,11 @@ class Kernel:
                 ent = fast.get(key)
             except TypeError:                          # an unhashable constexpr
                 ent = None
-            if ent is not None and ent[0] is compiler.resolve():
-                g = grid
-                if type(g) is tuple:
-                    n = len(g)
-                    if n == 1:
-                        g = (g[0], 1, 1)
-                    elif n == 2:
-                        g = (g[0], g[1], 1)
-                elif type(g) is int:
-                    g = (g, 1, 1)
-                if type(g) is tuple and len(g) == 3 and type(g[0]) is int and type(g[1]) is int and \
-                        type(g[2]) is int and 0 < g[0] < 2 ** 31 and 0 < g[1] <= 65535 and 0 < g[2] <= 65535:
-                    if ent[2].fast(args, g[0], g[1], g[2]):
-                        return ent[1]
+            if ent is not None:
+                ck = ent[2].fast(grid, args, kwargs)
+                if ck is not None:
+                    fast.hot = ent[2].fast
+                    return ck
         try:
             b = self.bind(args, kwargs)
             target = compiler.resolve()
@@ -342,8 +339,9 @@ class Kernel:
     def _remember_fast(self, target, ck, args, kwargs, b) -> None:
         """After a general-path GPU launch: a FastLauncher for this call signature, when the positional
         arguments are exactly the runtime parameters (so the key's types fix the specialization) and
-        the keywords are constexprs with plain values (their values are in the key)."""
-        if gpu_arch() is None or len(self._fast) >= 64:
+        the keywords are constexprs with plain values (their values are in the key). It becomes the
+        one tried first."""
+        if gpu_arch() is None:
             return
         n = len(args)
         if any(p.kind == "constexpr" for p in self.params[:n]) or \
@@ -357,15 +355,43 @@ class Kernel:
             hash(key)
         except TypeError:
             return
-        if key in self._fast:
+        old = self._fast.get(key, False)
+        if old is None or (old and old[0] is target):  # not eligible, or built for this target already
+            return
+        if old is False and len(self._fast) >= 64:
             return
         from .runtime.launch import fast_launcher
-        fl = fast_launcher(ck, list(args))
-        self._fast[key] = (target, ck, fl, None) if fl is not None else None
+        fl = fast_launcher(ck, list(args), kwargs=kwargs, guard=compiler.target_guard(target), result=ck)
+        self._fast[key] = (target, ck, fl) if fl is not None else None
+        if fl is not None:
+            self._fast.hot = fl.fast
+
+
+_NO_GRID = object()
+
+
+class _FastTable(dict):
+    """Kernel._fast: call signature -> (target, CompiledKernel, FastLauncher), or None where the fast
+    path does not apply. `.hot` is the generated launch function of the signature launched last:
+    `kernel[grid](...)` calls it first (it returns None, launching nothing, for any other call)."""
+    __slots__ = ("hot",)
+
+    def __init__(self):
+        super().__init__()
+        self.hot = None
+
+    def clear(self):
+        super().clear()
+        self.hot = None
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self.hot = None
 
 
 class Launcher:
     """`kernel[grid]`: call it with the kernel's arguments."""
+    __slots__ = ("kernel", "grid")
 
     def __init__(self, kernel: Kernel, grid):
         self.kernel = kernel
@@ -373,6 +399,11 @@ class Launcher:
 
     def __call__(self, *args, **kwargs):
         __tracebackhide__ = True
+        hot = self.kernel._fast.hot                # the launcher of the call signature launched last
+        if hot is not None:
+            ck = hot(self.grid, args, kwargs)
+            if ck is not None:
+                return ck
         try:
             return self.kernel.run(self.grid, *args, **kwargs)
         except Exception as e:
