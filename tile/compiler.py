@@ -92,14 +92,17 @@ def _restrict(target: Target, options: dict) -> Target:
 
 
 def lower(module: Module, target, *, name: str | None = None, num_warps: int | None = None,
-          dump_dir=None, stop_after: str | None = None, **options):
-    """Run the target's pass pipeline on `module` (in place); returns (module, ir_after)."""
+          dump_dir=None, stop_after: str | None = None, record: bool = True, verify=True, **options):
+    """Run the target's pass pipeline on `module` (in place); returns (module, ir_after).
+    record=False skips printing the IR after every pass (ir_after is then empty); verify="final"
+    checks only the input and the last pass's IR (passes/manager.py run_pipeline)."""
     from .passes.manager import run_pipeline
     target = _restrict(get_target(target), dict(options))
     if num_warps is not None:
         for f in module.functions:
             f.attrs["num_warps"] = int(num_warps)
-    return run_pipeline(module, target, name=name, dump_dir=dump_dir, stop_after=stop_after)
+    return run_pipeline(module, target, name=name, dump_dir=dump_dir, stop_after=stop_after, record=record,
+                        verify=verify)
 
 
 def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str = "", ir_after=None, **options):
@@ -162,19 +165,40 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
 def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True, **options):
     """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
     keyed on the front end's IR, the target and the options. Returns (module, ir_after, Artifact or
-    None for cpu)."""
+    None for cpu).
+
+    GPU targets: the cache is read first, and a hit runs no pass at all -- module and ir_after are
+    then None (tile.kernel.CompiledKernel runs the pipeline if they are asked for). A miss starts
+    the LLVM worker process before the passes run (its start-up overlaps them), runs the pipeline
+    without printing the IR after each pass (ir_after None) and checking only the last pass's IR,
+    then generates the code."""
     target = get_target(target)
-    module, ir_after = lower(module, target, name=name, **options)
     if not target.is_gpu:
+        module, ir_after = lower(module, target, name=name, **options)
         return module, ir_after, None
-    if not use_cache:
-        return module, ir_after, generate(module, target, kernel=name, **options)
-    from .runtime.cache import default_cache
-    entry = default_cache().get_or_build((frontend_ir, target.name, dict(options)),
-                                         lambda: generate(module, target, kernel=name, **options))
+    cache = key = None
+    if use_cache:
+        from .runtime.cache import default_cache
+        cache, key = default_cache(), (frontend_ir, target.name, dict(options))
+        entry = cache.get(key)
+        if entry is not None:
+            warn_resources(entry.artifact)       # a cached kernel that spills still says so
+            return None, None, entry.artifact
+    _prestart_codegen(target)
+    module, _ = lower(module, target, name=name, record=False, verify="final", **options)
+    if cache is None:
+        return module, None, generate(module, target, kernel=name, **options)
+    entry = cache.get_or_build(key, lambda: generate(module, target, kernel=name, **options))
     if entry.source != "built":
-        warn_resources(entry.artifact)           # a cached kernel that spills still says so
-    return module, ir_after, entry.artifact
+        warn_resources(entry.artifact)           # another process built it meanwhile
+    return module, None, entry.artifact
+
+
+def _prestart_codegen(target) -> None:
+    """Start the LLVM worker process now (it imports and initializes LLVM while the passes run)."""
+    if target.family in ("nvidia", "amd") and os.environ.get("TILEC_LLVM_INPROCESS") != "1":
+        from .codegen.llvm_isolated import prestart
+        prestart()
 
 
 # ------------------------------------------------------------------------------------ resources

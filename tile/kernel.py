@@ -45,17 +45,43 @@ class CompiledKernel:
     .signature parameter name -> IR type (tensor and scalar parameters); .constexprs name -> value
     """
 
-    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params):
+    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, *, frontend=None):
         self.name = name
         self.target = target
         self.ir = ir
-        self.module = module
-        self.ir_after = ir_after
+        self._module = module
+        self._ir_after = ir_after
+        self._frontend = frontend       # the front end's Module, not yet through the pipeline (or None)
         self.signature = signature
         self.constexprs = constexprs
         self.params = params
         self.asm: dict = {}
         self.artifact = None    # GPU targets: the compiled artifact (ir/artifact.py)
+
+    @property
+    def module(self):
+        """The IR Module after the target's pass pipeline. A launch whose code came from the kernel
+        cache ran no pass: the pipeline runs here, on first use."""
+        if self._module is None:
+            self._run_pipeline()
+        return self._module
+
+    @property
+    def ir_after(self) -> dict:
+        """Pass name -> the IR text after it. Launches do not print the IR after every pass: the
+        pipeline runs again here, recording, on first use."""
+        if self._ir_after is None:
+            self._run_pipeline()
+        return self._ir_after
+
+    def _run_pipeline(self) -> None:
+        from .ir.parser import parse_module
+        m = self._frontend if self._module is None and self._frontend is not None else parse_module(self.ir)
+        self._frontend = None
+        module, ir_after = compiler.lower(m, self.target, name=self.name)
+        if self._module is None:
+            self._module = module
+        self._ir_after = ir_after
 
     @property
     def ptx(self) -> str | None:
@@ -294,8 +320,10 @@ class Kernel:
         for f in module.functions:
             f.attrs.update(b.options)
         ir = print_module(module)
+        front = module
         module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
-        ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params)
+        ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params,
+                            frontend=front if module is None else None)
         if binary is not None:
             ck.artifact = binary
             ck.asm["ptx"] = ck.artifact.ptx
