@@ -82,3 +82,17 @@ def test_the_worker_runs_without_the_compiler_packages():
     out = subprocess.run([sys.executable, "-c", src, code.__file__], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_ptxas_report_run_keeps_its_cubin(own_cache, monkeypatch):
+    """Where ptxas runs for the resource report, its cubin stays on the artifact (and in the cache):
+    the first launch loads it instead of assembling the PTX a second time."""
+    import shutil
+    if shutil.which("ptxas") is None:
+        pytest.skip("needs ptxas on PATH")
+    monkeypatch.setenv("TILEC_PTXAS_REPORT", "1")
+    ck = _kernel().compile(target="sm_90a", **SIG, BLOCK=64)
+    assert ck.cubin[:4] == b"\x7fELF" and ck.artifact.extra["ptxas"]["registers"] > 0
+    monkeypatch.setattr(C, "_DEFAULT", None)
+    ck2 = _kernel().compile(target="sm_90a", **SIG, BLOCK=64)
+    assert ck2.cubin == ck.cubin

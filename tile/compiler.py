@@ -204,8 +204,9 @@ def _prestart_codegen(target) -> None:
 # ------------------------------------------------------------------------------------ resources
 def _ptxas_resources(art) -> None:
     """Where ptxas is on PATH (and $TILEC_PTXAS_REPORT is not 0): assemble the PTX once with
-    `ptxas -v` and keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
-    bytes) -- it travels with the artifact through the cache and AOT files. No ptxas: nothing."""
+    `ptxas -v`, keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
+    bytes) and the cubin it made in artifact.cubin -- both travel with the artifact through the
+    cache and AOT files. No ptxas: nothing (launches assemble the PTX with nvJitLink)."""
     import shutil
     if os.environ.get("TILEC_PTXAS_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
         return
@@ -213,11 +214,14 @@ def _ptxas_resources(art) -> None:
         return
     from .codegen.nvptx import parse_ptxas_report, run_ptxas
     try:
-        _, log = run_ptxas(art.ptx, art.target)
+        cubin, log = run_ptxas(art.ptx, art.target)
     except Exception:                            # noqa: BLE001 - the report is advisory; launches JIT the PTX
         return
     rep = parse_ptxas_report(log)
     art.extra["ptxas"] = {k: rep[k] for k in ("registers", "stack", "spill_stores", "spill_loads")}
+    if cubin and not art.cubin:
+        art.cubin = cubin        # kept: the first launch loads it instead of assembling the PTX again
+                                 # (runtime/launch.py load_function falls back to the PTX if the driver refuses it)
 
 
 def warn_resources(art) -> None:
