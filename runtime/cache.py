@@ -20,6 +20,11 @@ takes an exclusive `fcntl.flock` on `<key>.lock` next to the entry, reads the en
 lock (another process may have written it meanwhile) and builds only if it is still missing. Lock
 files are never deleted by eviction (deleting a lock file someone waits on would break the lock).
 
+Aliases: `put_alias(name, key_parts)` / `get_alias(name)` map another 64-hex name to an entry
+(`<dir>/<name[:2]>/<name>.alias`, holding the entry's key): launches use the key of a kernel's
+Python source (tile/source_key.py) to find its entry without running the front end. An alias whose
+entry was evicted finds nothing; `clear` removes them with the entries.
+
 Size: the entries are capped at `$TILEC_CACHE_MAX_BYTES` (default 1 GiB; `max_bytes=`); a read
 touches the entry's mtime and a write that leaves the cache over the cap deletes the least recently
 used entries (oldest mtime first) until it fits again. `tilec cache info` / `tilec cache clear`.
@@ -111,6 +116,37 @@ def _sources_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _dist_versions(names) -> dict:
+    """{distribution: version} read from the `<name>-<version>.dist-info` folder names on sys.path
+    (what importlib.metadata finds first, without importing it: that import alone is ~40 ms, most of
+    a warm-cache launch's budget); a distribution found no such way is asked importlib.metadata."""
+    import re
+    import sys
+    want = {n.lower().replace("-", "_"): n for n in names}
+    out: dict = {}
+    for entry in sys.path:
+        try:
+            listing = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for f in listing:
+            m = re.match(r"^(.+?)-([^-]+)\.dist-info$", f)
+            if m:
+                n = want.get(m.group(1).lower().replace("-", "_").replace(".", "_"))
+                if n is not None and n not in out:
+                    out[n] = m.group(2)
+        if len(out) == len(want):
+            break
+    for n in names:
+        if n not in out:
+            try:
+                from importlib.metadata import version
+                out[n] = version(n)
+            except Exception:                    # noqa: BLE001 - not installed as a distribution
+                out[n] = "none"
+    return out
+
+
 def compiler_version() -> str:
     """"tilec-<version>+llvmlite-<version>+src-<hash of dsl/ ir/ passes/ codegen/ and the driver>+fmt-<FORMAT>"
     (computed once)."""
@@ -118,14 +154,9 @@ def compiler_version() -> str:
     if _VERSION is None:
         with _VERSION_LOCK:
             if _VERSION is None:
-                from importlib.metadata import version
-                vs = []
-                for dist in ("tilec", "llvmlite", "numpy", "lark"):      # what shapes the generated code
-                    try:
-                        vs.append(f"{dist}-{version(dist)}")
-                    except Exception:            # noqa: BLE001 - not installed as a distribution
-                        vs.append(f"{dist}-none")
-                _VERSION = "+".join(vs) + f"+src-{_sources_hash()}+fmt-{FORMAT}"
+                dists = ("tilec", "llvmlite", "numpy", "lark")      # what shapes the generated code
+                vs = _dist_versions(dists)
+                _VERSION = "+".join(f"{d}-{vs[d]}" for d in dists) + f"+src-{_sources_hash()}+fmt-{FORMAT}"
     return _VERSION
 
 
@@ -241,6 +272,7 @@ class KernelCache:
         self._mem: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._aliases: dict[str, str] = {}
         self._warned = False
 
     # ------------------------------------------------------------------ keys
@@ -315,6 +347,43 @@ class KernelCache:
             self._mem[key] = e
         return e
 
+    # ------------------------------------------------------------------ aliases
+    def alias_path_of(self, name: str) -> Path:
+        return self.directory / name[:2] / f"{name}.alias"
+
+    def get_alias(self, name: str) -> CacheEntry | None:
+        """The entry an alias (a 64-hex name, e.g. tile/source_key.py's key of a launch) points to,
+        or None: no alias, or its entry is gone (evicted, corrupt)."""
+        key = self._aliases.get(name)
+        if key is None and self.disk:
+            try:
+                key = self.alias_path_of(name).read_text().strip()
+            except OSError:
+                return None
+        if key is None or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            return None
+        e = self.get(key)
+        if e is not None:
+            self._aliases[name] = key
+        return e
+
+    def put_alias(self, name: str, key_parts) -> None:
+        """Point `name` at the entry of `key_parts` (written like an entry: a private temporary file
+        renamed into place; an unwritable directory leaves it in memory)."""
+        key = self.key_of(key_parts)
+        self._aliases[name] = key
+        if not self.disk:
+            return
+        path = self.alias_path_of(name)
+        try:
+            _mkdir_private(path.parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".alias-", suffix=".tmp")        # 0600
+            with os.fdopen(fd, "w") as f:
+                f.write(key)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
     def put(self, key_parts, built) -> CacheEntry:
         """Store what a build produced (object/dict with ptx, meta[, cubin, extra], or a CacheEntry)."""
         key = self.key_of(key_parts)
@@ -350,12 +419,13 @@ class KernelCache:
             return self.put(key, built)
 
     def clear(self, disk: bool = False) -> int:
-        """Drop the memory tier (and the disk entries and lock files with disk=True); returns the
-        number of disk entries deleted."""
+        """Drop the memory tier (and the disk entries, aliases and lock files with disk=True); returns
+        the number of disk entries deleted."""
         self._mem.clear()
+        self._aliases.clear()
         n = 0
         if disk and self.directory.is_dir():
-            for pattern in ("??/*.json", "??/*.lock", "??/.*.tmp"):
+            for pattern in ("??/*.json", "??/*.lock", "??/*.alias", "??/.*.tmp"):
                 for p in self.directory.glob(pattern):
                     try:
                         p.unlink()

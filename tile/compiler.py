@@ -14,11 +14,10 @@ from __future__ import annotations
 import copy
 import os
 
-from .ir.core import Block, Function, Module, Operation
 from .ir.errors import TileError
-from .ir.printer import print_module
 from .ir.targets import Target, get_target, resolve_target
-from .ir.types import TileType
+# the IR core, printer and types are imported where used: resolve() and target_guard() run on every
+# launch, including those whose code comes from the kernel cache without compiling anything
 
 __all__ = ["resolve", "target_guard", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
            "is_prepared", "reset_target"]
@@ -108,6 +107,8 @@ def lower(module: Module, target, *, name: str | None = None, num_warps: int | N
 def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str = "", ir_after=None, **options):
     """Code generation for IR that has been through the target's pipeline: the family's code
     generator turns one kernel into its compiled form (PTX and launch facts on NVIDIA)."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = _restrict(get_target(target), options)
     fn = _pick(module, kernel)
     if target.family == "nvidia":
@@ -131,6 +132,8 @@ def generate_cached(module: Module, target, *, kernel: str | None = None, use_ca
     the kernel and the options -- what `tilec compile` uses, so a second compile of the same kernel
     (or one a launch already compiled) reads the cache. The debugging views (llvm_ir, ...) exist only
     on a fresh build: pass use_cache=False for them."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = get_target(target)
     if not use_cache or not target.is_gpu:
         return generate(module, target, kernel=kernel, **options)
@@ -149,6 +152,8 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
     target: the pass pipeline (unless the IR has been through it; `run_passes` forces either way),
     then code generation. The input is not modified. Options: `num_warps`, `wgmma` (False: Hopper
     with mma.sync), `opt`, `maxnreg`, `min_blocks_per_sm`, `align`."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = _restrict(get_target(target), options)
     module, fn = _as_function(source, kernel)
     module = clone_module(Module([fn]))
@@ -162,7 +167,24 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
     return generate(module, target, tile_ir=print_module(module), ir_after=ir_after, **options)
 
 
-def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True, **options):
+def source_keys_enabled() -> bool:
+    """Whether launches look their code up by source key (tile/source_key.py) before running the
+    front end: with the kernel cache on (its memory tier always is), unless TILEC_SOURCE_KEY=0."""
+    return os.environ.get("TILEC_SOURCE_KEY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cached_by_source(source_key: str):
+    """The Artifact the kernel cache holds under a launch's source key, or None."""
+    from .runtime.cache import default_cache
+    entry = default_cache().get_alias(source_key)
+    if entry is None:
+        return None
+    warn_resources(entry.artifact)
+    return entry.artifact
+
+
+def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True,
+          source_key: str | None = None, **options):
     """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
     keyed on the front end's IR, the target and the options. Returns (module, ir_after, Artifact or
     None for cpu).
@@ -171,7 +193,8 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     then None (tile.kernel.CompiledKernel runs the pipeline if they are asked for). A miss starts
     the LLVM worker process before the passes run (its start-up overlaps them), runs the pipeline
     without printing the IR after each pass (ir_after None) and checking only the last pass's IR,
-    then generates the code."""
+    then generates the code. `source_key` (tile/source_key.py) is made an alias of the entry, so a
+    later process finds it with `cached_by_source` before running the front end."""
     target = get_target(target)
     if not target.is_gpu:
         module, ir_after = lower(module, target, name=name, **options)
@@ -183,6 +206,8 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
         entry = cache.get(key)
         if entry is not None:
             warn_resources(entry.artifact)       # a cached kernel that spills still says so
+            if source_key is not None:
+                cache.put_alias(source_key, key)
             return None, None, entry.artifact
     _prestart_codegen(target)
     module, _ = lower(module, target, name=name, record=False, verify="final", **options)
@@ -191,6 +216,8 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
     entry = cache.get_or_build(key, lambda: generate(module, target, kernel=name, **options))
     if entry.source != "built":
         warn_resources(entry.artifact)           # another process built it meanwhile
+    if source_key is not None:
+        cache.put_alias(source_key, key)         # the next process finds it without the front end
     return module, None, entry.artifact
 
 
@@ -240,6 +267,7 @@ def warn_resources(art) -> None:
 
 # ------------------------------------------------------------------------------------ helpers
 def _as_function(source, kernel):
+    from .ir.core import Function, Module
     obj = source
     if not isinstance(obj, (Module, Function)) and hasattr(obj, "ir"):
         obj = obj.ir
@@ -261,6 +289,7 @@ def _pick(module: Module, kernel: str | None) -> Function:
 def is_prepared(fn: Function) -> bool:
     """The function has been through a GPU pipeline: every register tile has a layout, shared
     memory is planned."""
+    from .ir.types import TileType
     if "shared_bytes" not in fn.attrs:
         return False
     for op in fn.walk():
@@ -274,6 +303,7 @@ def is_prepared(fn: Function) -> bool:
 
 def clone_module(m: Module) -> Module:
     """A structural copy of a module (ops, blocks, values; types and attribute values shared)."""
+    from .ir.core import Block, Function, Module, Operation
     vmap = {}
 
     def clone_block(b, nb):

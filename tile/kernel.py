@@ -15,15 +15,15 @@ import functools
 import inspect
 
 from .ir.dtypes import DType, bool_, f32, i32
-from .ir.printer import print_module
 from .ir.targets import UnknownTargetError
 from .ir.types import ScalarType, TensorType
 from .dsl.errors import CompileError
-from .dsl.frontend import compile_kernel
 from .dsl.language import TensorSpec, Tensor
 from .dsl.signature import Param, parse_params
 from . import compiler
 from .compiler import gpu_arch
+# the front end (dsl/frontend.py), the IR printer and the passes are imported when a kernel is
+# compiled: a launch whose code is in the kernel cache needs none of them (Kernel._from_index)
 
 __all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
 
@@ -45,10 +45,12 @@ class CompiledKernel:
     .signature parameter name -> IR type (tensor and scalar parameters); .constexprs name -> value
     """
 
-    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, *, frontend=None):
+    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, *, frontend=None,
+                 make_frontend=None):
         self.name = name
         self.target = target
-        self.ir = ir
+        self._ir = ir
+        self._make_frontend = make_frontend  # () -> the front end's Module (when `ir` is None)
         self._module = module
         self._ir_after = ir_after
         self._frontend = frontend       # the front end's Module, not yet through the pipeline (or None)
@@ -57,6 +59,18 @@ class CompiledKernel:
         self.params = params
         self.asm: dict = {}
         self.artifact = None    # GPU targets: the compiled artifact (ir/artifact.py)
+
+    @property
+    def ir(self) -> str:
+        """The IR text right after the front end. A launch whose code came from the kernel cache by
+        its source key (tile/source_key.py) ran no front end: it runs here, on first use."""
+        if self._ir is None:
+            from .ir.printer import print_module
+            m = self._make_frontend()
+            if self._module is None:
+                self._frontend = m
+            self._ir = print_module(m)
+        return self._ir
 
     @property
     def module(self):
@@ -76,7 +90,8 @@ class CompiledKernel:
 
     def _run_pipeline(self) -> None:
         from .ir.parser import parse_module
-        m = self._frontend if self._module is None and self._frontend is not None else parse_module(self.ir)
+        ir = self.ir
+        m = self._frontend if self._module is None and self._frontend is not None else parse_module(ir)
         self._frontend = None
         module, ir_after = compiler.lower(m, self.target, name=self.name)
         if self._module is None:
@@ -166,6 +181,7 @@ class Kernel:
         self.cache: dict = {}
         self._fast = _FastTable()       # call signature -> (target, CompiledKernel, FastLauncher)
         self._last = Launcher(self, _NO_GRID)   # the Launcher __getitem__ made last (immutable, shared)
+        self._fingerprint = _UNSET       # tile/source_key.py kernel_fingerprint, computed on first compile
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -316,12 +332,22 @@ class Kernel:
                 raise _user_error(TypeError(f"{self.name}(): constexpr '{p.name}' must be a compile-time value "
                                             f"(a number, bool, string, dtype, None or a tuple of them), got "
                                             f"{_describe_obj(b.constexprs[p.name])}"))
-        module = compile_kernel(self.fn, self.params, b.types, b.constexprs, self.name)
-        for f in module.functions:
-            f.attrs.update(b.options)
+        skey = self._source_key(b, target)
+        if skey is not None:                       # in the disk cache by its source: no front end
+            art = compiler.cached_by_source(skey)
+            if art is not None:
+                types, consts, opts = dict(b.types), dict(b.constexprs), dict(b.options)
+                ck = CompiledKernel(self.name, target, None, None, None, types, consts, self.params,
+                                    make_frontend=lambda: self._frontend(types, consts, opts))
+                ck.artifact = art
+                ck.asm["ptx"] = art.ptx
+                self.cache[key] = ck
+                return ck
+        from .ir.printer import print_module
+        module = self._frontend(b.types, b.constexprs, b.options)
         ir = print_module(module)
         front = module
-        module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
+        module, ir_after, binary = compiler.build(module, ir, target, name=self.name, source_key=skey)
         ck = CompiledKernel(self.name, target, ir, module, ir_after, dict(b.types), dict(b.constexprs), self.params,
                             frontend=front if module is None else None)
         if binary is not None:
@@ -329,6 +355,29 @@ class Kernel:
             ck.asm["ptx"] = ck.artifact.ptx
         self.cache[key] = ck
         return ck
+
+    def _frontend(self, types, constexprs, options):
+        """The front end's Module of one specialization."""
+        from .dsl.frontend import compile_kernel
+        module = compile_kernel(self.fn, self.params, types, constexprs, self.name)
+        for f in module.functions:
+            f.attrs.update(options)
+        return module
+
+    def _source_key(self, b: _Bound, target: str) -> str | None:
+        """The kernel-cache alias of this specialization computed from the Python source
+        (tile/source_key.py), for GPU targets with a kernel cache; None where it does not apply."""
+        if target == "cpu" or not compiler.source_keys_enabled():
+            return None
+        fp = self._fingerprint
+        if fp is _UNSET:
+            from .source_key import kernel_fingerprint
+            fp = self._fingerprint = kernel_fingerprint(self.fn, self.params)
+        if fp is None:
+            return None
+        from .runtime.cache import compiler_version
+        from .source_key import source_key
+        return source_key(fp, b.key, b.constexprs, target, compiler_version())
 
     # ------------------------------------------------------------ launch
     def run(self, grid, *args, **kwargs):
@@ -396,6 +445,7 @@ class Kernel:
 
 
 _NO_GRID = object()
+_UNSET = object()
 
 
 class _FastTable(dict):
