@@ -43,7 +43,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -377,6 +376,7 @@ class KernelCache:
         path = self.alias_path_of(name)
         try:
             _mkdir_private(path.parent)
+            import tempfile                          # (imported on write: a warm launch only reads)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".alias-", suffix=".tmp")        # 0600
             with os.fdopen(fd, "w") as f:
                 f.write(key)
@@ -504,6 +504,7 @@ class KernelCache:
         try:
             _mkdir_private(self.directory)
             _mkdir_private(path.parent)
+            import tempfile                          # (imported on write: a warm launch only reads)
             fd, tmp = tempfile.mkstemp(prefix=f".{e.key[:16]}.", suffix=".tmp", dir=path.parent)   # 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(doc)
