@@ -16,7 +16,8 @@
    context exists, as in any torch program) runs `import tile`, imports examples/gemm.py and launches
    the gemm once (its code in the disk cache from an earlier process), synchronized: the time from
    `import tile` to the launch returning, and to the synchronize. Triton the same way with its
-   cache warm: `import triton`, define the matmul, launch, synchronize.
+   cache warm: `import triton`, define the matmul, launch, synchronize. A row says how much of
+   tilec's time is importing cuda-python's driver module (cuda.pathfinder mostly).
 Triton's rows are skipped when triton is not installed."""
 from __future__ import annotations
 
@@ -233,6 +234,17 @@ def child_warm_launch(which, d):
     return {"launch": t1 - t0, "sync": t2 - t0, "heavy": heavy}
 
 
+def child_cuda_import():
+    """What importing cuda-python's driver module costs in a torch process (tilec's runtime imports it
+    on the first launch; cuda.pathfinder is most of it)."""
+    import torch
+    torch.empty(1, device="cuda")
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    from cuda.bindings import driver                   # noqa: F401
+    return {"launch": time.perf_counter() - t, "sync": float("nan")}
+
+
 def _child(args, env=None, timeout=600):
     e = dict(os.environ)
     e.update(env or {})
@@ -274,6 +286,7 @@ def warm_table():
         env = {"TILEC_CACHE_DIR": d}
         _child(["warm", "tilec", d], env)                          # fills the cache
         rows.append(("tilec gemm (examples/gemm.py)", _child(["warm", "tilec", d], env)))
+    rows.append(("  of which: import cuda.bindings.driver", _child(["cuda-import"])))
     if _have_triton():
         with tempfile.TemporaryDirectory() as d:
             env = {"TRITON_CACHE_DIR": d}
@@ -284,7 +297,8 @@ def warm_table():
     for name, r in rows:
         if "launch" in r:
             extra = f"  (loaded {', '.join(r['heavy'])})" if r.get("heavy") else ""
-            print(f"{name:<{w}}  {1e3 * r['launch']:9.1f}  {1e3 * r['sync']:8.1f}{extra}")
+            sync = f"{1e3 * r['sync']:8.1f}" if r["sync"] == r["sync"] else f"{'':8}"
+            print(f"{name:<{w}}  {1e3 * r['launch']:9.1f}  {sync}{extra}")
         else:
             print(f"{name:<{w}}  error: {r['error']}")
 
@@ -300,7 +314,7 @@ def main():
     if a.child:
         kind, rest = a.child[0], a.child[1:]
         out = {"compile": lambda: child_compile(rest[0]), "triton-cold": lambda: child_triton_cold(rest[0]),
-               "warm": lambda: child_warm_launch(rest[0], rest[1])}[kind]()
+               "warm": lambda: child_warm_launch(rest[0], rest[1]), "cuda-import": child_cuda_import}[kind]()
         print(json.dumps(out))
         return
     launch_table(a)

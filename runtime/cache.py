@@ -95,24 +95,74 @@ _VERSION = None
 _VERSION_LOCK = threading.Lock()
 
 
+def _source_files() -> list:
+    """[(name in the hash, path)] of every source that shapes compiled code, sorted."""
+    root = Path(__file__).resolve().parent.parent
+    out = []
+    for layer in ("dsl", "ir", "passes", "codegen"):
+        d = root / layer
+        for dirpath, dirnames, filenames in os.walk(d):
+            dirnames[:] = sorted(x for x in dirnames if x != "__pycache__")
+            for f in filenames:
+                if os.path.splitext(f)[1] in (".py", ".lark", ".json"):
+                    p = os.path.join(dirpath, f)
+                    out.append((f"{layer}/{Path(p).relative_to(d).as_posix()}", p))
+    for drv in (root / "compiler.py", root / "tile" / "compiler.py"):
+        if drv.is_file():
+            out.append(("compiler.py", str(drv)))
+            break
+    return sorted(out)
+
+
 def _sources_hash() -> str:
     """A hash of every source that shapes compiled code: the dsl, ir, passes and codegen folders and
     the driver (tile/compiler.py), found next to this package's folder -- read as files, not
-    imported (the runtime stays below the compiler)."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for layer in ("dsl", "ir", "passes", "codegen"):
-        d = root / layer
-        for p in sorted(d.rglob("*")) if d.is_dir() else []:
-            if p.suffix in (".py", ".lark", ".json") and "__pycache__" not in p.parts and p.is_file():
-                h.update(f"{layer}/{p.relative_to(d).as_posix()}\0".encode())
-                h.update(p.read_bytes())
-                h.update(b"\0")
-    for drv in (root / "compiler.py", root / "tile" / "compiler.py"):
-        if drv.is_file():
-            h.update(b"compiler.py\0" + drv.read_bytes())
+    imported (the runtime stays below the compiler).
+
+    Reading and hashing them is ~8 ms, a sixth of a warm-cache launch's budget: the result is kept
+    in the cache directory (`sources-hash.json`, private like the entries) under a stamp of the
+    files' names, sizes and modification times, and read back while the stamp matches."""
+    files = _source_files()
+    stamp = hashlib.sha256()
+    for name, p in files:
+        try:
+            st = os.stat(p)
+        except OSError:
+            stamp = None
             break
-    return h.hexdigest()[:16]
+        stamp.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    stamp = stamp.hexdigest() if stamp is not None else None
+    memo = cache_dir() / "sources-hash.json"
+    use_memo = stamp is not None and os.environ.get("TILEC_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+    if use_memo:
+        try:
+            d = json.loads(memo.read_text())
+            if d.get("stamp") == stamp and isinstance(d.get("hash"), str) and len(d["hash"]) == 16:
+                return d["hash"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    h = hashlib.sha256()
+    for name, p in files:
+        if name == "compiler.py":
+            with open(p, "rb") as f:
+                h.update(b"compiler.py\0" + f.read())
+            continue
+        h.update(f"{name}\0".encode())
+        with open(p, "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    out = h.hexdigest()[:16]
+    if use_memo:
+        try:
+            import tempfile
+            _mkdir_private(memo.parent)
+            fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".sources-", suffix=".tmp")        # 0600
+            with os.fdopen(fd, "w") as f:
+                json.dump({"stamp": stamp, "hash": out}, f)
+            os.replace(tmp, memo)
+        except OSError:
+            pass
+    return out
 
 
 def _dist_versions(names) -> dict:
