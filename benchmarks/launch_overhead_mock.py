@@ -91,10 +91,12 @@ def install_mock_driver():
         def launch(self, grid, block, params, shared=0, stream=None, cluster=(1, 1, 1)):
             calls[0] += 1
 
-        def raw_launcher(self, block, shared, cluster):
-            def raw(gx, gy, gz, stream, params):
+        def launch_parts(self, block, shared, cluster):
+            def call(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
                 calls[0] += 1
-            return raw
+                return (0,)
+            return {"call": call, "handle": 1, "block": block, "shared": shared, "stream": 0,
+                    "stream_of": lambda h: h, "check": None}
     L.load_function = lambda compiled: FakeFunction()
 
     def current_stream(ordinal):          # stands in for torch._C._cuda_getCurrentRawStream (a C call)

@@ -4,16 +4,22 @@ The llvmlite wheel is built with assertions: some malformed IR (a bad `nvvm.anno
 PTX version the CPU does not support, ...) aborts the whole process instead of raising. The code
 generators therefore build their LLVM IR as text with `llvmlite.ir` (pure Python, never crashes)
 and hand it to `run_llvm`, which does everything that touches the LLVM C++ library in a worker: a
-fresh Python process (`python -m tile.codegen.llvm_worker`), started once and reused, never a fork
+fresh Python process (this file run on its own: `_WORKER_MAIN`), started once and reused, never a fork
 (a fork of a process that holds CUDA's threads can deadlock). A worker that dies on a signal or
 hangs becomes a `CompileError` naming the kernel, and the next job starts a new one. Process-global
 LLVM options (`--nvptx-short-ptr`) are set only in the worker, so they never leak into the caller.
 
 With `TILEC_LLVM_INPROCESS=1` the same work runs in-process (faster to debug, unprotected).
+
+Start-up: the worker runs this file alone (not `tile.codegen`, which would import the code
+generators and the IR), imports llvmlite and initializes LLVM before it reads its first job, and
+`prestart()` (called by the compile driver when the kernel cache misses, before the passes run)
+starts it early, so its start-up overlaps the passes instead of adding to the cold compile.
 """
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import pickle
 import select
@@ -26,7 +32,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import CompileError
+try:
+    from .errors import CompileError
+except ImportError:                                # the worker runs this file outside the package
+    CompileError = RuntimeError
 
 
 @dataclass(frozen=True)
@@ -42,11 +51,21 @@ class LLVMJob:
     kernel: str = "?"             # for error messages
 
 
+_INITIALIZED: list = []
+
+
+def _init_llvm():
+    import llvmlite.binding as llvm
+    if not _INITIALIZED:
+        llvm.initialize_all_targets()
+        llvm.initialize_all_asmprinters()
+        _INITIALIZED.append(True)
+    return llvm
+
+
 def _work(job: LLVMJob) -> dict:
     """The part that may crash: runs in the child."""
-    import llvmlite.binding as llvm
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
+    llvm = _init_llvm()
     for o in job.options:
         llvm.set_option("", o)
     target = llvm.Target.from_triple(job.triple)
@@ -62,7 +81,7 @@ def _work(job: LLVMJob) -> dict:
         pto = llvm.create_pipeline_tuning_options(speed_level=job.opt)
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
-    out = {"optimized_ir": str(mod)}
+    out = {"optimized_ir": str(mod)} if job.emit == "both" or os.environ.get("TILEC_KEEP_LLVM_IR") == "1" else {}
     if job.emit == "both":                     # codegen rewrites the module: emit each from its own copy
         out["asm"] = tm.emit_assembly(llvm.parse_assembly(out["optimized_ir"]))
         out["obj"] = tm.emit_object(mod)
@@ -71,6 +90,16 @@ def _work(job: LLVMJob) -> dict:
     else:
         out["obj"] = tm.emit_object(mod)
     return out
+
+
+def prestart() -> None:
+    """Start the worker now if none is running (it then initializes LLVM while the caller works)."""
+    if os.environ.get("TILEC_LLVM_INPROCESS") == "1":
+        return
+    global _WORKER
+    with _LOCK:
+        if _WORKER is None or _WORKER.proc.poll() is not None:
+            _WORKER = _Worker()
 
 
 def run_llvm(job: LLVMJob, timeout: float = 600.0) -> dict:
@@ -99,12 +128,12 @@ class _Worker:
 
     def __init__(self):
         self.err = tempfile.TemporaryFile()        # LLVM's own messages (and a crash's) land here
-        self.proc = subprocess.Popen([sys.executable, "-m", "tile.codegen.llvm_worker"],
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN, os.path.abspath(__file__)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
 
     def call(self, job: LLVMJob, timeout: float) -> dict:
         mark = self.err.tell() if not self.err.closed else 0
-        data = pickle.dumps(job)
+        data = pickle.dumps(dataclasses.astuple(job))     # plain data: the worker needs no class of ours
         try:
             self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
             self.proc.stdin.flush()
@@ -170,14 +199,29 @@ def _shutdown() -> None:
         w.err.close()
 
 
+# the worker process: this file run as a module of its own (jobs and results travel as plain data)
+_WORKER_MAIN = """\
+import sys, importlib.util
+spec = importlib.util.spec_from_file_location("tilec_llvm_worker", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mod
+spec.loader.exec_module(mod)
+mod.serve()
+"""
+
+
 def serve() -> None:
-    """The worker's loop: read a job, run it, answer; exit at end of input."""
+    """The worker's loop: initialize LLVM, then read a job, run it, answer; exit at end of input."""
+    try:
+        _init_llvm()
+    except Exception:                              # noqa: BLE001 - reported by the first job instead
+        pass
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     while True:
         head = inp.read(8)
         if len(head) < 8:
             return
-        job = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+        job = LLVMJob(*pickle.loads(inp.read(struct.unpack("<Q", head)[0])))
         try:
             res = _work(job)
         except BaseException as e:                 # noqa: BLE001 - anything goes back as text

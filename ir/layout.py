@@ -310,8 +310,13 @@ class Layout:
         return _crd_offset(coord, self.shape, self.stride)
 
     def offsets(self) -> list[int]:
-        """``[L(i) for i in range(size)]``."""
-        return [self(i) for i in range(self.size)]
+        """``[L(i) for i in range(size)]``, built leaf by leaf (the first leaf varies fastest, as in
+        the colexicographic flat index): one list comprehension per leaf instead of a coordinate
+        decomposition per element (a 128x64 shared tile: ~1 ms instead of ~100 ms)."""
+        offs = [0]
+        for s, d in zip(_leaves(self.shape), _leaves(self.stride)):
+            offs = [o + j * d for j in range(s) for o in offs]
+        return offs
 
     # --- identity and text ---------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -851,7 +856,12 @@ class ComposedLayout:
         return self.swizzle(self.offset + self.layout(*coord))
 
     def offsets(self) -> list[int]:
-        return [self(i) for i in range(self.size)]
+        """``[L(i) for i in range(size)]`` (the inner layout's offsets, shifted and swizzled)."""
+        sw, base = self.swizzle, self.offset
+        m, sh = sw.yyy_mask, sw.shift
+        if sh >= 0:
+            return [o ^ ((o & m) >> sh) for o in (x + base for x in self.layout.offsets())]
+        return [o ^ ((o & m) << -sh) for o in (x + base for x in self.layout.offsets())]
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ComposedLayout) and self.swizzle == other.swizzle

@@ -188,50 +188,42 @@ def wgmma_canonical(layout_str: str, shape: tuple, role: str, bits: int):
     kdim = 1 if role == "a" else 0
     xdim = 1 - kdim
     X, K = shape[xdim], shape[kdim]
-
-    def coord(x, k):
-        return (x, k) if xdim == 0 else (k, x)
-
-    def Lu(x, k):
-        return inner(coord(x, k))
-
-    def L(x, k):
-        return lay(coord(x, k))
-    if K % (32 // eb) or X % 64:
+    if K % (32 // eb) or X % 64 or inner.rank != 2:
         return None
+    # the layout evaluated once per element (flat lists), then read by coordinate: (x, k) is
+    # coordinate (x, k) for A and (k, x) for B, at flat index c0 + size(mode 0) * c1
+    s0, s1 = inner.mode(0).size, inner.mode(1).size
+    if (X, K) != ((s0, s1) if xdim == 0 else (s1, s0)):
+        return None
+    offs, uoffs = lay.offsets(), inner.offsets()
+    sx, sk = (1, s0) if xdim == 0 else (s0, 1)          # flat-index steps of x and of k
+
+    def fits(expected) -> bool:
+        """eb * L(x, k) == expected(x, k) (bytes) for every element."""
+        for x in range(X):
+            bx = x * sx
+            for k in range(K):
+                if eb * offs[bx + k * sk] != expected(x, k):
+                    return False
+        return True
     # K-major: rows of W bytes along k, 8-row groups SBO apart, k panels anywhere
     E = W // eb
-    try:
-        sbo = eb * Lu(8, 0)
-        ok = True
-        for x in range(X):
-            for k in range(K):
-                exp = eb * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * eb, W)
-                if eb * L(x, k) != exp:
-                    ok = False
-                    break
-            if not ok:
-                break
-        if ok and sbo % 16 == 0:
-            return ("K", _WGMMA_MODE[W], 16, sbo)
-    except Exception:                           # noqa: BLE001 - not this form
-        pass
+    sbo = eb * uoffs[8 * sx]
+    panel = [eb * uoffs[(k - k % E) * sk] for k in range(K)]
+    swz = [[_swz(r * W + c * eb, W) for c in range(E)] for r in range(8)]
+    if fits(lambda x, k: panel[k] + (x // 8) * sbo + swz[x % 8][k % E]) and sbo % 16 == 0:
+        return ("K", _WGMMA_MODE[W], 16, sbo)
     if W != 128 or eb != 2:
         return None
     # MN-major, 128-byte swizzle: 64-element panels along x (LBO apart), 8-deep k groups SBO apart
-    try:
-        lbo = 2 * Lu(64, 0) if X > 64 else 0
-        sbo = 2 * Lu(0, 8)
-        for x in range(X):
-            for k in range(K):
-                exp = (x // 64) * lbo + (k // 8) * sbo + _swz((k % 8) * 128 + (x % 64) * 2, 128)
-                if 2 * L(x, k) != exp:
-                    return None
-        if lbo % 16 or sbo % 16:
-            return None
-        return ("MN", 1, lbo if lbo else 16, sbo)
-    except Exception:                           # noqa: BLE001
+    lbo = 2 * uoffs[64 * sx] if X > 64 else 0
+    sbo = 2 * uoffs[8 * sk]
+    swz = [[_swz(r * 128 + c * 2, 128) for c in range(64)] for r in range(8)]
+    if not fits(lambda x, k: (x // 64) * lbo + (k // 8) * sbo + swz[k % 8][x % 64]):
         return None
+    if lbo % 16 or sbo % 16:
+        return None
+    return ("MN", 1, lbo if lbo else 16, sbo)
 
 
 TMA_SWIZZLES = (128, 64, 32)          # swizzle spans (bytes) of the tensor-map modes, widest first

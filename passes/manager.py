@@ -293,15 +293,18 @@ def _dump_dir_for(root: Path, kname: str, frontend: str) -> Path:
         k += 1
 
 
-def run_pipeline(module: Module, target: Target | str = "cpu", *, verify: bool = True, dump_dir=None,
+def run_pipeline(module: Module, target: Target | str = "cpu", *, verify: bool | str = True, dump_dir=None,
                  stop_after: str | None = None, passes: Iterable | None = None,
-                 name: str | None = None) -> tuple[Module, dict[str, str]]:
+                 name: str | None = None, record: bool = True) -> tuple[Module, dict[str, str]]:
     """Run the target's pipeline (or the explicit `passes`: names, functions or Pass objects) on
     `module`. Returns (module, ir_after) where ir_after maps each pass name, in order, to the printed
     IR after it (a pass that runs twice: "name#2").
 
     verify: check the input and the IR after each pass; a VerifyError becomes PassVerifyError
-      naming the pass (or "the front end" for invalid input).
+      naming the pass (or "the front end" for invalid input). "final": the input and the IR after
+      the last pass only (what compiles for a launch use: the per-pass checks cost as much as the
+      passes; $TILEC_VERIFY=each turns them back on, to find the pass that broke the IR).
+    record: keep the printed IR after each pass in ir_after (False: ir_after is empty).
     dump_dir (or env TILEC_DUMP_IR): write DIR/<name>/NN-<pass>.tir, 00-frontend.tir being the input
     (another specialization of the same kernel goes to DIR/<name>.2/, ...);
       `name` defaults to the module's kernel name. The IR of a pass that broke verification is still
@@ -348,7 +351,11 @@ def run_pipeline(module: Module, target: Target | str = "cpu", *, verify: bool =
             head = f"// {'front end output' if key == 'frontend' else 'after ' + key} (target {target}){note}\n"
             (out_dir / f"{i:02d}-{_safe(key)}.tir").write_text(head + text)
 
-    dump(0, "frontend", print_module(module))
+    if verify == "final" and os.environ.get("TILEC_VERIFY", "").strip().lower() == "each":
+        verify = True
+    each = bool(verify) and verify != "final"
+    if out_dir is not None:
+        dump(0, "frontend", print_module(module))
     if verify:
         _verify(module, "frontend", target)
 
@@ -365,16 +372,24 @@ def run_pipeline(module: Module, target: Target | str = "cpu", *, verify: bool =
         if not isinstance(out, Module):
             raise PassError(p.name, f"pass '{p.name}' returned {type(out).__name__}, not a Module")
         module = out
-        try:
-            text = print_module(module)
-        except Exception as e:
-            raise PassError(p.name, f"the IR after pass '{p.name}' cannot be printed: {type(e).__name__}: {e}") from e
-        ir_after[key] = text
-        if verify:
+        text = None
+        if record or out_dir is not None:
+            try:
+                text = print_module(module)
+            except Exception as e:
+                raise PassError(p.name, f"the IR after pass '{p.name}' cannot be printed: {type(e).__name__}: {e}") from e
+            if record:
+                ir_after[key] = text
+        if each or (verify and i == len(plist)):
             try:
                 _verify(module, key, target)
-            except PassVerifyError:
-                dump(i, key, text, " -- INVALID: does not verify")
+            except PassVerifyError as e:
+                if not each:
+                    e.args = (f"{e} (checked after the last pass only: TILEC_VERIFY=each finds the pass that "
+                              f"broke it)",)
+                if text is not None:
+                    dump(i, key, text, " -- INVALID: does not verify")
                 raise
-        dump(i, key, text)
+        if text is not None:
+            dump(i, key, text)
     return module, ir_after

@@ -20,6 +20,11 @@ takes an exclusive `fcntl.flock` on `<key>.lock` next to the entry, reads the en
 lock (another process may have written it meanwhile) and builds only if it is still missing. Lock
 files are never deleted by eviction (deleting a lock file someone waits on would break the lock).
 
+Aliases: `put_alias(name, key_parts)` / `get_alias(name)` map another 64-hex name to an entry
+(`<dir>/<name[:2]>/<name>.alias`, holding the entry's key): launches use the key of a kernel's
+Python source (tile/source_key.py) to find its entry without running the front end. An alias whose
+entry was evicted finds nothing; `clear` removes them with the entries.
+
 Size: the entries are capped at `$TILEC_CACHE_MAX_BYTES` (default 1 GiB; `max_bytes=`); a read
 touches the entry's mtime and a write that leaves the cache over the cap deletes the least recently
 used entries (oldest mtime first) until it fits again. `tilec cache info` / `tilec cache clear`.
@@ -38,7 +43,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -91,24 +95,105 @@ _VERSION = None
 _VERSION_LOCK = threading.Lock()
 
 
+def _source_files() -> list:
+    """[(name in the hash, path)] of every source that shapes compiled code, sorted."""
+    root = Path(__file__).resolve().parent.parent
+    out = []
+    for layer in ("dsl", "ir", "passes", "codegen"):
+        d = root / layer
+        for dirpath, dirnames, filenames in os.walk(d):
+            dirnames[:] = sorted(x for x in dirnames if x != "__pycache__")
+            for f in filenames:
+                if os.path.splitext(f)[1] in (".py", ".lark", ".json"):
+                    p = os.path.join(dirpath, f)
+                    out.append((f"{layer}/{Path(p).relative_to(d).as_posix()}", p))
+    for drv in (root / "compiler.py", root / "tile" / "compiler.py"):
+        if drv.is_file():
+            out.append(("compiler.py", str(drv)))
+            break
+    return sorted(out)
+
+
 def _sources_hash() -> str:
     """A hash of every source that shapes compiled code: the dsl, ir, passes and codegen folders and
     the driver (tile/compiler.py), found next to this package's folder -- read as files, not
-    imported (the runtime stays below the compiler)."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for layer in ("dsl", "ir", "passes", "codegen"):
-        d = root / layer
-        for p in sorted(d.rglob("*")) if d.is_dir() else []:
-            if p.suffix in (".py", ".lark", ".json") and "__pycache__" not in p.parts and p.is_file():
-                h.update(f"{layer}/{p.relative_to(d).as_posix()}\0".encode())
-                h.update(p.read_bytes())
-                h.update(b"\0")
-    for drv in (root / "compiler.py", root / "tile" / "compiler.py"):
-        if drv.is_file():
-            h.update(b"compiler.py\0" + drv.read_bytes())
+    imported (the runtime stays below the compiler).
+
+    Reading and hashing them is ~8 ms, a sixth of a warm-cache launch's budget: the result is kept
+    in the cache directory (`sources-hash.json`, private like the entries) under a stamp of the
+    files' names, sizes and modification times, and read back while the stamp matches."""
+    files = _source_files()
+    stamp = hashlib.sha256()
+    for name, p in files:
+        try:
+            st = os.stat(p)
+        except OSError:
+            stamp = None
             break
-    return h.hexdigest()[:16]
+        stamp.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    stamp = stamp.hexdigest() if stamp is not None else None
+    memo = cache_dir() / "sources-hash.json"
+    use_memo = stamp is not None and os.environ.get("TILEC_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+    if use_memo:
+        try:
+            d = json.loads(memo.read_text())
+            if d.get("stamp") == stamp and isinstance(d.get("hash"), str) and len(d["hash"]) == 16:
+                return d["hash"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    h = hashlib.sha256()
+    for name, p in files:
+        if name == "compiler.py":
+            with open(p, "rb") as f:
+                h.update(b"compiler.py\0" + f.read())
+            continue
+        h.update(f"{name}\0".encode())
+        with open(p, "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    out = h.hexdigest()[:16]
+    if use_memo:
+        try:
+            import tempfile
+            _mkdir_private(memo.parent)
+            fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".sources-", suffix=".tmp")        # 0600
+            with os.fdopen(fd, "w") as f:
+                json.dump({"stamp": stamp, "hash": out}, f)
+            os.replace(tmp, memo)
+        except OSError:
+            pass
+    return out
+
+
+def _dist_versions(names) -> dict:
+    """{distribution: version} read from the `<name>-<version>.dist-info` folder names on sys.path
+    (what importlib.metadata finds first, without importing it: that import alone is ~40 ms, most of
+    a warm-cache launch's budget); a distribution found no such way is asked importlib.metadata."""
+    import re
+    import sys
+    want = {n.lower().replace("-", "_"): n for n in names}
+    out: dict = {}
+    for entry in sys.path:
+        try:
+            listing = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for f in listing:
+            m = re.match(r"^(.+?)-([^-]+)\.dist-info$", f)
+            if m:
+                n = want.get(m.group(1).lower().replace("-", "_").replace(".", "_"))
+                if n is not None and n not in out:
+                    out[n] = m.group(2)
+        if len(out) == len(want):
+            break
+    for n in names:
+        if n not in out:
+            try:
+                from importlib.metadata import version
+                out[n] = version(n)
+            except Exception:                    # noqa: BLE001 - not installed as a distribution
+                out[n] = "none"
+    return out
 
 
 def compiler_version() -> str:
@@ -118,14 +203,9 @@ def compiler_version() -> str:
     if _VERSION is None:
         with _VERSION_LOCK:
             if _VERSION is None:
-                from importlib.metadata import version
-                vs = []
-                for dist in ("tilec", "llvmlite", "numpy", "lark"):      # what shapes the generated code
-                    try:
-                        vs.append(f"{dist}-{version(dist)}")
-                    except Exception:            # noqa: BLE001 - not installed as a distribution
-                        vs.append(f"{dist}-none")
-                _VERSION = "+".join(vs) + f"+src-{_sources_hash()}+fmt-{FORMAT}"
+                dists = ("tilec", "llvmlite", "numpy", "lark")      # what shapes the generated code
+                vs = _dist_versions(dists)
+                _VERSION = "+".join(f"{d}-{vs[d]}" for d in dists) + f"+src-{_sources_hash()}+fmt-{FORMAT}"
     return _VERSION
 
 
@@ -241,6 +321,7 @@ class KernelCache:
         self._mem: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._aliases: dict[str, str] = {}
         self._warned = False
 
     # ------------------------------------------------------------------ keys
@@ -315,6 +396,44 @@ class KernelCache:
             self._mem[key] = e
         return e
 
+    # ------------------------------------------------------------------ aliases
+    def alias_path_of(self, name: str) -> Path:
+        return self.directory / name[:2] / f"{name}.alias"
+
+    def get_alias(self, name: str) -> CacheEntry | None:
+        """The entry an alias (a 64-hex name, e.g. tile/source_key.py's key of a launch) points to,
+        or None: no alias, or its entry is gone (evicted, corrupt)."""
+        key = self._aliases.get(name)
+        if key is None and self.disk:
+            try:
+                key = self.alias_path_of(name).read_text().strip()
+            except OSError:
+                return None
+        if key is None or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            return None
+        e = self.get(key)
+        if e is not None:
+            self._aliases[name] = key
+        return e
+
+    def put_alias(self, name: str, key_parts) -> None:
+        """Point `name` at the entry of `key_parts` (written like an entry: a private temporary file
+        renamed into place; an unwritable directory leaves it in memory)."""
+        key = self.key_of(key_parts)
+        self._aliases[name] = key
+        if not self.disk:
+            return
+        path = self.alias_path_of(name)
+        try:
+            _mkdir_private(path.parent)
+            import tempfile                          # (imported on write: a warm launch only reads)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".alias-", suffix=".tmp")        # 0600
+            with os.fdopen(fd, "w") as f:
+                f.write(key)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
     def put(self, key_parts, built) -> CacheEntry:
         """Store what a build produced (object/dict with ptx, meta[, cubin, extra], or a CacheEntry)."""
         key = self.key_of(key_parts)
@@ -350,12 +469,13 @@ class KernelCache:
             return self.put(key, built)
 
     def clear(self, disk: bool = False) -> int:
-        """Drop the memory tier (and the disk entries and lock files with disk=True); returns the
-        number of disk entries deleted."""
+        """Drop the memory tier (and the disk entries, aliases and lock files with disk=True); returns
+        the number of disk entries deleted."""
         self._mem.clear()
+        self._aliases.clear()
         n = 0
         if disk and self.directory.is_dir():
-            for pattern in ("??/*.json", "??/*.lock", "??/.*.tmp"):
+            for pattern in ("??/*.json", "??/*.lock", "??/*.alias", "??/.*.tmp"):
                 for p in self.directory.glob(pattern):
                     try:
                         p.unlink()
@@ -434,6 +554,7 @@ class KernelCache:
         try:
             _mkdir_private(self.directory)
             _mkdir_private(path.parent)
+            import tempfile                          # (imported on write: a warm launch only reads)
             fd, tmp = tempfile.mkstemp(prefix=f".{e.key[:16]}.", suffix=".tmp", dir=path.parent)   # 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(doc)

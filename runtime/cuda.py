@@ -784,11 +784,19 @@ class Function:
                self.name)
         self._smem_limit = shared_bytes
 
-    def raw_launcher(self, block, shared_bytes: int, cluster=(1, 1, 1)):
-        """A function `(gx, gy, gz, stream_handle, params_address)` that launches this kernel with
-        one driver call: block, shared memory (opted in here, once) and the checks that do not
-        change between launches are done now. Grid sizes must be valid (the caller checks them);
-        stream_handle 0 is the legacy default stream. Cluster launches are not eligible (ValueError)."""
+    def launch_parts(self, block, shared_bytes: int, cluster=(1, 1, 1)) -> dict:
+        """What generated launch code needs to launch this kernel with one driver call and nothing
+        else per launch: block, shared memory (opted in here, once) and the checks that do not
+        change between launches are done now. Returns {"call", "handle", "block", "shared",
+        "stream", "stream_of", "check"}: `call(handle, gx, gy, gz, *block, shared, stream,
+        params_address, 0)` is cuLaunchKernel (cuda-python's binding: kernelParams given as an int
+        address is the cheapest form it takes); `stream` is the legacy default stream and
+        `stream_of(handle)` the stream object of a nonzero raw handle (torch's current stream; the
+        last one is kept, so a launch on the same stream builds nothing); it returns a tuple whose
+        first item is nonzero on failure, which `check(result)` turns into the CudaError naming the
+        kernel.
+        Grid sizes must be valid (the caller checks them). Cluster launches are not eligible
+        (ValueError)."""
         cu = _cu()
         b = _dims3(block, "block")
         if tuple(cluster) != (1, 1, 1):
@@ -797,24 +805,21 @@ class Function:
             raise ValueError("too many threads: the general path reports it")
         shared_bytes = int(shared_bytes or 0)
         self._prepare_smem(shared_bytes)
-        launch, handle, name, check = cu.cuLaunchKernel, self.handle, self.name, _check
-        bx, by, bz = b
-        null = _cu_stream(None)
+        name = self.name
         CUstream = cu.CUstream
-        last = [0, null]                          # the last non-default stream handle and its CUstream
+        last = [0, None]                          # the last non-default stream handle and its CUstream
 
-        def raw(gx, gy, gz, stream, params):
-            if not stream:
-                s = null
-            elif stream == last[0]:
-                s = last[1]
-            else:
-                s = CUstream(stream)
-                last[1], last[0] = s, stream
-            res = launch(handle, gx, gy, gz, bx, by, bz, shared_bytes, s, params, 0)
-            if res[0]:
-                check(res, "cuLaunchKernel", name)
-        return raw
+        def check(res):
+            _check(res, "cuLaunchKernel", name)
+
+        def stream_of(h):
+            if h == last[0]:
+                return last[1]
+            s = CUstream(h)
+            last[1], last[0] = s, h
+            return s
+        return {"call": cu.cuLaunchKernel, "handle": self.handle, "block": b, "shared": shared_bytes,
+                "stream": _cu_stream(None), "stream_of": stream_of, "check": check}
 
     def launch(self, grid, block, args, shared_bytes: int = 0, stream=None, cluster=(1, 1, 1)) -> None:
         """Launch on `stream` (default: the legacy default stream). `args`: a ctypes array of void*

@@ -578,45 +578,92 @@ def launch(compiled, grid, args, stream=None, *, param_types=None, names=None) -
 
 
 # ============================================================================ the fast path
+_GRID_CODE = """\
+    if type(grid) is tuple:
+        n = len(grid)
+        if n == 1:
+            gx = grid[0]
+            if type(gx) is not int or not 0 < gx < 2147483648: return None
+            gy = gz = 1
+        elif n == 2:
+            gx, gy = grid
+            if type(gx) is not int or type(gy) is not int or not 0 < gx < 2147483648 or not 0 < gy < 65536: return None
+            gz = 1
+        elif n == 3:
+            gx, gy, gz = grid
+            if type(gx) is not int or type(gy) is not int or type(gz) is not int or not 0 < gx < 2147483648 \\
+                    or not 0 < gy < 65536 or not 0 < gz < 65536: return None
+        else:
+            return None
+    elif type(grid) is int:
+        gx = grid
+        if not 0 < gx < 2147483648: return None
+        gy = gz = 1
+    else:
+        return None
+"""
+
+
 class FastLauncher:
     """One kernel specialization's launcher for one call signature (each tensor argument's type and
-    dtype): `fl(args, gx, gy, gz)` reads the tensors through cheap attributes (torch: data_ptr(),
-    shape, stride(), is_cuda; DeviceArray: ptr, shape, strides), checks what can change between
-    calls (dtype, rank, 16-byte alignment, device), packs a preallocated parameter buffer in place
-    and makes one driver call: on torch's current stream when the signature has a torch tensor (read
-    per call, as the general path does), else on the legacy default stream. Anything it does not
-    expect -- another type or dtype, a host array, an int out of range, a misaligned pointer, strides
-    a tensor map cannot take, another thread -- returns False without launching, and the caller takes
-    the general path (which gives the named errors). `any_strides`: the tensor parameters the
-    specialization was compiled without TMA for (their arguments' strides did not allow a tensor
-    map); arguments whose strides would allow one return False too, so that the caller can pick the
-    TMA specialization."""
+    dtype, each scalar's type, the constexpr keywords): `fl.fast(grid, args, kwargs)` is one
+    generated function that checks what can change between calls -- the grid (ints in range), the
+    tensors' dtype, rank, 16-byte alignment and device, read through cheap attributes (torch:
+    data_ptr(), shape, stride(), is_cuda; DeviceArray: ptr, shape, strides), the scalars' types and
+    ranges -- packs the values into a preallocated parameter buffer whose pointer array was written
+    once (a tensor map's pointer, the address of the cached map of this launch's tensor, is packed
+    per launch), and makes one driver call (cuLaunchKernel, called inline): on torch's current
+    stream when the signature has a torch tensor (read per call, as the general path does), else on
+    the legacy default stream. It returns `result` after launching; anything it does not expect --
+    another type, dtype, rank or device, a host array, a value out of range, a misaligned pointer,
+    strides a tensor map cannot take, another thread, `guard` false -- returns None without
+    launching, and the caller takes the general path, which gives the named errors.
 
-    def __init__(self, compiled, args, types, names, any_strides=()):
-        import threading as _th
+    `kwargs`: the keyword arguments the call signature has (constexprs; compared by value and
+    type); `guard`: (a Python expression, the names it reads) that must hold as well (the kernel's
+    target still being the one in use). `any_strides`: the tensor parameters the specialization was
+    compiled without TMA for (their arguments' strides did not allow a tensor map); arguments whose
+    strides would allow one return None too, so that the caller can pick the TMA specialization."""
+
+    def __init__(self, compiled, args, types, names, *, kwargs=None, guard=None, result=None, any_strides=()):
         meta = artifact_of(compiled).meta
         self.meta = meta
         plan = _plan_for(meta, tuple(types), tuple(names))
         fn = load_function(compiled)
         cluster = tuple(meta.cluster) if meta.cluster is not None else (1, 1, 1)
-        raw = getattr(fn, "raw_launcher", None)
-        if raw is None:
-            raise _NotEligible("the loaded function has no raw launcher")
-        self.raw = raw((int(meta.num_threads), 1, 1), int(meta.shared_bytes or 0), cluster)
-        self.owner = _th.get_ident()
+        parts = fn.launch_parts((int(meta.num_threads), 1, 1), int(meta.shared_bytes or 0), cluster)
+        self.owner = threading.get_ident()
         self.buf = bytearray(plan.size)
         self.arr = plan.arr_t.from_buffer(self.buf)
         base = ctypes.addressof(self.arr)
         self.addr = base
+        n = plan.n
+        # the pointer array never changes (tensor maps aside, see below): written once; each launch
+        # packs only the values after it
+        struct.pack_into("<" + "Q" * n, self.buf, 0, *(base + o for o in plan.offs))
+        values = struct.Struct("<" + plan.struct.format[1 + n:])
         align = meta.align
-        lines = ["def fast(args, gx, gy, gz):"]
-        env = {"pack_into": plan.struct.pack_into, "buf": self.buf, "raw": None, "DeviceArray": DeviceArray,
-               "get_ident": _th.get_ident, "owner": self.owner, "state": _cuda._state}
-        lines.append("    if get_ident() != owner: return False")
+        kwargs = dict(kwargs or {})
+        env = {"pack_into": values.pack_into, "buf": self.buf, "get_ident": threading.get_ident,
+               "RESULT": result, "KW": kwargs,
+               "call": parts["call"], "H": parts["handle"], "STREAM": parts["stream"], "check": parts["check"]}
+        head = "kwargs" if not kwargs else \
+            "kwargs != KW or " + " or ".join(f"type(kwargs[{k!r}]) is not KT{i}" for i, k in enumerate(kwargs))
+        for i, v in enumerate(kwargs.values()):
+            env[f"KT{i}"] = type(v)
+        lines = ["def fast(grid, args, kwargs):",
+                 f"    if {head} or get_ident() != {self.owner} or len(args) != {len(args)}: return None"]
+        if guard is not None:
+            expr, genv = guard
+            env.update(genv)
+            lines.append(f"    if not ({expr}): return None")
+        lines.append(_GRID_CODE.rstrip("\n"))
+        lines.append(f"    {', '.join(f'a{j}' for j in range(len(args)))}{',' if len(args) == 1 else ''} = args"
+                     if args else "    pass")
         multi = _cuda._state.device_count > 1
         ordinal = getattr(_cuda._state.device, "ordinal", 0)
         torch_args = False                        # decided once per call signature: any torch tensor?
-        tensor_j = {}
+        tensor_j = []
         for j, name, want, rank, static in plan.tensors:
             if static:
                 raise _NotEligible("a static dimension")
@@ -625,46 +672,55 @@ class FastLauncher:
             env[f"T{j}"] = t
             if t is DeviceArray:
                 env[f"D{j}"] = a.dtype
-                lines += [f"    a{j} = args[{j}]",
-                          f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j}: return False",
+                lines += [f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j}: return None",
                           f"    p{j} = a{j}.ptr; s{j} = a{j}.shape; st{j} = a{j}.strides"]
             elif _torch_like(a):
                 torch_args = True
                 env[f"D{j}"] = a.dtype
-                lines += [f"    a{j} = args[{j}]",
-                          f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j} or not a{j}.is_cuda: return False",
+                lines += [f"    if type(a{j}) is not T{j} or a{j}.dtype is not D{j} or not a{j}.is_cuda: return None",
                           f"    p{j} = a{j}.data_ptr(); s{j} = a{j}.shape; st{j} = a{j}.stride()"]
                 if multi:
-                    lines.append(f"    if a{j}.get_device() != {ordinal}: return False")
+                    lines.append(f"    if a{j}.get_device() != {ordinal}: return None")
             else:
                 raise _NotEligible(f"argument {name!r} is a {t.__name__}")
-            lines.append(f"    if len(s{j}) != {rank}" + (f" or p{j} % {align}" if align > 1 else "") + ": return False")
+            lines.append(f"    if len(s{j}) != {rank}" + (f" or p{j} % {align}" if align > 1 else "") + ": return None")
             if name in any_strides and want is not None:
                 # compiled without TMA for this tensor because its strides did not allow a tensor map:
                 # arguments that do allow one go back to the general path (and its TMA specialization)
                 env["tmap_ok"] = tensor_map_ok
-                lines.append(f"    if tmap_ok(s{j}, st{j}, {want.bits}): return False")
-            tensor_j[j] = rank
+                lines.append(f"    if tmap_ok(s{j}, st{j}, {want.bits}): return None")
+            tensor_j.append(j)
         exprs = []
-        for k, ((j, role, axis, spec), o) in enumerate(zip(plan.slots, plan.offs)):
-            if role == 4:                # the cached tensor map's address (a miss builds it or raises)
-                env[f"M{k}"] = spec
-                exprs.append(f"tmap(M{k}, p{j}, s{j}, st{j})")
-            else:
-                exprs.append(f"{base + o}")
-        env["tmap"] = tensor_map
+        if plan.maps:
+            # a tensor map's pointer changes with the tensor: the pointer array is packed per launch
+            # too (the cached map's address; a miss builds it or raises), the others as constants
+            env["pack_into"], env["tmap"], start = plan.struct.pack_into, tensor_map, 0
+            for k, ((j, role, axis, spec), o) in enumerate(zip(plan.slots, plan.offs)):
+                if role == 4:
+                    env[f"M{k}"] = spec
+                    exprs.append(f"tmap(M{k}, p{j}, s{j}, st{j})")
+                else:
+                    exprs.append(f"{base + o}")
+        else:
+            start = 8 * n
         scal = 0
         for j, role, axis, packer in plan.slots:
             if role == 4:
                 continue
             if role == 3:
-                env[f"P{scal}"] = packer
                 a = args[j]
-                if type(a) is not int and type(a) is not float and type(a) is not bool:
-                    raise _NotEligible(f"scalar argument of type {type(a).__name__}")
-                env[f"ST{scal}"] = type(a)
-                lines.append(f"    if type(args[{j}]) is not ST{scal}: return False")
-                exprs.append(f"P{scal}(args[{j}])")
+                ta = type(a)
+                if ta is not int and ta is not float and ta is not bool:
+                    raise _NotEligible(f"scalar argument of type {ta.__name__}")
+                env[f"ST{scal}"] = ta
+                inline = _inline_scalar_check(packer, ta, f"a{j}")
+                if inline is not None:                   # a plain int / float in range: packed as is
+                    lines.append(f"    if type(a{j}) is not ST{scal} or {inline}: return None")
+                    exprs.append(f"a{j}")
+                else:
+                    env[f"P{scal}"] = packer
+                    lines.append(f"    if type(a{j}) is not ST{scal}: return None")
+                    exprs.append(f"P{scal}(a{j})")
                 scal += 1
             elif role == 0:
                 exprs.append(f"p{j}")
@@ -672,23 +728,41 @@ class FastLauncher:
                 exprs.append(f"s{j}[{axis}]")
             else:
                 exprs.append(f"st{j}[{axis}]")
+        bx, by, bz = parts["block"]
         lines += ["    try:",
-                  "        pack_into(buf, 0, " + ", ".join(exprs) + ")",
+                  f"        pack_into(buf, {start}, " + ", ".join(exprs) + ")",
                   "    except Exception:",
-                  "        return False"]
+                  "        return None"]
         if torch_args:                            # torch's current stream (~0.1 µs), as the general path
-            env["cur"] = torch_stream_fn()
-            lines += [f"    h = cur({ordinal})", f"    raw(gx, gy, gz, h, {self.addr})"]
+            env["cur"], env["stream_of"] = torch_stream_fn(), parts["stream_of"]
+            lines += [f"    h = cur({ordinal})",
+                      f"    res = call(H, gx, gy, gz, {bx}, {by}, {bz}, {parts['shared']}, "
+                      f"stream_of(h) if h else STREAM, {base}, 0)"]
         else:
-            lines.append(f"    raw(gx, gy, gz, 0, {self.addr})")
+            lines.append(f"    res = call(H, gx, gy, gz, {bx}, {by}, {bz}, {parts['shared']}, STREAM, {base}, 0)")
+        lines.append("    if res[0]: check(res)")
         for j in tensor_j:
             if type(args[j]) is DeviceArray:
                 lines.append(f"    a{j}._stream = {'h' if torch_args else 0}")
-        lines.append("    return True")
-        env["raw"] = self.raw
-        exec(compile("\n".join(lines) + "\n", f"<tilec fast launch {meta.name}>", "exec"), env)
+        lines.append("    return RESULT")
+        self.source = "\n".join(lines) + "\n"
+        exec(compile(self.source, f"<tilec fast launch {meta.name}>", "exec"), env)
         self.fast = env["fast"]
-        self.source = "\n".join(lines)
+
+
+def _inline_scalar_check(packer, ta, var):
+    """The condition (Python source) under which a scalar of type `ta` is NOT packed as is by
+    `packer` (its fast case: a plain int in the dtype's range, a plain float within f32/f64), or
+    None when the value needs the packer (bools, f16 codes, an int for a float parameter)."""
+    fast = getattr(packer, "__name__", "")
+    d = packer.__defaults__ or ()
+    if fast == "pack_int" and ta is int:
+        lo, hi = int(d[0]), int(d[1])
+        return f"not {lo} <= {var} <= {hi}"
+    if fast == "pack_float" and ta is float:
+        lim = float(d[0])
+        return f"not {-lim!r} <= {var} <= {lim!r}"
+    return None
 
 
 class _NotEligible(Exception):
@@ -700,7 +774,8 @@ def _torch_like(a) -> bool:
     return _is_torch_tensor(a)
 
 
-def fast_launcher(compiled, args, types=None, names=None, any_strides=()):
+def fast_launcher(compiled, args, types=None, names=None, *, kwargs=None, guard=None, result=None,
+                  any_strides=()):
     """A FastLauncher for these arguments (the call signature of a launch that just went through
     the general path), or None where the fast path does not apply (host arrays, other tensor kinds,
     a cluster launch, no driver)."""
@@ -709,6 +784,7 @@ def fast_launcher(compiled, args, types=None, names=None, any_strides=()):
     try:
         if types is None:
             types, names = signature_of(compiled)
-        return FastLauncher(compiled, list(args), types, names, tuple(any_strides))
+        return FastLauncher(compiled, list(args), types, names, kwargs=kwargs, guard=guard, result=result,
+                            any_strides=tuple(any_strides))
     except (_NotEligible, TileError, TypeError, ValueError, AttributeError):
         return None

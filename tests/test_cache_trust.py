@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,33 @@ def test_cli_compile_goes_through_the_cache(capsys, tmp_path, own_cache, monkeyp
     assert not list(own_cache.rglob("*.json")) and not list(own_cache.rglob("*.lock"))
     assert cli.main(["cache", "info"]) == 0
     assert "entries:   0" in capsys.readouterr().out
+
+
+def test_sources_hash_memo_follows_every_edit(tmp_path, monkeypatch):
+    """The hash of the compiler's sources is kept in the cache directory under a stamp of the files'
+    sizes and times: an edit (even one that keeps the size) gives a new hash, an unchanged tree
+    reads the memo instead of the files."""
+    import os
+    src = tmp_path / "src"
+    src.mkdir()
+    files = [(f"ir/{n}.py", str(src / f"{n}.py")) for n in ("a", "b")]
+    for _, p in files:
+        Path(p).write_text("x = 1\n")
+    monkeypatch.setattr(C, "_source_files", lambda: files)
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TILEC_CACHE", raising=False)
+    h1 = C._sources_hash()
+    assert json.loads((tmp_path / "cache" / "sources-hash.json").read_text())["hash"] == h1
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: reads.append(p) or real_open(p, *a, **k))
+    assert C._sources_hash() == h1 and not [r for r in reads if str(r).endswith(".py")]   # from the memo
+    monkeypatch.setattr("builtins.open", real_open)
+    st = os.stat(files[0][1])
+    Path(files[0][1]).write_text("x = 2\n")                       # same size
+    os.utime(files[0][1], ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    h2 = C._sources_hash()
+    assert h2 != h1
+    monkeypatch.setenv("TILEC_CACHE", "0")                          # no disk tier: computed, not remembered
+    Path(files[1][1]).write_text("y = 3\n")
+    assert C._sources_hash() not in (h1, h2)

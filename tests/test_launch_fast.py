@@ -49,10 +49,12 @@ def driver(monkeypatch, tmp_path):
         def launch(self, grid, block, params, shared=0, stream=None, cluster=(1, 1, 1)):
             log.append(("general", tuple(grid), read(self.meta, ctypes.addressof(params))))
 
-        def raw_launcher(self, block, shared, cluster):
-            def raw(gx, gy, gz, stream, params):
+        def launch_parts(self, block, shared, cluster):
+            def call(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
                 log.append(("fast", (gx, gy, gz), read(self.meta, params)))
-            return raw
+                return (0,)
+            return {"call": call, "handle": 1, "block": block, "shared": shared, "stream": 0,
+                    "stream_of": lambda h: h, "check": None}
     monkeypatch.setattr(L, "load_function", FakeFunction)
     monkeypatch.setattr(L, "_TORCH_STREAM", [lambda ordinal: 0])    # look-alike tensors: torch's default stream
     add1._fast.clear()                     # launchers of an earlier test hold that test's fake driver
@@ -131,6 +133,84 @@ def test_a_changed_target_is_honoured(driver, monkeypatch):
     monkeypatch.setenv("TILEC_TARGET", "sm_80")
     ck = add1[(4,)](x, y, 1000)
     assert ck.target == "sm_80" and driver[-1][0] == "general"
+
+
+def test_a_reset_target_gets_a_new_fast_launcher(driver):
+    from tile import compiler
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    add1[(4,)](x, y, 1000)
+    compiler.reset_target()                    # the memo is gone: the next launch resolves again
+    add1[(4,)](x, y, 1000)
+    add1[(4,)](x, y, 1000)
+    assert [k for k, _, _ in driver] == ["general", "general", "fast"]
+
+
+def test_the_last_signature_is_tried_first_and_never_taken_for_another(driver):
+    """kernel._fast.hot serves the signature launched last; any other call (another constexpr
+    keyword value or type, dtype, scalar type, argument count) falls through to the table or the
+    general path and launches its own specialization."""
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    ck64 = add1[(4,)](x, y, 1000)
+    ck128 = add1[(4,)](x, y, 1000, BLOCK=128)
+    assert add1[(4,)](x, y, 1000, BLOCK=128) is ck128             # hot: BLOCK=128
+    assert add1[(4,)](x, y, 1000) is ck64                         # no keyword: the table's entry
+    assert add1[(4,)](x, y, 1000, BLOCK=64) is ck64               # the default given by keyword
+    assert add1[(4,)](x, y, 1000, BLOCK=128) is ck128
+    with pytest.raises(tile.CompileError, match="offset must be an integer"):
+        add1[(4,)](x, y, 1000, BLOCK=128.0)                       # 128.0 is another constexpr: compiled
+    assert [k for k, _, _ in driver] == ["general", "general", "fast", "fast", "general", "fast"]
+    with pytest.raises(TypeError, match="argument 'n' expects"):
+        add1[(4,)](x, y, 1000.0, BLOCK=128)                       # a float for the int parameter
+    with pytest.raises(TypeError, match="add1\\(\\)"):
+        add1[(4,)](x, y, BLOCK=128)                               # an argument missing
+
+
+def test_fast_grids_and_their_limits(driver):
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    add1[(4,)](x, y, 1000)
+    for grid, want in (((5,), (5, 1, 1)), (6, (6, 1, 1)), ((7, 2), (7, 2, 1)), ((8, 3, 2), (8, 3, 2)),
+                       ((2 ** 31 - 1, 65535, 65535), (2 ** 31 - 1, 65535, 65535))):
+        add1[grid](x, y, 1000)
+        assert driver[-1][:2] == ("fast", want), grid
+    n = len(driver)
+    for grid in ((0,), (3, 0), (2 ** 31,), (1, 65536), (1, 1, 65536), (True,), (2.0,), (-1,), [3], (1, 2, 3, 4)):
+        try:
+            add1[grid](x, y, 1000)
+        except (TypeError, ValueError, Exception):           # the general path's checks (or the driver's)
+            pass
+        assert all(k == "general" for k, _, _ in driver[n:]), grid
+        n = len(driver)
+
+
+def test_scalar_checks_on_the_fast_path(driver):
+    @tile.kernel
+    def scale(X: tile.Tensor[f32], s: float, k: i32, BLOCK: tile.constexpr = 64):
+        i = tile.block_id(0) * BLOCK
+        tile.store(X, (i,), tile.load(X, (i,), (BLOCK,)) * s + k)
+    x = T(64, 0x7F0000000000)
+    scale[(1,)](x, 2.0, 3)
+    scale[(1,)](x, -0.5, -(2 ** 31))
+    assert driver[-1][0] == "fast" and driver[-1][2][-2:] == [-0.5, -(2 ** 31)]
+    with pytest.raises(ValueError, match="'s'.*overflows f32"):
+        scale[(1,)](x, 1e39, 3)
+    with pytest.raises(ValueError, match="'k'.*does not fit"):
+        scale[(1,)](x, 1.0, 2 ** 31)
+    scale[(1,)](x, float("inf"), 3)                               # inf is a valid f32: the general path packs it
+    assert driver[-1][0] == "general" and driver[-1][2][-2] == float("inf")
+    scale[(1,)](x, 4, 3)                                          # an int for the float: packed as 4.0
+    scale[(1,)](x, 4, 3)
+    assert driver[-1][0] == "fast" and driver[-1][2][-2:] == [4.0, 3]
+
+
+def test_another_thread_takes_the_general_path(driver):
+    import threading
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    add1[(4,)](x, y, 1000)
+    add1[(4,)](x, y, 1000)
+    t = threading.Thread(target=lambda: add1[(4,)](x, y, 5))
+    t.start()
+    t.join()
+    assert [k for k, _, _ in driver] == ["general", "fast", "general"] and driver[-1][2][-1] == 5
 
 
 def test_fast_path_skips_binding_dlpack_and_the_general_packer(driver, monkeypatch):

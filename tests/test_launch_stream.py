@@ -42,10 +42,12 @@ def driver(monkeypatch, tmp_path):
         def launch(self, grid, block, params, shared=0, stream=None, cluster=(1, 1, 1)):
             log.append(("general", cuda.stream_handle(stream)))
 
-        def raw_launcher(self, block, shared, cluster):
-            def raw(gx, gy, gz, stream, params):
+        def launch_parts(self, block, shared, cluster):
+            def call(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
                 log.append(("fast", stream))
-            return raw
+                return (0,)
+            return {"call": call, "handle": 1, "block": block, "shared": shared, "stream": 0,
+                    "stream_of": lambda h: h, "check": None}
 
     def torch_current_stream(ordinal):
         asked.append(ordinal)

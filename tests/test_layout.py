@@ -136,6 +136,59 @@ def test_flat_index_matches_coordinates(L):
 
 
 @_S
+@given(layouts(), st.integers(0, 3), st.integers(0, 3), st.sampled_from([1, 2, 3, 4, -3, -4]), st.integers(0, 64))
+def test_offsets_are_the_function_at_each_flat_index(L, bits, base, shift, offset):
+    """offsets() (built leaf by leaf) == [L(i) for i in range(size)], swizzled or not."""
+    assert L.offsets() == [L(i) for i in range(L.size)]
+    assume(abs(shift) >= bits)
+    C = ComposedLayout(Swizzle(bits, base, shift), offset, L)
+    assert C.offsets() == [C(i) for i in range(C.size)]
+
+
+def test_wgmma_canonical_matches_the_definition_element_by_element():
+    """wgmma_canonical reads the layout through flat offset lists; the definition (fragment-layouts.md
+    3.3) evaluated per coordinate gives the same answer on the layouts the compiler makes and on
+    near misses (padded strides, other swizzles)."""
+    from tile.ir.layout import parse_layout
+    from tile.ir.shared_layouts import _swz, swizzled_row_major, transpose_layout, wgmma_canonical
+
+    def reference(lay, shape, role):
+        if not isinstance(lay, ComposedLayout) or lay.offset or (lay.swizzle.base, lay.swizzle.shift) != (3, 3):
+            return None
+        W = {3: 128, 2: 64, 1: 32}.get(lay.swizzle.bits)
+        xd = 0 if role == "a" else 1
+        X, K = shape[xd], shape[1 - xd]
+        if W is None or K % 16 or X % 64:
+            return None
+        L = lambda x, k: lay((x, k) if xd == 0 else (k, x))                     # noqa: E731
+        Lu = lambda x, k: lay.layout((x, k) if xd == 0 else (k, x))             # noqa: E731
+        E, sbo = W // 2, 2 * Lu(8, 0)
+        if sbo % 16 == 0 and all(2 * L(x, k) == 2 * Lu(0, k - k % E) + (x // 8) * sbo + _swz((x % 8) * W + (k % E) * 2, W)
+                                 for x in range(X) for k in range(K)):
+            return ("K", {128: 1, 64: 2, 32: 3}[W], 16, sbo)
+        if W != 128:
+            return None
+        lbo, sbo = (2 * Lu(64, 0) if X > 64 else 0), 2 * Lu(0, 8)
+        if lbo % 16 or sbo % 16 or not all(2 * L(x, k) == (x // 64) * lbo + (k // 8) * sbo + _swz((k % 8) * 128 + (x % 64) * 2, 128)
+                                           for x in range(X) for k in range(K)):
+            return None
+        return ("MN", 1, lbo or 16, sbo)
+    cases = []
+    for (R, C), cd in itertools.product([(64, 64), (128, 64), (64, 128), (64, 256), (128, 32), (16, 64)], (0, 1)):
+        lay = swizzled_row_major((R, C), 16, cd)
+        cases += [(lay, (R, C)), (transpose_layout(lay), (C, R))]
+    for bits, st_ in itertools.product((1, 2, 3), ((64, 1), (1, 64), (72, 1), (1, 72))):
+        cases.append((ComposedLayout(Swizzle(bits, 3, 3), 0, Layout((64, 64), st_)), (64, 64)))
+    found = 0
+    for lay, shape in cases:
+        for role in "ab":
+            want = reference(lay, shape, role)
+            assert wgmma_canonical(str(lay), shape, role, 16) == want, (str(lay), shape, role)
+            found += want is not None
+    assert found >= 10                            # both majors are exercised, not only the None answers
+
+
+@_S
 @given(layouts())
 def test_coalesce_preserves_function(L):
     C = coalesce(L)

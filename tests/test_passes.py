@@ -445,6 +445,31 @@ def test_verify_after_each_pass_names_the_broken_pass(tmp_path):
     M.run_pipeline(parse_module(SMALL), passes=[_break_it], verify=False)
 
 
+def test_verify_final_checks_the_last_pass_and_points_at_tilec_verify(monkeypatch):
+    """verify="final" (what launches use) checks the input and the IR after the last pass only; the
+    error says so, and TILEC_VERIFY=each brings back the per-pass check that names the culprit."""
+    monkeypatch.delenv("TILEC_VERIFY", raising=False)
+    seen = []
+
+    def spy(m):
+        seen.append(True)
+        return m
+    with pytest.raises(M.PassVerifyError, match="after pass 'spy'.*TILEC_VERIFY=each") as ei:
+        M.run_pipeline(parse_module(SMALL), "cpu", passes=["canonicalize", _break_it, spy], verify="final")
+    assert seen and ei.value.pass_name == "spy"                  # the pass after the break ran
+    monkeypatch.setenv("TILEC_VERIFY", "each")
+    seen.clear()
+    with pytest.raises(M.PassVerifyError, match="after pass '_break_it'"):
+        M.run_pipeline(parse_module(SMALL), "cpu", passes=["canonicalize", _break_it, spy], verify="final")
+    assert not seen
+
+
+def test_record_false_prints_nothing_and_gives_the_same_module():
+    m1, a1 = M.run_pipeline(parse_module(SMALL), "sm_90a")
+    m2, a2 = M.run_pipeline(parse_module(SMALL), "sm_90a", record=False, verify="final")
+    assert a2 == {} and a1 and print_module(m1) == print_module(m2)
+
+
 def test_invalid_input_is_blamed_on_the_front_end():
     m = _break_it(parse_module(SMALL))
     with pytest.raises(M.PassVerifyError, match="after the front end"):

@@ -392,3 +392,66 @@ def test_gpu_attention_with_tma(D):
     assert err < 2e-2, err
     err = ATTN.run(B=1, H=2, HKV=1, S=100, D=D, causal=True)
     assert err < 2e-2, err
+
+
+def test_fast_launcher_packs_tensor_maps_and_sends_tma_able_strides_back(fake_encoder, monkeypatch):
+    """The generated fast launcher (runtime/launch.py FastLauncher) with a `tmap` parameter: its
+    pointer slot is the cached tensor map of this launch's tensor (packed per launch, unlike the
+    constant pointers), the values are what pack_args packs, the launch goes on torch's current
+    stream; with the parameter in `any_strides`, an argument a tensor map could take returns None
+    (the general path then picks the TMA specialization), and a misfit one launches."""
+    import ctypes
+    from tile.ir.dtypes import dtype
+    from tile.ir.types import ScalarType, TensorType
+    from tile.runtime import cuda, launch as L
+    from tile.runtime.device import DeviceArray
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import launch_overhead_mock as M
+    st = cuda._state
+    monkeypatch.setattr(st, "ok", True)
+    monkeypatch.setattr(st, "device_count", 1)
+    monkeypatch.setattr(st, "device", __import__("types").SimpleNamespace(ordinal=0))
+    meta = _tmap_meta()
+    art = Artifact(meta=meta, ptx="")
+    types = [TensorType(dtype("bf16"), (None, None)), ScalarType(dtype("i32"))]
+    calls = []
+
+    class FakeFunction:
+        attributes = {"max_threads_per_block": 1024, "num_regs": 16}
+
+        def launch_parts(self, block, shared, cluster):
+            def call(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+                ptrs = (ctypes.c_void_p * len(meta.params)).from_address(params)
+                vals = [ctypes.c_int32.from_address(ptrs[i]).value for i in range(1, 6)]
+                calls.append(((gx, gy, gz), stream, ctypes.c_uint64.from_address(ptrs[0]).value, vals, ptrs[6]))
+                return (0,)
+            return {"call": call, "handle": 1, "block": block, "shared": shared, "stream": "legacy",
+                    "stream_of": lambda h: ("stream", h), "check": None}
+    monkeypatch.setattr(L, "load_function", lambda compiled: FakeFunction())
+    monkeypatch.setattr(L, "_TORCH_STREAM", [lambda ordinal: 0xAB00])
+
+    bf16_ = M._DType("torch.bfloat16")             # one object, as torch.bfloat16 is
+
+    def bf16_tensor(shape, ptr, strides=None):
+        t = M.Tensor(1, ptr)
+        t.dtype, t.shape = bf16_, tuple(shape)
+        t._st = tuple(strides) if strides else (shape[1], 1)
+        t.stride = lambda: t._st
+        return t
+    A = bf16_tensor((200, 72), 0x7F0000001000)
+    fl = L.fast_launcher(art, [A, 5], types, ["A", "n"], result="ok")
+    assert fl is not None and "tmap(" in fl.source
+    assert fl.fast((4, 2), (A, 7), {}) == "ok"
+    A2 = bf16_tensor((100, 72), 0x7F0000100000)
+    assert fl.fast(3, (A2, 8), {}) == "ok"
+    (g1, s1, p1, v1, m1), (g2, s2, p2, v2, m2) = calls
+    assert (g1, s1, p1, v1) == ((4, 2, 1), ("stream", 0xAB00), 0x7F0000001000, [200, 72, 72, 1, 7])
+    assert (g2, p2, v2) == ((3, 1, 1), 0x7F0000100000, [100, 72, 72, 1, 8])
+    assert m1 != m2 and [c[0] for c in fake_encoder] == [0x7F0000001000, 0x7F0000100000]
+    assert struct.unpack("<Q", ctypes.string_at(m2, 8))[0] == 0x7F0000100000
+    # compiled without TMA for A (its strides allowed no tensor map): TMA-able strides go back
+    fl2 = L.fast_launcher(art, [A, 5], types, ["A", "n"], result="ok", any_strides=("A",))
+    assert fl2.fast((1,), (A, 5), {}) is None and len(calls) == 2
+    odd = bf16_tensor((200, 70), 0x7F0000001000, (70, 1))          # 140-byte rows: no tensor map
+    assert fl2.fast((1,), (odd, 5), {}) is None                      # ... but this spec has A.tmap
+    assert len(calls) == 2

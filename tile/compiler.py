@@ -14,13 +14,12 @@ from __future__ import annotations
 import copy
 import os
 
-from .ir.core import Block, Function, Module, Operation
 from .ir.errors import TileError
-from .ir.printer import print_module
 from .ir.targets import Target, disabled_features, get_target, resolve_target
-from .ir.types import TileType
+# the IR core, printer and types are imported where used: resolve() and target_guard() run on every
+# launch, including those whose code comes from the kernel cache without compiling anything
 
-__all__ = ["resolve", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
+__all__ = ["resolve", "target_guard", "gpu_arch", "lower", "generate", "generate_cached", "compile", "build", "clone_module",
            "is_prepared", "reset_target", "launch_cache_parts"]
 
 _GPU_ARCH: list = []        # memo of the GPU probe: [arch or None]
@@ -78,6 +77,24 @@ def resolve(target=None) -> Target:
     return resolve_target(target, detect=gpu_arch)
 
 
+def target_guard(target: Target) -> tuple[str, dict]:
+    """(a Python expression, the names it reads) that is true while `resolve()` still returns
+    `target`: generated launch code (runtime/launch.py FastLauncher) evaluates it on every launch, so
+    it is two dict reads of the environment ($TILEC_TARGET and $TILEC_DISABLE unchanged since now,
+    as resolve()'s memo requires) and a look at the memo (not reset, still this target) -- no
+    function call."""
+    data, encode = getattr(_environ, "_data", None), getattr(_environ, "encodekey", None)
+    memo = _DEFAULT_TARGET
+    names = {"_TM": memo, "_TT": target}
+    if isinstance(data, dict) and encode is not None:       # CPython's os.environ: its dict of encoded items
+        names.update(_TE=data.get)
+        env = " and ".join(f"_TE({encode(v)!r}) == {data.get(encode(v))!r}" for v in ("TILEC_TARGET", "TILEC_DISABLE"))
+    else:
+        names.update(_TE=_environ.get, _TV=_environ.get("TILEC_TARGET"), _TD=_environ.get("TILEC_DISABLE"))
+        env = "_TE('TILEC_TARGET') == _TV and _TE('TILEC_DISABLE') == _TD"
+    return f"{env} and _TM and _TM[1] is _TT", names
+
+
 def reset_target() -> None:
     """Forget the memoized default target (re-read $TILEC_TARGET and the GPU at the next resolve())."""
     _DEFAULT_TARGET.clear()
@@ -95,19 +112,24 @@ def _restrict(target: Target, options: dict) -> Target:
 
 
 def lower(module: Module, target, *, name: str | None = None, num_warps: int | None = None,
-          dump_dir=None, stop_after: str | None = None, **options):
-    """Run the target's pass pipeline on `module` (in place); returns (module, ir_after)."""
+          dump_dir=None, stop_after: str | None = None, record: bool = True, verify=True, **options):
+    """Run the target's pass pipeline on `module` (in place); returns (module, ir_after).
+    record=False skips printing the IR after every pass (ir_after is then empty); verify="final"
+    checks only the input and the last pass's IR (passes/manager.py run_pipeline)."""
     from .passes.manager import run_pipeline
     target = _restrict(get_target(target), dict(options))
     if num_warps is not None:
         for f in module.functions:
             f.attrs["num_warps"] = int(num_warps)
-    return run_pipeline(module, target, name=name, dump_dir=dump_dir, stop_after=stop_after)
+    return run_pipeline(module, target, name=name, dump_dir=dump_dir, stop_after=stop_after, record=record,
+                        verify=verify)
 
 
 def generate(module: Module, target, *, kernel: str | None = None, tile_ir: str = "", ir_after=None, **options):
     """Code generation for IR that has been through the target's pipeline: the family's code
     generator turns one kernel into its compiled form (PTX and launch facts on NVIDIA)."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = _restrict(get_target(target), options)
     fn = _pick(module, kernel)
     if target.family == "nvidia":
@@ -131,6 +153,8 @@ def generate_cached(module: Module, target, *, kernel: str | None = None, use_ca
     the kernel and the options -- what `tilec compile` uses, so a second compile of the same kernel
     (or one a launch already compiled) reads the cache. The debugging views (llvm_ir, ...) exist only
     on a fresh build: pass use_cache=False for them."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = _restrict(get_target(target), dict(options))
     if not use_cache or not target.is_gpu:
         return generate(module, target, kernel=kernel, **options)
@@ -149,6 +173,8 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
     target: the pass pipeline (unless the IR has been through it; `run_passes` forces either way),
     then code generation. The input is not modified. Options: `num_warps`, `wgmma` (False: Hopper
     with mma.sync), `opt`, `maxnreg`, `min_blocks_per_sm`, `align`."""
+    from .ir.core import Module
+    from .ir.printer import print_module
     target = _restrict(get_target(target), options)
     module, fn = _as_function(source, kernel)
     module = clone_module(Module([fn]))
@@ -162,22 +188,65 @@ def compile(source, target="sm_90a", *, kernel: str | None = None, run_passes: b
     return generate(module, target, tile_ir=print_module(module), ir_after=ir_after, **options)
 
 
-def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True, **options):
+def source_keys_enabled() -> bool:
+    """Whether launches look their code up by source key (tile/source_key.py) before running the
+    front end: with the kernel cache on (its memory tier always is), unless TILEC_SOURCE_KEY=0."""
+    return os.environ.get("TILEC_SOURCE_KEY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cached_by_source(source_key: str):
+    """The Artifact the kernel cache holds under a launch's source key, or None."""
+    from .runtime.cache import default_cache
+    entry = default_cache().get_alias(source_key)
+    if entry is None:
+        return None
+    warn_resources(entry.artifact)
+    return entry.artifact
+
+
+def build(module: Module, frontend_ir: str, target, *, name: str | None = None, use_cache: bool = True,
+          source_key: str | None = None, **options):
     """What a launch needs: the pipeline, then (GPU targets) code generation through the kernel cache,
     keyed on the front end's IR, the target and the options. Returns (module, ir_after, Artifact or
-    None for cpu)."""
+    None for cpu).
+
+    GPU targets: the cache is read first, and a hit runs no pass at all -- module and ir_after are
+    then None (tile.kernel.CompiledKernel runs the pipeline if they are asked for). A miss starts
+    the LLVM worker process before the passes run (its start-up overlaps them), runs the pipeline
+    without printing the IR after each pass (ir_after None) and checking only the last pass's IR,
+    then generates the code. `source_key` (tile/source_key.py) is made an alias of the entry, so a
+    later process finds it with `cached_by_source` before running the front end."""
     target = _restrict(get_target(target), dict(options))
-    module, ir_after = lower(module, target, name=name, **options)
     if not target.is_gpu:
+        module, ir_after = lower(module, target, name=name, **options)
         return module, ir_after, None
-    if not use_cache:
-        return module, ir_after, generate(module, target, kernel=name, **options)
-    from .runtime.cache import default_cache
-    entry = default_cache().get_or_build(launch_cache_parts(frontend_ir, target, options),
-                                         lambda: generate(module, target, kernel=name, **options))
+    cache = key = None
+    if use_cache:
+        from .runtime.cache import default_cache
+        cache, key = default_cache(), launch_cache_parts(frontend_ir, target, options)
+        entry = cache.get(key)
+        if entry is not None:
+            warn_resources(entry.artifact)       # a cached kernel that spills still says so
+            if source_key is not None:
+                cache.put_alias(source_key, key)
+            return None, None, entry.artifact
+    _prestart_codegen(target)
+    module, _ = lower(module, target, name=name, record=False, verify="final", **options)
+    if cache is None:
+        return module, None, generate(module, target, kernel=name, **options)
+    entry = cache.get_or_build(key, lambda: generate(module, target, kernel=name, **options))
     if entry.source != "built":
-        warn_resources(entry.artifact)           # a cached kernel that spills still says so
-    return module, ir_after, entry.artifact
+        warn_resources(entry.artifact)           # another process built it meanwhile
+    if source_key is not None:
+        cache.put_alias(source_key, key)         # the next process finds it without the front end
+    return module, None, entry.artifact
+
+
+def _prestart_codegen(target) -> None:
+    """Start the LLVM worker process now (it imports and initializes LLVM while the passes run)."""
+    if target.family in ("nvidia", "amd") and os.environ.get("TILEC_LLVM_INPROCESS") != "1":
+        from .codegen.llvm_isolated import prestart
+        prestart()
 
 
 def launch_cache_parts(frontend_ir: str, target, options: dict | None = None) -> tuple:
@@ -190,8 +259,9 @@ def launch_cache_parts(frontend_ir: str, target, options: dict | None = None) ->
 # ------------------------------------------------------------------------------------ resources
 def _ptxas_resources(art) -> None:
     """Where ptxas is on PATH (and $TILEC_PTXAS_REPORT is not 0): assemble the PTX once with
-    `ptxas -v` and keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
-    bytes) -- it travels with the artifact through the cache and AOT files. No ptxas: nothing."""
+    `ptxas -v`, keep its resource report in artifact.extra["ptxas"] (registers, stack, spill
+    bytes) and the cubin it made in artifact.cubin -- both travel with the artifact through the
+    cache and AOT files. No ptxas: nothing (launches assemble the PTX with nvJitLink)."""
     import shutil
     if os.environ.get("TILEC_PTXAS_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
         return
@@ -199,11 +269,14 @@ def _ptxas_resources(art) -> None:
         return
     from .codegen.nvptx import parse_ptxas_report, run_ptxas
     try:
-        _, log = run_ptxas(art.ptx, art.target)
+        cubin, log = run_ptxas(art.ptx, art.target)
     except Exception:                            # noqa: BLE001 - the report is advisory; launches JIT the PTX
         return
     rep = parse_ptxas_report(log)
     art.extra["ptxas"] = {k: rep[k] for k in ("registers", "stack", "spill_stores", "spill_loads")}
+    if cubin and not art.cubin:
+        art.cubin = cubin        # kept: the first launch loads it instead of assembling the PTX again
+                                 # (runtime/launch.py load_function falls back to the PTX if the driver refuses it)
 
 
 def warn_resources(art) -> None:
@@ -227,6 +300,7 @@ def warn_resources(art) -> None:
 
 # ------------------------------------------------------------------------------------ helpers
 def _as_function(source, kernel):
+    from .ir.core import Function, Module
     obj = source
     if not isinstance(obj, (Module, Function)) and hasattr(obj, "ir"):
         obj = obj.ir
@@ -248,6 +322,7 @@ def _pick(module: Module, kernel: str | None) -> Function:
 def is_prepared(fn: Function) -> bool:
     """The function has been through a GPU pipeline: every register tile has a layout, shared
     memory is planned."""
+    from .ir.types import TileType
     if "shared_bytes" not in fn.attrs:
         return False
     for op in fn.walk():
@@ -261,6 +336,7 @@ def is_prepared(fn: Function) -> bool:
 
 def clone_module(m: Module) -> Module:
     """A structural copy of a module (ops, blocks, values; types and attribute values shared)."""
+    from .ir.core import Block, Function, Module, Operation
     vmap = {}
 
     def clone_block(b, nb):

@@ -15,15 +15,15 @@ import functools
 import inspect
 
 from .ir.dtypes import DType, bool_, f32, i32
-from .ir.printer import print_module
 from .ir.targets import UnknownTargetError, get_target
 from .ir.types import ScalarType, TensorType
 from .dsl.errors import CompileError
-from .dsl.frontend import compile_kernel
 from .dsl.language import TensorSpec, Tensor
 from .dsl.signature import Param, parse_params
 from . import compiler
 from .compiler import gpu_arch
+# the front end (dsl/frontend.py), the IR printer and the passes are imported when a kernel is
+# compiled: a launch whose code is in the kernel cache needs none of them (Kernel._from_index)
 
 __all__ = ["kernel", "Kernel", "CompiledKernel", "current_target"]
 
@@ -45,13 +45,17 @@ class CompiledKernel:
     .signature parameter name -> IR type (tensor and scalar parameters); .constexprs name -> value
     """
 
-    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, lower=None):
+    def __init__(self, name, target, ir, module, ir_after, signature, constexprs, params, lower=None, *,
+                 frontend=None, make_frontend=None):
         self.name = name
         self.target = target
-        self.ir = ir
+        self._ir = ir
+        self._make_frontend = make_frontend  # () -> the front end's Module (when `ir` is None)
         self._module = module
         self._ir_after = ir_after
         self._lower = lower     # () -> (module, ir_after): when built from a cached artifact, run on first read
+        self._frontend = frontend       # the front end's Module, not yet through the pipeline (or None)
+        self.lower_target = None        # the Target (restrictions included) a lazy pipeline runs for
         self.signature = signature
         self.constexprs = constexprs
         self.params = params
@@ -66,10 +70,26 @@ class CompiledKernel:
         return self._module, self._ir_after
 
     @property
+    def ir(self) -> str:
+        """The IR text right after the front end. A launch whose code came from the kernel cache by
+        its source key (tile/source_key.py) ran no front end: it runs here, on first use."""
+        if self._ir is None:
+            from .ir.printer import print_module
+            m = self._make_frontend()
+            if self._module is None:
+                self._frontend = m
+            self._ir = print_module(m)
+        return self._ir
+
+    @property
     def module(self):
-        """The IR Module after the target's pass pipeline (lowered on first read when the artifact came
-        from a cache or a compile worker: a launch needs only the artifact)."""
-        return self._lowered()[0]
+        """The IR Module after the target's pass pipeline. A launch whose code came from the kernel
+        cache (or an autotuner's compile worker, `lower=`) ran no pass: the pipeline runs here, on
+        first use."""
+        self._lowered()
+        if self._module is None:
+            self._run_pipeline()
+        return self._module
 
     @module.setter
     def module(self, value):
@@ -77,12 +97,27 @@ class CompiledKernel:
 
     @property
     def ir_after(self) -> dict:
-        return self._lowered()[1]
+        """Pass name -> the IR text after it. Launches do not print the IR after every pass: the
+        pipeline runs again here, recording, on first use."""
+        self._lowered()
+        if self._ir_after is None:
+            self._run_pipeline()
+        return self._ir_after
 
     @ir_after.setter
     def ir_after(self, value):
         self._lowered()
         self._ir_after = value
+
+    def _run_pipeline(self) -> None:
+        from .ir.parser import parse_module
+        ir = self.ir
+        m = self._frontend if self._module is None and self._frontend is not None else parse_module(ir)
+        self._frontend = None
+        module, ir_after = compiler.lower(m, self.lower_target or self.target, name=self.name)
+        if self._module is None:
+            self._module = module
+        self._ir_after = ir_after
 
     @property
     def ptx(self) -> str | None:
@@ -168,7 +203,9 @@ class Kernel:
         self._sig = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                          default=p.default) for p in self.params])
         self.cache: dict = {}
-        self._fast: dict = {}           # call signature -> (target, CompiledKernel, FastLauncher, runtime arg indices)
+        self._fast = _FastTable()       # call signature -> (target, CompiledKernel, FastLauncher)
+        self._last = Launcher(self, _NO_GRID)   # the Launcher __getitem__ made last (immutable, shared)
+        self._fingerprint = _UNSET       # tile/source_key.py kernel_fingerprint, computed on first compile
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -179,7 +216,11 @@ class Kernel:
                         f"to compile without running use {self.name}.compile(*args)")
 
     def __getitem__(self, grid) -> "Launcher":
-        return Launcher(self, grid)
+        last = self._last                        # `k[grid]` in a loop with the same grid object: reused
+        if last.grid is grid:
+            return last
+        last = self._last = Launcher(self, grid)
+        return last
 
     # ------------------------------------------------------------ binding
     def bind(self, args, kwargs, signature_ok: bool = False) -> _Bound:
@@ -321,22 +362,33 @@ class Kernel:
         """The front end for one binding: (IR module, its printed text) -- the text keys the kernel cache.
         With a target: its `any_strides` (function attribute: those tensors are copied by cp.async)."""
         any_strides = _any_strides(b, self._target(target)) if target is not None else ()
+        self._check_constexprs(b)
+        module = self._front_module(b.types, b.constexprs, b.options, any_strides)
+        from .ir.printer import print_module
+        return module, print_module(module)
+
+    def _check_constexprs(self, b: _Bound) -> None:
         for p in self.params:
             if p.kind == "constexpr" and not _is_const_ok(b.constexprs[p.name]):
                 raise _user_error(TypeError(f"{self.name}(): constexpr '{p.name}' must be a compile-time value "
                                             f"(a number, bool, string, dtype, None or a tuple of them), got "
                                             f"{_describe_obj(b.constexprs[p.name])}"))
-        module = compile_kernel(self.fn, self.params, b.types, b.constexprs, self.name)
-        stages = b.options.get("num_stages")
+
+    def _front_module(self, types, constexprs, options, any_strides=()):
+        """The front end's Module of one specialization: launch options and `any_strides` become
+        function attributes, num_stages the depth of the loops that do not choose one."""
+        from .dsl.frontend import compile_kernel
+        module = compile_kernel(self.fn, self.params, types, constexprs, self.name)
+        stages = options.get("num_stages")
         for f in module.functions:
-            f.attrs.update({k: v for k, v in b.options.items() if k != "num_stages"})
+            f.attrs.update({k: v for k, v in options.items() if k != "num_stages"})
             if any_strides:
                 f.attrs["any_strides"] = list(any_strides)
             if stages is not None:               # the default depth of loops that do not choose one
                 for op in f.walk():
                     if op.name == "for" and op.attrs.get("stages") is None:
                         op.attrs["stages"] = stages
-        return module, print_module(module)
+        return module
 
     def _compile(self, b: _Bound, target) -> CompiledKernel:
         """The specialization of `b` for `target` (a Target or its name), compiled once and cached."""
@@ -346,10 +398,26 @@ class Kernel:
         if ck is not None:
             return ck
         any_strides = key[2]
+        self._check_constexprs(b)
+        skey = self._source_key(b, target, any_strides)
+        if skey is not None:                       # in the disk cache by its source: no front end
+            art = compiler.cached_by_source(skey)
+            if art is not None:
+                types, consts, opts = dict(b.types), dict(b.constexprs), dict(b.options)
+                ck = CompiledKernel(self.name, target.name, None, None, None, types, consts, self.params,
+                                    make_frontend=lambda: self._front_module(types, consts, opts, any_strides))
+                ck.lower_target = target
+                ck.any_strides = any_strides
+                ck.artifact = art
+                ck.asm["ptx"] = art.ptx
+                self.cache[key] = ck
+                return ck
         module, ir = self._frontend(b, target)
-        module, ir_after, binary = compiler.build(module, ir, target, name=self.name)
+        front = module
+        module, ir_after, binary = compiler.build(module, ir, target, name=self.name, source_key=skey)
         ck = CompiledKernel(self.name, target.name, ir, module, ir_after, dict(b.types), dict(b.constexprs),
-                            self.params)
+                            self.params, frontend=front if module is None else None)
+        ck.lower_target = target
         ck.any_strides = any_strides
         if binary is not None:
             ck.artifact = binary
@@ -357,12 +425,30 @@ class Kernel:
         self.cache[key] = ck
         return ck
 
+    def _source_key(self, b: _Bound, target, any_strides=()) -> str | None:
+        """The kernel-cache alias of this specialization computed from the Python source
+        (tile/source_key.py), for GPU targets with a kernel cache; None where it does not apply. It
+        names the target by its key (restrictions included) and the tensors compiled without TMA."""
+        if not target.is_gpu or not compiler.source_keys_enabled():
+            return None
+        fp = self._fingerprint
+        if fp is _UNSET:
+            from .source_key import kernel_fingerprint
+            fp = self._fingerprint = kernel_fingerprint(self.fn, self.params)
+        if fp is None:
+            return None
+        from .runtime.cache import compiler_version
+        from .source_key import source_key
+        return source_key(fp, (*b.key, ("any_strides", tuple(any_strides))), b.constexprs, target.key,
+                          compiler_version())
+
     # ------------------------------------------------------------ launch
     def run(self, grid, *args, **kwargs):
         __tracebackhide__ = True
         # the fast path: a call signature seen before (each argument's type, and dtype for tensors;
-        # the constexpr keywords), the same target, a grid of ints, no stream -> the launcher built
-        # for it checks and packs in place and makes one driver call (runtime/launch.py FastLauncher)
+        # the constexpr keywords) -> the launcher generated for it checks the grid, the arguments and
+        # the target, packs in place and makes one driver call (runtime/launch.py FastLauncher).
+        # Launcher.__call__ tries the signature launched last first, without building this key.
         fast = self._fast
         if fast:
             try:
@@ -370,20 +456,11 @@ class Kernel:
                 ent = fast.get(key)
             except TypeError:                          # an unhashable constexpr
                 ent = None
-            if ent is not None and ent[0] is compiler.resolve():
-                g = grid
-                if type(g) is tuple:
-                    n = len(g)
-                    if n == 1:
-                        g = (g[0], 1, 1)
-                    elif n == 2:
-                        g = (g[0], g[1], 1)
-                elif type(g) is int:
-                    g = (g, 1, 1)
-                if type(g) is tuple and len(g) == 3 and type(g[0]) is int and type(g[1]) is int and \
-                        type(g[2]) is int and 0 < g[0] < 2 ** 31 and 0 < g[1] <= 65535 and 0 < g[2] <= 65535:
-                    if ent[2].fast(args, g[0], g[1], g[2]):
-                        return ent[1]
+            if ent is not None:
+                ck = ent[2].fast(grid, args, kwargs)
+                if ck is not None:
+                    fast.hot = ent[2].fast
+                    return ck
         try:
             b = self.bind(args, kwargs)
             target = compiler.resolve()
@@ -402,8 +479,9 @@ class Kernel:
     def _remember_fast(self, target, ck, args, kwargs, b) -> None:
         """After a general-path GPU launch: a FastLauncher for this call signature, when the positional
         arguments are exactly the runtime parameters (so the key's types fix the specialization) and
-        the keywords are constexprs or launch options with plain values (their values are in the key)."""
-        if gpu_arch() is None or len(self._fast) >= 64:
+        the keywords are constexprs or launch options with plain values (their values are in the key).
+        It becomes the one tried first."""
+        if gpu_arch() is None:
             return
         n = len(args)
         if any(p.kind == "constexpr" for p in self.params[:n]) or \
@@ -418,17 +496,46 @@ class Kernel:
         except TypeError:
             return
         old = self._fast.get(key, False)
-        if old is not False and (old is None or old[1] is ck):
+        if old is None or (old and old[0] is target and old[1] is ck):   # not eligible, or built already
+            return
+        if old is False and len(self._fast) >= 64:
             return
         # (a different specialization for the same call signature replaces the old one: arguments
         # whose strides now allow TMA, or no longer do)
         from .runtime.launch import fast_launcher
-        fl = fast_launcher(ck, list(args), any_strides=getattr(ck, "any_strides", ()))
-        self._fast[key] = (target, ck, fl, None) if fl is not None else None
+        fl = fast_launcher(ck, list(args), kwargs=kwargs, guard=compiler.target_guard(target), result=ck,
+                           any_strides=getattr(ck, "any_strides", ()))
+        self._fast[key] = (target, ck, fl) if fl is not None else None
+        if fl is not None:
+            self._fast.hot = fl.fast
+
+
+_NO_GRID = object()
+_UNSET = object()
+
+
+class _FastTable(dict):
+    """Kernel._fast: call signature -> (target, CompiledKernel, FastLauncher), or None where the fast
+    path does not apply. `.hot` is the generated launch function of the signature launched last:
+    `kernel[grid](...)` calls it first (it returns None, launching nothing, for any other call)."""
+    __slots__ = ("hot",)
+
+    def __init__(self):
+        super().__init__()
+        self.hot = None
+
+    def clear(self):
+        super().clear()
+        self.hot = None
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self.hot = None
 
 
 class Launcher:
     """`kernel[grid]`: call it with the kernel's arguments."""
+    __slots__ = ("kernel", "grid")
 
     def __init__(self, kernel: Kernel, grid):
         self.kernel = kernel
@@ -436,6 +543,11 @@ class Launcher:
 
     def __call__(self, *args, **kwargs):
         __tracebackhide__ = True
+        hot = self.kernel._fast.hot                # the launcher of the call signature launched last
+        if hot is not None:
+            ck = hot(self.grid, args, kwargs)
+            if ck is not None:
+                return ck
         try:
             return self.kernel.run(self.grid, *args, **kwargs)
         except Exception as e:
@@ -554,6 +666,8 @@ def _shape_strides_contiguous(shape):
         st.append(acc)
         acc *= d
     return shape, tuple(reversed(st))
+
+
 def _arg_key(a):
     """What of an argument selects its specialization cheaply: its type, and a tensor's dtype."""
     t = type(a)
