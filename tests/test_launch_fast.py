@@ -88,6 +88,16 @@ def test_fast_path_packs_what_the_general_path_packs(driver):
     assert driver[2][1] == (31, 2, 1) and driver[2][2] == [0x7F0000200000, 2000, 1, 0x7F0000300000, 2000, 1, -5]
 
 
+def test_fast_launch_can_be_switched_off(driver, monkeypatch):
+    """TILEC_FAST_LAUNCH=0: every launch takes the general path (and packs the same values)."""
+    monkeypatch.setenv("TILEC_FAST_LAUNCH", "0")
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    for _ in range(3):
+        add1[(16,)](x, y, 1000)
+    assert [k for k, _, _ in driver] == ["general"] * 3
+    assert driver[0][2] == driver[2][2] == [0x7F0000000000, 1000, 1, 0x7F0000100000, 1000, 1, 1000]
+
+
 def test_other_constexpr_or_dtype_is_another_specialization(driver):
     x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
     ck1 = add1[(16,)](x, y, 1000)

@@ -12,6 +12,7 @@ launcher so far; `_launch` is the seam where the GPU launch goes, and TILEC_TARG
 from __future__ import annotations
 
 import functools
+import os
 import inspect
 
 from .ir.dtypes import DType, bool_, f32, i32
@@ -481,6 +482,8 @@ class Kernel:
         arguments are exactly the runtime parameters (so the key's types fix the specialization) and
         the keywords are constexprs or launch options with plain values (their values are in the key).
         It becomes the one tried first."""
+        if os.environ.get("TILEC_FAST_LAUNCH", "1").strip() == "0":      # the escape hatch: general path only
+            return
         if gpu_arch() is None:
             return
         n = len(args)
