@@ -58,3 +58,15 @@ def load_example(name):
         spec.loader.exec_module(mod)
         sys.modules[key] = mod
     return mod
+
+
+def assemble(ptx: str, arch: str, tmp_path) -> dict:
+    """ptxas -v on the PTX (it must assemble): the parsed resource report, its full text under 'log'."""
+    import subprocess
+    from tile.codegen import parse_ptxas_report
+    src = tmp_path / "k.ptx"
+    src.write_text(ptx)
+    r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return parse_ptxas_report(r.stderr)

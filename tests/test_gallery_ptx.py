@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tile
-from tile.codegen import parse_ptxas_report
+from helpers import assemble
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -54,13 +54,7 @@ def cases():
 CASES = list(cases())
 
 
-def ptxas(ptx: str, arch: str, tmp_path) -> dict:
-    src = tmp_path / "k.ptx"
-    src.write_text(ptx)
-    r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return parse_ptxas_report(r.stderr)
+ptxas = assemble
 
 
 @needs_ptxas
@@ -156,13 +150,9 @@ def test_gemm_wgmma_in_flight_across_iterations_not_serialized(cfg, tmp_path):
     k = load("gemm").gemm
     ck = k.compile(*signature(k), target="sm_90a", **cfg)
     assert "wgmma.wait_group.sync.aligned \t1;" in ck.ptx or "wgmma.wait_group.sync.aligned 1;" in ck.ptx
-    src = tmp_path / "k.ptx"
-    src.write_text(ck.ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "C7515" not in r.stderr and "C7519" not in r.stderr, r.stderr
-    assert "0 bytes spill stores" in r.stderr, r.stderr
+    rep = assemble(ck.ptx, "sm_90a", tmp_path)
+    assert "C7515" not in rep["log"] and "C7519" not in rep["log"], rep["log"]
+    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, rep["log"]
 
 
 SERVING = [   # the serving-attention kernels at the configurations benchmarks/attention_serving.py runs by default

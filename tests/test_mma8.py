@@ -5,20 +5,18 @@ the interpreter against exact references."""
 import importlib.util
 import re
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import on_cpu
+from helpers import assemble, on_cpu
 
 import tile
 from tile import bf16, f32, i32
-from tile.codegen import parse_ptxas_report
 from tile.ir import fragments as F
 from tile.ir.targets import get_target
-from tile.ir.thread_maps import ThreadMap, mma_a, mma_b, mma_dot_grid
+from tile.ir.thread_maps import ThreadMap, mma_a, mma_b
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
@@ -168,6 +166,20 @@ def test_fp8_on_ampere_warns_and_falls_back():
     assert _dots(ck)[0].attrs["atom"] == "fma"
 
 
+def test_fma_warning_survives_the_kernel_cache(tmp_path, monkeypatch):
+    """A cache hit runs no pass, yet says what the build said: the passes' PerformanceWarnings travel
+    with the artifact (first a build into an empty disk cache, then a hit after the in-memory
+    specializations are dropped)."""
+    from tile.runtime import cache as rc
+    monkeypatch.setattr(rc, "_DEFAULT", rc.KernelCache(tmp_path / "cache"))
+    k = G8.gemm_fp8
+    for _ in range(2):
+        k.cache.clear()
+        with pytest.warns(tile.PerformanceWarning, match=r"kernel 'gemm_fp8' at gemm8\.py:\d+:\d+: .*scalar FMA"):
+            k.compile(*_sig(k, "f8e5m2"), target="sm_80", STAGES=2, BK=32, BN=64)
+    assert len(list((tmp_path / "cache").glob("??/*.json"))) == 1
+
+
 def test_fma_warning_names_the_shape():
     @tile.kernel
     def small_k(A: tile.Tensor[tile.i8, 2], B: tile.Tensor[tile.i8, 2], C: tile.Tensor[i32, 2]):
@@ -205,13 +217,7 @@ def test_edited_atom_is_carried_out_or_a_located_error():
 
 
 # ------------------------------------------------------------------------------ PTX
-def _ptxas(ptx, arch, tmp_path):
-    src = tmp_path / "k.ptx"
-    src.write_text(ptx)
-    r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return parse_ptxas_report(r.stderr)
+_ptxas = assemble
 
 
 # the configurations benchmarks/gemm8.py sweeps on the H100

@@ -231,15 +231,41 @@ def build(module: Module, frontend_ir: str, target, *, name: str | None = None, 
                 cache.put_alias(source_key, key)
             return None, None, entry.artifact
     _prestart_codegen(target)
-    module, _ = lower(module, target, name=name, record=False, verify="final", **options)
+    module, notes = _lower_keeping_warnings(module, target, name, options)
+
+    def gen():
+        art = generate(module, target, kernel=name, **options)
+        if notes:                                # the passes' PerformanceWarnings travel with the code:
+            art.extra["pass_warnings"] = notes   # a cache hit runs no pass, yet must say the same
+        return art
     if cache is None:
-        return module, None, generate(module, target, kernel=name, **options)
-    entry = cache.get_or_build(key, lambda: generate(module, target, kernel=name, **options))
-    if entry.source != "built":
-        warn_resources(entry.artifact)           # another process built it meanwhile
+        art = gen()
+        warn_resources(art, ptxas=False)
+        return module, None, art
+    entry = cache.get_or_build(key, gen)
+    warn_resources(entry.artifact, ptxas=entry.source != "built")   # (generate said the ptxas ones)
     if source_key is not None:
         cache.put_alias(source_key, key)         # the next process finds it without the front end
     return module, None, entry.artifact
+
+
+def _lower_keeping_warnings(module, target, name, options):
+    """`lower` for a launch (no per-pass IR, the last pass verified), with the tile.PerformanceWarnings
+    the passes raise (e.g. a dot left on FMA) kept as text instead of shown: they are stored on the
+    artifact and shown by `warn_resources`, on this build and on every cache hit alike."""
+    import warnings
+    from .ir.errors import PerformanceWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PerformanceWarning)
+        module, _ = lower(module, target, name=name, record=False, verify="final", **options)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, PerformanceWarning):
+            if str(w.message) not in notes:
+                notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return module, notes
 
 
 def _prestart_codegen(target) -> None:
@@ -279,14 +305,19 @@ def _ptxas_resources(art) -> None:
                                  # (runtime/launch.py load_function falls back to the PTX if the driver refuses it)
 
 
-def warn_resources(art) -> None:
-    """A tile.PerformanceWarning naming the kernel and the numbers when its ptxas report shows
-    register spills, or ptxas says it had to give up performance (e.g. C7515: wgmma serialized)."""
-    rep = (art.extra or {}).get("ptxas") if art is not None else None
-    if not rep:
+def warn_resources(art, ptxas: bool = True) -> None:
+    """tile.PerformanceWarnings naming the kernel and the numbers: the passes' (kept on the artifact,
+    `pass_warnings`), and with `ptxas`, when its ptxas report shows register spills or ptxas says it
+    had to give up performance (e.g. C7515: wgmma serialized)."""
+    if art is None:
         return
     import warnings
     from .ir.errors import PerformanceWarning
+    for note in (art.extra or {}).get("pass_warnings") or ():
+        warnings.warn(note, PerformanceWarning, stacklevel=2)
+    rep = (art.extra or {}).get("ptxas") if ptxas else None
+    if not rep:
+        return
     if rep.get("spill_stores") or rep.get("spill_loads"):
         warnings.warn(f"tilec: kernel '{art.name}' for {art.target} spills registers: {rep['spill_stores']} bytes "
                       f"spill stores, {rep['spill_loads']} bytes spill loads ({rep['registers']} registers, "
