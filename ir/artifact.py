@@ -8,7 +8,8 @@ An `Artifact` holds
 * the launch facts (`meta`): threads per block, dynamic shared memory bytes, cluster shape,
   the alignment the code assumes for tensor base addresses;
 * the IR signature (`signature`: [(name, printed IR type)]) the launcher checks arguments against;
-* `extra`: facts worth keeping (resource usage, ...), JSON values only.
+* `extra`: facts worth keeping, JSON values only: `ptxas` (the resource report: registers, spills,
+  its log), `pass_warnings` (the passes' PerformanceWarning texts, shown again on a cache hit), ...
 Debugging views (`llvm_ir`, `optimized_ir`, `tile_ir`, `ir_after`) ride along in the process that
 compiled it and are not serialized.
 
