@@ -155,3 +155,22 @@ def test_a_new_process_with_a_warm_cache_imports_no_front_end(tmp_path, own_cach
                                       timeout=300).stdout.strip().splitlines()[-1]) for _ in range(2)]
     assert "tile.dsl.frontend" in runs[0]["loaded"]                    # the first compiled
     assert runs[1]["loaded"] == [] and runs[1]["ptx"] == runs[0]["ptx"]
+
+
+def test_the_fingerprint_does_not_depend_on_what_else_the_process_imported(tmp_path):
+    """Two processes with different modules loaded (so different reference counts on shared
+    constants) give the same fingerprint for the same kernel."""
+    load(tmp_path)
+    name = f"kern_{_N[0]}"
+    code = textwrap.dedent(f"""\
+        import sys
+        if sys.argv[1] == "busy":
+            import decimal, email.message, json, tile.dsl.frontend, tile.passes.manager  # noqa: F401
+        sys.path.insert(0, {str(tmp_path)!r})
+        import {name} as m
+        from tile.source_key import kernel_fingerprint
+        print(kernel_fingerprint(m.k.fn, m.k.params))
+        """)
+    fps = [subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True,
+                          timeout=300).stdout.strip() for how in ("bare", "busy")]
+    assert fps[0] == fps[1] and len(fps[0]) == 64

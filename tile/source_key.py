@@ -2,8 +2,8 @@
 is already in the disk cache launches it without running (or importing) the front end.
 
 The kernel cache (runtime/cache.py) is keyed on the front end's IR. `source_key` hashes what the
-front end reads to make that IR -- the kernel's source text and code object (file, lines,
-constants), its parameters, the values of every global or closure name its code (or the code of a
+front end reads to make that IR -- the kernel's file (its whole text) and place in it, its
+parameters, the values of every global or closure name its code (or the code of a
 `tile.inline` helper it refers to) names, the specialization (argument types, constexpr values,
 launch options), the target and the compiler version -- and the cache keeps an alias from it to the
 IR key (`KernelCache.put_alias`). A value the fingerprint cannot pin down (an arbitrary object, a
@@ -20,7 +20,7 @@ import builtins
 import hashlib
 import inspect
 import linecache
-import marshal
+import sys
 import types
 
 __all__ = ["source_key", "kernel_fingerprint"]
@@ -73,7 +73,7 @@ def _value(v, names, depth: int, seen: set):
 
 
 def _function(fn, depth: int = 0, seen: set | None = None) -> tuple:
-    """(file, first line, hash of the file's text, hash of the code object, the global and closure
+    """(file, first line, name, hash of the file's text, Python version, the global and closure
     values its code names) of a kernel or inline helper, recursively."""
     seen = set() if seen is None else seen
     fn = inspect.unwrap(fn)
@@ -102,8 +102,9 @@ def _function(fn, depth: int = 0, seen: set | None = None) -> tuple:
             vals.append(("g", n, _value(g[n], names, depth, seen)))
         elif not hasattr(builtins, n):
             vals.append(("-", n))                # unbound now: bound later would change the key
-    return (code.co_filename, code.co_firstlineno, src, hashlib.sha256(marshal.dumps(code)).hexdigest(),
-            tuple(vals))
+    # the file's text, the function's place in it and the Python version fix what the front end
+    # parses (marshal's bytes of the code object would not do: they depend on reference counts)
+    return (code.co_filename, code.co_firstlineno, fn.__qualname__, src, sys.version_info[:2], tuple(vals))
 
 
 def kernel_fingerprint(fn, params) -> str | None:
