@@ -49,6 +49,12 @@ class TensorMapSpec:
     box: tuple
     swizzle: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "_hash", hash((self.param, self.dtype, self.bits, self.box, self.swizzle)))
+
+    def __hash__(self):                  # computed once: it is part of every cache key a launch builds
+        return self._hash
+
     @classmethod
     def of(cls, p) -> "TensorMapSpec":
         """The spec of a `tmap` ParamABI."""
