@@ -71,16 +71,18 @@ def moe_offsets(counts: tile.Tensor[i32, 2], blockoff: tile.Tensor[i32, 2], bloc
     block_expert[i] = expert of row block i (-1 past the end); rows[r] = -1 for the padding rows r of
     every segment (the scatter writes the others)."""
     NB = counts.shape[0]
-    seen = tile.zeros((E,), i32)                           # assignments to each expert in blocks < b0
+    seen = tile.zeros((E,), i32)                           # assignments to each expert, all blocks
     for b0 in tile.range(0, NB, BB):
-        c = tile.load(counts, (b0, 0), (BB, E))
-        tile.store(blockoff, (b0, 0), tile.cumsum(c, 0, exclusive=True) + seen[None, :])
-        seen = seen + tile.sum(c, axis=0)
+        seen = seen + tile.sum(tile.load(counts, (b0, 0), (BB, E)), axis=0)
     padded = (seen + (BM - 1)) // BM * BM
     ends = tile.cumsum(padded, 0)                          # expert e's segment is [ends - padded, ends)
-    for b0 in tile.range(0, NB, BB):                       # second pass: add each expert's start
-        c = tile.load(blockoff, (b0, 0), (BB, E))
-        tile.store(blockoff, (b0, 0), c + (ends - padded)[None, :])
+    # second pass over the counts (never over what this kernel wrote: its threads would need a
+    # barrier to see each other's global stores): each block's first row per expert
+    before = ends - padded                                 # segment start + assignments in blocks < b0
+    for b0 in tile.range(0, NB, BB):
+        c = tile.load(counts, (b0, 0), (BB, E))
+        tile.store(blockoff, (b0, 0), tile.cumsum(c, 0, exclusive=True) + before[None, :])
+        before = before + tile.sum(c, axis=0)
     for i in tile.range(0, block_expert.shape[0], BF):
         first_row = (tile.arange(0, BF) + i) * BM
         e = tile.sum((ends[None, :] <= first_row[:, None]).astype(i32), axis=1)
