@@ -17,17 +17,28 @@ from .language import TensorSpec, Tensor, constexpr
 _EMPTY = inspect.Parameter.empty
 
 
+class _NoDefault:
+    """A parameter without a default. (Not inspect.Parameter.empty as a dataclass field default:
+    Python 3.10's dataclass reads the class signature, where that value means "no default", and
+    rejects the field order.)"""
+    def __repr__(self):
+        return "<no default>"
+
+
+NO_DEFAULT = _NoDefault()
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
     kind: str                       # 'tensor' | 'scalar' | 'constexpr' | 'infer'
     dtype: DType | None = None      # tensors and scalars (None: from the argument)
     rank: int | None = None         # tensors (None: from the argument)
-    default: object = _EMPTY
+    default: object = NO_DEFAULT
 
     @property
     def has_default(self) -> bool:
-        return self.default is not _EMPTY
+        return self.default is not NO_DEFAULT
 
     def describe(self) -> str:
         if self.kind == "tensor":
@@ -50,11 +61,11 @@ def parse_params(fn) -> list[Param]:
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"{fn.__name__}(): *args / **kwargs parameters are not supported in kernels ('{p.name}')")
-        out.append(classify(fn.__name__, p.name, p.annotation, p.default))
+        out.append(classify(fn.__name__, p.name, p.annotation, NO_DEFAULT if p.default is _EMPTY else p.default))
     return out
 
 
-def classify(fname: str, name: str, ann, default=_EMPTY) -> Param:
+def classify(fname: str, name: str, ann, default=NO_DEFAULT) -> Param:
     if ann is _EMPTY:
         return Param(name, "infer", default=default)
     if ann is constexpr or (isinstance(ann, str) and ann in ("constexpr", "tile.constexpr")):

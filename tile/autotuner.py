@@ -257,7 +257,7 @@ class Autotuner:
         self.warmup, self.rep = float(warmup), float(rep)
         self.log = log
         self._names = [p.name for p in kernel.params]
-        self._defaults = {p.name: p.default for p in kernel.params if p.default is not inspect.Parameter.empty}
+        self._defaults = {p.name: p.default for p in kernel.params if p.has_default}
         self._tuned = set().union(*(c.all_kwargs() for c in configs))
         self._tensors = [p.name for p in kernel.params if p.kind in ("tensor", "infer")]
         self.best: dict = {}             # key -> Config

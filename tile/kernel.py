@@ -201,8 +201,9 @@ class Kernel:
         self.fn = fn
         self.name = fn.__name__
         self.params: list[Param] = parse_params(fn)
-        self._sig = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                         default=p.default) for p in self.params])
+        self._sig = inspect.Signature([inspect.Parameter(
+            p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=p.default if p.has_default else inspect.Parameter.empty) for p in self.params])
         self.cache: dict = {}
         self._fast = _FastTable()       # call signature -> (target, CompiledKernel, FastLauncher)
         self._last = Launcher(self, _NO_GRID)   # the Launcher __getitem__ made last (immutable, shared)
