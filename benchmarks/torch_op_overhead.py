@@ -10,11 +10,11 @@ timed with time.perf_counter, torch.cuda.synchronize() counted."""
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import tile
+from launch_overhead import per_launch as per_call      # (benchmarks/ is this script's folder)
 from tile import f32
 
 
@@ -22,20 +22,6 @@ from tile import f32
 def add1(X: tile.Tensor[f32], Y: tile.Tensor[f32], n: int, BLOCK: tile.constexpr = 1024):
     i = tile.block_id(0) * BLOCK
     tile.store(Y, (i,), tile.load(X, (i,), (BLOCK,)) + 1.0)
-
-
-def per_call(fn, n, reps=5):
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e6
 
 
 def main():

@@ -20,7 +20,6 @@ import math
 
 import llvmlite.ir as ir
 
-from ..ir.types import TileType
 from .llvm_util import i1, i8, i32, i64
 from .lower_memory import _and
 from .table import lowers
@@ -85,17 +84,9 @@ class BufferLowering:
             return self.op_load(op)
         self._buffer_choice(op, "buffer.load")
         b = self.b
-        T = self.get(op.tensor)
-        idx = [self.as_i32(self.get(v)) for v in op.indices]
-        mask = self.rtile(op.mask) if op.mask is not None else None
-        rt: TileType = op.results[0].type
-        m = self.tmap(rt)
-        dt = rt.dtype
-        other = self.constant(dt, op.attrs.get("other", 0))
+        T, idx, mask, rt, m, dt, other = self.load_operands(op)
         oth = op.attrs.get("other", 0)
         zero_other = oth == 0 and not (isinstance(oth, float) and math.copysign(1.0, oth) < 0)   # what OOB reads
-        if mask is not None and not mask.map.same(m):
-            raise self.error(f"load: the mask's layout {mask.map} differs from the tile's {m}")
         vec = self.chosen_vec(op, m, dt)
         rsrc, fits, binfo = self._buffer_access(T, idx, m, rt.shape, vec)
         cond = fits if vec == 1 else b.and_(fits, self._fast_cond(T, vec, idx[-1]))
@@ -135,12 +126,7 @@ class BufferLowering:
             return self.op_store(op)
         self._buffer_choice(op, "buffer.store")
         b = self.b
-        T = self.get(op.tensor)
-        idx = [self.as_i32(self.get(v)) for v in op.indices]
-        val = self.rtile(op.value)
-        mask = self.rtile(op.mask) if op.mask is not None else None
-        if mask is not None:
-            self._check_same_layout(val, mask, "store: mask")
+        T, idx, val, mask = self.store_operands(op)
         m, dt = val.map, val.dtype
         vec = self.chosen_vec(op, m, dt)
         rsrc, fits, binfo = self._buffer_access(T, idx, m, op.value.type.shape, vec)

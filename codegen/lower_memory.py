@@ -436,8 +436,9 @@ class MemoryLowering:
             return pred, off
         return info, bases
 
-    @lowers("load")
-    def op_load(self, op):
+    def load_operands(self, op):
+        """(tensor, i32 indices, mask tile or None, result type, its thread map, dtype, `other` constant)
+        of a load -- what every load lowering (generic, AMD buffer) starts from."""
         T = self.get(op.tensor)
         idx = [self.as_i32(self.get(v)) for v in op.indices]
         mask = self.rtile(op.mask) if op.mask is not None else None
@@ -447,6 +448,22 @@ class MemoryLowering:
         other = self.constant(dt, op.attrs.get("other", 0))
         if mask is not None and not mask.map.same(m):
             raise self.error(f"load: the mask's layout {mask.map} differs from the tile's {m}")
+        return T, idx, mask, rt, m, dt, other
+
+    def store_operands(self, op):
+        """(tensor, i32 indices, value tile, mask tile or None) of a store, the mask checked against the
+        value's layout."""
+        T = self.get(op.tensor)
+        idx = [self.as_i32(self.get(v)) for v in op.indices]
+        val = self.rtile(op.value)
+        mask = self.rtile(op.mask) if op.mask is not None else None
+        if mask is not None:
+            self._check_same_layout(val, mask, "store: mask")
+        return T, idx, val, mask
+
+    @lowers("load")
+    def op_load(self, op):
+        T, idx, mask, rt, m, dt, other = self.load_operands(op)
         info, bases = self._tile_info_fn(T, idx, m, rt.shape)
         vec = self.chosen_vec(op, m, dt)
         fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
@@ -455,12 +472,7 @@ class MemoryLowering:
 
     @lowers("store")
     def op_store(self, op):
-        T = self.get(op.tensor)
-        idx = [self.as_i32(self.get(v)) for v in op.indices]
-        val = self.rtile(op.value)
-        mask = self.rtile(op.mask) if op.mask is not None else None
-        if mask is not None:
-            self._check_same_layout(val, mask, "store: mask")
+        T, idx, val, mask = self.store_operands(op)
         m, dt = val.map, val.dtype
         if dt.bits < 8 and (self._vec_len(m, dt) * dt.bits) % 8:
             raise self.error(f"storing a {dt} tile needs each thread to own whole bytes, but its layout "
