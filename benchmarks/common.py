@@ -118,7 +118,7 @@ def kernel_sig(tile, kname, wtype=None):
     if kname == "attention":
         return (T[bf16, 4], T[bf16, 4], T[bf16, 4], T[bf16, 4], float)
     if kname == "moe_up":
-        return (T[bf16, 2], T[bf16, 3], T[i32, 1], T[i32, 1], T[bf16, 2])
+        return (T[bf16, 2], T[bf16, 3], T[i32, 2], T[i32, 1], T[bf16, 2])
     if kname == "moe_down":
         return (T[bf16, 2], T[bf16, 3], T[i32, 1], T[bf16, 2])
     if kname == "lowbit_gemm":

@@ -110,3 +110,23 @@ def test_parent_and_children_end_to_end(tmp_path):
     rc, so, se = _run([sys.executable, str(ROOT / "scripts" / "bench_table.py"), str(tmp_path)])
     assert rc == 0, se
     assert "fake/one" in so and "1.000" in so and "worst new/old: 1.000 (ok)" in so
+
+
+def test_compile_family_signatures_match_the_gallery_kernels():
+    """benchmarks/common.py kernel_sig (the compile-time family's signatures) follows the gallery: each
+    tensor parameter's dtype and rank as the kernel annotates it (a stale rank once broke the family)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tile
+        from benchmarks.common import gallery_kernel, kernel_sig
+        for kname in ("gemm", "attention", "moe_up", "moe_down", "lowbit_gemm"):
+            kern = gallery_kernel(kname)
+            sig = kernel_sig(tile, kname, "int4")
+            runtime = [p for p in kern.params if p.kind != "constexpr"]
+            assert len(sig) == len(runtime), kname
+            for p, s in zip(runtime, sig):
+                if p.kind == "tensor":
+                    assert s.rank == p.rank and (p.dtype is None or s.dtype == p.dtype), \
+                        (kname, p.name, s, p.rank, p.dtype)
+    finally:
+        sys.path.remove(str(ROOT))
