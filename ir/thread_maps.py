@@ -261,6 +261,15 @@ class ThreadMap:
 
     @staticmethod
     def from_tv(tv: TVLayout) -> "ThreadMap":
+        # Both are immutable, and the conversion (with its exhaustive check) is asked for the same
+        # layout many times per compile: the TVLayout keeps its ThreadMap.
+        m = tv._cache.get("thread_map")
+        if m is None:
+            m = tv._cache["thread_map"] = ThreadMap._from_tv(tv)
+        return m
+
+    @staticmethod
+    def _from_tv(tv: TVLayout) -> "ThreadMap":
         shape = tuple(tv.tile_dims)
         cm = colmajor_strides(shape)
 

@@ -642,13 +642,17 @@ def test_gallery_kernels_roundtrip_after_every_pass(path):
     mod = cli.load_file(str(path))
     kernels = [v for v in vars(mod).values() if isinstance(v, Kernel)]
     done = 0
-    for k in kernels:
+    checked = set()             # texts already round-tripped: a pass that changed nothing (or the same
+    for k in kernels:           # target-independent pass on another target) gives the same text again
         kw = signature_kwargs(k)
         front = k.compile(target="cpu", **kw).ir
         assert print_module(parse_module(front)) == front, k.name
         for target in TARGETS:
             _, ir_after = run_pipeline(parse_module(front), target)
             for name, text in ir_after.items():
-                assert print_module(parse_module(text)) == text, f"{k.name} after {name} ({target})"
+                if text not in checked:      # (the pipeline verified it: parse only)
+                    assert print_module(parse_module(text, verify=False)) == text, \
+                        f"{k.name} after {name} ({target})"
+                    checked.add(text)
         done += 1
     assert done, f"{path.name}: no kernel compiled"
