@@ -21,7 +21,9 @@ def configs(M) -> list:
         return [dict(BM=64, BN=128, BK=64, STAGES=4), dict(BM=128, BN=128, BK=64, STAGES=3),
                 dict(BM=64, BN=64, BK=64, STAGES=4)]
     return [dict(BM=128, BN=128, BK=64, STAGES=3), dict(BM=128, BN=256, BK=64, STAGES=3),
-            dict(BM=128, BN=128, BK=32, STAGES=4), dict(BM=64, BN=128, BK=64, STAGES=4)]
+            dict(BM=128, BN=128, BK=32, STAGES=4), dict(BM=64, BN=128, BK=64, STAGES=4),
+            # persistent (one block per SM looping over the tiles in grouped order); not yet measured
+            dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)]
 
 
 def cases(mode: str) -> list:
@@ -54,7 +56,7 @@ def run(ctx) -> None:
             rec["tilec"] = tilec_tuned(
                 ctx, gallery_kernel("gemm"), tuning_configs(ctx, c["configs"]),
                 lambda i, targ: (targ(A[i]), targ(B[i]), targ(C[i]), targ(bias), 1.0),
-                lambda meta: (cdiv(M, meta["BM"]), cdiv(N, meta["BN"])),
+                lambda meta: load_gallery("gemm").grid(M, N, sms=ctx.props.multi_processor_count, **meta),
                 check, nsets, outputs=["C"], flops=flops, tol=tol)
             if M <= 256:
                 splitk_instead(ctx, rec, A, B, C, bias, check, nsets, flops, tol)

@@ -49,6 +49,14 @@ def test_gemm_big_tiles():
     assert load("gemm").run(300, 260, 200, BM=128, BN=128, BK=32, act="relu") < 1e-2
 
 
+@pytest.mark.parametrize("shape, sms", [((300, 260, 200), 3), ((129, 255, 96), 132), ((1, 1, 1), 2),
+                                        ((520, 700, 64), 7)])
+def test_gemm_persistent(shape, sms):
+    """One block per 'SM' looping over the output tiles: several tiles per block (sms < tiles, so the
+    mbarrier ring is re-initialised between tiles), K shorter than the stages, ragged edges."""
+    assert load("gemm").run(*shape, BM=128, BN=128, BK=64, PERSISTENT=True, sms=sms, act="gelu") < 1e-2
+
+
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention(D, causal):
