@@ -369,7 +369,8 @@ PTX_CASES = [
     ("cs2", (tile.Tensor[tile.u8, 2], tile.Tensor[tile.u8, 2]), dict(R=32, C=32, AX=0, EX=True)),
     ("cs2", (tile.Tensor[tile.dtype("int4"), 2], tile.Tensor[tile.dtype("int4"), 2]), dict(R=8, C=16, AX=1)),
     ("cs2", (tile.Tensor[tile.dtype("f8e4m3fn"), 2], tile.Tensor[tile.dtype("f8e4m3fn"), 2]), dict(R=8, C=16, AX=1)),
-    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=1000, EX=True)),
+    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=1024, EX=True)),
+    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=100)),           # not a power of two: replicated
     ("cs1", (tile.Tensor[f32, 1], tile.Tensor[f32, 1]), dict(N=1)),
     ("cs_mix", (tile.Tensor[f32, 2], tile.Tensor[f32, 2]), dict(R=64, C=32)),
     ("cs_dot", (tile.Tensor[bf16, 2], tile.Tensor[bf16, 2], tile.Tensor[f32, 2]), dict(M=64, N=64, K=32, AX=1)),
