@@ -57,6 +57,10 @@ class LayoutConflictError(TileError):
         super().__init__(f"{loc}op '{op.name}': layout conflict: {msg}{both}")
 
 
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
 def _is_reg(t) -> bool:
     return isinstance(t, TileType) and t.space == "reg"
 
@@ -587,6 +591,36 @@ class LayoutInference:
         self.write_types(self.fn.body)
         self.shared_layouts()
         self.fn.attrs.setdefault("num_warps", self.num_warps)
+        self.warn_replicated()
+
+    # a register tile with a dim that is not a power of two gets the fallback layout that gives every
+    # thread the whole tile: correct, but each thread does all the work and holds all the values
+    # (1000 i32 elements: 1000 registers each, spilled). Above this many values per thread, say so.
+    REPLICATED_WARN_VALUES = 64
+
+    def warn_replicated(self):
+        """One PerformanceWarning per kernel, at the first op that makes such a tile."""
+        import warnings
+        from ..ir.errors import PerformanceWarning
+        hits = []
+        for op in self.fn.walk():
+            for r in op.results:
+                t = r.type
+                m = self.layout.get(id(r))
+                if _is_reg(t) and m is not None and id(r) not in self.fixed and not all(_pow2(s) for s in t.shape) \
+                        and m.nvals > self.REPLICATED_WARN_VALUES and m.replica_tmodes():
+                    hits.append((op, t, m))
+        if not hits:
+            return
+        op, t, m = hits[0]
+        where = f" at {op.loc}" if op.loc is not None else ""
+        pad = "x".join(str(1 << (s - 1).bit_length()) for s in t.shape)
+        more = f" (and {len(hits) - 1} more tiles after it)" if len(hits) > 1 else ""
+        shape = "x".join(map(str, t.shape))
+        warnings.warn(f"tilec: kernel '{self.fn.name}'{where}: {op.name} makes a {shape} {t.dtype} tile, not a "
+                      f"power of two in every dim, so every thread holds all of it ({m.nvals} values each){more}; a {pad} "
+                      f"tile with masked loads and stores is spread over the threads", PerformanceWarning,
+                      stacklevel=2)
 
     def _users(self, v):
         if not hasattr(self, "_user_index"):

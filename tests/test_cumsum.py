@@ -492,3 +492,16 @@ def test_gpu_layouts_blocks_moe(gpu, num_warps):
     counts = np.bincount(ids, minlength=64)
     np.testing.assert_array_equal(og, np.concatenate([[0], np.cumsum(counts)[:-1]]))
     np.testing.assert_array_equal(og, oc)
+
+
+def test_a_replicated_tile_of_odd_shape_warns_once():
+    """A 200-element tile gets the layout that gives every thread the whole tile: one
+    PerformanceWarning naming the kernel, the line and the padded shape; a 256 one gets none."""
+    import warnings
+    with pytest.warns(tile.PerformanceWarning, match=r"kernel 'cs1' at test_cumsum\.py:\d+:\d+: load makes a 200 "
+                      r"i32 tile.*200 values each.*a 256 tile") as rec:
+        cs1.compile(tile.Tensor[i32, 1], tile.Tensor[i32, 1], target="sm_80", N=200, EX=True)
+    assert sum("power of two" in str(w.message) for w in rec) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tile.PerformanceWarning)
+        cs1.compile(tile.Tensor[i32, 1], tile.Tensor[i32, 1], target="sm_80", N=256, EX=True)
