@@ -145,8 +145,9 @@ class _Specializer:
     # ------------------------------------------------------------------ can it be done?
     def why_not(self) -> str | None:
         t, lp, fn = self.target, self.loop, self.fn
-        if not (t.has("setmaxnreg") and t.has("tma")):
-            return f"{t.name} has no register reallocation (setmaxnreg) and TMA"
+        missing = [f for f in ("setmaxnreg", "tma") if not t.has(f)]
+        if missing:
+            return f"target {t.key} has no {' and no '.join(missing)} (register reallocation and TMA are needed)"
         if lp.parent is not fn.body:
             return "only a loop at the kernel's top level (not inside an if or another loop) is specialized"
         if not lp.attrs.get("pipelined"):
