@@ -77,6 +77,8 @@ def cfg_name(cfg) -> str:
         s += f" s{cfg['num_stages']}"
     if cfg.get("num_warps"):
         s += f" w{cfg['num_warps']}"
+    if cfg.get("WS"):
+        s += " ws"                                  # + a producer warpgroup (warp_specialize)
     return s
 
 

@@ -155,6 +155,7 @@ class SharedLowering:
 
     @lowers("barrier")
     def op_barrier(self, op):
+        self.named_barrier_of(op)              # a role's barrier is named; the intrinsics know the role
         self.tgt.barrier(self.b)
 
     @lowers("async_commit")

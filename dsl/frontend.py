@@ -304,7 +304,12 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
                     stages = B.const_int(a, "stages")
                     if stages < 1:
                         raise a.err("stages", f"stages must be >= 1, got {stages}")
-                self.runtime_for(node, a, lo, hi, step, stages)
+                ws = normalize_const(a.get("warp_specialize", False))
+                if not isinstance(ws, bool):
+                    raise a.err("warp_specialize", f"warp_specialize must be a compile-time bool, got {describe(ws)}")
+                if ws and (stages is None or stages < 2):
+                    raise a.err("warp_specialize", "warp_specialize=True needs a pipelined loop (stages >= 2)")
+                self.runtime_for(node, a, lo, hi, step, stages, ws)
                 return
         seq = self.expr(it)
         if isinstance(seq, TensorShape):

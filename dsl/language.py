@@ -289,8 +289,9 @@ def concat(xs, axis=0): """Concatenate tiles along axis."""
 
 
 @_builtin
-def range(lo, hi=None, step=1, stages=None):
-    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining."""
+def range(lo, hi=None, step=1, stages=None, warp_specialize=False):
+    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining;
+    `warp_specialize=True` (Hopper) for a producer warpgroup issuing the pipelined TMA copies."""
 
 
 @_builtin

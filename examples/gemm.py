@@ -40,27 +40,29 @@ def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
          scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none",
-         GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False):
+         GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False, WS: tile.constexpr = False):
     if PERSISTENT:
         # grid: (min(#SMs, #tiles),): each block loops over the output tiles t = block, block + #blocks, ...
         nm = tile.cdiv(A.shape[0], BM)
         nn = tile.cdiv(B.shape[1], BN)
         for t in tile.range(tile.block_id(0), nm * nn, tile.num_blocks(0)):
             bm, bn = grouped_tile(t, nm, nn, GROUP)
-            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT)
+            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS)
     else:
         # grid: (cdiv(M, BM), cdiv(N, BN)), axis 0 fastest
         pid = tile.block_id(1) * tile.num_blocks(0) + tile.block_id(0)
         bm, bn = grouped_tile(pid, tile.num_blocks(0), tile.num_blocks(1), GROUP)
-        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT)
+        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS)
 
 
 @tile.inline
 def output_tile(A, B, C, bias, scale, bm, bn, BM: tile.constexpr, BN: tile.constexpr, BK: tile.constexpr,
-                STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr):
+                STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr, WS: tile.constexpr):
     """C[bm, bn] tile = epilogue(A[bm, :] @ B[:, bn])."""
     acc = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, A.shape[1], BK, stages=STAGES):
+    # WS (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run the wgmma
+    # (a loop at the kernel's top level only: not with PERSISTENT)
+    for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
         b = tile.load(B, (k, bn * BN), (BK, BN))
         acc = tile.dot(a, b, acc)

@@ -41,8 +41,14 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
   to the same row twice: the last row wins). Atomics apply their arithmetic in the tensor's dtype
   (narrow floats rounded after the op), one element at a time.
 * `alloc_shared` gives a poisoned buffer (NaN for floats that have one, random codes otherwise);
-  `async_copy`/`async_gather` copy at once (a TMA copy too); `barrier`, `async_commit`, `async_wait` and
-  the mbarrier ops do nothing.
+  `async_copy`/`async_gather` copy at once (a TMA copy too); `barrier`, `async_commit`, `async_wait`,
+  `mbarrier_inval` and `setmaxnreg` do nothing. An mbarrier counts its completed phases (in its i64
+  word): `mbarrier_arrive` completes one (it stands for all the arrivals its count asks for), and
+  `mbarrier_wait(bar, p)` returns once the phase of parity p has completed (at once for parity 1 of a
+  fresh mbarrier, as on the GPU); a wait that can never return is an error, not a hang.
+* `warp_specialize` runs its producer region in a second host thread beside the consumer region, each
+  blocking in `mbarrier_wait` until the other side arrives: the specialized protocol is executed, not
+  assumed (runtime/interpreter_roles.py).
 * Blocks run one after another, grid axis 0 fastest, then 1, then 2; within a block, ops run in
   program order on whole tiles.
 * `print` prints `[block (x, y, z)] ` then `fmt.format(*values)` when fmt has `{}` fields, else fmt
@@ -67,6 +73,7 @@ from ..ir.errors import TileError
 from ..ir.ops import bind_operands
 from ..ir.types import ScalarType, TensorType, TileType
 from .arrays import Array, dtype_of, native_numpy_dtype, value_dtype
+from . import interpreter_roles as roles
 
 __all__ = ["run", "Interpreter", "InterpreterError", "RULES", "rule", "Tensor", "SharedTile",
            "to_value", "from_value"]
@@ -521,9 +528,30 @@ def _r_async_gather(ctx, op, args):
     s.buf[...] = out
 
 
-@rule("async_commit", "async_wait", "barrier", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval")
+@rule("async_commit", "async_wait", "barrier", "mbarrier_inval", "setmaxnreg")
 def _r_nop(ctx, op, args):
     return None
+
+
+# ---- mbarriers and warp roles (see runtime/interpreter_roles.py)
+@rule("mbarrier_init")
+def _r_mbarrier_init(ctx, op, args):
+    roles.mbarrier_init(args[0])
+
+
+@rule("mbarrier_arrive")
+def _r_mbarrier_arrive(ctx, op, args):
+    roles.mbarrier_arrive(ctx, args[0])
+
+
+@rule("mbarrier_wait")
+def _r_mbarrier_wait(ctx, op, args):
+    roles.mbarrier_wait(ctx, op, args[0], int(args[1]))
+
+
+@rule("warp_specialize")
+def _r_warp_specialize(ctx, op, args):
+    roles.run_roles(ctx, op)
 
 
 # ---- structured control flow

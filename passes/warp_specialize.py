@@ -1,0 +1,338 @@
+"""warp_specialize: a producer warpgroup issuing a pipelined loop's TMA copies and the kernel's
+warpgroups (the consumers) running the rest, synchronised by a `full` and an `empty` mbarrier per
+stage (Hopper: CUTLASS's "warp-specialized" main loop, Triton's `warp_specialize=True`).
+
+Asked for by `tile.range(lo, hi, step, stages=S, warp_specialize=True)` (loop attribute
+`warp_specialize`). Runs after pipeline_loads (the S-stage ring, one `full` mbarrier per stage) and
+select_instructions (which copies are TMA copies). It applies where the target has `setmaxnreg` and
+`tma`, the loop was pipelined at the kernel's top level, every copy it pipelined is a TMA copy, the
+loop body has one dot, and `num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says
+why and the loop keeps the ordinary pipeline (the attribute is dropped).
+
+    for k in range(lo, hi, step) {pipelined = S}:         empty = alloc_shared <S x 1 x i64>
+        wait full[j % S] (parity (j / S) % 2)             mbarrier_init full {count = 1}
+        barrier                                            mbarrier_init empty {count = num_warps}
+        a = shared_load ring[j % S] ...                    warp_specialize {producer_warps = 4, ...} {
+        acc = dot(a, b, acc)                     ==>         setmaxnreg {regs = 40, action = "dec"}
+        if k + D*step < hi: TMA copies                       for k in range(lo, hi, step):          (producer)
+            into ring[(j+D) % S]                                 s = j % S
+        arrive full[(j+D) % S]                                   mbarrier_wait empty[s], (j / S + 1) % 2
+    (prologue: stages 0 .. D-1 issued before)                    TMA copies of iteration j into ring[s] on full[s]
+    epilogue                                                     mbarrier_arrive full[s]
+                                                         } {
+                                                             setmaxnreg {regs = 232, action = "inc"}
+                                                             for k in range(lo, hi, step):          (consumers)
+                                                                 mbarrier_wait full[j % S], (j / S) % 2
+                                                                 a = shared_load ring[j % S] ...
+                                                                 acc = dot(a, b, acc)
+                                                                 release: mbarrier_arrive empty[r] {per = "warp"}
+                                                             mbarrier_inval full, empty
+                                                             epilogue (barriers named: bar.sync 1, 32*num_warps)
+                                                         }
+
+Roles. The consumers keep thread ids 0 .. 32*num_warps-1, so every register layout of the kernel is
+unchanged; the producer is the warpgroup after them (function attribute `num_warps` still counts
+the consumer warps; the op's `producer_warps` come on top of it in the launch). Ops before the
+split run on every thread, so only thread-uniform ops stay there (scalars, shared allocations,
+mbarrier initialization); every other op before the loop moves to the consumers.
+
+Phases. Each mbarrier completes one phase per use of its stage, and both sides count uses the same
+way: iteration j (j = (k - lo) / step) uses stage j % S for the (j / S)-th time.
+* `full[s]` completes when the producer's arrive (after `expect_tx` of the copies' bytes) and the
+  bytes have landed: the consumer of iteration j waits for parity (j / S) % 2.
+* `empty[s]` completes when every consumer warp has arrived (count = num_warps, lane 0 of each warp)
+  after the wgmma that read the stage has completed: with `inflight = 1` (the dot's wgmma group stays
+  running into the next iteration) iteration j releases stage (j - 1) % S after its own dot's
+  `wgmma.wait_group 1`, for j >= 1; with `inflight = 0` iteration j releases j % S after its dot.
+  The producer's iteration j (j >= S) must wait for the release of iteration j - S, the
+  (j / S - 1)-th completion of empty[j % S]: parity (j / S - 1) % 2 = (j / S + 1) % 2. For j < S the
+  same formula asks for parity 1 of a fresh mbarrier, which is the phase "before" its first, reported
+  complete at once (try_wait.parity's rule; CUTLASS starts its producer at phase 1 the same way), so
+  the first round passes without a branch.
+Deadlock freedom. Both loops run the same bounds, so they make the same number of iterations (none
+at all when lo >= hi: nobody waits). Every release the producer waits for is made: iteration j waits
+for the release of j - S <= n - 1 - S, and the consumers release every iteration up to n - 2
+(inflight 1) or n - 1 (inflight 0). Every `full` phase a consumer waits for is produced: the producer
+issues iteration j after the release of j - S, which needs only consumer iterations up to j - S + 1
+<= j, so the producer is never waiting on a consumer that is waiting on it. The stages the consumers
+never release (the last ones) are not needed by anyone.
+Reuse. A stage is written by TMA only after `empty` says every consumer warp's wgmma reading it has
+completed (write-after-read), and read only after `full` says its bytes landed (read-after-write);
+the block-wide barrier of the ordinary pipeline, and its cp.async waits, are gone.
+Exit. The producer leaves its region as soon as it has issued its last copy; its copies are still
+in flight then, which is safe: they write the block's shared memory, which lives as long as any of
+its threads, and the consumers wait for every one of them (the `full` phases) before they leave the
+main loop, invalidate the mbarriers and reuse the ring's memory in the epilogue. Nothing follows the
+`warp_specialize` op (code after it would run under two register budgets).
+Barriers. The producer does not take part in any barrier of the consumers: the explicit ones in the
+consumer region become named barriers {id = consumer_barrier, threads = 32*num_warps}, and the op's
+`consumer_barrier` / `producer_barrier` are what code generation uses for the barriers lowerings add
+(layout conversions through shared memory, mbarrier_inval).
+Registers. The launch budget is function attribute `maxnreg` (65536 registers over the launch's
+threads, at most 168: ptxas needs a fixed count at entry for setmaxnreg); the producer drops to
+`PRODUCER_REGS`, the consumers take what is left: 128 * 40 + 256 * 232 = 64512 <= 65536 for two
+consumer warpgroups, 240 for one.
+"""
+from __future__ import annotations
+
+import warnings
+
+from ..ir.core import Block, Function, Module, Operation, Value
+from ..ir.dtypes import bool_, i32, i64
+from ..ir.errors import PerformanceWarning
+from ..ir.targets import Target, get_target
+from ..ir.types import ScalarType, TileType
+
+from .dce import dce_function
+from .manager import register
+
+__all__ = ["warp_specialize", "warp_specialize_function", "register_budget", "PRODUCER_REGS"]
+
+PRODUCER_REGS = 40                 # CUTLASS's LoadRegisterRequirement: enough for the issue loop
+CONSUMER_BARRIER, PRODUCER_BARRIER = 1, 2      # named barriers (0 is the whole block's)
+REGISTER_FILE = 65536
+
+
+def register_budget(consumer_warps: int, producer_warps: int = 4) -> tuple:
+    """(launch maxnreg, producer regs, consumer regs): multiples of 8 that fit the register file."""
+    threads = 32 * (consumer_warps + producer_warps)
+    launch = min(REGISTER_FILE // threads // 8 * 8, 168)
+    consumer = min((REGISTER_FILE - 32 * producer_warps * PRODUCER_REGS) // (32 * consumer_warps) // 8 * 8, 240)
+    return launch, PRODUCER_REGS, consumer
+
+
+def _uniform(op: Operation) -> bool:
+    """May run on every thread of the block, the producer's included (before the split)."""
+    if op.name in ("alloc_shared", "mbarrier_init"):
+        return True
+    if op.regions or op.name in ("store_scalar", "atomic", "store", "scatter", "print"):
+        return False
+    return bool(op.results) and all(isinstance(r.type, ScalarType) for r in op.results)
+
+
+def _clone(op: Operation, mp: dict) -> Operation:
+    """A deep copy of op (regions included) with operands renamed through mp (updated with results)."""
+    regions = []
+    for r in op.regions:
+        nb = Block([a.type for a in r.args], [a.name for a in r.args])
+        for a, na in zip(r.args, nb.args):
+            mp[id(a)] = na
+        for o in r.ops:
+            nb.append(_clone(o, mp))
+        regions.append(nb)
+    n = Operation(op.name, [mp.get(id(v), v) for v in op.operands], [r.type for r in op.results], dict(op.attrs),
+                  regions, loc=op.loc, result_names=[r.name for r in op.results])
+    for r, nr in zip(op.results, n.results):
+        mp[id(r)] = nr
+    return n
+
+
+def _defined_in(block: Block) -> set:
+    out = set()
+    for o in block.walk():
+        out.update(id(r) for r in o.results)
+        for r in o.regions:
+            out.update(id(a) for a in r.args)
+    return out
+
+
+class _Specializer:
+    def __init__(self, fn: Function, loop: Operation, target: Target):
+        self.fn, self.loop, self.target = fn, loop, target
+        self.body: Block = loop.regions[0]
+        self.loc = loop.loc
+
+    # ------------------------------------------------------------------ can it be done?
+    def why_not(self) -> str | None:
+        t, lp, fn = self.target, self.loop, self.fn
+        missing = [f for f in ("setmaxnreg", "tma") if not t.has(f)]
+        if missing:
+            return f"target {t.key} has no {' and no '.join(missing)} (register reallocation and TMA are needed)"
+        if lp.parent is not fn.body:
+            return "only a loop at the kernel's top level (not inside an if or another loop) is specialized"
+        if not lp.attrs.get("pipelined"):
+            return "the loop was not pipelined (no load without a mask feeding a dot)"
+        nw = int(fn.attrs.get("num_warps", 4))
+        if nw % 4 or nw > 12:
+            return f"num_warps = {nw}: the consumers must be 1 to 3 whole warpgroups (4, 8 or 12 warps)"
+        if any(o.name == "warp_specialize" for o in fn.body.ops):
+            return "the kernel has a warp-specialized loop already"
+        copies = [o for o in self.body.walk() if o.name in ("async_copy", "async_gather")]
+        slow = [o for o in copies if o.attrs.get("copy") != "tma"]
+        if not copies or slow:
+            what = ", ".join(f"{o.operands[1].name or 'a tensor'} ({o.attrs.get('copy', o.name)})" for o in slow)
+            return f"not every pipelined copy is a TMA copy: {what or 'none'}"
+        dots = [o for o in self.body.walk() if o.name == "dot"]
+        if len(dots) != 1 or dots[0].parent is not self.body:
+            return f"the loop body has {len(dots)} dots; one, at the loop body's top level, is specialized"
+        self.dot = dots[0]
+        self.issue = [o for o in self.body.ops if o.name == "if" and
+                      any(c.name == "async_copy" for c in o.regions[0].ops)]
+        waits = [o for o in self.body.ops if o.name == "mbarrier_wait"]
+        if len(self.issue) != 1 or len(waits) != 1:
+            return "the loop is not in the shape pipeline_loads gives (one mbarrier wait, one issue block)"
+        self.wait = waits[0]
+        fulls = {id(c.bar.owner.operands[0]) if c.bar.owner is not None else None for c in copies}
+        self.full_sub = self.wait.bar.owner
+        if self.full_sub is None or self.full_sub.name != "subview" or fulls != {id(self.full_sub.operands[0])}:
+            return "the copies do not complete on the loop's `full` mbarriers"
+        self.full = self.full_sub.operands[0]
+        return None
+
+    # ------------------------------------------------------------------ the rewrite
+    def run(self):
+        fn, lp, body, loc = self.fn, self.loop, self.body, self.loc
+        top = fn.body
+        S = int(lp.attrs["pipelined"])
+        nw = int(fn.attrs.get("num_warps", 4))
+        launch, p_regs, c_regs = register_budget(nw)
+        lo, hi, step = lp.operands[:3]
+        ivt = lp.operands[0].type
+        slot32 = self.full_sub.operands[1]
+
+        def mk(into, name, operands, rtype=None, attrs=None, regions=(), hint=None):
+            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc,
+                          result_names=[hint] if rtype is not None else None)
+            into.append(o)
+            return o.results[0] if rtype is not None else o
+
+        # -- the producer's issue body: the loop's issue block for iteration j itself (not j + D)
+        then_b: Block = self.issue[0].regions[0]
+        copies = [o for o in then_b.walk() if o.name == "async_copy"]
+        k_next, bar_next = self.issue[0].cond.owner.operands[0], copies[0].bar
+        nslot = [o.operands[1] for o in then_b.ops if o.name == "subview"]
+        inside = _defined_in(then_b)
+        body_defs = _defined_in(body) | {id(a) for a in body.args}
+        free = {id(v): v for o in then_b.walk() for v in o.operands if id(v) not in inside and id(v) in body_defs}
+        known = {id(k_next), id(bar_next)} | {id(v) for v in nslot}
+        if set(free) - known:
+            names = ", ".join(str(v.name or "?") for k, v in free.items() if k not in known)
+            return f"the copies' indices use values of the loop body other than the next k: {names}"
+
+        init_full = next((o for o in top.ops if o.name == "mbarrier_init" and o.operands[0] is self.full), None)
+        if init_full is None:
+            return "no mbarrier_init of the full mbarriers before the loop"
+        # the ordinary pipeline's prologue (stages issued before the loop) is the producer's now
+        prologue = [o for o in top.ops[top.ops.index(init_full) + 1:top.ops.index(lp)]
+                    if o.name in ("if", "async_commit", "mbarrier_arrive")]
+        prefix = [o for o in top.ops[:top.ops.index(lp)] if o not in prologue]
+        moved = [o for o in prefix if not _uniform(o)]
+        need = {id(v) for o in prefix if _uniform(o) for x in o.walk() for v in x.operands}
+        if any(id(r) in need for o in moved for r in o.results):
+            return "a thread-uniform op before the loop uses a value that only the consumers compute"
+
+        # -- shared state: the empty mbarriers, initialized with the full ones (before the split)
+        bar_t = TileType(i64, (1,), "shared", None)
+        empty_alloc = Operation("alloc_shared", [], [TileType(i64, (S, 1), "shared", None)], {}, loc=loc,
+                                result_names=["empty"])
+        empty = empty_alloc.results[0]
+        at = top.ops.index(init_full) + 1
+        top.insert(at, empty_alloc)
+        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw}, loc=loc))
+        for o in prologue:
+            top.ops.remove(o)
+
+        # -- producer region
+        prod = Block()
+        mk(prod, "setmaxnreg", [], attrs={"regs": p_regs, "action": "dec"})
+        pbody = Block([ivt], ["k"])
+        kp = pbody.args[0]
+        j = mk(pbody, "div", [mk(pbody, "sub", [kp, lo], ivt), step], ivt, hint="j")
+        Sc = mk(pbody, "constant", [], ivt, {"value": S})
+        s = mk(pbody, "rem", [j, Sc], ivt, hint="s")
+        ph = mk(pbody, "rem", [mk(pbody, "add", [mk(pbody, "div", [j, Sc], ivt), mk(pbody, "constant", [], ivt, {"value": 1})], ivt),
+                               mk(pbody, "constant", [], ivt, {"value": 2})], ivt, hint="phase")
+        if ivt != ScalarType(i32):
+            s = mk(pbody, "cast", [s], ScalarType(i32))
+            ph = mk(pbody, "cast", [ph], ScalarType(i32))
+        mk(pbody, "mbarrier_wait", [mk(pbody, "subview", [empty, s], bar_t), ph])
+        fbar = mk(pbody, "subview", [self.full, s], bar_t)
+        mp = {id(k_next): kp, id(bar_next): fbar}
+        mp.update({id(v): s for v in nslot})
+        for o in then_b.ops:
+            if o.name != "yield":
+                pbody.append(_clone(o, mp))
+        mk(pbody, "mbarrier_arrive", [fbar])
+        mk(pbody, "yield", [])
+        mk(prod, "for", [lo, hi, step], regions=[pbody])
+        mk(prod, "yield", [])
+
+        # -- consumer loop: no issue, no cp.async wait, no block barrier; a release after the dot
+        for o in list(body.ops):
+            if o in self.issue or o.name in ("async_commit", "async_wait") or \
+                    (o.name == "mbarrier_arrive" and o.bar.owner is not None and o.bar.owner.operands[0] is self.full):
+                body.ops.remove(o)
+        k = body.ops.index(self.wait) + 1
+        if k < len(body.ops) and body.ops[k].name == "barrier" and not body.ops[k].attrs:
+            body.ops.pop(k)
+        rel: list = []
+        i32t = ScalarType(i32)
+        if int(self.dot.attrs.get("inflight", 0)):
+            # iteration j releases stage (j - 1) % S (its wgmma group completed at this dot's wait), j >= 1
+            then = Block()
+            prev = mk(then, "rem", [mk(then, "add", [slot32, mk(then, "constant", [], i32t, {"value": S - 1})], i32t),
+                                    mk(then, "constant", [], i32t, {"value": S})], i32t)
+            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, prev], bar_t)], attrs={"per": "warp"})
+            mk(then, "yield", [])
+            els = Block()
+            mk(els, "yield", [])
+            c = mk(rel, "cmp", [body.args[0], lo], ScalarType(bool_), {"pred": "gt"})
+            mk(rel, "if", [c], regions=[then, els])
+        else:
+            mk(rel, "mbarrier_arrive", [mk(rel, "subview", [empty, slot32], bar_t)], attrs={"per": "warp"})
+        k = body.ops.index(self.dot) + 1
+        for o in rel:
+            body.insert(k, o)
+            k += 1
+        lp.attrs.pop("warp_specialize", None)
+
+        # -- consumer region: the loop, everything after it, and what of the prefix is not uniform
+        cons = Block()
+        mk(cons, "setmaxnreg", [], attrs={"regs": c_regs, "action": "inc"})
+        tail = top.ops[top.ops.index(lp):]
+        term = tail.pop() if tail and tail[-1].name in ("yield", "return") else None
+        for o in moved + tail:
+            top.ops.remove(o)
+            if o.name == "async_wait" and o in tail[:2]:
+                continue                                  # the ordinary pipeline's drain: no cp.async
+            cons.append(o)
+            if o.name == "mbarrier_inval" and o.operands[0] is self.full:
+                cons.append(Operation("mbarrier_inval", [empty], [], {}, loc=loc))
+        for o in cons.walk():
+            if o.name == "barrier" and "id" not in o.attrs:
+                o.attrs.update({"id": CONSUMER_BARRIER, "threads": 32 * nw})
+        mk(cons, "yield", [])
+        ws = Operation("warp_specialize", [], [], {"producer_warps": 4, "consumer_barrier": CONSUMER_BARRIER,
+                                                   "producer_barrier": PRODUCER_BARRIER}, [prod, cons], loc=loc)
+        top.append(ws)
+        if term is not None:
+            top.append(term)
+        fn.attrs["maxnreg"] = launch
+        return None
+
+
+def _warn(fn: Function, loop: Operation, why: str):
+    where = f" at {loop.loc}" if loop.loc is not None else ""
+    warnings.warn(f"tilec: kernel '{fn.name}'{where}: the loop asked for warp_specialize=True but keeps the "
+                  f"ordinary pipeline: {why}", PerformanceWarning, stacklevel=3)
+
+
+def warp_specialize_function(fn: Function, target: Target | None = None) -> Function:
+    target = get_target(target or fn.attrs.get("target") or "sm_90a")
+    for lp in [o for o in fn.walk() if o.name == "for" and o.attrs.get("warp_specialize")]:
+        sp = _Specializer(fn, lp, target)
+        why = sp.why_not() or sp.run()
+        if why:
+            lp.attrs.pop("warp_specialize", None)
+            _warn(fn, lp, why)
+            continue
+        dce_function(fn)
+    return fn
+
+
+@register("warp_specialize")
+def warp_specialize(m: Module, target: Target) -> Module:
+    """Split a `warp_specialize=True` pipelined loop into a TMA producer warpgroup and consumer warpgroups (Hopper)."""
+    for fn in m.functions:
+        warp_specialize_function(fn, target)
+    return m
