@@ -80,6 +80,7 @@ def run(ctx):
             rec["repo_on_path"] = [p for p in sys.path if os.path.isdir(os.path.join(p or ".", "benchmarks"))
                                    or os.path.isfile(os.path.join(p or ".", "run.py"))]
             rec["peers"]["peer"] = {"status": "ok", "ms": 2.0, "tflops": 1.0}
+            rec["tune_configs"] = ctx.mode["tune_configs"]
             rec["tilec"] = {"status": "ok", "ms": 1.0, "tflops": 2.0, "rel_err": 1e-3, "config": {"BM": 64, "num_warps": 4},
                             "configs": [{"config": {"BM": 64}, "status": "ok", "ms": 1.0}]}
 '''
@@ -90,7 +91,8 @@ def test_parent_and_children_end_to_end(tmp_path):
     out = tmp_path / "new1"
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     env = {"TILEC_BENCH_FAMILIES": "fake=fakefam", "PYTHONPATH": path}
-    rc, so, se = _run(RUN + ["--only", "fake", "--out", str(out), "--budget", "60", "--seed", "7"], env=env)
+    rc, so, se = _run(RUN + ["--only", "fake", "--out", str(out), "--budget", "60", "--seed", "7", "--tune-configs", "3"],
+                      env=env)
     assert rc == 0, se + so
     (jpath,) = out.glob("tilec-bench-*-full.json")
     doc = json.loads(jpath.read_text())
@@ -99,6 +101,7 @@ def test_parent_and_children_end_to_end(tmp_path):
     assert st["fake/one"]["status"] == "ok" and st["fake/one"]["ratio"] == 2.0 and st["fake/one"]["best_peer"] == "peer"
     assert st["fake/crash"]["status"] == "ERROR" and "exited with code 3 during this case" in st["fake/crash"]["error"]
     assert st["fake/two"]["status"] == "ok"                   # the restarted child did the cases left
+    assert st["fake/one"]["tune_configs"] == 3 and st["fake/two"]["tune_configs"] == 3   # (full mode: all)
     # neither the repository root (its tile/ is not the installed package) nor benchmarks/ is on sys.path
     assert st["fake/one"]["repo_on_path"] == [] and st["fake/two"]["repo_on_path"] == []
     assert "(restart 1)" in so
