@@ -47,7 +47,7 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
                 G: tile.constexpr = 128, ZERO: tile.constexpr = 0.0, HAS_Z: tile.constexpr = False,
                 SCALE: tile.constexpr = "float", MMA: tile.constexpr = True,
                 BM: tile.constexpr = 16, BN: tile.constexpr = 128, BK: tile.constexpr = 128,
-                KS: tile.constexpr = 512, STAGES: tile.constexpr = 4):
+                KS: tile.constexpr = 512, STAGES: tile.constexpr = 4, PRELAID: tile.constexpr = None):
     tile.static_assert(KS % BK == 0, "the K slice must be a whole number of K tiles")
     # one sub-step per scale group inside a K tile (the whole tile when groups are larger / per-channel)
     SUB = BK if G == 0 or G >= BK else G
@@ -63,7 +63,10 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
         for j in tile.static_range(BK // SUB):
             kk = k + j * SUB
             x = tile.load(X, (m0, kk), (BM, SUB))                     # zero beyond M and K
-            w = tile.load(W, (kk, n0), (SUB, BN))
+            if PRELAID:                                               # W from tile.prelayout_weights
+                w = _prelaid_tile(W, kk // SUB, bn, SUB, BN, PRELAID)
+            else:
+                w = tile.load(W, (kk, n0), (SUB, BN))
             if MMA:
                 part = tile.dot(x, w.astype(bf16))                    # exact bit-trick decode; [BM, BN] f32
             else:
@@ -81,6 +84,15 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
     if G == 0:
         acc = acc * _scale(tile.load(S, (0, n0), (1, BN)), SCALE)
     tile.atomic_add(Y, (m0, n0), acc)
+
+
+@tile.inline
+def _prelaid_tile(W, kt, bn, SUB: tile.constexpr, BN: tile.constexpr, PLAN: tile.constexpr):
+    """The [SUB, BN] weight tile (kt, bn) of pre-laid-out codes: one plain load of its [P, T * V]
+    block (each thread: whole 16-byte chunks), then a reshape into the mma B fragment's modes and a
+    permute into (k, n) order -- both relabel registers: the loaded layout IS the fragment layout."""
+    wp = tile.load(W, (kt * PLAN[0], bn * PLAN[1]), (PLAN[0], PLAN[1]))
+    return tile.permute(wp.reshape(PLAN[2]), PLAN[3]).reshape((SUB, BN))
 
 
 @tile.inline
@@ -131,7 +143,7 @@ def grid(M, N, K, BM, BN, KS, **_):
 def launch(X, W, S, Y, Z=None, **consts):
     """Y (f32, [M, N]) = X @ dequant(W): zeroes Y, then one split-K launch."""
     M, K = X.shape
-    N = W.shape[1]
+    N = Y.shape[1]                                           # (a pre-laid-out W has another shape)
     if hasattr(Y, "zero_"):                                  # torch
         Y.zero_()
     elif hasattr(Y, "fill_bytes"):                           # tile.DeviceArray
@@ -139,6 +151,19 @@ def launch(X, W, S, Y, Z=None, **consts):
     else:                                                    # NumPy (host data: copied in and out)
         Y[...] = 0
     lowbit_gemv[grid(M, N, K, **consts)](X, W, S, Z if Z is not None else S, Y, HAS_Z=Z is not None, **consts)
+
+
+def sub_step(BK, G):
+    """The K rows one dot covers: a scale group inside the K tile (the whole tile for larger groups)."""
+    return BK if G == 0 or G >= BK else G
+
+
+def prelay(W, BK, G, BN=128, num_warps=4):
+    """Host side of the register path: (pre-laid-out W, the PRELAID constant) for these constants.
+    W: the [K, N] codes as `quantize` makes them (tile.Array)."""
+    SUB = sub_step(BK, G)
+    return (tile.prelayout_weights(W, W.dtype, SUB, BN, num_warps),
+            tile.prelayout_plan(W.dtype.bits, SUB, BN, num_warps))
 
 
 # weight type -> zero point subtracted before scaling (unsigned types are centred)
@@ -175,14 +200,18 @@ def quantize(w, wtype, G, zero=0.0, scale="float"):
     return codes, S, wq
 
 
-def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False, seed=None, **consts):
-    """Launch on fresh random inputs; return the relative error against the float64 reference."""
+def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False, seed=None, prelaid=False,
+        **consts):
+    """Launch on fresh random inputs; return the relative error against the float64 reference.
+    prelaid: the weights pre-laid-out on the host (`prelay`) and loaded straight into registers."""
     rng = np.random.default_rng(seed)
     zero = WEIGHT_TYPES[wtype]
     X = tile.asarray(rng.standard_normal((M, K)), bf16)
     W, S, wq = quantize(rng.standard_normal((K, N)), wtype, G, zero, scale)
     c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale), G=G, SCALE="e8m0" if scale == "e8m0" else "float")
     c.update(consts)
+    if prelaid:
+        W, c["PRELAID"] = prelay(W, c["BK"], G, c["BN"], c.get("num_warps", 4))
     Y = np.full((M, N), np.nan, np.float32)
     if zero_tensor:                                           # the same zero point, as a tensor
         Z = np.full((tile.cdiv(K, G or K), N), zero, np.float32)
