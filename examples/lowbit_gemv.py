@@ -108,7 +108,7 @@ def _scale(s, SCALE: tile.constexpr):
     return s.astype(f32)
 
 
-def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
+def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float", prelaid=False):
     """Launch constants for a problem: BN = 128 columns; a K tile BK of 256 rows for widths <= 4 bits
     (16 KB of int4 codes per tile) or 128 (16 KB of int8), halved when the problem is too small for
     `waves` waves of blocks otherwise; the K slice KS (a multiple of BK) as LONG as still gives
@@ -120,7 +120,11 @@ def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
     BN = 128
     nb = tile.cdiv(N, BN) * tile.cdiv(M, BM)
     want = waves * sms
-    for BK in ((256, 128, 64) if bits <= 4 else (128, 64)):
+    # prelaid (the register path): K tiles of at most 128 rows. Its blocks need no shared scratch to
+    # transpose the weights, so smaller rings (4 stages x 12.5 KB = 51 KB at BK = 128, against 102 KB
+    # at 256) fit 4 blocks per SM instead of 2 -- 4 x 2 prefetched x 8 KB = 64 KB of int4 in flight
+    # per SM, where ~25 KB covers HBM latency at the per-SM share of bandwidth.
+    for BK in ((128, 64) if prelaid else (256, 128, 64) if bits <= 4 else (128, 64)):
         if G and G > BK:
             break
         if nb * tile.cdiv(K, BK) >= want:
@@ -131,7 +135,7 @@ def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
     while KS < K and nb * tile.cdiv(K, 2 * KS) >= want:
         KS *= 2
     out = dict(BM=BM, BN=BN, BK=BK, KS=KS, MMA=mma)
-    if scale == "e8m0" and mma:        # 4 warps: 255 registers and a 4-byte spill on sm_90a (TMA copies)
+    if scale == "e8m0" and mma and not prelaid:        # 4 warps: 255 registers and a 4-byte spill on sm_90a (TMA copies)
         out["num_warps"] = 8
     return out
 
@@ -208,7 +212,8 @@ def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False
     zero = WEIGHT_TYPES[wtype]
     X = tile.asarray(rng.standard_normal((M, K)), bf16)
     W, S, wq = quantize(rng.standard_normal((K, N)), wtype, G, zero, scale)
-    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale), G=G, SCALE="e8m0" if scale == "e8m0" else "float")
+    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale, prelaid=prelaid), G=G,
+             SCALE="e8m0" if scale == "e8m0" else "float")
     c.update(consts)
     if prelaid:
         W, c["PRELAID"] = prelay(W, c["BK"], G, c["BN"], c.get("num_warps", 4))
