@@ -356,10 +356,19 @@ class ThreadMap:
                 if lin == 0:
                     out.append((s, (0,) * len(new_shape)))
                     continue
-                c1 = _lin2crd(lin, new_shape, rm_new)
-                if not all(_lin2crd(k * lin, new_shape, rm_new) == tuple(k * x for x in c1) for k in range(s)):
-                    return None
-                out.append((s, c1))
+                # a mode that runs across several new dims (128 threads along one dim viewed as
+                # 4 x 8 x 4) is split into one mode per dim it crosses, each filling its dim exactly
+                while s > 1:
+                    c1 = _lin2crd(lin, new_shape, rm_new)
+                    d = next((i for i, c in enumerate(c1) if c), None)
+                    if d is None or sum(1 for c in c1 if c) != 1 or new_shape[d] % c1[d]:
+                        return None
+                    part = min(s, new_shape[d] // c1[d])
+                    if s % part:
+                        return None
+                    out.append((part, c1))
+                    s //= part
+                    lin *= part
             return out
         tm, vm = conv(self.tmodes), conv(self.vmodes)
         if tm is None or vm is None:
