@@ -80,7 +80,8 @@ def gemm_int8(A: tile.Tensor[2], B: tile.Tensor[2], C: tile.Tensor[i32, 2],
 
 
 # the dtypes to compile with where no launch gives them (tools and tests: `tilec ir` takes them as -D)
-EXAMPLE_SIGNATURES = {"gemm_fp8": {"A": "tensor<?x?xf8e4m3fn>", "B": "tensor<?x?xf8e4m3fn>"},
+EXAMPLE_SIGNATURES = {"gemm_fp8": {"A": "tensor<?x?xf8e4m3fn>", "B": "tensor<?x?xf8e4m3fn>",
+                                   "scale_a": "tensor<?xf32>", "scale_b": "tensor<?xf32>"},   # SCALING="tensor"
                       "gemm_int8": {"A": "tensor<?x?xi8>", "B": "tensor<?x?xi8>"}}
 
 
