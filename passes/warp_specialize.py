@@ -5,9 +5,10 @@ stage (Hopper: CUTLASS's "warp-specialized" main loop, Triton's `warp_specialize
 Asked for by `tile.range(lo, hi, step, stages=S, warp_specialize=True)` (loop attribute
 `warp_specialize`). Runs after pipeline_loads (the S-stage ring, one `full` mbarrier per stage) and
 select_instructions (which copies are TMA copies). It applies where the target has `setmaxnreg` and
-`tma`, the loop was pipelined at the kernel's top level, every copy it pipelined is a TMA copy, the
-loop body has one dot, and `num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says
-why and the loop keeps the ordinary pipeline (the attribute is dropped).
+`tma`, the loop was pipelined at the kernel's top level or directly in a top-level tile loop (see
+"Persistent" below), every copy it pipelined is a TMA copy, the loop body has one dot, and
+`num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says why and the loop keeps the
+ordinary pipeline (the attribute is dropped).
 
     for k in range(lo, hi, step) {pipelined = S}:         empty = alloc_shared <S x 1 x i64>
         wait full[j % S] (parity (j / S) % 2)             mbarrier_init full {count = 1}
@@ -68,6 +69,46 @@ Barriers. The producer does not take part in any barrier of the consumers: the e
 consumer region become named barriers {id = consumer_barrier, threads = 32*num_warps}, and the op's
 `consumer_barrier` / `producer_barrier` are what code generation uses for the barriers lowerings add
 (layout conversions through shared memory, mbarrier_inval).
+Persistent. A pipelined loop directly in the body of a top-level `for` (a persistent kernel's loop
+over output tiles: `for t in range(block_id, #tiles, #blocks)`) is split around that tile loop:
+
+    a_ring, b_ring, full, empty = alloc_shared; mbarrier_init full {1}, empty {num_warps}   (once)
+    warp_specialize {
+        setmaxnreg dec; c = 0
+        for t (c):                                       the tile's coordinates (scalars, recomputed)
+            for k (c): s = c % S; wait empty[s] ((c / S + 1) % 2); TMA copies of k on full[s]; arrive full[s]; c += 1
+    } {
+        setmaxnreg inc; c = 0
+        for t (c):
+            acc = 0
+            for k (acc, c): wait full[c % S] ((c / S) % 2); dot; release; c += 1
+            if the tile had an iteration: release its last stage (inflight = 1)
+            epilogue (named barriers)
+        mbarrier_inval full, empty
+    }
+
+The producer needs the tile loop's bounds (top-level values, thread-uniform) and, of the tile loop's
+body, the K loop's bounds and the copies' indices: a slice of thread-uniform scalar ops (grouped tile
+coordinates), cloned into its own tile loop; a value the tile loop carries is the consumers' and
+cannot be used there. Phases: the count c replaces j in every formula above; it runs over all the K
+iterations of all the block's tiles in the same order on both sides (same tile bounds, same K bounds
+per tile), so iteration c uses stage c % S for the (c / S)-th time whatever the number of K iterations
+per tile (it need not be a multiple of S: a tile may start mid-ring and at either parity).
+Releases: within a tile, iteration c releases c - 1 (inflight 1, not for the tile's first iteration)
+or c (inflight 0); with inflight 1 the tile's last iteration is released after its K loop, whose exit
+waits for the wgmma group, so the producer may fill all S stages with the next tile's blocks while the
+consumers run the epilogue -- the overlap this form is for. Deadlock freedom: every iteration c is
+released (by iteration c + 1 of its tile or after its tile's loop); the producer's iteration c waits
+for the release of c - S, which needs the consumers at most up to iteration c - S + 1 <= c - 1
+(inflight 1 needs S >= 4), all of whose `full` phases the producer has issued before c. A tile with
+no K iteration (K = 0): neither side iterates, c does not move, nothing is released after the loop
+(c did not grow), the consumers store the epilogue of zeros. A block with no tile: neither tile loop
+iterates; the mbarriers are initialized and invalidated by the same threads anyway. The last tile:
+the producer leaves after its last copy; the consumers wait for every `full` phase of it before they
+leave their loop and invalidate the mbarriers. Shared memory: the ring is used inside the consumers'
+tile loop, so shared_memory_planning keeps it live to that loop's end (the epilogue's scratch cannot
+alias it: the producer writes it meanwhile).
+
 Registers. The launch budget is function attribute `maxnreg` (65536 registers over the launch's
 threads, at most 168: ptxas needs a fixed count at entry for setmaxnreg); the producer drops to
 `PRODUCER_REGS`, the consumers take what is left: 128 * 40 + 256 * 232 = 64512 <= 65536 for two
