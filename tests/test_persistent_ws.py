@@ -181,6 +181,20 @@ def test_interpreter_needs_the_release_after_each_tile(small):
         _both(fn, 200, 130, 160, 3)
 
 
+# ------------------------------------------------------------------------------ the warp grid of two warpgroups
+def test_two_warpgroups_take_the_widest_wgmma():
+    """8 warps on Hopper: whole warpgroups along M, each on m64nN with the widest N (wgmma reads A and
+    B from shared memory per instruction: 256x128 on [4, 2] would take four m64n64 per warpgroup and
+    read a third more); without wgmma the mma.sync traffic rule is unchanged."""
+    from tile.ir.thread_maps import mma_warps
+    assert mma_warps(256, 128, 64, bf16, f32, 8) == (8, 1)
+    assert mma_warps(128, 256, 64, bf16, f32, 8) == (8, 1)
+    assert mma_warps(128, 128, 64, bf16, f32, 8) == (8, 1)
+    assert mma_warps(64, 128, 64, bf16, f32, 8) == (4, 2)          # 64 rows: one warpgroup high
+    assert mma_warps(128, 256, 64, bf16, f32, 4) == (4, 1)
+    assert mma_warps(256, 128, 64, bf16, f32, 8, prefer_warpgroups=False) == (4, 2)
+
+
 # ------------------------------------------------------------------------------ PTX
 @needs_ptxas
 @pytest.mark.parametrize("cfg", ["128x256", "256x128", "128x128"])
@@ -193,7 +207,7 @@ def test_ptx_no_spills(cfg):
     assert ptx.count("setmaxnreg.dec.sync.aligned.u32 \t40;") == 1
     assert ptx.count(f"setmaxnreg.inc.sync.aligned.u32 \t{232 if nw == 8 else 240};") == 1
     assert re.search(rf"bar\.sync \t1, {32 * nw};", ptx)                       # the epilogue's named barrier
-    assert "cp.async.bulk.tensor.2d" in ptx and "wgmma.mma_async" in ptx
+    assert "cp.async.bulk.tensor.2d" in ptx and f"wgmma.mma_async.sync.aligned.m64n{min(BN, 256)}k16" in ptx
     assert ptx.count("mbarrier.init") == 2 * S and ptx.count("mbarrier.inval") == 2 * S    # full and empty
     rep = ptxas_report(ck.artifact)
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep["log"]
