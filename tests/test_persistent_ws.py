@@ -136,6 +136,44 @@ def test_roundtrip_and_ring_outlives_the_epilogue(small):
             assert o.attrs["smem_scratch"] >= off + size or o.attrs["smem_scratch"] + 1 <= off, (o.name, off)
 
 
+@tile.kernel
+def _two_deep(A: T2, B: T2, C: tile.Tensor[f32, 2]):
+    for t in tile.range(tile.block_id(0), 4, tile.num_blocks(0)):
+        for r in tile.range(0, 2):
+            acc = tile.zeros((64, 64), f32)
+            for k in tile.range(0, A.shape[1], 32, stages=4, warp_specialize=True):
+                acc = tile.dot(tile.load(A, (r * 64, k), (64, 32)), tile.load(B, (k, t * 64), (32, 64)), acc)
+            tile.store(C, (r * 64, t * 64), acc)
+
+
+@tile.kernel
+def _carried_row(A: T2, B: T2, C: tile.Tensor[f32, 2]):
+    row = 0
+    for t in tile.range(tile.block_id(0), 4, tile.num_blocks(0)):
+        acc = tile.zeros((64, 64), f32)
+        for k in tile.range(0, A.shape[1], 32, stages=4, warp_specialize=True):
+            acc = tile.dot(tile.load(A, (row, k), (64, 32)), tile.load(B, (k, t * 64), (32, 64)), acc)
+        tile.store(C, (row, t * 64), acc)
+        row = row + 64
+
+
+@pytest.mark.parametrize("kernel, why", [
+    (_two_deep, r"only a loop at the kernel's top level, or directly in the body of one top-level `for`"),
+    (_carried_row, r"the producer needs \w+, which the tile loop carries")])
+def test_refused_nesting_warns_and_keeps_the_pipeline(kernel, why):
+    """A K loop two loops deep, or one whose copies use a value the tile loop carries (the consumers'
+    state, which the producer does not compute): a located PerformanceWarning, the ordinary pipeline."""
+    b = kernel.bind((T2, T2, tile.Tensor[f32, 2]), {}, signature_ok=True)
+    t = compiler.resolve("sm_90a")
+    m, _ = kernel._frontend(b, t)
+    with pytest.warns(tile.PerformanceWarning, match=r"at test_persistent_ws\.py:\d+:\d+: the loop asked for "
+                      r"warp_specialize=True but keeps the ordinary pipeline: " + why):
+        m, _ = compiler.lower(m, t)
+    fn = m.functions[0]
+    assert not any(o.name == "warp_specialize" for o in fn.walk())
+    assert any(o.name == "for" and o.attrs.get("pipelined") for o in fn.walk())
+
+
 # ------------------------------------------------------------------------------ the interpreter
 def _bf16(rng, shape, scale=1.0):
     import ml_dtypes
