@@ -30,7 +30,13 @@ def configs(M) -> list:
 WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, num_warps=8),
               dict(BM=256, BN=128, BK=64, STAGES=4, WS=True, num_warps=8),
               dict(BM=128, BN=128, BK=64, STAGES=4, WS=True, num_warps=4)]
-NEW_CONFIGS = WS_CONFIGS + [dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)]
+# persistent + warp-specialized (CUTLASS's "persistent warp-specialized" kernel): the producer issues
+# the next tile's copies during this tile's epilogue. The ring lives through the epilogue there (its
+# layout conversion cannot reuse the ring's memory), so 128x256 and 256x128 fit 3 stages, not 4.
+PERSISTENT_WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
+                         dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
+                         dict(BM=128, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=4)]
+NEW_CONFIGS = WS_CONFIGS + [dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)] + PERSISTENT_WS_CONFIGS
 
 
 def cases(mode: str) -> list:

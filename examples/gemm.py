@@ -1,5 +1,16 @@
 """bf16 GEMM with f32 accumulation and a fused epilogue: C = act(scale * (A @ B) + bias).
 
+Variants (constexpr options of `gemm`; `grid()` gives the launch grid of each):
+* default: one block per output tile, the K loop pipelined through a STAGES-deep shared ring.
+* WS=True (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run wgmma
+  (passes/warp_specialize.py).
+* PERSISTENT=True: min(#SMs, #tiles) blocks, each looping over the output tiles in grouped order.
+* PERSISTENT=True, WS=True: CUTLASS's "persistent warp-specialized" kernel. The roles split around
+  the tile loop: the producer runs ahead across tiles (it issues tile t+1's first K blocks while the
+  consumers run tile t's epilogue), the ring and its mbarriers are set up once per block. The ring
+  stays live through the epilogue, so the epilogue's shared memory comes on top of it (128x256 and
+  256x128 tiles: 3 stages).
+
 Run: python examples/gemm.py [M N K]   (on the GPU if there is one, else in the interpreter)
 """
 import sys
@@ -60,8 +71,8 @@ def output_tile(A, B, C, bias, scale, bm, bn, BM: tile.constexpr, BN: tile.const
                 STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr, WS: tile.constexpr):
     """C[bm, bn] tile = epilogue(A[bm, :] @ B[:, bn])."""
     acc = tile.zeros((BM, BN), f32)
-    # WS (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run the wgmma
-    # (a loop at the kernel's top level only: not with PERSISTENT)
+    # WS (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run the wgmma;
+    # with PERSISTENT the producer runs ahead into the next tile during this tile's epilogue
     for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
         b = tile.load(B, (k, bn * BN), (BK, BN))
@@ -130,7 +141,7 @@ def reference(a, b, bias, scale, act):
 
 
 def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1,
-        PERSISTENT=False, sms=132):
+        PERSISTENT=False, sms=132, STAGES=3, WS=False, num_warps=4):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)
@@ -140,7 +151,8 @@ def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, se
     scale = 1.5
     if SPLIT == 1:
         gemm[grid(M, N, BM, BN, PERSISTENT, sms)](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK, HAS_BIAS=with_bias,
-                                                   ACT=act, GROUP=GROUP, PERSISTENT=PERSISTENT)
+                                                   ACT=act, GROUP=GROUP, PERSISTENT=PERSISTENT, STAGES=STAGES,
+                                                   WS=WS, num_warps=num_warps)
     else:                                                   # poisoned partials: every one must be written
         part = np.full((SPLIT, tile.cdiv(M, BM) * BM, tile.cdiv(N, BN) * BN), np.nan, np.float32)
         gemm_splitk[(tile.cdiv(M, BM), tile.cdiv(N, BN), SPLIT)](A, B, part, BM=BM, BN=BN, BK=BK)

@@ -550,7 +550,8 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
     is needed (inputs not bf16/f16, accumulator not f32, K not a multiple of 16, or no grid fits).
 
     With `prefer_warpgroups` (Hopper), grids with whole warpgroups along M (wm % 4 == 0, M a
-    multiple of 64 * wm / 4) come first: their accumulator layout is the wgmma accumulator. Otherwise
+    multiple of 64 * wm / 4) come first: their accumulator layout is the wgmma accumulator; among
+    them the one whose wgmma instructions read the least shared memory (the widest n). Otherwise
     the grid minimizes operand traffic (each warp reads an (M/wm x K) and a (K x N/wn) slice); ties,
     or `prefer_rows` (the kernel reduces rows of a 2-D tile, e.g. a softmax), go to more warps
     along M so that row reductions stay inside a warp."""
@@ -561,9 +562,15 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
         if M % (16 * wm) or N % (8 * wn):
             continue
         cost = M * wn + N * wm
+        wg = prefer_warpgroups and wm % 4 == 0 and M % (16 * wm) == 0 and (N // wn) % 8 == 0
+        if wg:
+            # wgmma reads both operands from shared memory, per instruction (m64 x n, n <= 256): per k
+            # step the warpgroups read (M/64) * (64 * #instructions + N) -- the widest n wins (256x128
+            # on 8 warps: [8, 1], m64n128, not [4, 2], m64n64; 128x256: [8, 1], m64n256)
+            n = min(N // wn, 256)
+            cost = (M // 64) * (64 * (N // n) + N)
         if prefer_rows and wn == 1:
             cost = -1
-        wg = prefer_warpgroups and wm % 4 == 0 and M % (16 * wm) == 0 and (N // wn) % 8 == 0
         key = (0 if wg else 1, cost, -wm)
         if best is None or key < best[0]:
             best = (key, (wm, wn))

@@ -5,9 +5,10 @@ stage (Hopper: CUTLASS's "warp-specialized" main loop, Triton's `warp_specialize
 Asked for by `tile.range(lo, hi, step, stages=S, warp_specialize=True)` (loop attribute
 `warp_specialize`). Runs after pipeline_loads (the S-stage ring, one `full` mbarrier per stage) and
 select_instructions (which copies are TMA copies). It applies where the target has `setmaxnreg` and
-`tma`, the loop was pipelined at the kernel's top level, every copy it pipelined is a TMA copy, the
-loop body has one dot, and `num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says
-why and the loop keeps the ordinary pipeline (the attribute is dropped).
+`tma`, the loop was pipelined at the kernel's top level or directly in a top-level tile loop (see
+"Persistent" below), every copy it pipelined is a TMA copy, the loop body has one dot, and
+`num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says why and the loop keeps the
+ordinary pipeline (the attribute is dropped).
 
     for k in range(lo, hi, step) {pipelined = S}:         empty = alloc_shared <S x 1 x i64>
         wait full[j % S] (parity (j / S) % 2)             mbarrier_init full {count = 1}
@@ -68,6 +69,46 @@ Barriers. The producer does not take part in any barrier of the consumers: the e
 consumer region become named barriers {id = consumer_barrier, threads = 32*num_warps}, and the op's
 `consumer_barrier` / `producer_barrier` are what code generation uses for the barriers lowerings add
 (layout conversions through shared memory, mbarrier_inval).
+Persistent. A pipelined loop directly in the body of a top-level `for` (a persistent kernel's loop
+over output tiles: `for t in range(block_id, #tiles, #blocks)`) is split around that tile loop:
+
+    a_ring, b_ring, full, empty = alloc_shared; mbarrier_init full {1}, empty {num_warps}   (once)
+    warp_specialize {
+        setmaxnreg dec; c = 0
+        for t (c):                                       the tile's coordinates (scalars, recomputed)
+            for k (c): s = c % S; wait empty[s] ((c / S + 1) % 2); TMA copies of k on full[s]; arrive full[s]; c += 1
+    } {
+        setmaxnreg inc; c = 0
+        for t (c):
+            acc = 0
+            for k (acc, c): wait full[c % S] ((c / S) % 2); dot; release; c += 1
+            if the tile had an iteration: release its last stage (inflight = 1)
+            epilogue (named barriers)
+        mbarrier_inval full, empty
+    }
+
+The producer needs the tile loop's bounds (top-level values, thread-uniform) and, of the tile loop's
+body, the K loop's bounds and the copies' indices: a slice of thread-uniform scalar ops (grouped tile
+coordinates), cloned into its own tile loop; a value the tile loop carries is the consumers' and
+cannot be used there. Phases: the count c replaces j in every formula above; it runs over all the K
+iterations of all the block's tiles in the same order on both sides (same tile bounds, same K bounds
+per tile), so iteration c uses stage c % S for the (c / S)-th time whatever the number of K iterations
+per tile (it need not be a multiple of S: a tile may start mid-ring and at either parity).
+Releases: within a tile, iteration c releases c - 1 (inflight 1, not for the tile's first iteration)
+or c (inflight 0); with inflight 1 the tile's last iteration is released after its K loop, whose exit
+waits for the wgmma group, so the producer may fill all S stages with the next tile's blocks while the
+consumers run the epilogue -- the overlap this form is for. Deadlock freedom: every iteration c is
+released (by iteration c + 1 of its tile or after its tile's loop); the producer's iteration c waits
+for the release of c - S, which needs the consumers at most up to iteration c - S + 1 <= c - 1
+(inflight 1 needs S >= 4), all of whose `full` phases the producer has issued before c. A tile with
+no K iteration (K = 0): neither side iterates, c does not move, nothing is released after the loop
+(c did not grow), the consumers store the epilogue of zeros. A block with no tile: neither tile loop
+iterates; the mbarriers are initialized and invalidated by the same threads anyway. The last tile:
+the producer leaves after its last copy; the consumers wait for every `full` phase of it before they
+leave their loop and invalidate the mbarriers. Shared memory: the ring is used inside the consumers'
+tile loop, so shared_memory_planning keeps it live to that loop's end (the epilogue's scratch cannot
+alias it: the producer writes it meanwhile).
+
 Registers. The launch budget is function attribute `maxnreg` (65536 registers over the launch's
 threads, at most 168: ptxas needs a fixed count at entry for setmaxnreg); the producer drops to
 `PRODUCER_REGS`, the consumers take what is left: 128 * 40 + 256 * 232 = 64512 <= 65536 for two
@@ -148,8 +189,12 @@ class _Specializer:
         missing = [f for f in ("setmaxnreg", "tma") if not t.has(f)]
         if missing:
             return f"target {t.key} has no {' and no '.join(missing)} (register reallocation and TMA are needed)"
+        self.outer = None
         if lp.parent is not fn.body:
-            return "only a loop at the kernel's top level (not inside an if or another loop) is specialized"
+            self.outer = _tile_loop(fn, lp)
+            if self.outer is None:
+                return ("only a loop at the kernel's top level, or directly in the body of one top-level `for` "
+                        "(a persistent loop over output tiles), is specialized")
         if not lp.attrs.get("pipelined"):
             return "the loop was not pipelined (no load without a mask feeding a dot)"
         nw = int(fn.attrs.get("num_warps", 4))
@@ -181,6 +226,8 @@ class _Specializer:
 
     # ------------------------------------------------------------------ the rewrite
     def run(self):
+        if self.outer is not None:
+            return self.run_nested()
         fn, lp, body, loc = self.fn, self.loop, self.body, self.loc
         top = fn.body
         S = int(lp.attrs["pipelined"])
@@ -257,7 +304,34 @@ class _Specializer:
         mk(prod, "for", [lo, hi, step], regions=[pbody])
         mk(prod, "yield", [])
 
-        # -- consumer loop: no issue, no cp.async wait, no block barrier; a release after the dot
+        self._consume(empty, bar_t, S)
+        lp.attrs.pop("warp_specialize", None)
+
+        # -- consumer region: the loop, everything after it, and what of the prefix is not uniform
+        cons = Block()
+        mk(cons, "setmaxnreg", [], attrs={"regs": c_regs, "action": "inc"})
+        tail = top.ops[top.ops.index(lp):]
+        term = tail.pop() if tail and tail[-1].name in ("yield", "return") else None
+        for o in moved + tail:
+            top.ops.remove(o)
+            if o.name == "async_wait" and o in tail[:2]:
+                continue                                  # the ordinary pipeline's drain: no cp.async
+            cons.append(o)
+            if o.name == "mbarrier_inval" and o.operands[0] is self.full:
+                cons.append(Operation("mbarrier_inval", [empty], [], {}, loc=loc))
+        self._finish(cons, prod, term, nw, launch)
+        return None
+
+    def _consume(self, empty: Value, bar_t, S: int):
+        """The consumers' loop: no issue, no cp.async wait, no block barrier; a release after the dot."""
+        body, loc, lo = self.body, self.loc, self.loop.operands[0]
+        slot32 = self.full_sub.operands[1]
+
+        def mk(into, name, operands, rtype=None, attrs=None, regions=()):
+            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc)
+            into.append(o)
+            return o.results[0] if rtype is not None else o
+
         for o in list(body.ops):
             if o in self.issue or o.name in ("async_commit", "async_wait") or \
                     (o.name == "mbarrier_arrive" and o.bar.owner is not None and o.bar.owner.operands[0] is self.full):
@@ -284,20 +358,14 @@ class _Specializer:
         for o in rel:
             body.insert(k, o)
             k += 1
-        lp.attrs.pop("warp_specialize", None)
 
-        # -- consumer region: the loop, everything after it, and what of the prefix is not uniform
-        cons = Block()
-        mk(cons, "setmaxnreg", [], attrs={"regs": c_regs, "action": "inc"})
-        tail = top.ops[top.ops.index(lp):]
-        term = tail.pop() if tail and tail[-1].name in ("yield", "return") else None
-        for o in moved + tail:
-            top.ops.remove(o)
-            if o.name == "async_wait" and o in tail[:2]:
-                continue                                  # the ordinary pipeline's drain: no cp.async
-            cons.append(o)
-            if o.name == "mbarrier_inval" and o.operands[0] is self.full:
-                cons.append(Operation("mbarrier_inval", [empty], [], {}, loc=loc))
+    def _finish(self, cons: Block, prod: Block, term, nw: int, launch: int):
+        """Name the consumers' barriers, build the warp_specialize op at the end of the kernel."""
+        fn, top, loc = self.fn, self.fn.body, self.loc
+
+        def mk(into, name, operands):
+            into.append(Operation(name, operands, [], {}, loc=loc))
+
         for o in cons.walk():
             if o.name == "barrier" and "id" not in o.attrs:
                 o.attrs.update({"id": CONSUMER_BARRIER, "threads": 32 * nw})
@@ -308,7 +376,192 @@ class _Specializer:
         if term is not None:
             top.append(term)
         fn.attrs["maxnreg"] = launch
+
+    def run_nested(self):
+        """The pipelined loop directly inside a top-level tile loop: the roles split around the tile
+        loop, the ring and its mbarriers live across tiles, both roles count iterations in a value the
+        tile loop carries (module docstring, "Persistent")."""
+        fn, lp, body, loc, outer = self.fn, self.loop, self.body, self.loc, self.outer
+        top, home = fn.body, lp.parent
+        S = int(lp.attrs["pipelined"])
+        nw = int(fn.attrs.get("num_warps", 4))
+        launch, p_regs, c_regs = register_budget(nw)
+        lo, hi, step = lp.operands[:3]
+        ivt = lo.type
+        i32t = ScalarType(i32)
+        bar_t = TileType(i64, (1,), "shared", None)
+
+        def mk(into, name, operands, rtype=None, attrs=None, regions=(), hint=None):
+            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc,
+                          result_names=[hint] if rtype is not None else None)
+            into.append(o)
+            return o.results[0] if rtype is not None else o
+
+        # -- the issue block of pipeline_loads (iteration j + D's copies), which the producer runs for j
+        then_b: Block = self.issue[0].regions[0]
+        copies = [o for o in then_b.walk() if o.name == "async_copy"]
+        k_next, bar_next = self.issue[0].cond.owner.operands[0], copies[0].bar
+        nslot = [o.operands[1] for o in then_b.ops if o.name == "subview"]
+        inside = _defined_in(then_b)
+        body_defs = _defined_in(body) | {id(a) for a in body.args}
+        known = {id(k_next), id(bar_next)} | {id(v) for v in nslot}
+        bad = [v for o in then_b.walk() for v in o.operands
+               if id(v) not in inside and id(v) in body_defs and id(v) not in known]
+        if bad:
+            return f"the copies' indices use values of the loop body other than the next k: {bad[0].name or '?'}"
+        ext = [v for o in then_b.walk() for v in o.operands if id(v) not in inside and id(v) not in body_defs]
+
+        init_full = next((o for o in home.ops if o.name == "mbarrier_init" and o.operands[0] is self.full), None)
+        if init_full is None:
+            return "no mbarrier_init of the full mbarriers before the loop"
+        i_lp = home.ops.index(lp)
+        prologue = [o for o in home.ops[home.ops.index(init_full) + 1:i_lp]
+                    if o.name in ("if", "async_commit", "mbarrier_arrive")]
+        hoisted = [o for o in home.ops[:i_lp] if o.name == "alloc_shared" or o is init_full]
+        if any(o.operands for o in hoisted if o.name == "alloc_shared"):
+            return "a shared allocation in the tile loop depends on the tile"
+        # what of the tile loop's body the producer computes too: the K loop's bounds and the copies'
+        # indices (grouped tile coordinates), thread-uniform scalars
+        defs = {id(r): o for o in home.ops[:i_lp] for r in o.results}
+        need, stack = set(), [lo, hi, step] + ext
+        while stack:
+            v = stack.pop()
+            if v.owner is home and v is not home.args[0]:
+                return f"the producer needs {v.name or 'a value'}, which the tile loop carries (the consumers' state)"
+            o = defs.get(id(v))
+            if o is None or id(o) in need or o.name == "alloc_shared":
+                continue
+            if not _uniform(o) or o.regions:
+                return f"the producer needs {v.name or 'a value'}, which is not a thread-uniform scalar"
+            need.add(id(o))
+            stack.extend(o.operands)
+        tile_slice = [o for o in home.ops[:i_lp] if id(o) in need]
+
+        prefix = top.ops[:top.ops.index(outer)]
+        moved = [o for o in prefix if not _uniform(o)]
+        moved_ids = {id(r) for o in moved for r in o.results}
+        shared_uses = [v for o in prefix if _uniform(o) for x in o.walk() for v in x.operands] + \
+            list(outer.operands[:3]) + [v for o in tile_slice for v in o.operands] + ext
+        if any(id(v) in moved_ids for v in shared_uses):
+            return "a thread-uniform value both roles need uses a value that only the consumers compute"
+
+        # -- shared state, out of the tile loop: the ring and `full` (initialized once), `empty`
+        at = top.ops.index(outer)
+        for o in hoisted:
+            home.ops.remove(o)
+            top.insert(at, o)
+            at += 1
+        empty_alloc = Operation("alloc_shared", [], [TileType(i64, (S, 1), "shared", None)], {}, loc=loc,
+                                result_names=["empty"])
+        empty = empty_alloc.results[0]
+        top.insert(at, empty_alloc)
+        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw}, loc=loc))
+        for o in prologue:
+            home.ops.remove(o)
+        k = home.ops.index(lp) + 1
+        for o in home.ops[k:k + 2]:
+            if o.name == "async_wait" or (o.name == "mbarrier_inval" and o.operands[0] is self.full):
+                home.ops.remove(o)
+
+        # -- producer: tile loop { its tile's coordinates; K loop { wait empty, copies on full } }
+        prod = Block()
+        mk(prod, "setmaxnreg", [], attrs={"regs": p_regs, "action": "dec"})
+        c0p = mk(prod, "constant", [], i32t, {"value": 0})
+        olo, ohi, ostep = outer.operands[:3]
+        pouter = Block([olo.type, i32t], [home.args[0].name, "c"])
+        mp = {id(home.args[0]): pouter.args[0]}
+        for o in tile_slice:
+            pouter.append(_clone(o, mp))
+        pbody = Block([ivt, i32t], ["k", "c"])
+        kp, c = pbody.args
+        Sc = mk(pbody, "constant", [], i32t, {"value": S})
+        s = mk(pbody, "rem", [c, Sc], i32t, hint="s")
+        ph = mk(pbody, "rem", [mk(pbody, "add", [mk(pbody, "div", [c, Sc], i32t), mk(pbody, "constant", [], i32t, {"value": 1})], i32t),
+                               mk(pbody, "constant", [], i32t, {"value": 2})], i32t, hint="phase")
+        mk(pbody, "mbarrier_wait", [mk(pbody, "subview", [empty, s], bar_t), ph])
+        fbar = mk(pbody, "subview", [self.full, s], bar_t)
+        mp.update({id(k_next): kp, id(bar_next): fbar})
+        mp.update({id(v): s for v in nslot})
+        for o in then_b.ops:
+            if o.name != "yield":
+                pbody.append(_clone(o, mp))
+        mk(pbody, "mbarrier_arrive", [fbar])
+        mk(pbody, "yield", [mk(pbody, "add", [c, mk(pbody, "constant", [], i32t, {"value": 1})], i32t)])
+        pc = mk(pouter, "for", [mp.get(id(v), v) for v in (lo, hi, step)] + [pouter.args[1]], i32t,
+                regions=[pbody], hint="c")
+        mk(pouter, "yield", [pc])
+        mk(prod, "for", [olo, ohi, ostep, c0p], i32t, regions=[pouter], hint="c")
+        mk(prod, "yield", [])
+
+        # -- consumers: the K loop counts in c (carried through both loops) instead of j = (k - lo) / step
+        self._consume(empty, bar_t, S)
+        slot = self.full_sub.operands[1]
+        if slot.owner.name == "cast":
+            slot = slot.owner.operands[0]
+        j = slot.owner.operands[0]
+        c_tile = home.add_arg(i32t, "c")
+        c_k = body.add_arg(i32t, "c")
+        jc = c_k
+        if ivt != i32t:
+            cast = Operation("cast", [c_k], [ivt], {}, loc=loc)
+            body.insert(0, cast)
+            jc = cast.results[0]
+        for o in body.walk():
+            o.operands = [jc if v is j else v for v in o.operands]
+        y = body.ops[-1]
+        one = Operation("constant", [], [i32t], {"value": 1}, loc=loc)
+        nxt = Operation("add", [c_k, one.results[0]], [i32t], {}, loc=loc)
+        body.insert(body.ops.index(y), one)
+        body.insert(body.ops.index(y), nxt)
+        y.operands.append(nxt.results[0])
+        lp.operands.append(c_tile)
+        c_end = Value(i32t, "c", lp, len(lp.results))
+        lp.results.append(c_end)
+        if int(self.dot.attrs.get("inflight", 0)):
+            # the tile's last stage, which no later iteration of this tile releases: after the loop
+            # (whose exit waits for the wgmma group) when the tile had an iteration at all
+            rel: list = []
+            then = Block()
+            last = mk(then, "rem", [mk(then, "sub", [c_end, mk(then, "constant", [], i32t, {"value": 1})], i32t),
+                                    mk(then, "constant", [], i32t, {"value": S})], i32t)
+            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, last], bar_t)], attrs={"per": "warp"})
+            mk(then, "yield", [])
+            els = Block()
+            mk(els, "yield", [])
+            mk(rel, "if", [mk(rel, "cmp", [c_end, c_tile], ScalarType(bool_), {"pred": "gt"})], regions=[then, els])
+            k = home.ops.index(lp) + 1
+            for o in rel:
+                home.insert(k, o)
+                k += 1
+        home.ops[-1].operands.append(c_end)
+        lp.attrs.pop("warp_specialize", None)
+
+        cons = Block()
+        mk(cons, "setmaxnreg", [], attrs={"regs": c_regs, "action": "inc"})
+        tail = top.ops[top.ops.index(outer) + 1:]
+        term = tail.pop() if tail and tail[-1].name in ("yield", "return") else None
+        for o in moved:
+            top.ops.remove(o)
+            cons.append(o)
+        outer.operands.append(mk(cons, "constant", [], i32t, {"value": 0}))
+        outer.results.append(Value(i32t, "c", outer, len(outer.results)))
+        top.ops.remove(outer)
+        cons.append(outer)
+        cons.append(Operation("mbarrier_inval", [self.full], [], {}, loc=loc))
+        cons.append(Operation("mbarrier_inval", [empty], [], {}, loc=loc))
+        for o in tail:
+            top.ops.remove(o)
+            cons.append(o)
+        self._finish(cons, prod, term, nw, launch)
         return None
+
+
+def _tile_loop(fn: Function, lp: Operation) -> Operation | None:
+    """The top-level `for` whose body holds lp directly (a persistent kernel's loop over tiles), or None."""
+    outer = getattr(lp.parent, "parent", None)
+    if isinstance(outer, Operation) and outer.name == "for" and outer.parent is fn.body:
+        return outer
+    return None
 
 
 def _warn(fn: Function, loop: Operation, why: str):
