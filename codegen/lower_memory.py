@@ -8,7 +8,9 @@ Vectorization: where the layout gives a thread runs of consecutive elements alon
 the access is done 16 bytes (or less) at a time -- but only after a runtime check that makes it
 exact: last stride 1, the run starts (tile index, the other strides, the tensor size along the last
 dim) multiples of the vector length, and an aligned base address. Otherwise the same elements go
-one at a time. Both versions are emitted; the check picks one (uniform across the block).
+one at a time. Both versions are emitted; the check picks one (uniform across the block) -- unless
+the op carries `vec_exact = true` (passes/divisibility.py: the launch guarantees the tensor's facts
+and the index is a known multiple), where only the vector path is emitted.
 
 Sub-byte tensors (1..7 bits, packed LSB-first, ir/numerics.py): loads read the containing bytes and
 shift/mask; stores write whole bytes when a thread owns them (vector path) and otherwise update
@@ -106,6 +108,21 @@ class MemoryLowering:
             c = b.and_(c, b.icmp_unsigned("==", b.and_(p, ir.Constant(i64, vbytes - 1)), ir.Constant(i64, 0)))
         return c
 
+    def vector_guard(self, op, T, vec: int, first_last_index):
+        """When the vector path runs: always where the divisibility pass recorded `vec_exact = true`
+        (the launch guarantees the tensor's facts, the index is a known multiple of `vec`: only the
+        vector path is emitted), else under `_fast_cond` (None: vec 1, the element path only)."""
+        if vec <= 1:
+            return None
+        if op.attrs.get("vec_exact"):
+            t = op.tensor
+            if (t.name or f"arg{t.index}") not in (self.fn.attrs.get("divisible") or ()):
+                raise self.error(f"vec_exact = true on a tensor the launch does not check: add "
+                                 f"'{t.name or f'arg{t.index}'}' to the function attribute `divisible` "
+                                 f"(or drop vec_exact)")
+            return TRUE
+        return self._fast_cond(T, vec, first_last_index)
+
     def _vec_len(self, m, dt: DType) -> int:
         return vector_elems(m, dt.bits)
 
@@ -135,6 +152,8 @@ class MemoryLowering:
         b = self.b
         if cond is None:
             return slow_fn()
+        if cond is TRUE:                        # vec_exact: the vector path alone
+            return fast_fn()
         fastb = self.llfn.append_basic_block("vec")
         slowb = self.llfn.append_basic_block("scalar")
         join = self.llfn.append_basic_block("join")
@@ -466,7 +485,7 @@ class MemoryLowering:
         T, idx, mask, rt, m, dt, other = self.load_operands(op)
         info, bases = self._tile_info_fn(T, idx, m, rt.shape)
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
         vals = self._read_elems(T, dt, m, info, vec, fast, other, mask.vals if mask else None)
         self.set(op.results[0], RTile(m, vals, dt))
 
@@ -480,7 +499,7 @@ class MemoryLowering:
                              f"(annotate a layout with longer runs)")
         info, bases = self._tile_info_fn(T, idx, m, op.value.type.shape)
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
         self._write_elems(T, dt, m, val.vals, info, vec, fast, mask.vals if mask else None)
 
     @lowers("atomic")
@@ -597,7 +616,7 @@ class MemoryLowering:
         other = self.constant(dt, op.attrs.get("other", 0))
         info = self._rows_info(T, rows, col0, m, rt.shape[1])
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, col0) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, col0)
         vals = self._read_elems(T, dt, m, info, vec, fast, other, None)
         self.set(op.results[0], RTile(m, vals, dt))
 
@@ -612,6 +631,6 @@ class MemoryLowering:
             raise self.error(f"scattering a {dt} tile needs each thread to own whole bytes (layout {m})")
         info = self._rows_info(T, rows, col0, m, op.operands[3].type.shape[1])
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, col0) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, col0)
         self._write_elems(T, dt, m, val.vals, info, vec, fast, None)
 

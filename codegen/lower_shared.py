@@ -794,7 +794,7 @@ class SharedLowering:
                              f"(vec = {vec} elements of {dt})")
         uniq = set(m.unique_values())
         own = self.owner(m)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
 
         def async_path():
             for g, slots in self._groups(m, vec):
@@ -851,7 +851,7 @@ class SharedLowering:
         if use_async and not (dt.bits >= 8 and vec > 1 and nbytes in (4, 8, 16) and self._smem_vec(sv, m, dt) >= vec):
             raise self.error(f"cp.async needs 4, 8 or 16-byte chunks contiguous in shared layout {sv.layout} "
                              f"(vec = {vec} elements of {dt})")
-        fast = self._fast_cond(T, vec, col0) if use_async else None
+        fast = self.vector_guard(op, T, vec, col0) if use_async else None
 
         def async_path():
             for g, slots in self._groups(m, vec):

@@ -273,6 +273,8 @@ COMMON_ATTRS = {"smem_scratch": Int(min=0).opt}
 # What instruction selection (passes/select_instructions.py) writes; code generation carries it out.
 # The names are the targets' atoms (ir/targets.py); a value the target lacks is a located error there.
 VEC = {"vec": Int(min=1).opt}                                   # elements per global access
+# `vec_exact`: the vector path is exact for every launch (passes/divisibility.py): no run-time check
+VEC["vec_exact"] = Bool().opt
 ASYNC_GATHER = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
 # a TMA copy also records the boxes it is made of (`box`: the box's extent along each dim of the shared
 # tile; the tile is covered by boxes placed one after another in shared memory) and the swizzle

@@ -234,7 +234,7 @@ class Target:
 # The pass pipelines, by family: what runs between the front end and code generation.
 CPU_PIPELINE = ("canonicalize", "dce")
 NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
-                   "select_instructions", "warp_specialize", "shared_memory_planning")
+                   "select_instructions", "warp_specialize", "divisibility", "shared_memory_planning")
 # on AMD pipeline_loads stages the next iteration's loads in registers (no asynchronous copies:
 # passes/pipeline_registers.py)
 AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",

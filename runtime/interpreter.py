@@ -66,6 +66,7 @@ import sys
 
 import numpy as np
 
+from ..ir.artifact import divisible_elems
 from ..ir import numerics
 from ..ir.core import Block, Function, Module, Operation
 from ..ir.dtypes import DType
@@ -394,9 +395,18 @@ def _load_tile(t: Tensor, offs, shape, other, mask=None):
     return out
 
 
+def _check_exact(ctx, op, last_index) -> None:
+    """IR through the NVIDIA pipeline: an access marked `vec_exact` (passes/divisibility.py) promises
+    its index along the last dim is a multiple of `vec` -- checked here, where it costs nothing."""
+    if op.attrs.get("vec_exact") and int(last_index) % op.attrs.get("vec", 1):
+        raise InterpreterError(f"vec_exact = true, but the index along the last dim is {int(last_index)}, "
+                               f"not a multiple of vec = {op.attrs.get('vec')}", op, ctx.block)
+
+
 @rule("load")
 def _r_load(ctx, op, args):
     t, offs, _, mask = _tile_access(op, args, False)
+    _check_exact(ctx, op, offs[-1])
     other = to_value(op.attrs.get("other", 0), t.dtype)
     return _load_tile(t, offs, tuple(op.attrs["shape"]), other, mask)
 
@@ -419,6 +429,7 @@ def _update(t: Tensor, offs, value, mask, combine=None):
 @rule("store")
 def _r_store(ctx, op, args):
     t, offs, value, mask = _tile_access(op, args, True)
+    _check_exact(ctx, op, offs[-1])
     _update(t, offs, value, mask)
 
 
@@ -461,6 +472,7 @@ def _rows_cols(t: Tensor, rows, col0, ncols):
 @rule("gather")
 def _r_gather(ctx, op, args):
     t, rows, col0 = args
+    _check_exact(ctx, op, col0)
     shape = tuple(op.attrs["shape"])
     out = np.full(shape, to_value(op.attrs.get("other", 0), t.dtype), t.work.dtype)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, shape[1])
@@ -471,6 +483,7 @@ def _r_gather(ctx, op, args):
 @rule("scatter")
 def _r_scatter(ctx, op, args):
     t, rows, col0, value = args
+    _check_exact(ctx, op, col0)
     value = np.asarray(value)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, value.shape[1])
     t.work[np.ix_(rows[vr], cols[vc])] = value[np.ix_(vr, vc)]
@@ -515,12 +528,14 @@ def _r_shared_store(ctx, op, args):
 def _r_async_copy(ctx, op, args):
     a = bind_operands(op, args)
     s, t = a.dst, a.tensor
+    _check_exact(ctx, op, _ints(a.indices)[-1])
     s.buf[...] = _load_tile(t, _ints(a.indices), s.buf.shape, to_value(0, t.dtype))
 
 
 @rule("async_gather")
 def _r_async_gather(ctx, op, args):
     s, t, rows, col0 = args
+    _check_exact(ctx, op, col0)
     shape = s.buf.shape
     out = np.full(shape, to_value(0, t.dtype), t.work.dtype)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, shape[1])
@@ -644,6 +659,10 @@ class Interpreter:
                     raise TypeError(f"argument {name!r}: expected a {t.dtype} tensor, got {got}")
                 if a.ndim != t.rank or any(s is not None and s != d for s, d in zip(t.shape, a.shape)):
                     raise ValueError(f"argument {name!r}: expected shape {t}, got {tuple(a.shape)}")
+                if name in (self.fn.attrs.get("divisible") or ()) and a.shape[-1] % divisible_elems(t.dtype.bits):
+                    raise ValueError(f"argument {name!r}: kernel {self.fn.name} was compiled assuming it is divisible "
+                                     f"(its last size a multiple of {divisible_elems(t.dtype.bits)} elements), got "
+                                     f"shape {tuple(a.shape)}")
                 if id(a) not in by_id:
                     by_id[id(a)] = Tensor(a, t.dtype, name)
                     self.tensors.append(by_id[id(a)])
