@@ -78,6 +78,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self._owner_cache: dict = {}
         self._smem = None
         self.shared_bytes = int(fn.attrs.get("shared_bytes", 0))
+        self.word_codes = {}                     # code value -> values.WordCode (packed loads)
         self._async_loops: set = set()          # loops whose last wgmma group is waited for at the exit
         self.current_op: Operation | None = None
 
@@ -643,7 +644,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             if isinstance(x, RTile) and isinstance(rt, TileType) and x.map.same(self.tmap(rt)):
                 dup = x.map.dup_source()
                 uniq = [v for v in range(x.map.nvals) if dup[v] == v]
-                conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst)))
+                conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst,
+                                                                       self.word_codes.get)))
                 self.set(op.results[0], RTile(x.map, [conv[dup[v]] for v in range(x.map.nvals)], dst))
                 return
             if not isinstance(rt, TileType):
