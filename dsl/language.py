@@ -289,8 +289,11 @@ def concat(xs, axis=0): """Concatenate tiles along axis."""
 
 
 @_builtin
-def range(lo, hi=None, step=1, stages=None):
-    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining."""
+def range(lo, hi=None, step=1, stages=None, schedule=None):
+    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining.
+    schedule (AMD CDNA; other targets ignore it): "pingpong" (8 waves: two groups of 4 take turns at the
+    MFMAs, the other group reading LDS meanwhile) or "interleave" (4 waves: each k step's MFMAs
+    interleaved with the LDS reads of the next); None: the compiler's order."""
 
 
 @_builtin

@@ -42,11 +42,12 @@ def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
          scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none",
-         GROUP: tile.constexpr = 8):
+         GROUP: tile.constexpr = 8, SCHEDULE: tile.constexpr = None):
     K = A.shape[1]
     bm, bn = grouped_tile(GROUP)                            # grid: (cdiv(M, BM), cdiv(N, BN))
     acc = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, K, BK, stages=STAGES):
+    # SCHEDULE (AMD): "pingpong" with num_warps=8, "interleave" with 4 (AMD_CONFIGS); NVIDIA ignores it
+    for k in tile.range(0, K, BK, stages=STAGES, schedule=SCHEDULE):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
         b = tile.load(B, (k, bn * BN), (BK, BN))
         acc = tile.dot(a, b, acc)

@@ -285,6 +285,8 @@ SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.tr
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
 BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
 BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
+# AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)
+LOOP_SCHEDULE = {"schedule": OneOf("pingpong", "interleave").opt, "phases": Int(min=1, max=16).opt}
 
 
 # ---------------------------------------------------------------- the definitions
@@ -1005,8 +1007,10 @@ define("barrier", "Every thread of the block waits here; shared-memory writes be
 @define("for", "`for(lo, hi, step, init...)`: a counted loop over `lo..hi` by `step` (> 0) carrying values; lo, hi, "
         "step and the induction variable share one integer type; its region's arguments are (iv, carried...) and it "
         "ends with `yield`. Attribute `stages` asks for software pipelining of its loads (`pipelined`, `prefetch`: "
-        "what pipelining did).", operands="lo, hi, step, inits*", regions=1,
-        attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt},
+        "what pipelining did). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for a wave "
+        "schedule of its MFMAs (passes/schedule_amd.py; other targets ignore it).", operands="lo, hi, step, inits*", regions=1,
+        attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt,
+               **LOOP_SCHEDULE},
         infer=lambda t, a: list(t.inits))
 def _for(op):
     lo = op.lo.type
