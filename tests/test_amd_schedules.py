@@ -103,16 +103,6 @@ def test_schedule_is_a_loop_attribute_that_round_trips():
     assert 'schedule = "interleave"' in print_module(interleave().module)
 
 
-def test_nvidia_ignores_the_schedule():
-    """The same kernel source serves NVIDIA: the attribute is in its IR, the PTX is unchanged."""
-    k = GALLERY.gemm
-    cfg = dict(BM=64, BN=64, BK=32)
-    with_s = k.compile(*signature(k), target="sm_80", SCHEDULE="interleave", **cfg)
-    without = k.compile(*signature(k), target="sm_80", **cfg)
-    assert 'schedule = "interleave"' in print_module(with_s.module)
-    assert with_s.ptx == without.ptx
-
-
 @tile.kernel
 def _sum_rows(X: tile.Tensor[tile.f32, 2], Y: tile.Tensor[tile.f32, 2], SCHED: tile.constexpr = "pingpong"):
     acc = tile.zeros((64, 64), tile.f32)
@@ -125,6 +115,15 @@ def _sum_rows(X: tile.Tensor[tile.f32, 2], Y: tile.Tensor[tile.f32, 2], SCHED: t
 def _bad_schedule(X: tile.Tensor[tile.f32, 2]):
     for k in tile.range(0, 4, schedule="ping-pong"):
         tile.store(X, (k, 0), tile.zeros((1, 4), tile.f32))
+
+
+def test_nvidia_ignores_the_schedule():
+    """The same kernel source serves NVIDIA: the attribute is in its IR, the PTX is unchanged."""
+    sig = (tile.Tensor[tile.f32, 2], tile.Tensor[tile.f32, 2])
+    with_s = _sum_rows.compile(*sig, target="sm_80")
+    without = _sum_rows.compile(*sig, target="sm_80", SCHED=None)
+    assert 'schedule = "pingpong"' in print_module(with_s.module)
+    assert with_s.ptx == without.ptx
 
 
 def test_schedule_errors_are_located():
@@ -244,3 +243,40 @@ def test_amd_configs_on_the_gpu(cfg):
         pytest.skip("needs an AMD GPU (the schedules are AMD-only)")
     for M, N, K in ((300, 200, 520), (512, 384, 1024)):
         assert GALLERY.run(M, N, K, act="gelu", **cfg) < 1e-2
+
+
+# ------------------------------------------------------------------------- the MFMA shape
+@tile.kernel
+def _gemm_tile(A: tile.Tensor[tile.bf16, 2], B: tile.Tensor[tile.bf16, 2], C: tile.Tensor[tile.f32, 2],
+               BM: tile.constexpr = 64, SHAPE: tile.constexpr = None):
+    acc = tile.zeros((BM, 64), tile.f32)
+    for k in tile.range(0, A.shape[1], 32, stages=2):
+        acc = tile.dot(tile.load(A, (0, k), (BM, 32)), tile.load(B, (k, 0), (32, 64)), acc, mfma=SHAPE)
+    tile.store(C, (0, 0), acc)
+
+
+_GEMM_TILE = (tile.Tensor[tile.bf16, 2], tile.Tensor[tile.bf16, 2], tile.Tensor[tile.f32, 2])
+
+
+@needs_lld
+def test_mfma_shape_is_a_dot_attribute_the_user_sets():
+    """tile.dot(mfma="16x16") is the dot's `atom = "mfma.16x16"` in the front end's IR; layout
+    inference gives the operands that shape's fragments and instruction selection writes the
+    target's full atom, which the code object executes. Without it the compiler picks 32x32."""
+    dflt = _gemm_tile.compile(*_GEMM_TILE, target="gfx942")
+    small = _gemm_tile.compile(*_GEMM_TILE, target="gfx942", SHAPE="16x16")
+    assert 'atom = "mfma.16x16"' in small.ir and "atom" not in dflt.ir
+    assert 'atom = "mfma.32x32x8"' in print_module(dflt.module)
+    assert 'atom = "mfma.16x16x16"' in print_module(small.module)
+    assert re.search(r"^\s*v_mfma_f32_16x16x16_bf16\b", small.extra["asm"], re.M)
+    assert not re.search(r"^\s*v_mfma_f32_32x32", small.extra["asm"], re.M)
+    assert kernel_metadata(small.hsaco, small.meta.name)[".private_segment_fixed_size"] == 0
+    # NVIDIA ignores the request
+    assert "mma.m16n8k16" in print_module(_gemm_tile.compile(*_GEMM_TILE, target="sm_80", SHAPE="16x16").module)
+
+
+def test_mfma_shape_errors():
+    with pytest.raises(tile.CompileError, match=r"mfma must be one of '32x32', '16x16'"):
+        _gemm_tile.compile(*_GEMM_TILE, target="cpu", SHAPE="8x8")
+    with pytest.raises(tile.TileError, match=r"atom = 'mfma.32x32': gfx942 has no such MFMA atom for a 16x64x32"):
+        _gemm_tile.compile(*_GEMM_TILE, target="gfx942", BM=16, SHAPE="32x32")
