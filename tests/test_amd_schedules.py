@@ -280,3 +280,16 @@ def test_mfma_shape_errors():
         _gemm_tile.compile(*_GEMM_TILE, target="cpu", SHAPE="8x8")
     with pytest.raises(tile.TileError, match=r"atom = 'mfma.32x32': gfx942 has no such MFMA atom for a 16x64x32"):
         _gemm_tile.compile(*_GEMM_TILE, target="gfx942", BM=16, SHAPE="32x32")
+
+
+def test_cli_takes_num_warps_for_a_pingpong_config(capsys):
+    """`tilec ir ... -D num_warps=8` (a launch option beside the constexprs): the loop after schedule_amd."""
+    from tile import cli
+    spec = f"{Path(GALLERY.__file__)}::gemm"
+    args = ["ir", spec, "--target", "gfx942", "--after", "schedule_amd", "-D", "SCHEDULE=pingpong", "-D", "BM=256",
+            "-D", "BN=128"]
+    assert cli.main(args + ["-D", "num_warps=8"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'schedule = "pingpong".*phases = 2', out) and "num_warps = 8" in out
+    assert cli.main(args) != 0                                   # 4 waves: the located error
+    assert "made for 8 waves" in capsys.readouterr().err

@@ -214,8 +214,12 @@ def _type_from_text(pname: str, text: str):
 def signature_args(kernel, defines: dict) -> dict:
     """Keyword arguments for Kernel.compile: a signature for each runtime parameter, the constexprs."""
     from .ir.types import ScalarType, TensorType
+    from .kernel import LAUNCH_OPTIONS
     params = list(getattr(kernel, "params", []))
     names = {p.name for p in params}
+    # -D num_warps=8: a launch option (an AMD ping-pong schedule needs 8 waves), unless a parameter has the name
+    launch = {k: parse_value(v) for k, v in defines.items() if k in LAUNCH_OPTIONS and k not in names}
+    defines = {k: v for k, v in defines.items() if k not in launch}
     unknown = [k for k in defines if k not in names]
     if unknown:
         raise CLIError(f"{kernel.name} has no parameter {unknown[0]!r}; parameters: {', '.join(p.name for p in params)}")
@@ -244,6 +248,7 @@ def signature_args(kernel, defines: dict) -> dict:
         else:
             raise CLIError(f"{kernel.name}: parameter '{p.name}' has no annotation; give its type with "
                            f"-D {p.name}=tensor<?x?xf32> (a tensor) or -D {p.name}=i32 (a scalar)")
+    kw.update(launch)
     return kw
 
 
@@ -445,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, defines=True):
         if defines:
             p.add_argument("-D", "--define", action="append", metavar="NAME=VALUE",
-                           help="a constexpr value (int, float, true/false, dtype, none, literal, string) or a "
-                                "runtime parameter's type (tensor<?x?xbf16>, i64); repeatable")
+                           help="a constexpr value (int, float, true/false, dtype, none, literal, string), a "
+                                "runtime parameter's type (tensor<?x?xbf16>, i64) or a launch option (num_warps=8); "
+                                "repeatable")
         p.add_argument("--dump", metavar="DIR", help="write DIR/<kernel>/NN-<pass>.tir after each pass "
                                                     "(also: env TILEC_DUMP_IR=DIR)")
 
