@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from ..ir.ops import LOOP_SCHEDULE_WAVES
 from ..ir.shared_layouts import smem_vector_elems, transpose_layout
 from ..ir.thread_maps import MMA_IN, ThreadMap, mfma_dot_grid
 
@@ -118,6 +119,9 @@ class MfmaLowering:
                 for s_, x in zip(cs, d):
                     out[s_] = x
         sched = self._loop_schedule(op)
+        if sched is not None and self.num_warps != LOOP_SCHEDULE_WAVES[sched]:
+            raise self.error(f"the loop's schedule = {sched!r} is made for {LOOP_SCHEDULE_WAVES[sched]} waves, "
+                             f"this kernel has {self.num_warps}")
         if sched == "interleave":
             self._interleave(k_steps, read, multiply, len(c_atoms))
         elif sched == "pingpong":

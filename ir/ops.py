@@ -287,6 +287,7 @@ BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a
 BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
 # AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)
 LOOP_SCHEDULE = {"schedule": OneOf("pingpong", "interleave").opt, "phases": Int(min=1, max=16).opt}
+LOOP_SCHEDULE_WAVES = {"pingpong": 8, "interleave": 4}      # the waves per workgroup each is made for
 
 
 # ---------------------------------------------------------------- the definitions

@@ -33,12 +33,12 @@ import linecache
 
 from ..ir.core import Function, Module, Operation
 from ..ir.errors import VerifyError
+from ..ir.ops import LOOP_SCHEDULE_WAVES as WAVES
 from ..ir.targets import Target
 from .manager import register
 
 __all__ = ["schedule_amd", "WAVES", "DEFAULT_PHASES"]
 
-WAVES = {"pingpong": 8, "interleave": 4}          # waves per workgroup each schedule is made for
 DEFAULT_PHASES = 2
 
 

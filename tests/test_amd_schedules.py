@@ -293,3 +293,15 @@ def test_cli_takes_num_warps_for_a_pingpong_config(capsys):
     assert re.search(r'schedule = "pingpong".*phases = 2', out) and "num_warps = 8" in out
     assert cli.main(args) != 0                                   # 4 waves: the located error
     assert "made for 8 waves" in capsys.readouterr().err
+
+
+@needs_lld
+def test_codegen_refuses_an_edited_schedule_it_cannot_carry_out():
+    """IR edited after the pipeline is compiled as it is: a ping-pong loop in a 4-wave kernel is a
+    located error of the code generator, not a silently different schedule."""
+    from tile import compiler
+    m = parse_module(print_module(interleave().module))
+    loop = next(o for o in m.functions[0].walk() if o.name == "for" and "schedule" in o.attrs)
+    loop.attrs["schedule"] = "pingpong"
+    with pytest.raises(tile.TileError, match=r"gemm.py:\d+:\d+: op 'dot': .*made for 8 waves, this kernel has 4"):
+        compiler.generate(m, "gfx942")
