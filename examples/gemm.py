@@ -51,29 +51,32 @@ def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
          scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none",
-         GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False, WS: tile.constexpr = False):
+         GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False, WS: tile.constexpr = False,
+         SCHEDULE: tile.constexpr = None):
     if PERSISTENT:
         # grid: (min(#SMs, #tiles),): each block loops over the output tiles t = block, block + #blocks, ...
         nm = tile.cdiv(A.shape[0], BM)
         nn = tile.cdiv(B.shape[1], BN)
         for t in tile.range(tile.block_id(0), nm * nn, tile.num_blocks(0)):
             bm, bn = grouped_tile(t, nm, nn, GROUP)
-            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS)
+            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
     else:
         # grid: (cdiv(M, BM), cdiv(N, BN)), axis 0 fastest
         pid = tile.block_id(1) * tile.num_blocks(0) + tile.block_id(0)
         bm, bn = grouped_tile(pid, tile.num_blocks(0), tile.num_blocks(1), GROUP)
-        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS)
+        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
 
 
 @tile.inline
 def output_tile(A, B, C, bias, scale, bm, bn, BM: tile.constexpr, BN: tile.constexpr, BK: tile.constexpr,
-                STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr, WS: tile.constexpr):
+                STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr, WS: tile.constexpr,
+                SCHEDULE: tile.constexpr):
     """C[bm, bn] tile = epilogue(A[bm, :] @ B[:, bn])."""
     acc = tile.zeros((BM, BN), f32)
     # WS (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run the wgmma;
-    # with PERSISTENT the producer runs ahead into the next tile during this tile's epilogue
-    for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS):
+    # with PERSISTENT the producer runs ahead into the next tile during this tile's epilogue.
+    # SCHEDULE (AMD): "pingpong" with num_warps=8, "interleave" with 4 (AMD_CONFIGS); NVIDIA ignores it
+    for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS, schedule=SCHEDULE):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
         b = tile.load(B, (k, bn * BN), (BK, BN))
         acc = tile.dot(a, b, acc)
@@ -86,6 +89,15 @@ def grid(M, N, BM, BN, PERSISTENT=False, sms=132, **_):
     at most, each looping over the tiles."""
     tiles = (tile.cdiv(M, BM), tile.cdiv(N, BN))
     return (min(sms, tiles[0] * tiles[1]),) if PERSISTENT else tiles
+
+
+# ---- AMD CDNA (MI300X gfx942, MI355X gfx950): the wave schedules of HipKittens, as configs of `gemm`.
+# 8-wave ping-pong on a 256x128 tile (HipKittens' bf16 GEMM uses 256x256; here that tile needs more
+# than the 256 registers per lane two waves per SIMD leave, and its epilogue more than gfx942's 64 KB
+# of LDS -- 256x128x64 is the largest that compiles with no scratch on both); 4-wave interleave on
+# 128x128. Each entry: the kernel's constexprs plus the launch's num_warps.
+AMD_CONFIGS = [dict(BM=256, BN=128, BK=64, SCHEDULE="pingpong", num_warps=8),
+               dict(BM=128, BN=128, BK=64, SCHEDULE="interleave", num_warps=4)]
 
 
 # ---- split-K for skinny products (M of a few rows): the (M/BM) x (N/BN) output tiles are too few to
@@ -141,7 +153,7 @@ def reference(a, b, bias, scale, act):
 
 
 def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1,
-        PERSISTENT=False, sms=132, STAGES=3, WS=False, num_warps=4):
+        PERSISTENT=False, sms=132, STAGES=3, WS=False, SCHEDULE=None, num_warps=4):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)
@@ -152,7 +164,7 @@ def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, se
     if SPLIT == 1:
         gemm[grid(M, N, BM, BN, PERSISTENT, sms)](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK, HAS_BIAS=with_bias,
                                                    ACT=act, GROUP=GROUP, PERSISTENT=PERSISTENT, STAGES=STAGES,
-                                                   WS=WS, num_warps=num_warps)
+                                                   WS=WS, SCHEDULE=SCHEDULE, num_warps=num_warps)
     else:                                                   # poisoned partials: every one must be written
         part = np.full((SPLIT, tile.cdiv(M, BM) * BM, tile.cdiv(N, BN) * BN), np.nan, np.float32)
         gemm_splitk[(tile.cdiv(M, BM), tile.cdiv(N, BN), SPLIT)](A, B, part, BM=BM, BN=BN, BK=BK)
@@ -169,3 +181,8 @@ if __name__ == "__main__":
         err = run(M, N, K, act=act, with_bias=act != "none")
         print(f"gemm {M}x{N}x{K} act={act:5s} on {tile.current_target()}: relative error {err:.2e}")
         assert err < 1e-2, err
+    if tile.current_target().startswith("gfx"):            # AMD: the wave-scheduled configs as well
+        for cfg in AMD_CONFIGS:
+            err = run(M, N, K, act="gelu", **cfg)
+            print(f"gemm {M}x{N}x{K} {cfg} on {tile.current_target()}: relative error {err:.2e}")
+            assert err < 1e-2, err

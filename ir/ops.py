@@ -287,6 +287,9 @@ SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.tr
 DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
 BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
 BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
+# AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)
+LOOP_SCHEDULE = {"schedule": OneOf("pingpong", "interleave").opt, "phases": Int(min=1, max=16).opt}
+LOOP_SCHEDULE_WAVES = {"pingpong": 8, "interleave": 4}      # the waves per workgroup each is made for
 
 
 # ---------------------------------------------------------------- the definitions
@@ -1040,9 +1043,11 @@ def _setmaxnreg(op):
         "step and the induction variable share one integer type; its region's arguments are (iv, carried...) and it "
         "ends with `yield`. Attribute `stages` asks for software pipelining of its loads (`pipelined`, `prefetch`: "
         "what pipelining did); `warp_specialize` asks for a producer warpgroup issuing its copies "
-        "(passes/warp_specialize.py).", operands="lo, hi, step, inits*", regions=1,
+        "(passes/warp_specialize.py). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
+        "a wave schedule of its MFMAs (passes/schedule_amd.py; other targets ignore it).", operands="lo, hi, step, inits*",
+        regions=1,
         attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt,
-               "warp_specialize": Bool().opt},
+               "warp_specialize": Bool().opt, **LOOP_SCHEDULE},
         infer=lambda t, a: list(t.inits))
 def _for(op):
     lo = op.lo.type

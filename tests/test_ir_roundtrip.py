@@ -410,6 +410,10 @@ class Gen:
             body = Block([ivt] + carried, [self.hint() for _ in range(len(carried) + 1)])
             self.region(body, depth, lambda: self.new("yield", [g(t) for t in carried]))
             attrs = {"stages": r.randint(1, 4)} if r.random() < 0.4 else {}
+            if r.random() < 0.2:                                  # an AMD wave schedule (schedule_amd)
+                attrs["schedule"] = r.choice(["pingpong", "interleave"])
+                if attrs["schedule"] == "pingpong":
+                    attrs["phases"] = r.randint(1, 4)
             return self.new(name, [lo, hi, step, *inits], carried, attrs, [body])
         if name == "if":
             c = g(ScalarType(I1))

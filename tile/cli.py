@@ -113,8 +113,10 @@ def load_file(path: str):
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
     parent = str(p.resolve().parent)
-    if parent not in sys.path:
-        sys.path.insert(0, parent)          # sibling imports of the kernel file
+    if sys.path[:1] != [parent]:            # sibling imports of the kernel file come first (a `gemm` module
+        if parent in sys.path:              # elsewhere on the path, e.g. benchmarks/gemm.py, must not win)
+            sys.path.remove(parent)
+        sys.path.insert(0, parent)
     try:
         spec.loader.exec_module(mod)
     except SystemExit as e:
