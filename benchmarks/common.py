@@ -77,6 +77,8 @@ def cfg_name(cfg) -> str:
         s += f" s{cfg['num_stages']}"
     if cfg.get("num_warps"):
         s += f" w{cfg['num_warps']}"
+    if cfg.get("WS"):
+        s += " ws"                                  # + a producer warpgroup (warp_specialize)
     return s
 
 
@@ -118,7 +120,7 @@ def kernel_sig(tile, kname, wtype=None):
     if kname == "attention":
         return (T[bf16, 4], T[bf16, 4], T[bf16, 4], T[bf16, 4], float)
     if kname == "moe_up":
-        return (T[bf16, 2], T[bf16, 3], T[i32, 1], T[i32, 1], T[bf16, 2])
+        return (T[bf16, 2], T[bf16, 3], T[i32, 2], T[i32, 1], T[bf16, 2])
     if kname == "moe_down":
         return (T[bf16, 2], T[bf16, 3], T[i32, 1], T[bf16, 2])
     if kname == "lowbit_gemm":

@@ -118,7 +118,7 @@ def small_launch(tile, kname, cx, wtype=None):
         rows, be, Pn = np_moe_layout(ids, E, cx["BM"])
         if kname == "moe_up":
             return ((Pn // cx["BM"], cdiv(h, cx["BN"])),
-                    (bf(T, d), bf(E, d, 2 * h, scale=d ** -0.5), to_device(rows), to_device(be), empty((Pn, h), "bf16")))
+                    (bf(T, d), bf(E, d, 2 * h, scale=d ** -0.5), to_device(rows[:, None]), to_device(be), empty((Pn, h), "bf16")))
         return ((Pn // cx["BM"], cdiv(d, cx["BN"])),
                 (bf(Pn, h), bf(E, h, d, scale=h ** -0.5), to_device(be), empty((Pn, d), "bf16")))
     if kname == "lowbit_gemm":

@@ -7,6 +7,10 @@ run.
     python benchmarks/lowbit.py                  # every row: types x M x shapes
     python benchmarks/lowbit.py --only int4,f4e2m1-mx --ms 1,16 --json out.json
 
+Each row times two tilec paths: the shared-memory path (weights staged through shared memory and
+transposed there) and, as "(pre)", the register path (weights pre-laid-out on the host by
+tile.prelayout_weights so that each thread's load is its mma B fragments; --no-prelaid skips it).
+
 Rows: int2, int3, int4, int8 (group 128, f32 scales), uint5 / uint7 (zero point 16 / 64),
 f4e2m1 with MX scales (e8m0 per 32: "f4e2m1-mx") and NVFP4 scales (f8e4m3fn per 16: "f4e2m1-nv"),
 f6e3m2; M in 1, 4, 16, 64, 256; N x K in 14336x4096, 4096x4096, 4096x14336.
@@ -181,13 +185,16 @@ def rel_err(torch, out, ref):
     return float(torch.linalg.vector_norm(o - ref) / torch.linalg.vector_norm(ref))
 
 
-def tilec_consts(lb, tile, row, M, N, K, mma=True):
+def tilec_consts(lb, tile, row, M, N, K, mma=True, prelaid=False):
     wtype, zero, G, skind = ROWS[row]
-    c = lb.config(M, N, K, tile.dtype(wtype).bits, G, mma=mma, scale=skind)
+    bits = tile.dtype(wtype).bits
+    c = lb.config(M, N, K, bits, G, mma=mma, scale=skind, prelaid=prelaid)
     if M > 16 and mma:                  # beyond the decode regime: 64-row tiles, 3 stages (shared memory)
         c.update(BM=64, STAGES=3, BK=min(c["BK"], max(128, G)))
         c["KS"] = max(c["KS"], c["BK"])
     c.update(G=G, SCALE="e8m0" if skind == "e8m0" else "float", ZERO=zero)
+    if prelaid:
+        c["PRELAID"] = tile.prelayout_plan(bits, lb.sub_step(c["BK"], G), c["BN"], c.get("num_warps", 4))
     return c
 
 
@@ -212,12 +219,12 @@ def _compile_one(job):
 
 
 def precompile(lb, tile, cases, arch, jobs):
-    """Compile the distinct kernels of `cases` [(row, M, N, K, mma)] in parallel processes, so that
+    """Compile the distinct kernels of `cases` [(row, M, N, K, (mma, prelaid))] in parallel processes, so that
     the launches find them in the disk cache. Prints any failure (the case itself reports it too)."""
     import concurrent.futures as cf
     import multiprocessing as mp
-    todo = sorted({(row, tuple(sorted(tilec_consts(lb, tile, row, M, N, K, mma).items())), arch)
-                   for row, M, N, K, mma in cases})
+    todo = sorted({(row, tuple(sorted(tilec_consts(lb, tile, row, M, N, K, mma, pre).items())), arch)
+                   for row, M, N, K, (mma, pre) in cases})
     with cf.ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=mp.get_context("spawn")) as ex:
         for row, consts, secs, err in ex.map(_compile_one, todo):
             if err:
@@ -232,6 +239,7 @@ def main(argv=None):
     ap.add_argument("--ms", help="comma-separated M values")
     ap.add_argument("--shapes", help="comma-separated NxK, e.g. 14336x4096")
     ap.add_argument("--fma", action="store_true", help="also time the FMA (non-tensor-core) path for M <= 4")
+    ap.add_argument("--no-prelaid", action="store_true", help="skip the register path (pre-laid-out weights)")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--json", help="write the rows to this file")
     ap.add_argument("--jobs", type=int, default=8, help="processes compiling the kernels up front (1: none)")
@@ -260,8 +268,7 @@ def main(argv=None):
         cases = [(r, m, n, k) for r in rows for (n, k) in shapes for m in ms]
     if args.jobs > 1:
         t0 = time.perf_counter()
-        n = precompile(lb, tile, [(r, m, n, k, mma) for r, m, n, k in cases
-                                  for mma in ([True] + ([False] if args.fma and m <= 4 else []))],
+        n = precompile(lb, tile, [(r, m, n, k, p) for r, m, n, k in cases for p in paths_of(args, m)],
                        tcuda.device().arch, args.jobs)
         print(f"compiled {n} kernels in {time.perf_counter() - t0:.1f} s ({args.jobs} processes)")
     F = torch.nn.functional
@@ -295,15 +302,14 @@ def main(argv=None):
             if fn is not None:
                 rec["tinygemm_us"] = timer(fn) * 1e3
         # tilec
-        paths = [True] + ([False] if args.fma and M <= 4 else [])
-        for mma in paths:
-            tag = "" if mma else "_fma"
+        for mma, pre in paths_of(args, M):
+            tag = PATH_TAG[(mma, pre)]
             try:
-                c = tilec_consts(lb, tile, row, M, N, K, mma)
+                c = tilec_consts(lb, tile, row, M, N, K, mma, pre)
                 Y = torch.empty((M, N), device="cuda", dtype=torch.float32)
                 grid = lb.grid(M, N, K, **c)
                 kern = lb.lowbit_gemv
-                Wa, Sa = w["W"], w["S"]
+                Wa, Sa = (w["W"] if not pre else prelaid_weights(torch, tile, lb, w, c)), w["S"]
 
                 def run_kernel():
                     kern[grid](X, Wa, Sa, Sa, Y, **c)
@@ -328,16 +334,41 @@ def main(argv=None):
     return 0
 
 
+# (mma, prelaid) -> the suffix of a path's keys in the records: "" is the shared-memory path (the
+# weights staged through shared memory and transposed there), "_pre" the register path (weights
+# pre-laid-out on the host by tile.prelayout_weights, loaded straight into the mma B fragments)
+PATH_TAG = {(True, False): "", (True, True): "_pre", (False, False): "_fma"}
+
+
+def paths_of(args, M):
+    return ([(True, False)] + ([] if args.no_prelaid else [(True, True)])
+            + ([(False, False)] if args.fma and M <= 4 else []))
+
+
+def prelaid_weights(torch, tile, lb, w, c):
+    """The pre-laid-out copy of these weights (made on the host once per shape, cached on w)."""
+    import numpy as np
+    key = ("prelaid", c["BK"], c["BN"])
+    if key not in w:
+        codes = tile.from_codes(w["codes"].cpu().numpy(), tile.dtype(w["wtype"]))
+        Wp, _ = lb.prelay(codes, c["BK"], w["G"], c["BN"], c.get("num_warps", 4))
+        packed = torch.from_numpy(np.ascontiguousarray(Wp.data).view(np.uint8).reshape(-1).copy()).cuda()
+        w[key] = torch_to_device_array(packed, Wp.dtype, Wp.shape)
+    return w[key]
+
+
 def bars(rows, bw):
     """The issue's bars, for the rows that were run: PASS / FAIL with the numbers."""
     lines = []
-    for r in rows:
-        t = r.get("tilec_us")
+    for r, tag in ((r, tag) for r in rows for tag in ("", "_pre")):
+        t = r.get("tilec_us" + tag)
         if t is None:
             continue
         tb = (r["weight_bytes"] + r["scale_bytes"] + r["act_bytes"]) / (t * 1e-6) / 1e12
         tiny = r.get("tinygemm_us")
-        name = f"{r['row']} M={r['M']} {r['N']}x{r['K']}"
+        name = f"{r['row']}{'(pre)' if tag else ''} M={r['M']} {r['N']}x{r['K']}"
+        if tag and r.get("tilec_us"):
+            lines.append((t < r["tilec_us"], f"{name}: register path {r['tilec_us'] / t:.2f}x the shared-memory path"))
         if r["M"] <= 16:
             lines.append((tb >= 0.65 * bw, f"{name}: {100 * tb / bw:.0f}% of copy bandwidth (bar 65%)"))
         if r["row"] == "int4" and r["M"] == 1 and (r["N"], r["K"]) == (14336, 4096):
@@ -360,10 +391,10 @@ def _print(r, bw):
     nbytes = r["weight_bytes"] + r["scale_bytes"] + r["act_bytes"]
     cfg = r.get("config") or {}
     cs = " ".join(f"{k}={cfg[k]}" for k in ("BM", "BN", "BK", "KS") if k in cfg)
-    for tag in ("", "_fma"):
+    for tag in ("", "_pre", "_fma"):
         if tag and ("tilec_us" + tag) not in r and ("error" + tag) not in r:
             continue
-        name = r["row"] + ("(fma)" if tag else "")
+        name = r["row"] + {"": "", "_pre": "(pre)", "_fma": "(fma)"}[tag]
         if "error" + tag in r:
             print(f"{name:10s} {r['M']:4d} {r['N']:6d} {r['K']:6d} | ERROR {r['error' + tag]}")
             continue

@@ -39,6 +39,7 @@ def run_parent(args, registry: dict, cases: list, weights: dict) -> int:
     work = tempfile.mkdtemp(prefix="tilec-bench-")
     seed = args.seed if args.seed is not None else int(start) % 1_000_000
     shared_cache = args.cache_dir or os.path.join(work, "tilec-cache")
+    child_args = [] if args.tune_configs is None else ["--tune-configs", str(args.tune_configs)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TILEC_CACHE_DIR=shared_cache)
     print(f"tilec benchmarks, {mode_name} mode, {len(cases)} cases, budget {budget:.0f} s, seed {seed}, "
           f"out {out_dir}", flush=True)
@@ -50,7 +51,8 @@ def run_parent(args, registry: dict, cases: list, weights: dict) -> int:
             fam_cases = [c for c in cases if c["family"] == fam]
             wsum = sum(weights[f] for f in families[idx:])
             fam_deadline = time.time() + max(0.0, deadline - time.time()) * weights[fam] / wsum
-            _run_family(fam, fam_cases, fam_deadline, work, seed, mode_name, env, log, meta, notes, results)
+            _run_family(fam, fam_cases, fam_deadline, work, seed, mode_name, env, log, meta, notes, results,
+                        child_args)
     finally:
         log.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -86,7 +88,8 @@ def run_parent(args, registry: dict, cases: list, weights: dict) -> int:
     return 0
 
 
-def _run_family(fam, fam_cases, fam_deadline, work, seed, mode_name, env, log, meta, notes, results) -> None:
+def _run_family(fam, fam_cases, fam_deadline, work, seed, mode_name, env, log, meta, notes, results,
+                child_args=()) -> None:
     """The family's child, restarted (at most 3 times) for the cases a crash left; every case ends
     with a record (SKIP when the time ran out)."""
     attempt = 0
@@ -104,7 +107,7 @@ def _run_family(fam, fam_cases, fam_deadline, work, seed, mode_name, env, log, m
         jsonl = os.path.join(work, f"{fam}-{attempt}.jsonl")
         cmd = [sys.executable, "-u", str(RUN_PY), "--child", fam, "--results", jsonl, "--deadline",
                repr(fam_deadline), "--seed", str(seed), "--attempt", str(attempt),
-               "--cases", ",".join(c["id"] for c in todo), "--mode", mode_name]
+               "--cases", ",".join(c["id"] for c in todo), "--mode", mode_name, *child_args]
         print(f"== {fam}: {len(todo)} case(s), {left:.0f} s" + (f" (restart {attempt - 1})" if attempt > 1 else ""),
               flush=True)
         rc, tail, timed_out = _run_child_proc(cmd, env, left + 10, f"[{fam}] ", log)

@@ -91,6 +91,9 @@ def parse_args(argv=None):
     ap.add_argument("--cache-dir", help="tilec cache dir for the benchmark families (default: a fresh temporary one; "
                                         "an existing one also keeps @tile.autotune's winners from earlier runs)")
     # internal: the child processes
+    ap.add_argument("--tune-configs", type=int, metavar="N",
+                    help="how many of each case's tilec configs @tile.autotune searches, 0 for all (default: 2 quick, "
+                         "all full, 1 smoke); the full list of a case is in --dry-run")
     ap.add_argument("--child", choices=sorted(FAMILIES), help=argparse.SUPPRESS)
     ap.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--results", help=argparse.SUPPRESS)

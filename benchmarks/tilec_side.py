@@ -41,7 +41,9 @@ class BaseCtx:
 
     def __init__(self, args, cases, writer, family: str):
         self.args, self.cases, self.w, self.family = args, cases, writer, family
-        self.mode = MODES[args.mode]
+        self.mode = dict(MODES[args.mode])
+        if getattr(args, "tune_configs", None) is not None:           # --tune-configs N (0: all)
+            self.mode["tune_configs"] = args.tune_configs or None
         self.deadline = args.deadline
         self._noted = set()
 

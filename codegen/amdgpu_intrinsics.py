@@ -18,7 +18,9 @@ LLVM 22, see /work/shared/notes/codegen-notes.md §5); there is no inline assemb
   reads 0 / drops the write for a masked lane's offset, so masking needs no branch;
 * exp2: `llvm.amdgcn.exp2.f32` (v_exp_f32);
 * MFMA: `llvm.amdgcn.mfma.f32.{32x32x8,16x16x16}{bf16_1k,f16}` and the gfx950
-  `llvm.amdgcn.mfma.f32.{32x32x16,16x16x32}.{bf16,f16}`.
+  `llvm.amdgcn.mfma.f32.{32x32x16,16x16x32}.{bf16,f16}`;
+* wave schedules: `llvm.amdgcn.s.setprio`, a bare `llvm.amdgcn.s.barrier`,
+  `llvm.amdgcn.sched.barrier` / `llvm.amdgcn.sched.group.barrier`, `llvm.amdgcn.readfirstlane`.
 The NVIDIA-only instructions (cp.async, ldmatrix, wgmma, async-proxy fences) are located errors:
 instruction selection never chooses them for a target without those features.
 """
@@ -237,6 +239,32 @@ class AMDGPUIntrinsics:
         z = ir.Constant(i32, 0)
         r = self.d.call(b, name, ct, [vt, vt, ct, i32, i32, i32], [pack(a_vals), pack(b_vals), c, z, z, z])
         return [b.extract_element(r, ir.Constant(i32, k)) for k in range(nacc)]
+
+    # ------------------------------------------------------------------ wave schedules
+    # (passes/schedule_amd.py decides; codegen/lower_mfma.py places them)
+    def s_barrier(self, b):
+        """A bare workgroup barrier, no fences: it orders when waves issue, not what memory they
+        see (the ping-pong turns between MFMA clusters and LDS reads, which touch no shared data)."""
+        self.d.call(b, "llvm.amdgcn.s.barrier", void, [], [])
+
+    def s_setprio(self, b, prio: int):
+        """s_setprio: this wave's issue priority on its SIMD (0..3)."""
+        self.d.call(b, "llvm.amdgcn.s.setprio", void, [i16], [ir.Constant(i16, prio)])
+
+    def sched_barrier(self, b, mask: int = 0):
+        """llvm.amdgcn.sched.barrier: the machine scheduler moves no instruction (mask 0) across it."""
+        self.d.call(b, "llvm.amdgcn.sched.barrier", void, [i32], [ir.Constant(i32, mask)])
+
+    def sched_group_barrier(self, b, mask: int, count: int, sync_id: int = 0):
+        """llvm.amdgcn.sched.group.barrier: the scheduler places `count` instructions of class `mask`
+        (0x8 MFMA, 0x20 VMEM read, 0x100 DS read, 0x200 DS write) here, in the order of the calls
+        with the same sync_id."""
+        self.d.call(b, "llvm.amdgcn.sched.group.barrier", void, [i32, i32, i32],
+                    [ir.Constant(i32, mask), ir.Constant(i32, count), ir.Constant(i32, sync_id)])
+
+    def readfirstlane(self, b, v):
+        """v of the wave's first active lane, in a scalar register (a wave-uniform value)."""
+        return self.d.call(b, "llvm.amdgcn.readfirstlane.i32", i32, [i32], [v])
 
     # ------------------------------------------------------------------ NVIDIA-only
     def _none(self, what):

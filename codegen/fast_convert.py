@@ -31,7 +31,13 @@ llvmlite is what `tests/test_fast_convert.py` checks, every code of every type, 
 ml_dtypes.
 
 Register representation of the codes (`lower_tile.from_code`): an i8 holding the code in its low
-bits (sub-byte signed integers sign-extended); the functions here mask what they need.
+bits (sub-byte signed integers sign-extended); the functions here mask what they need. Codes that a
+vector load left packed (`values.WordCode`: the word and the code's offset in it) are decoded from
+the words (`convert_pair_words`): the pair register is cut from the word with one shift (shared by
+the pairs of a word where it can be) and one mask -- fused by ptxas with the magic number and the
+signed codes' xor into one `lop3` -- then one `sub`/`fma` on the pair. The cost per weight then
+depends on where the two codes of a pair sit in the word: 16 bits apart, one shift serves both (the
+pre-laid-out weights put them there: `tile/prelayout.py`).
 """
 from __future__ import annotations
 
@@ -128,12 +134,96 @@ def convert_scalar(b, c, src: DType, dst: DType):
 def convert_pair(b, c0, c1, src: DType, dst: DType):
     """Two codes (i8 register values) -> two values of `dst` (bf16 or f16), converted together in
     one 32-bit register. Returns (v0, v1)."""
+    _check_pair(src, dst)
+    x0, x1 = _code32(b, c0, src), _code32(b, c1, src)
+    return _pair_tail(b, b.or_(x0, b.shl(x1, _c(16))), 0, 0, x0, x1, src, dst)
+
+
+def convert_pair_words(b, o0, o1, src: DType, dst: DType, shifts=None):
+    """Two codes given by where they sit in packed words (`values.WordCode`: an integer register
+    value and the bit offset of the code) -> two values of `dst` (bf16 or f16), without unpacking
+    the codes one per byte: the pair register is made from the words directly -- one shift of the
+    word shared by both codes where their offsets are 16 apart (within the half's free mantissa
+    bits: the mask, magic number and bias of the trick are moved to where the codes already are,
+    and the lane's power of two folded into the bias `fma`), else one shift per code. `shifts`
+    (a dict, word -> set of shift amounts already made) lets pairs of one word share shifts."""
+    _check_pair(src, dst)
+    bits = src.bits
+    shifts = {} if shifts is None else shifts
+    w0, s0 = _word32(b, o0, bits, shifts)
+    w1, s1 = _word32(b, o1, bits, shifts)
     how = choose(src, dst)
-    if how is None or dst.name == "f32":
+    # where each code may sit in its half: below the magic number's exponent for integers, anywhere
+    # in the half for small floats (their fields are shifted into place anyway), the low byte for
+    # the f32-magic path (which shifts each code itself)
+    room = {"magic": _DST[dst.name][2], "shift": 16, "magic32hi": 0}[how] - bits
+    r = None
+    if w0 is w1 and room >= 0:
+        lo, hi = max(s0 - room, s1 - 16 - room), min(s0, s1 - 16)
+        if how == "shift":                   # one shift for both lanes: the same offset in each half
+            lo, hi = (lo, hi) if s1 - s0 == 16 else (1, 0)
+        if lo <= hi:
+            done = sorted(x for x in shifts.get(id(w0), ()) if lo <= x <= hi)
+            r = 0 if lo <= 0 <= hi else (done[0] if done else hi)
+    if r is not None:
+        x = _shr(b, w0, r)
+        shifts.setdefault(id(w0), set()).add(r)
+        p0, p1 = s0 - r, s1 - 16 - r
+        m = _mask(bits)
+        w = b.and_(x, _c((m << p0) | (m << (16 + p1))))
+    else:
+        p0 = p1 = 0
+        m = _mask(bits)
+        w = b.or_(b.and_(_shr(b, w0, s0), _c(m)), b.and_(_shr(b, w1, s1 - 16), _c(m << 16)))
+    x0 = x1 = None
+    if how == "magic32hi" or _special_codes(src):
+        x0 = b.and_(_shr(b, w0, s0), _c(_mask(bits)))
+        x1 = b.and_(_shr(b, w1, s1), _c(_mask(bits)))
+    return _pair_tail(b, w, p0, p1, x0, x1, src, dst)
+
+
+def _check_pair(src, dst):
+    if choose(src, dst) is None or dst.name == "f32":
         raise ValueError(f"no fast pair conversion {src} -> {dst}")
+
+
+def _special_codes(src: DType):
+    return src.name == "f8e4m3fn" or (src.is_float and src.has_inf)
+
+
+def _shr(b, w, r):
+    """w >> r (r < 0: w << -r), logical, i32."""
+    if r > 0:
+        return b.lshr(w, _c(r))
+    if r < 0:
+        return b.shl(w, _c(-r))
+    return w
+
+
+def _word32(b, o, bits, cache):
+    """(i32 word, offset) holding the code of WordCode `o` whole: the 32-bit word of a wider integer
+    that contains it, or the 32 bits starting at the code where it straddles two words (made once
+    per word: `cache`)."""
+    w, s = o.word, o.shift
+    width = w.type.width
+    if width == 32:
+        return w, s
+    base = 0 if width < 32 else (s // 32) * 32 if (s + bits - 1) // 32 == s // 32 else s
+    key = ("word", id(w), base)
+    if key not in cache:
+        if width < 32:
+            cache[key] = b.zext(w, i32)
+        else:
+            cache[key] = b.trunc(b.lshr(w, ir.Constant(w.type, base)) if base else w, i32)
+    return cache[key], s - base
+
+
+def _pair_tail(b, w, p0, p1, x0, x1, src: DType, dst: DType):
+    """The pair register `w` (code 0 at bits p0.., code 1 at bits 16 + p1.., other bits 0; for
+    "magic32hi" and the inf/NaN codes also the codes x0, x1 as i32) -> (v0, v1)."""
+    how = choose(src, dst)
     t, dE, dM, dbias = _DST[dst.name]
     vt = ir.VectorType(t, 2)
-    x0, x1 = _code32(b, c0, src), _code32(b, c1, src)
     if how == "magic32hi":
         halves = []
         for x in (x0, x1):
@@ -146,42 +236,59 @@ def convert_pair(b, c0, c1, src: DType, dst: DType):
         w = b.or_(b.lshr(halves[0], _c(16)), b.and_(halves[1], _c(0xFFFF0000)))
         v = b.bitcast(w, vt)
         return b.extract_element(v, _c(0)), b.extract_element(v, _c(1))
-    w = b.or_(x0, b.shl(x1, _c(16)))
     if how == "magic":
-        p = 0x6400 if dst.name == "f16" else 0x4300
-        base = 1024.0 if dst.name == "f16" else 128.0
-        off = base
-        if src.kind == "int":
-            h = 1 << (src.bits - 1)
-            w = b.xor(w, _c(h | (h << 16)))
-            off += float(h)
-        w = b.or_(w, _c(p | (p << 16)))
-        v = b.fsub(b.bitcast(w, vt), ir.Constant(vt, [off, off]))
+        # code | bits(2^e) is the float 2^e + code * 2^p (p: the code's offset in its half); a signed
+        # code is made offset-binary by xor 2^(b-1) first: mask, xor and or are one lop3
+        e = 10 if dst.name == "f16" else 7
+        pm = (0x6400 if dst.name == "f16" else 0x4300)
+        h = (1 << (src.bits - 1)) if src.kind == "int" else 0
+        w = b.xor(w, _c(pm | (pm << 16) | (h << p0) | (h << (16 + p1))))
+        v = b.bitcast(w, vt)
+        if p0 == p1 == 0:
+            off = float(2 ** e + h)
+            v = b.fsub(v, ir.Constant(vt, [off, off]))
+        else:                                 # (x - 2^e) * 2^-p - h, exact: one fma per pair
+            mul = [2.0 ** -p for p in (p0, p1)]
+            add = [-(2.0 ** (e - p) + h) for p in (p0, p1)]
+            name = f"llvm.fma.v2{'f16' if dst.name == 'f16' else 'bf16'}"
+            fma = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(vt, [vt, vt, vt]), name)
+            v = b.call(fma, [v, ir.Constant(vt, mul), ir.Constant(vt, add)])
         return b.extract_element(v, _c(0)), b.extract_element(v, _c(1))
-    # shift
-    bits, M = src.bits, src.man
-    sign = b.shl(b.and_(b.lshr(w, _c(bits - 1)), _c(0x00010001)), _c(15))
+    # shift (p0 == p1 == p)
+    bits, M, p = src.bits, src.man, p0
+    sign = b.shl(b.and_(b.lshr(w, _c(bits - 1 + p)), _c(0x00010001)), _c(15))
     mm = _mask(bits - 1)
-    mag = b.shl(b.and_(w, _c(mm | (mm << 16))), _c(dM - M))
+    mag = _shr(b, b.and_(w, _c((mm << p) | (mm << (16 + p)))), p - (dM - M))
     v = b.bitcast(b.or_(sign, mag), vt)
     scale = 2.0 ** (dbias - src.bias)
     if scale != 1.0:
         v = b.fmul(v, ir.Constant(vt, [scale, scale]))
     outs = [b.extract_element(v, _c(0)), b.extract_element(v, _c(1))]
-    for k, x in enumerate((x0, x1)):
-        sp = _special(b, x, src, dst)
-        if sp is not None:
+    if _special_codes(src):
+        for k, x in enumerate((x0, x1)):
+            sp = _special(b, x, src, dst)
             outs[k] = b.select(sp[0], b.bitcast(sp[1], t), outs[k])
     return outs[0], outs[1]
 
 
-def convert_values(b, vals, src: DType, dst: DType):
+def convert_values(b, vals, src: DType, dst: DType, origin=None):
     """A thread's list of code values -> converted values, pairwise for 16-bit destinations (an odd
-    last value converts alone)."""
+    last value converts alone). `origin(value)`: its `values.WordCode` or None -- pairs whose codes
+    both have one are decoded from the packed words (`convert_pair_words`)."""
     if dst.name == "f32":
         return [convert_scalar(b, v, src, dst) for v in vals]
     out = []
+    shifts = {}
+    # Small floats take two shifts per pair from the words (their codes are adjacent in today's
+    # pre-layout), which costs more SASS than the byte path (f4e2m1: 12.4 vs 11.9 instructions per
+    # weight); integers gain. Floats go back to the words once the pre-layout puts a pair 16 bits apart.
+    if not src.is_int:
+        origin = None
     for k in range(0, len(vals) - 1, 2):
+        o0, o1 = (origin(vals[k]), origin(vals[k + 1])) if origin else (None, None)
+        if o0 is not None and o1 is not None:
+            out.extend(convert_pair_words(b, o0, o1, src, dst, shifts))
+            continue
         out.extend(convert_pair(b, vals[k], vals[k + 1], src, dst))
     if len(vals) % 2:
         out.append(convert_pair(b, vals[-1], vals[-1], src, dst)[0])

@@ -8,7 +8,9 @@ Vectorization: where the layout gives a thread runs of consecutive elements alon
 the access is done 16 bytes (or less) at a time -- but only after a runtime check that makes it
 exact: last stride 1, the run starts (tile index, the other strides, the tensor size along the last
 dim) multiples of the vector length, and an aligned base address. Otherwise the same elements go
-one at a time. Both versions are emitted; the check picks one (uniform across the block).
+one at a time. Both versions are emitted; the check picks one (uniform across the block) -- unless
+the op carries `vec_exact = true` (passes/divisibility.py: the launch guarantees the tensor's facts
+and the index is a known multiple), where only the vector path is emitted.
 
 Sub-byte tensors (1..7 bits, packed LSB-first, ir/numerics.py): loads read the containing bytes and
 shift/mask; stores write whole bytes when a thread owns them (vector path) and otherwise update
@@ -22,7 +24,7 @@ from ..ir.dtypes import DType
 from ..ir.thread_maps import vector_elems
 from ..ir.types import TileType
 
-from .values import RTile
+from .values import RTile, WordCode
 from .table import lowers
 from .llvm_util import gptr, i1, i8, i16, i32, i64, reg_type
 
@@ -106,6 +108,21 @@ class MemoryLowering:
             c = b.and_(c, b.icmp_unsigned("==", b.and_(p, ir.Constant(i64, vbytes - 1)), ir.Constant(i64, 0)))
         return c
 
+    def vector_guard(self, op, T, vec: int, first_last_index):
+        """When the vector path runs: always where the divisibility pass recorded `vec_exact = true`
+        (the launch guarantees the tensor's facts, the index is a known multiple of `vec`: only the
+        vector path is emitted), else under `_fast_cond` (None: vec 1, the element path only)."""
+        if vec <= 1:
+            return None
+        if op.attrs.get("vec_exact"):
+            t = op.tensor
+            if (t.name or f"arg{t.index}") not in (self.fn.attrs.get("divisible") or ()):
+                raise self.error(f"vec_exact = true on a tensor the launch does not check: add "
+                                 f"'{t.name or f'arg{t.index}'}' to the function attribute `divisible` "
+                                 f"(or drop vec_exact)")
+            return TRUE
+        return self._fast_cond(T, vec, first_last_index)
+
     def _vec_len(self, m, dt: DType) -> int:
         return vector_elems(m, dt.bits)
 
@@ -135,6 +152,8 @@ class MemoryLowering:
         b = self.b
         if cond is None:
             return slow_fn()
+        if cond is TRUE:                        # vec_exact: the vector path alone
+            return fast_fn()
         fastb = self.llfn.append_basic_block("vec")
         slowb = self.llfn.append_basic_block("scalar")
         join = self.llfn.append_basic_block("join")
@@ -192,7 +211,59 @@ class MemoryLowering:
             return finish(vals)
         if fast is None:
             return scalar_path()
+        if self._packable(dt, mask_vals, other):
+            return finish(self._read_packed(T, dt, m, info, vec, fast, other))
         return self._branch2(fast, vector_path, scalar_path, None)
+
+    def _packable(self, dt, mask_vals, other):
+        """Narrow codes read whole words that can stay packed: no per-element mask, `other` is code 0
+        (what a predicated-off word load gives already)."""
+        return (dt.bits <= 8 and dt.kind != "bool" and not mask_vals and isinstance(other, ir.Constant)
+                and other.constant in (0, 0.0))
+
+    def _read_packed(self, T, dt, m, info, vec, fast, other):
+        """The vector/scalar branch of `_read_elems` merged on the packed words, not on the codes: the
+        scalar path packs its codes into the same words, the codes are split off after the join and
+        their `WordCode` recorded -- so a `cast` of them can decode straight from the words."""
+        b = self.b
+        groups = self._groups(m, vec)
+        wbits, n = _words(vec * dt.bits)
+
+        def fast_words():
+            out = []
+            for g, _ in groups:
+                inb, off = info(g)
+                if dt.bits >= 8:
+                    ptr = self.elem_ptr(T, off)
+                else:
+                    ptr = self.byte_ptr(T, b.lshr(b.mul(off, ir.Constant(i64, dt.bits)), ir.Constant(i64, 3)))
+                zero = ir.Constant(ir.IntType(wbits), 0)
+                if wbits == 8 and n > 1:
+                    ws = [self.tgt.pred_load(b, b.gep(ptr, [ir.Constant(i64, k)], source_etype=i8), 8, 1,
+                                             inb if inb is not None else TRUE, [zero])[0] for k in range(n)]
+                else:
+                    ws = self.tgt.pred_load(b, ptr, wbits, n, inb if inb is not None else TRUE, [zero] * n)
+                out.extend(ws)
+            return out
+
+        def slow_words():
+            out = []
+            for g, slots in groups:
+                codes = []
+                for v in slots:
+                    inb, off = info(v)
+                    codes.append(self.to_code(self._load_one(T, dt, off, inb, other), dt))
+                out.extend(self._join_words(codes, dt.bits, wbits, n))
+            return out
+        words = self._branch2(fast, fast_words, slow_words, None)
+        vals = [None] * m.nvals
+        for k, (g, slots) in enumerate(groups):
+            origins = []
+            codes = self._split_words(words[k * n:(k + 1) * n], wbits, dt.bits, vec, origins)
+            for v, c, o in zip(slots, codes, origins):
+                vals[v] = self.from_code(c, dt)
+                self.word_codes[vals[v]] = o
+        return vals
 
     def _load_one(self, T, dt: DType, off, pred, other):
         b = self.b
@@ -244,10 +315,12 @@ class MemoryLowering:
             out.append(b.select(pred, x, other) if pred is not None else x)
         return out
 
-    def _split_words(self, words, wbits, bits, count):
-        """Little-endian words -> `count` codes of `bits` bits (as iN, N = max(8, bits))."""
+    def _split_words(self, words, wbits, bits, count, origins=None):
+        """Little-endian words -> `count` codes of `bits` bits (as iN, N = max(8, bits)); `origins`,
+        a list, receives each code's `WordCode`."""
         b = self.b
         ct = ir.IntType(max(8, bits))
+        origins = [] if origins is None else origins
         if bits >= 8 and wbits % bits == 0:
             per = wbits // bits
             out = []
@@ -255,6 +328,8 @@ class MemoryLowering:
                 for k in range(per):
                     x = b.lshr(w, ir.Constant(w.type, k * bits)) if k else w
                     out.append(b.trunc(x, ct) if w.type.width > ct.width else x)
+                    origins.append(WordCode(w, k * bits))
+            del origins[count:]
             return out[:count]
         total = wbits * len(words)
         big = ir.IntType(total)
@@ -271,6 +346,7 @@ class MemoryLowering:
             if bits < 8:
                 x = b.and_(x, ir.Constant(ct, (1 << bits) - 1))
             out.append(x)
+            origins.append(WordCode(acc, e * bits))
         return out
 
     # ------------------------------------------------------------------ element writes
@@ -466,7 +542,7 @@ class MemoryLowering:
         T, idx, mask, rt, m, dt, other = self.load_operands(op)
         info, bases = self._tile_info_fn(T, idx, m, rt.shape)
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
         vals = self._read_elems(T, dt, m, info, vec, fast, other, mask.vals if mask else None)
         self.set(op.results[0], RTile(m, vals, dt))
 
@@ -480,7 +556,7 @@ class MemoryLowering:
                              f"(annotate a layout with longer runs)")
         info, bases = self._tile_info_fn(T, idx, m, op.value.type.shape)
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
         self._write_elems(T, dt, m, val.vals, info, vec, fast, mask.vals if mask else None)
 
     @lowers("atomic")
@@ -597,7 +673,7 @@ class MemoryLowering:
         other = self.constant(dt, op.attrs.get("other", 0))
         info = self._rows_info(T, rows, col0, m, rt.shape[1])
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, col0) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, col0)
         vals = self._read_elems(T, dt, m, info, vec, fast, other, None)
         self.set(op.results[0], RTile(m, vals, dt))
 
@@ -612,6 +688,6 @@ class MemoryLowering:
             raise self.error(f"scattering a {dt} tile needs each thread to own whole bytes (layout {m})")
         info = self._rows_info(T, rows, col0, m, op.operands[3].type.shape[1])
         vec = self.chosen_vec(op, m, dt)
-        fast = self._fast_cond(T, vec, col0) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, col0)
         self._write_elems(T, dt, m, val.vals, info, vec, fast, None)
 

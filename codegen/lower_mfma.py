@@ -15,6 +15,9 @@ the operands are live in registers.
 """
 from __future__ import annotations
 
+import llvmlite.ir as ir
+
+from ..ir.ops import LOOP_SCHEDULE_WAVES
 from ..ir.shared_layouts import smem_vector_elems, transpose_layout
 from ..ir.thread_maps import MMA_IN, ThreadMap, mfma_dot_grid
 
@@ -96,7 +99,9 @@ class MfmaLowering:
         lazy_a, lazy_b = isinstance(a, LazyFrag), isinstance(bt, LazyFrag)
         c_atoms = _atoms(acc.map, (at.m, at.n))
         k_steps = sorted({o[1] for o in _atoms(a.map, (at.m, at.k))})
-        for k0 in k_steps:
+
+        def read(k0):
+            """This lane's A and B inputs of k step k0 (from LDS where an operand is lazy)."""
             A, B = {}, {}
             for r0, n0 in c_atoms:
                 if r0 not in A:
@@ -105,10 +110,86 @@ class MfmaLowering:
                 if n0 not in B:
                     sl = [slot(vib, (k0 + e, n0)) for e in range(kper)]
                     B[n0] = self.ds_read_k_step(bt, sl, 0) if lazy_b else [bt.vals[s_] for s_ in sl]
+            return A, B
+
+        def multiply(A, B):
             for r0, n0 in c_atoms:
                 cs = [slot(vic, (r0 + i, n0 + j)) for i, j in creg]
                 d = self.tgt.mfma(b, atom, a.dtype.name, A[r0], B[n0], [out[s_] for s_ in cs])
                 for s_, x in zip(cs, d):
                     out[s_] = x
+        sched = self._loop_schedule(op)
+        if sched is not None and self.num_warps != LOOP_SCHEDULE_WAVES[sched]:
+            raise self.error(f"the loop's schedule = {sched!r} is made for {LOOP_SCHEDULE_WAVES[sched]} waves, "
+                             f"this kernel has {self.num_warps}")
+        if sched == "interleave":
+            self._interleave(k_steps, read, multiply, len(c_atoms))
+        elif sched == "pingpong":
+            self._pingpong(k_steps, read, multiply, int(op.parent.parent.attrs.get("phases", 2)))
+        else:
+            for k0 in k_steps:
+                multiply(*read(k0))
         src = acc.map.dup_source()
         return [out[src[v]] for v in range(len(out))]
+
+    # ------------------------------------------------------------------ wave schedules
+    def _loop_schedule(self, op):
+        """The `schedule` of the `for` whose body holds this dot directly (passes/schedule_amd.py)."""
+        loop = getattr(op.parent, "parent", None)
+        if getattr(loop, "name", None) == "for":
+            return loop.attrs.get("schedule")
+        return None
+
+    def _loads_since(self, n0: int) -> int:
+        return sum(1 for i in self.b.block.instructions[n0:] if i.opname == "load")
+
+    def _interleave(self, k_steps, read, multiply, n_mfma: int):
+        """schedule = "interleave": the next k step's LDS reads are issued before this step's MFMAs,
+        and sched_group_barriers deal them out between the MFMAs (one MFMA, a share of the reads,
+        one MFMA, ...), so one wave per SIMD overlaps its LDS latency with its matrix work."""
+        b, t = self.b, self.tgt
+        cur = read(k_steps[0])
+        for i in range(len(k_steps)):
+            nxt, nreads = None, 0
+            if i + 1 < len(k_steps):
+                n0 = len(b.block.instructions)
+                nxt = read(k_steps[i + 1])
+                nreads = self._loads_since(n0)
+            multiply(*cur)
+            for j in range(n_mfma):
+                t.sched_group_barrier(b, 0x8, 1, 0)                          # one MFMA
+                share = nreads * (j + 1) // n_mfma - nreads * j // n_mfma
+                if share:
+                    t.sched_group_barrier(b, 0x100, share, 0)                # then DS reads
+            cur = nxt
+
+    def _pingpong(self, k_steps, read, multiply, phases: int):
+        """schedule = "pingpong" (8 waves, two groups of 4): the k steps in `phases` clusters; each
+        cluster is LDS reads, barrier, MFMAs at priority 1, barrier. The second group passes one
+        barrier before the dot and the first one after it, so the MFMAs of one group meet the LDS
+        reads of the other at every barrier (passes/schedule_amd.py: why this is race-free)."""
+        b, t = self.b, self.tgt
+        wave0 = t.readfirstlane(b, t.thread_id(b))
+        second = b.icmp_unsigned(">=", wave0, ir.Constant(wave0.type, 4 * self.target.warp_size))
+
+        def turn():                      # the groups swap roles; nothing moves across the swap
+            t.sched_barrier(b, 0)
+            t.s_barrier(b)
+            t.sched_barrier(b, 0)
+        with b.if_then(second):
+            t.s_barrier(b)
+        t.sched_barrier(b, 0)
+        n = len(k_steps)
+        chunks = [k_steps[n * p // phases:n * (p + 1) // phases] for p in range(phases)]
+        for p, chunk in enumerate(chunks):
+            if p:
+                turn()
+            ops = [read(k0) for k0 in chunk]
+            turn()
+            t.s_setprio(b, 1)
+            for A, B in ops:
+                multiply(A, B)
+            t.s_setprio(b, 0)
+        t.sched_barrier(b, 0)
+        with b.if_then(b.not_(second)):
+            t.s_barrier(b)

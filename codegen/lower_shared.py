@@ -30,7 +30,7 @@ from ..ir.thread_maps import ThreadMap, blocked, mma_operand_kind
 from .table import lowers
 from .llvm_util import i1, i8, i16, i32, i64, sptr
 from .lower_memory import _and
-from .values import DS_READ, LazyFrag, RTile, SView
+from .values import DS_READ, LazyFrag, RTile, SView, WordCode
 
 TRUE = ir.Constant(i1, 1)
 
@@ -155,6 +155,7 @@ class SharedLowering:
 
     @lowers("barrier")
     def op_barrier(self, op):
+        self.named_barrier_of(op)              # a role's barrier is named; the intrinsics know the role
         self.tgt.barrier(self.b)
 
     @lowers("async_commit")
@@ -189,6 +190,17 @@ class SharedLowering:
         if n == 1:
             w = b.load(p, typ=ir.IntType(dt.bits))
             return [self.from_code(w, dt)]
+        if dt.bits == 8 and n % 4 == 0 and n <= 16:
+            # 8-bit codes as i32 words (recorded as WordCodes: a cast decodes them from the words)
+            ld = b.load(p, typ=ir.VectorType(i32, n // 4))
+            ld.align = n
+            out = []
+            for k in range(n):
+                w = b.extract_element(ld, ir.Constant(i32, k // 4))
+                x = self.from_code(b.trunc(b.lshr(w, ir.Constant(i32, 8 * (k % 4))) if k % 4 else w, i8), dt)
+                self.word_codes[x] = WordCode(w, 8 * (k % 4))
+                out.append(x)
+            return out
         vt = ir.VectorType(ir.IntType(dt.bits), n)
         ld = b.load(p, typ=vt)
         ld.align = n * dt.bits // 8
@@ -326,10 +338,11 @@ class SharedLowering:
                 return vec, w
         return None
 
-    def _codes_of_words32(self, words, bits, count, signed=False):
+    def _codes_of_words32(self, words, bits, count, signed=False, origins=None):
         """Little-endian i32 words -> `count` packed codes of `bits` bits as i8 (signed: sign-extended,
         which from_code's own sign extension then folds into). A code inside one word takes a
-        shift pair (bfe); one straddling two words a funnel shift first."""
+        shift pair (bfe); one straddling two words a funnel shift first. `origins`, a list, receives
+        each code's `WordCode` (the word, or the funnel-shifted word of a straddling code)."""
         b = self.b
         out = []
         for e in range(count):
@@ -339,6 +352,8 @@ class SharedLowering:
             if sh + bits > 32:
                 x = b.or_(b.lshr(x, ir.Constant(i32, sh)), b.shl(words[wi + 1], ir.Constant(i32, 32 - sh)))
                 sh = 0
+            if origins is not None:
+                origins.append(WordCode(x, sh))
             if signed:
                 if 32 - bits - sh:
                     x = b.shl(x, ir.Constant(i32, 32 - bits - sh))
@@ -383,7 +398,8 @@ class SharedLowering:
                             ld.align = 4 * q
                             words += [b.extract_element(ld, ir.Constant(i32, j)) for j in range(q)]
                         k += q
-                    codes = self._codes_of_words32(words, bits, vec, signed=dt.kind == "int")
+                    origins = []
+                    codes = self._codes_of_words32(words, bits, vec, signed=dt.kind == "int", origins=origins)
                 elif n in (2, 4) and n * w <= 16:
                     vt = ir.VectorType(W, n)
                     ld = b.load(self.sptr(byte), typ=vt)
@@ -399,6 +415,9 @@ class SharedLowering:
                     codes = self._split_words(words, 8 * w, bits, vec)
                 for v, cd in zip(slots, codes):
                     vals[v] = self.from_code(cd, dt)
+                if w >= 4:                        # a cast can decode these from the words
+                    for v, o in zip(slots, origins):
+                        self.word_codes[vals[v]] = o
             return [vals[v] if vals[v] is not None else vals[src[v]] for v in range(m.nvals)]
         vals = [None] * m.nvals
         src = m.dup_source()
@@ -793,7 +812,7 @@ class SharedLowering:
                              f"(vec = {vec} elements of {dt})")
         uniq = set(m.unique_values())
         own = self.owner(m)
-        fast = self._fast_cond(T, vec, idx[-1]) if vec > 1 else None
+        fast = self.vector_guard(op, T, vec, idx[-1])
 
         def async_path():
             for g, slots in self._groups(m, vec):
@@ -850,7 +869,7 @@ class SharedLowering:
         if use_async and not (dt.bits >= 8 and vec > 1 and nbytes in (4, 8, 16) and self._smem_vec(sv, m, dt) >= vec):
             raise self.error(f"cp.async needs 4, 8 or 16-byte chunks contiguous in shared layout {sv.layout} "
                              f"(vec = {vec} elements of {dt})")
-        fast = self._fast_cond(T, vec, col0) if use_async else None
+        fast = self.vector_guard(op, T, vec, col0) if use_async else None
 
         def async_path():
             for g, slots in self._groups(m, vec):

@@ -49,10 +49,11 @@ from .lower_scan import ScanLowering
 from .lower_shared import SharedLowering
 from .lower_tma import TmaLowering
 from .lower_wgmma import WgmmaLowering
+from .lower_warp_specialize import WarpSpecializeLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
-                     WgmmaLowering, TmaLowering, BufferLowering):
+                     WgmmaLowering, TmaLowering, BufferLowering, WarpSpecializeLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
@@ -61,7 +62,10 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self.backend = backend                   # the family's code generator (nvptx.NVPTXBackend)
         self.options = dict(options or {})
         self.num_warps = int(fn.attrs.get("num_warps", self.options.get("num_warps", 4)))
-        self.nthreads = target.threads(self.num_warps)
+        self.nthreads = target.threads(self.num_warps)      # the threads register layouts are over
+        self.launch_threads = target.threads(self.launch_warps())   # + a warp_specialize's producer
+        if fn.attrs.get("maxnreg"):                        # fixed by a pass (warp_specialize): the IR's
+            self.options["maxnreg"] = int(fn.attrs["maxnreg"])
         self.module = ir.Module(name=fn.name)
         self.module.triple = target.llvm_triple
         self.decls = Decls(self.module)
@@ -74,6 +78,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self._owner_cache: dict = {}
         self._smem = None
         self.shared_bytes = int(fn.attrs.get("shared_bytes", 0))
+        self.word_codes = {}                     # code value -> values.WordCode (packed loads)
         self._async_loops: set = set()          # loops whose last wgmma group is waited for at the exit
         self._wgmma_groups = 0                   # wgmma groups committed so far (in program order)
         self._deferred_wgmma: dict = {}          # id(dot result) -> its group, not yet waited for
@@ -103,7 +108,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         tmaps = [k for k, p in enumerate(self.params) if p.kind == "tmap"]
         if tmaps:
             self.backend.grid_constant_params(self.module, self.llfn, tmaps)
-        self.backend.add_function_attributes(self.llfn, self.nthreads, self.options)
+        self.backend.add_function_attributes(self.llfn, self.launch_threads, self.options)
         entry = self.llfn.append_basic_block("entry")
         body = self.llfn.append_basic_block("body")
         self.eb = ir.IRBuilder(entry)              # hoisted thread-invariant computations
@@ -643,7 +648,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             if isinstance(x, RTile) and isinstance(rt, TileType) and x.map.same(self.tmap(rt)):
                 dup = x.map.dup_source()
                 uniq = [v for v in range(x.map.nvals) if dup[v] == v]
-                conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst)))
+                conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst,
+                                                                       self.word_codes.get)))
                 self.set(op.results[0], RTile(x.map, [conv[dup[v]] for v in range(x.map.nvals)], dst))
                 return
             if not isinstance(rt, TileType):

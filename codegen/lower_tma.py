@@ -48,9 +48,10 @@ _DST_ALIGN = {0: 128, 32: 256, 64: 512, 128: 1024}
 class TmaLowering:
     def _thread0(self):
         """i1: this thread is thread 0 (the block's TMA-issuing thread); computed once, in the entry."""
-        c = self._tbase_cache.get("thread0")
+        lead = self.role_leader                 # a warp_specialize role's first thread (0 outside one)
+        c = self._tbase_cache.get(("thread0", lead))
         if c is None:
-            c = self._tbase_cache["thread0"] = self.eb.icmp_unsigned("==", self.tid, ir.Constant(i32, 0))
+            c = self._tbase_cache[("thread0", lead)] = self.eb.icmp_unsigned("==", self.tid, ir.Constant(i32, lead))
         return c
 
     def _mbarriers(self, v):
@@ -79,7 +80,12 @@ class TmaLowering:
     def op_mbarrier_arrive(self, op):
         self._need_tma_target()
         bar, = self._mbarriers(op.bar)
-        endb = self._guarded(self._thread0())
+        if op.attrs.get("per") == "warp":             # lane 0 of every warp (the mbarrier counts warps)
+            lane0 = self.b.icmp_unsigned("==", self.b.urem(self.tid, ir.Constant(i32, self.target.warp_size)),
+                                         ir.Constant(i32, 0))
+            endb = self._guarded(lane0)
+        else:
+            endb = self._guarded(self._thread0())
         self.tgt.mbarrier_arrive(self.b, bar)
         self._end_guard(endb)
 

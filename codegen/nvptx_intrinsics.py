@@ -43,8 +43,23 @@ class NVPTXIntrinsics:
     def num_blocks(self, b, axis: int):
         return self.sreg(b, "nctaid." + "xyz"[axis])
 
+    # (id, threads) while a warp_specialize role is lowered (codegen/lower_warp_specialize.py): every
+    # barrier is then that role's named barrier, which the other role's threads never reach
+    barrier_scope = None
+
     def barrier(self, b):
+        if self.barrier_scope is not None:
+            bid, n = self.barrier_scope
+            self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.count", void, [i32, i32],
+                        [ir.Constant(i32, bid), ir.Constant(i32, n)])
+            return
         self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.all", void, [i32], [ir.Constant(i32, 0)])
+
+    def setmaxnreg(self, b, regs: int, inc: bool):
+        """This warpgroup's per-thread register budget becomes `regs` (Hopper; .sync.aligned: every
+        thread of the warpgroup executes it)."""
+        self.d.call(b, f"llvm.nvvm.setmaxnreg.{'inc' if inc else 'dec'}.sync.aligned.u32", void, [i32],
+                    [ir.Constant(i32, regs)])
 
     def shfl_xor(self, b, v, lane_mask: int):
         """Butterfly shuffle of a 32-bit value (i32 or f32) across the full warp."""

@@ -343,7 +343,14 @@ def _dot(fe, a: Args):
             raise a.err("acc", f"acc must be f32 (or f16) for float inputs and i32 for integer inputs, got {acc.type.dtype}")
     else:
         raise a.err("acc", f"acc must be a tile or None, got {describe(acc)}")
-    return fe.b.value("dot", [x, y, acc], acc.type)
+    shape = normalize_const(a["mfma"])
+    if shape is not None and shape not in MFMA_SHAPES:
+        raise a.err("mfma", f"mfma must be one of {', '.join(map(repr, MFMA_SHAPES))} or None, got {describe(shape)}")
+    # the request is the dot's `atom` until instruction selection writes the full atom name there
+    return fe.b.value("dot", [x, y, acc], acc.type, {"atom": f"mfma.{shape}"} if shape else None)
+
+
+MFMA_SHAPES = ("32x32", "16x16")           # tile.dot(mfma=): the MFMA shapes of every CDNA target
 
 
 # ---------------------------------------------------------------- reductions

@@ -26,6 +26,7 @@ from ..ir.builder import Builder
 from ..ir.core import Function, Loc, Module, Value
 from ..ir.dtypes import DType, i32
 from ..ir.errors import VerifyError
+from ..ir.ops import LOOP_SCHEDULE
 from ..ir.printer import format_attr
 from ..ir.types import ScalarType, TensorType, TileType
 from . import builtins as B
@@ -39,6 +40,8 @@ from .source import Source, source_of
 from .subscripts import Subscripts
 from .values import (Method, TensorShape, Undefined, describe, is_number, is_scalar, is_shared, is_tensor, is_tile,
                      normalize_const)
+
+LOOP_SCHEDULES = LOOP_SCHEDULE["schedule"].choices     # what tile.range(schedule=) takes
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv", ast.FloorDiv: "floordiv",
           ast.Mod: "rem", ast.Pow: "pow", ast.BitAnd: "and", ast.BitOr: "or", ast.BitXor: "xor",
@@ -304,7 +307,16 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
                     stages = B.const_int(a, "stages")
                     if stages < 1:
                         raise a.err("stages", f"stages must be >= 1, got {stages}")
-                self.runtime_for(node, a, lo, hi, step, stages)
+                ws = normalize_const(a.get("warp_specialize", False))
+                if not isinstance(ws, bool):
+                    raise a.err("warp_specialize", f"warp_specialize must be a compile-time bool, got {describe(ws)}")
+                if ws and (stages is None or stages < 2):
+                    raise a.err("warp_specialize", "warp_specialize=True needs a pipelined loop (stages >= 2)")
+                schedule = normalize_const(a.get("schedule"))
+                if schedule is not None and schedule not in LOOP_SCHEDULES:
+                    raise a.err("schedule", f"schedule must be one of {', '.join(map(repr, LOOP_SCHEDULES))} "
+                                            f"or None, got {describe(schedule)}")
+                self.runtime_for(node, a, lo, hi, step, stages, ws, schedule)
                 return
         seq = self.expr(it)
         if isinstance(seq, TensorShape):

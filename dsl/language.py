@@ -208,7 +208,10 @@ def gather(T, rows, col0, ncols, other=0): """out[r, c] = T[rows[r], col0 + c]; 
 @_builtin
 def scatter(T, rows, col0, value): """T[rows[r], col0 + c] = value[r, c]; rows outside T are skipped."""
 @_builtin
-def dot(a, b, acc=None): """acc + a @ b, accumulated in f32 (i32 for integer inputs); acc defaults to zeros."""
+def dot(a, b, acc=None, mfma=None):
+    """acc + a @ b, accumulated in f32 (i32 for integer inputs); acc defaults to zeros. mfma (AMD CDNA;
+    other targets ignore it): "32x32" or "16x16", the MFMA shape (gfx942: 32x32x8 / 16x16x16, gfx950:
+    32x32x16 / 16x16x32); None: the compiler's choice. Either way the IR shows it as the dot's `atom`."""
 
 
 @_builtin
@@ -289,8 +292,12 @@ def concat(xs, axis=0): """Concatenate tiles along axis."""
 
 
 @_builtin
-def range(lo, hi=None, step=1, stages=None):
-    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining."""
+def range(lo, hi=None, step=1, stages=None, warp_specialize=False, schedule=None):
+    """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining;
+    `warp_specialize=True` (Hopper) for a producer warpgroup issuing the pipelined TMA copies.
+    schedule (AMD CDNA; other targets ignore it): "pingpong" (8 waves: two groups of 4 take turns at the
+    MFMAs, the other group reading LDS meanwhile) or "interleave" (4 waves: each k step's MFMAs
+    interleaved with the LDS reads of the next); None: the compiler's order."""
 
 
 @_builtin

@@ -1,5 +1,16 @@
 """bf16 GEMM with f32 accumulation and a fused epilogue: C = act(scale * (A @ B) + bias).
 
+Variants (constexpr options of `gemm`; `grid()` gives the launch grid of each):
+* default: one block per output tile, the K loop pipelined through a STAGES-deep shared ring.
+* WS=True (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run wgmma
+  (passes/warp_specialize.py).
+* PERSISTENT=True: min(#SMs, #tiles) blocks, each looping over the output tiles in grouped order.
+* PERSISTENT=True, WS=True: CUTLASS's "persistent warp-specialized" kernel. The roles split around
+  the tile loop: the producer runs ahead across tiles (it issues tile t+1's first K blocks while the
+  consumers run tile t's epilogue), the ring and its mbarriers are set up once per block. The ring
+  stays live through the epilogue, so the epilogue's shared memory comes on top of it (128x256 and
+  256x128 tiles: 3 stages).
+
 Run: python examples/gemm.py [M N K]   (on the GPU if there is one, else in the interpreter)
 """
 import sys
@@ -11,13 +22,11 @@ from tile import bf16, f32
 
 
 @tile.inline
-def grouped_tile(GROUP: tile.constexpr):
-    """(row tile, column tile) of this block in grouped order: consecutive blocks (the grid runs axis
-    0 fastest) walk down GROUP row tiles before moving one column tile right, so the blocks resident at
-    once read about sqrt(#blocks) panels of A and of B instead of every panel of A (Triton's GROUP_M)."""
-    nm = tile.num_blocks(0)
-    per_group = GROUP * tile.num_blocks(1)
-    pid = tile.block_id(1) * nm + tile.block_id(0)
+def grouped_tile(pid, nm, nn, GROUP: tile.constexpr):
+    """(row tile, column tile) of output tile number `pid` of nm x nn in grouped order: consecutive
+    tiles walk down GROUP row tiles before moving one column tile right, so the tiles computed at once
+    read about sqrt(#tiles) panels of A and of B instead of every panel of A (Triton's GROUP_M)."""
+    per_group = GROUP * nn
     first = pid // per_group * GROUP
     rows = tile.minimum(nm - first, GROUP)
     return first + pid % per_group % rows, pid % per_group // rows
@@ -42,16 +51,53 @@ def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr
 def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 2], bias: tile.Tensor[f32, 1],
          scale: float, BM: tile.constexpr = 128, BN: tile.constexpr = 128, BK: tile.constexpr = 64,
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none",
-         GROUP: tile.constexpr = 8):
-    K = A.shape[1]
-    bm, bn = grouped_tile(GROUP)                            # grid: (cdiv(M, BM), cdiv(N, BN))
+         GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False, WS: tile.constexpr = False,
+         SCHEDULE: tile.constexpr = None):
+    if PERSISTENT:
+        # grid: (min(#SMs, #tiles),): each block loops over the output tiles t = block, block + #blocks, ...
+        nm = tile.cdiv(A.shape[0], BM)
+        nn = tile.cdiv(B.shape[1], BN)
+        for t in tile.range(tile.block_id(0), nm * nn, tile.num_blocks(0)):
+            bm, bn = grouped_tile(t, nm, nn, GROUP)
+            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
+    else:
+        # grid: (cdiv(M, BM), cdiv(N, BN)), axis 0 fastest
+        pid = tile.block_id(1) * tile.num_blocks(0) + tile.block_id(0)
+        bm, bn = grouped_tile(pid, tile.num_blocks(0), tile.num_blocks(1), GROUP)
+        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
+
+
+@tile.inline
+def output_tile(A, B, C, bias, scale, bm, bn, BM: tile.constexpr, BN: tile.constexpr, BK: tile.constexpr,
+                STAGES: tile.constexpr, HAS_BIAS: tile.constexpr, ACT: tile.constexpr, WS: tile.constexpr,
+                SCHEDULE: tile.constexpr):
+    """C[bm, bn] tile = epilogue(A[bm, :] @ B[:, bn])."""
     acc = tile.zeros((BM, BN), f32)
-    for k in tile.range(0, K, BK, stages=STAGES):
+    # WS (Hopper): a producer warpgroup issues the TMA copies, num_warps consumer warps run the wgmma;
+    # with PERSISTENT the producer runs ahead into the next tile during this tile's epilogue.
+    # SCHEDULE (AMD): "pingpong" with num_warps=8, "interleave" with 4 (AMD_CONFIGS); NVIDIA ignores it
+    for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS, schedule=SCHEDULE):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
         b = tile.load(B, (k, bn * BN), (BK, BN))
         acc = tile.dot(a, b, acc)
     # The epilogue runs on the accumulator in registers, fused before the store.
     tile.store(C, (bm * BM, bn * BN), epilogue(acc, bias, scale, bn * BN, HAS_BIAS, ACT).astype(bf16))
+
+
+def grid(M, N, BM, BN, PERSISTENT=False, sms=132, **_):
+    """The launch grid of `gemm` for a config: one block per output tile, or (PERSISTENT) one per SM
+    at most, each looping over the tiles."""
+    tiles = (tile.cdiv(M, BM), tile.cdiv(N, BN))
+    return (min(sms, tiles[0] * tiles[1]),) if PERSISTENT else tiles
+
+
+# ---- AMD CDNA (MI300X gfx942, MI355X gfx950): the wave schedules of HipKittens, as configs of `gemm`.
+# 8-wave ping-pong on a 256x128 tile (HipKittens' bf16 GEMM uses 256x256; here that tile needs more
+# than the 256 registers per lane two waves per SIMD leave, and its epilogue more than gfx942's 64 KB
+# of LDS -- 256x128x64 is the largest that compiles with no scratch on both); 4-wave interleave on
+# 128x128. Each entry: the kernel's constexprs plus the launch's num_warps.
+AMD_CONFIGS = [dict(BM=256, BN=128, BK=64, SCHEDULE="pingpong", num_warps=8),
+               dict(BM=128, BN=128, BK=64, SCHEDULE="interleave", num_warps=4)]
 
 
 # ---- split-K for skinny products (M of a few rows): the (M/BM) x (N/BN) output tiles are too few to
@@ -106,7 +152,8 @@ def reference(a, b, bias, scale, act):
     return y
 
 
-def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1):
+def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1,
+        PERSISTENT=False, sms=132, STAGES=3, WS=False, SCHEDULE=None, num_warps=4):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)
@@ -115,8 +162,9 @@ def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, se
     C = tile.asarray(np.full((M, N), np.nan), bf16)          # poisoned: every element must be written
     scale = 1.5
     if SPLIT == 1:
-        gemm[(tile.cdiv(M, BM), tile.cdiv(N, BN))](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK,
-                                                    HAS_BIAS=with_bias, ACT=act, GROUP=GROUP)
+        gemm[grid(M, N, BM, BN, PERSISTENT, sms)](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK, HAS_BIAS=with_bias,
+                                                   ACT=act, GROUP=GROUP, PERSISTENT=PERSISTENT, STAGES=STAGES,
+                                                   WS=WS, SCHEDULE=SCHEDULE, num_warps=num_warps)
     else:                                                   # poisoned partials: every one must be written
         part = np.full((SPLIT, tile.cdiv(M, BM) * BM, tile.cdiv(N, BN) * BN), np.nan, np.float32)
         gemm_splitk[(tile.cdiv(M, BM), tile.cdiv(N, BN), SPLIT)](A, B, part, BM=BM, BN=BN, BK=BK)
@@ -133,3 +181,8 @@ if __name__ == "__main__":
         err = run(M, N, K, act=act, with_bias=act != "none")
         print(f"gemm {M}x{N}x{K} act={act:5s} on {tile.current_target()}: relative error {err:.2e}")
         assert err < 1e-2, err
+    if tile.current_target().startswith("gfx"):            # AMD: the wave-scheduled configs as well
+        for cfg in AMD_CONFIGS:
+            err = run(M, N, K, act="gelu", **cfg)
+            print(f"gemm {M}x{N}x{K} {cfg} on {tile.current_target()}: relative error {err:.2e}")
+            assert err < 1e-2, err

@@ -47,7 +47,7 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
                 G: tile.constexpr = 128, ZERO: tile.constexpr = 0.0, HAS_Z: tile.constexpr = False,
                 SCALE: tile.constexpr = "float", MMA: tile.constexpr = True,
                 BM: tile.constexpr = 16, BN: tile.constexpr = 128, BK: tile.constexpr = 128,
-                KS: tile.constexpr = 512, STAGES: tile.constexpr = 4):
+                KS: tile.constexpr = 512, STAGES: tile.constexpr = 4, PRELAID: tile.constexpr = None):
     tile.static_assert(KS % BK == 0, "the K slice must be a whole number of K tiles")
     # one sub-step per scale group inside a K tile (the whole tile when groups are larger / per-channel)
     SUB = BK if G == 0 or G >= BK else G
@@ -63,7 +63,10 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
         for j in tile.static_range(BK // SUB):
             kk = k + j * SUB
             x = tile.load(X, (m0, kk), (BM, SUB))                     # zero beyond M and K
-            w = tile.load(W, (kk, n0), (SUB, BN))
+            if PRELAID:                                               # W from tile.prelayout_weights
+                w = _prelaid_tile(W, kk // SUB, bn, SUB, BN, PRELAID)
+            else:
+                w = tile.load(W, (kk, n0), (SUB, BN))
             if MMA:
                 part = tile.dot(x, w.astype(bf16))                    # exact bit-trick decode; [BM, BN] f32
             else:
@@ -84,6 +87,15 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
 
 
 @tile.inline
+def _prelaid_tile(W, kt, bn, SUB: tile.constexpr, BN: tile.constexpr, PLAN: tile.constexpr):
+    """The [SUB, BN] weight tile (kt, bn) of pre-laid-out codes: one plain load of its [P, T * V]
+    block (each thread: whole 16-byte chunks), then a reshape into the mma B fragment's modes and a
+    permute into (k, n) order -- both relabel registers: the loaded layout IS the fragment layout."""
+    wp = tile.load(W, (kt * PLAN[0], bn * PLAN[1]), (PLAN[0], PLAN[1]))
+    return tile.permute(wp.reshape(PLAN[2]), PLAN[3]).reshape((SUB, BN))
+
+
+@tile.inline
 def _scale(s, SCALE: tile.constexpr):
     """Scale codes -> f32: a float type as it is; "e8m0" (OCP MX, uint8 codes): 2^(c - 127), the f32
     whose exponent field is c; code 0 is 2^-127 (an f32 subnormal) and 255 is NaN, as in ml_dtypes'
@@ -96,7 +108,7 @@ def _scale(s, SCALE: tile.constexpr):
     return s.astype(f32)
 
 
-def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
+def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float", prelaid=False):
     """Launch constants for a problem: BN = 128 columns; a K tile BK of 256 rows for widths <= 4 bits
     (16 KB of int4 codes per tile) or 128 (16 KB of int8), halved when the problem is too small for
     `waves` waves of blocks otherwise; the K slice KS (a multiple of BK) as LONG as still gives
@@ -108,7 +120,11 @@ def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
     BN = 128
     nb = tile.cdiv(N, BN) * tile.cdiv(M, BM)
     want = waves * sms
-    for BK in ((256, 128, 64) if bits <= 4 else (128, 64)):
+    # prelaid (the register path): K tiles of at most 128 rows. Its blocks need no shared scratch to
+    # transpose the weights, so smaller rings (4 stages x 12.5 KB = 51 KB at BK = 128, against 102 KB
+    # at 256) fit 4 blocks per SM instead of 2 -- 4 x 2 prefetched x 8 KB = 64 KB of int4 in flight
+    # per SM, where ~25 KB covers HBM latency at the per-SM share of bandwidth.
+    for BK in ((128, 64) if prelaid else (256, 128, 64) if bits <= 4 else (128, 64)):
         if G and G > BK:
             break
         if nb * tile.cdiv(K, BK) >= want:
@@ -119,7 +135,7 @@ def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float"):
     while KS < K and nb * tile.cdiv(K, 2 * KS) >= want:
         KS *= 2
     out = dict(BM=BM, BN=BN, BK=BK, KS=KS, MMA=mma)
-    if scale == "e8m0" and mma:        # 4 warps: 255 registers and a 4-byte spill on sm_90a (TMA copies)
+    if scale == "e8m0" and mma and not prelaid:        # 4 warps: 255 registers and a 4-byte spill on sm_90a (TMA copies)
         out["num_warps"] = 8
     return out
 
@@ -131,7 +147,7 @@ def grid(M, N, K, BM, BN, KS, **_):
 def launch(X, W, S, Y, Z=None, **consts):
     """Y (f32, [M, N]) = X @ dequant(W): zeroes Y, then one split-K launch."""
     M, K = X.shape
-    N = W.shape[1]
+    N = Y.shape[1]                                           # (a pre-laid-out W has another shape)
     if hasattr(Y, "zero_"):                                  # torch
         Y.zero_()
     elif hasattr(Y, "fill_bytes"):                           # tile.DeviceArray
@@ -139,6 +155,19 @@ def launch(X, W, S, Y, Z=None, **consts):
     else:                                                    # NumPy (host data: copied in and out)
         Y[...] = 0
     lowbit_gemv[grid(M, N, K, **consts)](X, W, S, Z if Z is not None else S, Y, HAS_Z=Z is not None, **consts)
+
+
+def sub_step(BK, G):
+    """The K rows one dot covers: a scale group inside the K tile (the whole tile for larger groups)."""
+    return BK if G == 0 or G >= BK else G
+
+
+def prelay(W, BK, G, BN=128, num_warps=4):
+    """Host side of the register path: (pre-laid-out W, the PRELAID constant) for these constants.
+    W: the [K, N] codes as `quantize` makes them (tile.Array)."""
+    SUB = sub_step(BK, G)
+    return (tile.prelayout_weights(W, W.dtype, SUB, BN, num_warps),
+            tile.prelayout_plan(W.dtype.bits, SUB, BN, num_warps))
 
 
 # weight type -> zero point subtracted before scaling (unsigned types are centred)
@@ -175,14 +204,19 @@ def quantize(w, wtype, G, zero=0.0, scale="float"):
     return codes, S, wq
 
 
-def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False, seed=None, **consts):
-    """Launch on fresh random inputs; return the relative error against the float64 reference."""
+def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False, seed=None, prelaid=False,
+        **consts):
+    """Launch on fresh random inputs; return the relative error against the float64 reference.
+    prelaid: the weights pre-laid-out on the host (`prelay`) and loaded straight into registers."""
     rng = np.random.default_rng(seed)
     zero = WEIGHT_TYPES[wtype]
     X = tile.asarray(rng.standard_normal((M, K)), bf16)
     W, S, wq = quantize(rng.standard_normal((K, N)), wtype, G, zero, scale)
-    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale), G=G, SCALE="e8m0" if scale == "e8m0" else "float")
+    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale, prelaid=prelaid), G=G,
+             SCALE="e8m0" if scale == "e8m0" else "float")
     c.update(consts)
+    if prelaid:
+        W, c["PRELAID"] = prelay(W, c["BK"], G, c["BN"], c.get("num_warps", 4))
     Y = np.full((M, N), np.nan, np.float32)
     if zero_tensor:                                           # the same zero point, as a tensor
         Z = np.full((tile.cdiv(K, G or K), N), zero, np.float32)

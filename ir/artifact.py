@@ -6,7 +6,8 @@ An `Artifact` holds
 * the target name;
 * the kernel ABI (`meta.params`): how the IR parameters become machine parameters (below);
 * the launch facts (`meta`): threads per block, dynamic shared memory bytes, cluster shape,
-  the alignment the code assumes for tensor base addresses;
+  the alignment the code assumes for tensor base addresses, the tensors it assumes `divisible`
+  (`divisible_ok`: a launch whose argument is not is refused with an error naming the parameter);
 * the IR signature (`signature`: [(name, printed IR type)]) the launcher checks arguments against;
 * `extra`: facts worth keeping, JSON values only: `ptxas` (the resource report: registers, spills,
   its log), `pass_warnings` (the passes' PerformanceWarning texts, shown again on a cache hit), ...
@@ -41,7 +42,7 @@ import json
 from dataclasses import dataclass, field
 
 __all__ = ["ParamABI", "KernelMeta", "Artifact", "flatten_params", "kernarg_layout", "tensor_map_ok",
-           "tensor_map_params", "FORMAT", "TMAP_BYTES", "TMAP_ALIGN"]
+           "tensor_map_params", "divisible_elems", "divisible_ok", "FORMAT", "TMAP_BYTES", "TMAP_ALIGN"]
 
 FORMAT = "tilec-artifact-1"
 
@@ -69,6 +70,7 @@ class KernelMeta:
     params: list = field(default_factory=list)   # list[ParamABI]
     align: int = 16                          # alignment the code assumes for tensor base addresses
     cluster: tuple = (1, 1, 1)
+    divisible: tuple = ()                    # tensor parameters whose launch must be `divisible_ok`
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -84,6 +86,8 @@ class KernelMeta:
                         for p in d.get("params", [])]
         if "cluster" in kw:
             kw["cluster"] = tuple(kw["cluster"])
+        if "divisible" in kw:
+            kw["divisible"] = tuple(kw["divisible"])
         return cls(**kw)
 
 
@@ -142,6 +146,29 @@ def tensor_map_ok(shape, strides, bits: int) -> bool:
         return False
     eb = bits // 8
     return all(d == 1 or (s >= 0 and (s * eb) % 16 == 0) for d, s in zip(shape[:-1], strides[:-1]))
+
+
+DIVISIBLE_BYTES = 16                        # what a `divisible` tensor's sizes and strides are multiples of
+
+
+def divisible_elems(bits: int) -> int:
+    """Elements of `bits` bits in the smallest whole number of 16-byte units (a power of two)."""
+    g = 128
+    while bits % g:
+        g //= 2
+    return 128 // g
+
+
+def divisible_ok(ptr, shape, strides, bits: int) -> bool:
+    """The facts a `divisible` tensor parameter promises (function attribute `divisible`, KernelMeta
+    .divisible): a 16-byte aligned base address (`ptr`; None: a host array, copied to an aligned
+    allocation), a unit last stride, and its last size and every other stride multiples of 16 bytes'
+    worth of elements (`divisible_elems`). Code compiled for them has vector accesses without a
+    run-time check (passes/divisibility.py); the launchers refuse arguments without them."""
+    e = divisible_elems(bits)
+    if (ptr is not None and ptr % DIVISIBLE_BYTES) or not shape or strides[-1] != 1 or shape[-1] % e:
+        return False
+    return all(s % e == 0 for s in strides[:-1])
 
 
 TMAP_BYTES, TMAP_ALIGN = 128, 64            # a CUtensorMap: 128 bytes, 64-byte aligned

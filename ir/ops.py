@@ -273,6 +273,8 @@ COMMON_ATTRS = {"smem_scratch": Int(min=0).opt}
 # What instruction selection (passes/select_instructions.py) writes; code generation carries it out.
 # The names are the targets' atoms (ir/targets.py); a value the target lacks is a located error there.
 VEC = {"vec": Int(min=1).opt}                                   # elements per global access
+# `vec_exact`: the vector path is exact for every launch (passes/divisibility.py): no run-time check
+VEC["vec_exact"] = Bool().opt
 ASYNC_GATHER = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
 # a TMA copy also records the boxes it is made of (`box`: the box's extent along each dim of the shared
 # tile; the tile is covered by boxes placed one after another in shared memory) and the swizzle
@@ -287,6 +289,9 @@ DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1
             "deferred": Int(min=0, max=1).opt}
 BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
 BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
+# AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)
+LOOP_SCHEDULE = {"schedule": OneOf("pingpong", "interleave").opt, "phases": Int(min=1, max=16).opt}
+LOOP_SCHEDULE_WAVES = {"pingpong": 8, "interleave": 4}      # the waves per workgroup each is made for
 
 
 # ---------------------------------------------------------------- the definitions
@@ -953,7 +958,9 @@ def _mbarrier_init(op):
 
 @define("mbarrier_arrive", "`mbarrier_arrive(bar)`: the block's copy-issuing thread (the one that issues its TMA "
         "copies, after them) arrives on mbarrier `bar`: the current phase completes when the bytes those copies "
-        "expect have landed too.", operands="bar", effects=True, infer=_none)
+        "expect have landed too. Attribute `per = \"warp\"`: lane 0 of every warp executing it arrives instead "
+        "(the mbarrier's count is then the number of those warps; a warp-specialized consumer releasing a stage).",
+        operands="bar", effects=True, attrs={"per": OneOf("block", "warp").opt}, infer=_none)
 def _mbarrier_arrive(op):
     mbarrier_operand(op, op.bar.type, "operand 'bar'", single=True)
 
@@ -999,16 +1006,50 @@ def _async_wait(op):
     pass
 
 
-define("barrier", "Every thread of the block waits here; shared-memory writes before it are visible after it.",
-       effects=True, infer=_none)(_nothing)
+@define("barrier", "Every thread of the block waits here; shared-memory writes before it are visible after it. "
+        "Attributes `id` and `threads` (both or neither): named barrier `id` (1..15) over the `threads` threads "
+        "that execute it -- the consumer warpgroups of a `warp_specialize`, without the producer.",
+        effects=True, attrs={"id": Int(min=1, max=15).opt, "threads": Int(min=32).opt}, infer=_none)
+def _barrier(op):
+    need(op, ("id" in op.attrs) == ("threads" in op.attrs), "a named barrier needs both `id` and `threads`")
+    if "threads" in op.attrs:
+        need(op, op.attrs["threads"] % 32 == 0, f"threads must be whole warps, got {op.attrs['threads']}")
+
+
+# ---------------------------------------------------------------- warp specialization (Hopper)
+@define("warp_specialize", "Warp roles: region 0 (the producer) runs on the `producer_warps` warps that follow "
+        "the function's `num_warps` (the consumers, thread ids 0 .. 32*num_warps-1, which run region 1); each "
+        "region ends with `yield`. Barriers in region 1 are named barrier `consumer_barrier` over the consumer "
+        "threads, in region 0 `producer_barrier` over the producer's (passes/warp_specialize.py).",
+        regions=2, effects=True, infer=_none,
+        attrs={"producer_warps": Int(min=1), "consumer_barrier": Int(min=1, max=15),
+               "producer_barrier": Int(min=1, max=15)})
+def _warp_specialize(op):
+    need(op, op.attrs["consumer_barrier"] != op.attrs["producer_barrier"],
+         "the producer and the consumers need barriers of their own")
+    for r in op.regions:
+        need(op, not r.args, "regions take no arguments")
+        _yield_matches(op, r, [])
+
+
+@define("setmaxnreg", "`setmaxnreg {regs, action}`: this warpgroup's register budget becomes `regs` per thread "
+        "(a multiple of 8 in 24..256; `action` \"inc\" asks for more, \"dec\" gives some back). The first op "
+        "of a `warp_specialize` region; the kernel's launch budget is the function attribute `maxnreg`.",
+        effects=True, infer=_none, attrs={"regs": Int(min=24, max=256), "action": OneOf("inc", "dec")})
+def _setmaxnreg(op):
+    need(op, op.attrs["regs"] % 8 == 0, f"regs must be a multiple of 8, got {op.attrs['regs']}")
 
 
 # ---------------------------------------------------------------- structured control flow
 @define("for", "`for(lo, hi, step, init...)`: a counted loop over `lo..hi` by `step` (> 0) carrying values; lo, hi, "
         "step and the induction variable share one integer type; its region's arguments are (iv, carried...) and it "
         "ends with `yield`. Attribute `stages` asks for software pipelining of its loads (`pipelined`, `prefetch`: "
-        "what pipelining did).", operands="lo, hi, step, inits*", regions=1,
-        attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt},
+        "what pipelining did); `warp_specialize` asks for a producer warpgroup issuing its copies "
+        "(passes/warp_specialize.py). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
+        "a wave schedule of its MFMAs (passes/schedule_amd.py; other targets ignore it).", operands="lo, hi, step, inits*",
+        regions=1,
+        attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt,
+               "warp_specialize": Bool().opt, **LOOP_SCHEDULE},
         infer=lambda t, a: list(t.inits))
 def _for(op):
     lo = op.lo.type

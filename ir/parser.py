@@ -18,19 +18,27 @@ from .ops import OPS
 from .types import ScalarType, TensorType, TileType, SPACES
 
 
-@lru_cache(maxsize=1)
-def _lark() -> lark.Lark:
+@lru_cache(maxsize=2)
+def _lark(positions: bool) -> lark.Lark:
     text = (Path(__file__).with_name("grammar.lark")).read_text()
-    return lark.Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return lark.Lark(text, parser="lalr", propagate_positions=positions, maybe_placeholders=True)
 
 
 def parse_module(text: str, verify: bool = True) -> Module:
     """Parse IR text; raise ParseError (line, column) on malformed input."""
+    try:
+        # Tree positions cost a third of the parse; valid text (nearly all of it) never needs them.
+        return _parse(text, verify, positions=False)
+    except ParseError:
+        return _parse(text, verify, positions=True)      # raises again, with every position known
+
+
+def _parse(text: str, verify: bool, positions: bool) -> Module:
     if not text.endswith("\n"):
         text += "\n"
     lines = text.splitlines()
     try:
-        tree = _lark().parse(text)
+        tree = _lark(positions).parse(text)
     except lark.exceptions.UnexpectedInput as e:
         line, col = getattr(e, "line", 0) or 0, getattr(e, "column", 0) or 0
         src = lines[line - 1] if 0 < line <= len(lines) else None

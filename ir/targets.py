@@ -234,11 +234,11 @@ class Target:
 # The pass pipelines, by family: what runs between the front end and code generation.
 CPU_PIPELINE = ("canonicalize", "dce")
 NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
-                   "select_instructions", "shared_memory_planning")
+                   "select_instructions", "warp_specialize", "divisibility", "shared_memory_planning")
 # on AMD pipeline_loads stages the next iteration's loads in registers (no asynchronous copies:
-# passes/pipeline_registers.py)
+# passes/pipeline_registers.py); schedule_amd checks the loops' wave schedules (ping-pong, interleave)
 AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
-                "select_instructions", "shared_memory_planning")
+                "select_instructions", "schedule_amd", "shared_memory_planning")
 
 _NV_COPIES = (LD_GLOBAL, LD_SHARED, CP_ASYNC, LDMATRIX, LDMATRIX_T)
 _NV = "nvptx64-nvidia-cuda"

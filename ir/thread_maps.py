@@ -261,6 +261,15 @@ class ThreadMap:
 
     @staticmethod
     def from_tv(tv: TVLayout) -> "ThreadMap":
+        # Both are immutable, and the conversion (with its exhaustive check) is asked for the same
+        # layout many times per compile: the TVLayout keeps its ThreadMap.
+        m = tv._cache.get("thread_map")
+        if m is None:
+            m = tv._cache["thread_map"] = ThreadMap._from_tv(tv)
+        return m
+
+    @staticmethod
+    def _from_tv(tv: TVLayout) -> "ThreadMap":
         shape = tuple(tv.tile_dims)
         cm = colmajor_strides(shape)
 
@@ -347,10 +356,19 @@ class ThreadMap:
                 if lin == 0:
                     out.append((s, (0,) * len(new_shape)))
                     continue
-                c1 = _lin2crd(lin, new_shape, rm_new)
-                if not all(_lin2crd(k * lin, new_shape, rm_new) == tuple(k * x for x in c1) for k in range(s)):
-                    return None
-                out.append((s, c1))
+                # a mode that runs across several new dims (128 threads along one dim viewed as
+                # 4 x 8 x 4) is split into one mode per dim it crosses, each filling its dim exactly
+                while s > 1:
+                    c1 = _lin2crd(lin, new_shape, rm_new)
+                    d = next((i for i, c in enumerate(c1) if c), None)
+                    if d is None or sum(1 for c in c1 if c) != 1 or new_shape[d] % c1[d]:
+                        return None
+                    part = min(s, new_shape[d] // c1[d])
+                    if s % part:
+                        return None
+                    out.append((part, c1))
+                    s //= part
+                    lin *= part
             return out
         tm, vm = conv(self.tmodes), conv(self.vmodes)
         if tm is None or vm is None:
@@ -532,7 +550,8 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
     is needed (inputs not bf16/f16, accumulator not f32, K not a multiple of 16, or no grid fits).
 
     With `prefer_warpgroups` (Hopper), grids with whole warpgroups along M (wm % 4 == 0, M a
-    multiple of 64 * wm / 4) come first: their accumulator layout is the wgmma accumulator. Otherwise
+    multiple of 64 * wm / 4) come first: their accumulator layout is the wgmma accumulator; among
+    them the one whose wgmma instructions read the least shared memory (the widest n). Otherwise
     the grid minimizes operand traffic (each warp reads an (M/wm x K) and a (K x N/wn) slice); ties,
     or `prefer_rows` (the kernel reduces rows of a 2-D tile, e.g. a softmax), go to more warps
     along M so that row reductions stay inside a warp."""
@@ -543,9 +562,15 @@ def mma_warps(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, prefer_warpgrou
         if M % (16 * wm) or N % (8 * wn):
             continue
         cost = M * wn + N * wm
+        wg = prefer_warpgroups and wm % 4 == 0 and M % (16 * wm) == 0 and (N // wn) % 8 == 0
+        if wg:
+            # wgmma reads both operands from shared memory, per instruction (m64 x n, n <= 256): per k
+            # step the warpgroups read (M/64) * (64 * #instructions + N) -- the widest n wins (256x128
+            # on 8 warps: [8, 1], m64n128, not [4, 2], m64n64; 128x256: [8, 1], m64n256)
+            n = min(N // wn, 256)
+            cost = (M // 64) * (64 * (N // n) + N)
         if prefer_rows and wn == 1:
             cost = -1
-        wg = prefer_warpgroups and wm % 4 == 0 and M % (16 * wm) == 0 and (N // wn) % 8 == 0
         key = (0 if wg else 1, cost, -wm)
         if best is None or key < best[0]:
             best = (key, (wm, wn))

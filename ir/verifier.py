@@ -16,7 +16,21 @@ def verify(m: Module | Function) -> None:
             p = type_problem(a.type)
             if p:
                 raise VerifyError(f, f"parameter %{a.name or a.index}: {a.type}: {p}")
+        _verify_function_attrs(f)
         _verify_block(f.body, set(), top=True)
+
+
+def _verify_function_attrs(f: Function) -> None:
+    """`divisible` (and `any_strides`): lists of tensor parameter names -- the launch checks their facts."""
+    from .types import TensorType
+    tensors = {a.name or f"arg{a.index}" for a in f.args if isinstance(a.type, TensorType)}
+    for key in ("divisible", "any_strides"):
+        v = f.attrs.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or any(not isinstance(x, str) or x not in tensors for x in v):
+            raise VerifyError(f, f"function attribute {key} = {v!r} must list tensor parameters "
+                                 f"(of {sorted(tensors)})")
 
 
 def _verify_block(b: Block, visible: set, top: bool = False):

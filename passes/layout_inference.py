@@ -27,7 +27,7 @@ the op and both layouts.
 from __future__ import annotations
 
 from ..ir.core import Block, Function, Module, Operation, Value
-from ..ir.errors import TileError
+from ..ir.errors import TileError, VerifyError
 from ..ir.layout import ComposedLayout, Layout
 from ..ir.ops import BINARY, UNARY
 from ..ir.register_layout import TVLayout
@@ -55,6 +55,10 @@ class LayoutConflictError(TileError):
         if a is not None or b is not None:
             both = f"\n    layout 1: {a}\n    layout 2: {b}"
         super().__init__(f"{loc}op '{op.name}': layout conflict: {msg}{both}")
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
 
 
 def _is_reg(t) -> bool:
@@ -103,10 +107,12 @@ def mfma_live_values(f, target: Target, num_warps: int) -> int:
     return c.nvals + (a.nvals + b.nvals) * ak // K
 
 
-def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None):
+def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Target | None = None, op=None):
     """The register fragments of a dot on matrix instructions -- (A, B, C) ThreadMaps for the
     target's threads -- or None for the FMA path: the mma.sync fragments over a warp grid on
-    NVIDIA (`mma_warp_grid`), the MFMA fragments over a wave grid where the target has MFMA atoms."""
+    NVIDIA (`mma_warp_grid`), the MFMA fragments over a wave grid where the target has MFMA atoms.
+    A dot `op` whose `atom` asks for an MFMA shape (`tile.dot(mfma="16x16")`: "mfma.16x16") gets
+    that shape's atom or a located error."""
     target = get_target(target or "sm_90a")
     n = target.threads(num_warps)
     g = mma_warp_grid(M, N, K, a_dt, c_dt, num_warps, prefer_rows, target)
@@ -116,6 +122,12 @@ def dot_fragments(M, N, K, a_dt, c_dt, num_warps, prefer_rows=False, target: Tar
         return mma_a(M, K, wm, wn, bits).for_threads(n), mma_b(K, N, wm, wn, bits).for_threads(n), \
             mma_c(M, N, wm, wn).for_threads(n)
     atoms = {x[0]: x for x in mfma_atoms(target)}
+    want = str(op.attrs.get("atom", "")) if op is not None else ""
+    if atoms and want.startswith("mfma."):
+        atoms = {k: v for k, v in atoms.items() if k == want or k.startswith(want + "x")}
+        if not atoms or mfma_warps(M, N, K, a_dt, c_dt, num_warps, list(atoms.values()), prefer_rows) is None:
+            raise VerifyError(op, f"atom = {want!r}: {target.name} has no such MFMA atom for a {M}x{N}x{K} "
+                                  f"{a_dt} dot on {num_warps} waves (a shape the atom and the wave grid tile)")
     g = mfma_warps(M, N, K, a_dt, c_dt, num_warps, list(atoms.values()), prefer_rows,
                    target.limits.registers // 4, lazy_k=mfma_lazy_operands(target)) if atoms else None
     if g is None:
@@ -184,7 +196,7 @@ class LayoutInference:
             M, K = a.shape
             N = b.shape[1]
             self.dot_grid[key] = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows,
-                                               self.target)
+                                               self.target, op)
         return self.dot_grid[key]
 
     def _plan_dots(self):
@@ -202,7 +214,7 @@ class LayoutInference:
             a, b, c = (v.type for v in op.operands)
             M, K = a.shape
             N = b.shape[1]
-            f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target)
+            f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target, op)
             self.dot_grid[id(op)] = f
             if f is not None and mfma_atoms(self.target):          # (NVIDIA: ldmatrix reads k steps lazily)
                 sizes.append((mfma_live_values(f, self.target, self.num_warps), id(op)))
@@ -587,6 +599,36 @@ class LayoutInference:
         self.write_types(self.fn.body)
         self.shared_layouts()
         self.fn.attrs.setdefault("num_warps", self.num_warps)
+        self.warn_replicated()
+
+    # a register tile with a dim that is not a power of two gets the fallback layout that gives every
+    # thread the whole tile: correct, but each thread does all the work and holds all the values
+    # (1000 i32 elements: 1000 registers each, spilled). Above this many values per thread, say so.
+    REPLICATED_WARN_VALUES = 64
+
+    def warn_replicated(self):
+        """One PerformanceWarning per kernel, at the first op that makes such a tile."""
+        import warnings
+        from ..ir.errors import PerformanceWarning
+        hits = []
+        for op in self.fn.walk():
+            for r in op.results:
+                t = r.type
+                m = self.layout.get(id(r))
+                if _is_reg(t) and m is not None and id(r) not in self.fixed and not all(_pow2(s) for s in t.shape) \
+                        and m.nvals > self.REPLICATED_WARN_VALUES and m.replica_tmodes():
+                    hits.append((op, t, m))
+        if not hits:
+            return
+        op, t, m = hits[0]
+        where = f" at {op.loc}" if op.loc is not None else ""
+        pad = "x".join(str(1 << (s - 1).bit_length()) for s in t.shape)
+        more = f" (and {len(hits) - 1} more tiles after it)" if len(hits) > 1 else ""
+        shape = "x".join(map(str, t.shape))
+        warnings.warn(f"tilec: kernel '{self.fn.name}'{where}: {op.name} makes a {shape} {t.dtype} tile, not a "
+                      f"power of two in every dim, so every thread holds all of it ({m.nvals} values each){more}; a {pad} "
+                      f"tile with masked loads and stores is spread over the threads", PerformanceWarning,
+                      stacklevel=2)
 
     def _users(self, v):
         if not hasattr(self, "_user_index"):

@@ -20,7 +20,8 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   follows), `ldmatrix` (all fragments at once), `ld.shared` (plain vector loads); on AMD
   `ds_read.k` / `ds_read.trans.k` (the MFMA dot reads one k step at a time from LDS: select_amd.py).
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
-  strides and alignment still guards the vector path); on AMD `copy = "buffer.load"` /
+  strides and alignment still guards the vector path, unless passes/divisibility.py proves it
+  exact: `vec_exact`); on AMD `copy = "buffer.load"` /
   `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py).
 * `async_copy`: `copy` -- `tma` (Hopper's tensor-memory accelerator: one thread copies whole boxes,
   `box = [...]`, written with the tensor map's `swizzle` (bytes), completing on the copy's mbarrier;

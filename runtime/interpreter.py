@@ -41,8 +41,14 @@ Semantics decisions (the op docs in `ir/ops.py` are the contract; these fill in 
   to the same row twice: the last row wins). Atomics apply their arithmetic in the tensor's dtype
   (narrow floats rounded after the op), one element at a time.
 * `alloc_shared` gives a poisoned buffer (NaN for floats that have one, random codes otherwise);
-  `async_copy`/`async_gather` copy at once (a TMA copy too); `barrier`, `async_commit`, `async_wait` and
-  the mbarrier ops do nothing.
+  `async_copy`/`async_gather` copy at once (a TMA copy too); `barrier`, `async_commit`, `async_wait`,
+  `mbarrier_inval` and `setmaxnreg` do nothing. An mbarrier counts its completed phases (in its i64
+  word): `mbarrier_arrive` completes one (it stands for all the arrivals its count asks for), and
+  `mbarrier_wait(bar, p)` returns once the phase of parity p has completed (at once for parity 1 of a
+  fresh mbarrier, as on the GPU); a wait that can never return is an error, not a hang.
+* `warp_specialize` runs its producer region in a second host thread beside the consumer region, each
+  blocking in `mbarrier_wait` until the other side arrives: the specialized protocol is executed, not
+  assumed (runtime/interpreter_roles.py).
 * Blocks run one after another, grid axis 0 fastest, then 1, then 2; within a block, ops run in
   program order on whole tiles.
 * `print` prints `[block (x, y, z)] ` then `fmt.format(*values)` when fmt has `{}` fields, else fmt
@@ -60,6 +66,7 @@ import sys
 
 import numpy as np
 
+from ..ir.artifact import divisible_elems
 from ..ir import numerics
 from ..ir.core import Block, Function, Module, Operation
 from ..ir.dtypes import DType
@@ -67,6 +74,7 @@ from ..ir.errors import TileError
 from ..ir.ops import bind_operands
 from ..ir.types import ScalarType, TensorType, TileType
 from .arrays import Array, dtype_of, native_numpy_dtype, value_dtype
+from . import interpreter_roles as roles
 
 __all__ = ["run", "Interpreter", "InterpreterError", "RULES", "rule", "Tensor", "SharedTile",
            "to_value", "from_value"]
@@ -387,9 +395,18 @@ def _load_tile(t: Tensor, offs, shape, other, mask=None):
     return out
 
 
+def _check_exact(ctx, op, last_index) -> None:
+    """IR through the NVIDIA pipeline: an access marked `vec_exact` (passes/divisibility.py) promises
+    its index along the last dim is a multiple of `vec` -- checked here, where it costs nothing."""
+    if op.attrs.get("vec_exact") and int(last_index) % op.attrs.get("vec", 1):
+        raise InterpreterError(f"vec_exact = true, but the index along the last dim is {int(last_index)}, "
+                               f"not a multiple of vec = {op.attrs.get('vec')}", op, ctx.block)
+
+
 @rule("load")
 def _r_load(ctx, op, args):
     t, offs, _, mask = _tile_access(op, args, False)
+    _check_exact(ctx, op, offs[-1])
     other = to_value(op.attrs.get("other", 0), t.dtype)
     return _load_tile(t, offs, tuple(op.attrs["shape"]), other, mask)
 
@@ -412,6 +429,7 @@ def _update(t: Tensor, offs, value, mask, combine=None):
 @rule("store")
 def _r_store(ctx, op, args):
     t, offs, value, mask = _tile_access(op, args, True)
+    _check_exact(ctx, op, offs[-1])
     _update(t, offs, value, mask)
 
 
@@ -454,6 +472,7 @@ def _rows_cols(t: Tensor, rows, col0, ncols):
 @rule("gather")
 def _r_gather(ctx, op, args):
     t, rows, col0 = args
+    _check_exact(ctx, op, col0)
     shape = tuple(op.attrs["shape"])
     out = np.full(shape, to_value(op.attrs.get("other", 0), t.dtype), t.work.dtype)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, shape[1])
@@ -464,6 +483,7 @@ def _r_gather(ctx, op, args):
 @rule("scatter")
 def _r_scatter(ctx, op, args):
     t, rows, col0, value = args
+    _check_exact(ctx, op, col0)
     value = np.asarray(value)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, value.shape[1])
     t.work[np.ix_(rows[vr], cols[vc])] = value[np.ix_(vr, vc)]
@@ -508,12 +528,14 @@ def _r_shared_store(ctx, op, args):
 def _r_async_copy(ctx, op, args):
     a = bind_operands(op, args)
     s, t = a.dst, a.tensor
+    _check_exact(ctx, op, _ints(a.indices)[-1])
     s.buf[...] = _load_tile(t, _ints(a.indices), s.buf.shape, to_value(0, t.dtype))
 
 
 @rule("async_gather")
 def _r_async_gather(ctx, op, args):
     s, t, rows, col0 = args
+    _check_exact(ctx, op, col0)
     shape = s.buf.shape
     out = np.full(shape, to_value(0, t.dtype), t.work.dtype)
     rows, cols, vr, vc = _rows_cols(t, rows, col0, shape[1])
@@ -521,9 +543,30 @@ def _r_async_gather(ctx, op, args):
     s.buf[...] = out
 
 
-@rule("async_commit", "async_wait", "barrier", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval")
+@rule("async_commit", "async_wait", "barrier", "mbarrier_inval", "setmaxnreg")
 def _r_nop(ctx, op, args):
     return None
+
+
+# ---- mbarriers and warp roles (see runtime/interpreter_roles.py)
+@rule("mbarrier_init")
+def _r_mbarrier_init(ctx, op, args):
+    roles.mbarrier_init(args[0])
+
+
+@rule("mbarrier_arrive")
+def _r_mbarrier_arrive(ctx, op, args):
+    roles.mbarrier_arrive(ctx, args[0])
+
+
+@rule("mbarrier_wait")
+def _r_mbarrier_wait(ctx, op, args):
+    roles.mbarrier_wait(ctx, op, args[0], int(args[1]))
+
+
+@rule("warp_specialize")
+def _r_warp_specialize(ctx, op, args):
+    roles.run_roles(ctx, op)
 
 
 # ---- structured control flow
@@ -616,6 +659,10 @@ class Interpreter:
                     raise TypeError(f"argument {name!r}: expected a {t.dtype} tensor, got {got}")
                 if a.ndim != t.rank or any(s is not None and s != d for s, d in zip(t.shape, a.shape)):
                     raise ValueError(f"argument {name!r}: expected shape {t}, got {tuple(a.shape)}")
+                if name in (self.fn.attrs.get("divisible") or ()) and a.shape[-1] % divisible_elems(t.dtype.bits):
+                    raise ValueError(f"argument {name!r}: kernel {self.fn.name} was compiled assuming it is divisible "
+                                     f"(its last size a multiple of {divisible_elems(t.dtype.bits)} elements), got "
+                                     f"shape {tuple(a.shape)}")
                 if id(a) not in by_id:
                     by_id[id(a)] = Tensor(a, t.dtype, name)
                     self.tensors.append(by_id[id(a)])

@@ -45,7 +45,7 @@ import threading
 
 import numpy as np
 
-from ..ir.artifact import Artifact, KernelMeta, ParamABI, tensor_map_ok
+from ..ir.artifact import Artifact, KernelMeta, ParamABI, divisible_elems, divisible_ok, tensor_map_ok
 from ..ir import numerics
 from ..ir.dtypes import DType, dtype as _dtype
 from ..ir.errors import TileError
@@ -243,7 +243,7 @@ class _Plan:
 
     def __init__(self, meta: KernelMeta, types: tuple, names: tuple):
         self.meta, self.types, self.names = meta, types, names
-        self.key = (id(meta.params), meta.align)
+        self.key = (id(meta.params), meta.align, tuple(meta.divisible))
         index = {n: i for i, n in enumerate(names)}
         self.tensors = []          # (arg index, name, dtype, rank, [(axis, static size)])
         self.slots = []            # (arg index, role 0 ptr / 1 shape / 2 stride / 3 scalar / 4 tmap, axis, packer)
@@ -330,6 +330,14 @@ class _Plan:
                     t = self.types[j]
                     raise ValueError(f"parameter '{name}' must have size {d} along dim {ax} (shape "
                                      f"{tuple('?' if x is None else x for x in t.shape)}), got shape {tuple(info[1])}")
+            if name in self.meta.divisible:
+                bits = want.bits if want is not None else 1
+                if not divisible_ok(info[0], tuple(info[1]), tuple(info[2]), bits):
+                    e = divisible_elems(bits)
+                    raise ValueError(f"parameter '{name}': kernel '{self.meta.name}' was compiled assuming it is "
+                                     f"divisible (a 16-byte aligned address, a unit last stride, its last size and "
+                                     f"other strides multiples of {e} elements), got address {info[0]:#x}, shape "
+                                     f"{tuple(info[1])}, strides {tuple(info[2])}: compile it for these arguments")
             infos[j] = info
         return infos
 
@@ -360,7 +368,7 @@ class _Plan:
 def _plan_for(meta, types, names) -> _Plan:
     cached = getattr(meta, "_tilec_plan", None)
     if cached is not None and cached.types == types and cached.names == names and \
-            cached.key == (id(meta.params), meta.align):
+            cached.key == (id(meta.params), meta.align, tuple(meta.divisible)):
         return cached
     plan = _Plan(meta, types, names)
     try:
@@ -616,16 +624,20 @@ class FastLauncher:
     stream when the signature has a torch tensor (read per call, as the general path does), else on
     the legacy default stream. It returns `result` after launching; anything it does not expect --
     another type, dtype, rank or device, a host array, a value out of range, a misaligned pointer,
-    strides a tensor map cannot take, another thread, `guard` false -- returns None without
-    launching, and the caller takes the general path, which gives the named errors.
+    strides a tensor map cannot take, a tensor the specialization assumes `divisible` that is not
+    (KernelMeta.divisible), another thread, `guard` false -- returns None without launching, and the
+    caller takes the general path, which gives the named errors.
 
     `kwargs`: the keyword arguments the call signature has (constexprs; compared by value and
     type); `guard`: (a Python expression, the names it reads) that must hold as well (the kernel's
     target still being the one in use). `any_strides`: the tensor parameters the specialization was
     compiled without TMA for (their arguments' strides did not allow a tensor map); arguments whose
-    strides would allow one return None too, so that the caller can pick the TMA specialization."""
+    strides would allow one return None too, so that the caller can pick the TMA specialization.
+    `divisible_key`: the `divisible` facts select the specialization (tile/kernel.py), so arguments
+    that have them where it was compiled without return None as well."""
 
-    def __init__(self, compiled, args, types, names, *, kwargs=None, guard=None, result=None, any_strides=()):
+    def __init__(self, compiled, args, types, names, *, kwargs=None, guard=None, result=None, any_strides=(),
+                 divisible_key=False):
         meta = artifact_of(compiled).meta
         self.meta = meta
         plan = _plan_for(meta, tuple(types), tuple(names))
@@ -689,6 +701,15 @@ class FastLauncher:
                 # arguments that do allow one go back to the general path (and its TMA specialization)
                 env["tmap_ok"] = tensor_map_ok
                 lines.append(f"    if tmap_ok(s{j}, st{j}, {want.bits}): return None")
+            # the `divisible` facts (ir/artifact.py divisible_ok) in a few integer ops: the sizes and
+            # strides that must be multiples of e elements, or'ed and masked (e is a power of two)
+            e = divisible_elems(want.bits if want is not None else 1)
+            mult = " | ".join([f"s{j}[{rank - 1}]"] + [f"st{j}[{k}]" for k in range(rank - 1)])
+            odd = f"p{j} % 16 or st{j}[{rank - 1}] != 1 or ({mult}) & {e - 1}"
+            if name in meta.divisible:
+                lines.append(f"    if {odd}: return None")
+            elif divisible_key and want is not None:
+                lines.append(f"    if not ({odd}): return None")
             tensor_j.append(j)
         exprs = []
         if plan.maps:
@@ -775,7 +796,7 @@ def _torch_like(a) -> bool:
 
 
 def fast_launcher(compiled, args, types=None, names=None, *, kwargs=None, guard=None, result=None,
-                  any_strides=()):
+                  any_strides=(), divisible_key=False):
     """A FastLauncher for these arguments (the call signature of a launch that just went through
     the general path), or None where the fast path does not apply (host arrays, other tensor kinds,
     a cluster launch, no driver)."""
@@ -785,6 +806,6 @@ def fast_launcher(compiled, args, types=None, names=None, *, kwargs=None, guard=
         if types is None:
             types, names = signature_of(compiled)
         return FastLauncher(compiled, list(args), types, names, kwargs=kwargs, guard=guard, result=result,
-                            any_strides=tuple(any_strides))
+                            any_strides=tuple(any_strides), divisible_key=divisible_key)
     except (_NotEligible, TileError, TypeError, ValueError, AttributeError):
         return None

@@ -37,7 +37,7 @@ def test_imports_and_listing_need_no_torch_triton_or_tilec():
     """)
     rc, out, err = _run([sys.executable, "-c", code])
     assert rc == 0, err
-    assert "quick mode: 40 cases" in out and "@tile.autotune over the first 2 config(s)" in out
+    assert "quick mode: 42 cases" in out and "@tile.autotune over the first 2 config(s)" in out
 
 
 def test_list_keeps_the_case_ids():
@@ -80,6 +80,7 @@ def run(ctx):
             rec["repo_on_path"] = [p for p in sys.path if os.path.isdir(os.path.join(p or ".", "benchmarks"))
                                    or os.path.isfile(os.path.join(p or ".", "run.py"))]
             rec["peers"]["peer"] = {"status": "ok", "ms": 2.0, "tflops": 1.0}
+            rec["tune_configs"] = ctx.mode["tune_configs"]
             rec["tilec"] = {"status": "ok", "ms": 1.0, "tflops": 2.0, "rel_err": 1e-3, "config": {"BM": 64, "num_warps": 4},
                             "configs": [{"config": {"BM": 64}, "status": "ok", "ms": 1.0}]}
 '''
@@ -90,7 +91,8 @@ def test_parent_and_children_end_to_end(tmp_path):
     out = tmp_path / "new1"
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     env = {"TILEC_BENCH_FAMILIES": "fake=fakefam", "PYTHONPATH": path}
-    rc, so, se = _run(RUN + ["--only", "fake", "--out", str(out), "--budget", "60", "--seed", "7"], env=env)
+    rc, so, se = _run(RUN + ["--only", "fake", "--out", str(out), "--budget", "60", "--seed", "7", "--tune-configs", "3"],
+                      env=env)
     assert rc == 0, se + so
     (jpath,) = out.glob("tilec-bench-*-full.json")
     doc = json.loads(jpath.read_text())
@@ -99,6 +101,7 @@ def test_parent_and_children_end_to_end(tmp_path):
     assert st["fake/one"]["status"] == "ok" and st["fake/one"]["ratio"] == 2.0 and st["fake/one"]["best_peer"] == "peer"
     assert st["fake/crash"]["status"] == "ERROR" and "exited with code 3 during this case" in st["fake/crash"]["error"]
     assert st["fake/two"]["status"] == "ok"                   # the restarted child did the cases left
+    assert st["fake/one"]["tune_configs"] == 3 and st["fake/two"]["tune_configs"] == 3   # (full mode: all)
     # neither the repository root (its tile/ is not the installed package) nor benchmarks/ is on sys.path
     assert st["fake/one"]["repo_on_path"] == [] and st["fake/two"]["repo_on_path"] == []
     assert "(restart 1)" in so
@@ -110,3 +113,23 @@ def test_parent_and_children_end_to_end(tmp_path):
     rc, so, se = _run([sys.executable, str(ROOT / "scripts" / "bench_table.py"), str(tmp_path)])
     assert rc == 0, se
     assert "fake/one" in so and "1.000" in so and "worst new/old: 1.000 (ok)" in so
+
+
+def test_compile_family_signatures_match_the_gallery_kernels():
+    """benchmarks/common.py kernel_sig (the compile-time family's signatures) follows the gallery: each
+    tensor parameter's dtype and rank as the kernel annotates it (a stale rank once broke the family)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tile
+        from benchmarks.common import gallery_kernel, kernel_sig
+        for kname in ("gemm", "attention", "moe_up", "moe_down", "lowbit_gemm"):
+            kern = gallery_kernel(kname)
+            sig = kernel_sig(tile, kname, "int4")
+            runtime = [p for p in kern.params if p.kind != "constexpr"]
+            assert len(sig) == len(runtime), kname
+            for p, s in zip(runtime, sig):
+                if p.kind == "tensor":
+                    assert s.rank == p.rank and (p.dtype is None or s.dtype == p.dtype), \
+                        (kname, p.name, s, p.rank, p.dtype)
+    finally:
+        sys.path.remove(str(ROOT))

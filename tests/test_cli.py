@@ -223,6 +223,16 @@ def test_compile_to_tir(capsys, tmp_path, kfile, tir):
     assert (tmp_path / "d" / "k" / "00-frontend.tir").exists()
 
 
+def test_launch_option_num_warps(capsys, tmp_path, kfile):
+    """-D num_warps=N shapes the code as the launch option does (threads per block in the PTX)."""
+    out = tmp_path / "k.ptx"
+    rc, _, err = run(capsys, "compile", f"{kfile}::add1", "--target", "sm_80", "-o", str(out), "-D", "num_warps=2")
+    assert rc == 0, err
+    assert ".reqntid 64" in out.read_text()
+    rc, _, err = run(capsys, "compile", f"{kfile}::add1", "--target", "sm_80", "-o", str(out), "-D", "num_warps=3")
+    assert rc == 1 and "'num_warps' must be a positive power of two" in one_line(err)
+
+
 def test_compile_machine_code_or_unavailable(capsys, tmp_path, tir):
     out = tmp_path / "k.ptx"
     rc, _, err = run(capsys, "compile", str(tir), "--target", "sm_80", "-o", str(out))

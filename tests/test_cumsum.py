@@ -369,7 +369,8 @@ PTX_CASES = [
     ("cs2", (tile.Tensor[tile.u8, 2], tile.Tensor[tile.u8, 2]), dict(R=32, C=32, AX=0, EX=True)),
     ("cs2", (tile.Tensor[tile.dtype("int4"), 2], tile.Tensor[tile.dtype("int4"), 2]), dict(R=8, C=16, AX=1)),
     ("cs2", (tile.Tensor[tile.dtype("f8e4m3fn"), 2], tile.Tensor[tile.dtype("f8e4m3fn"), 2]), dict(R=8, C=16, AX=1)),
-    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=1000, EX=True)),
+    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=1024, EX=True)),
+    ("cs1", (tile.Tensor[i32, 1], tile.Tensor[i32, 1]), dict(N=100)),           # not a power of two: replicated
     ("cs1", (tile.Tensor[f32, 1], tile.Tensor[f32, 1]), dict(N=1)),
     ("cs_mix", (tile.Tensor[f32, 2], tile.Tensor[f32, 2]), dict(R=64, C=32)),
     ("cs_dot", (tile.Tensor[bf16, 2], tile.Tensor[bf16, 2], tile.Tensor[f32, 2]), dict(M=64, N=64, K=32, AX=1)),
@@ -491,3 +492,16 @@ def test_gpu_layouts_blocks_moe(gpu, num_warps):
     counts = np.bincount(ids, minlength=64)
     np.testing.assert_array_equal(og, np.concatenate([[0], np.cumsum(counts)[:-1]]))
     np.testing.assert_array_equal(og, oc)
+
+
+def test_a_replicated_tile_of_odd_shape_warns_once():
+    """A 200-element tile gets the layout that gives every thread the whole tile: one
+    PerformanceWarning naming the kernel, the line and the padded shape; a 256 one gets none."""
+    import warnings
+    with pytest.warns(tile.PerformanceWarning, match=r"kernel 'cs1' at test_cumsum\.py:\d+:\d+: load makes a 200 "
+                      r"i32 tile.*200 values each.*a 256 tile") as rec:
+        cs1.compile(tile.Tensor[i32, 1], tile.Tensor[i32, 1], target="sm_80", N=200, EX=True)
+    assert sum("power of two" in str(w.message) for w in rec) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tile.PerformanceWarning)
+        cs1.compile(tile.Tensor[i32, 1], tile.Tensor[i32, 1], target="sm_80", N=256, EX=True)

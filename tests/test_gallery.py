@@ -29,6 +29,11 @@ def test_gemm_ragged(act, bias):
     assert load("gemm").run(M=100, N=72, K=80, act=act, with_bias=bias) < 1e-2
 
 
+def test_gemm_persistent():
+    """The persistent form (a few blocks looping over all output tiles) in the interpreter."""
+    assert load("gemm").run(M=70, N=50, K=40, BM=32, BN=16, BK=16, PERSISTENT=True, sms=3, act="relu") < 1e-2
+
+
 def test_gemm_other_tiles():
     assert load("gemm").run(M=33, N=47, K=70, BM=32, BN=16, BK=16, act="none", with_bias=False) < 1e-2
 

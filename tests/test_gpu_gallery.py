@@ -49,6 +49,14 @@ def test_gemm_big_tiles():
     assert load("gemm").run(300, 260, 200, BM=128, BN=128, BK=32, act="relu") < 1e-2
 
 
+@pytest.mark.parametrize("shape, sms", [((300, 260, 200), 3), ((129, 255, 96), 132), ((1, 1, 1), 2),
+                                        ((520, 700, 64), 7)])
+def test_gemm_persistent(shape, sms):
+    """One block per 'SM' looping over the output tiles: several tiles per block (sms < tiles, so the
+    mbarrier ring is re-initialised between tiles), K shorter than the stages, ragged edges."""
+    assert load("gemm").run(*shape, BM=128, BN=128, BK=64, PERSISTENT=True, sms=sms, act="gelu") < 1e-2
+
+
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention(D, causal):
@@ -168,6 +176,15 @@ def test_gemm_fp8(shape, dt, cfg):
     assert load("gemm8").run_fp8(*shape, dtype=tile.dtype(dt), **GEMM8_CONFIGS[cfg]) < 1e-2
 
 
+@pytest.mark.parametrize("scaling,cfg", [("rowcol", GEMM8_CONFIGS[2]), ("rowcol", GEMM8_CONFIGS[0]),
+                                         ("block", dict(BM=128, BN=128, BK=128, STAGES=4, num_warps=8)),
+                                         ("block", dict(BM=64, BN=128, BK=128, STAGES=4))])
+@pytest.mark.parametrize("shape", [(256, 256, 512), (200, 136, 200)])
+def test_gemm_fp8_scalings(shape, scaling, cfg):
+    """Row-wise and DeepGEMM block scales against float64 on the exact fp8 inputs and scales."""
+    assert load("gemm8").run_fp8(*shape, SCALING=scaling, **cfg) < 1e-2
+
+
 @pytest.mark.parametrize("B_T", [True, False])
 def test_gemm_fp8_b_layouts(B_T):
     assert load("gemm8").run_fp8(130, 200, 320, B_T=B_T, BM=128, BN=128, BK=64) < 1e-2
@@ -202,8 +219,7 @@ def test_gemm_fp8_gpu_near_interpreter():
     A, sa = g.quantize_fp8(rng.standard_normal((M, K)))
     Bt, sb = g.quantize_fp8(rng.standard_normal((N, K)) / np.sqrt(K))
     C = tile.asarray(np.full((M, N), np.nan), bf16)
-    s = [np.array([sa], np.float32), np.array([sb], np.float32)]
-    [(cg, cc)] = _both(g.gemm_fp8, (1, 1), [A, Bt, C, *s], [2], BK=128)
+    [(cg, cc)] = _both(g.gemm_fp8, (1, 1), [A, Bt, C, sa, sb], [2], BK=128)
     assert rel(cg.numpy(), cc.numpy()) < 1e-2
 
 

@@ -102,3 +102,41 @@ def test_e8m0_scale_decode_every_code_gpu():
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import test_lowbit_gemv
     test_lowbit_gemv.e8m0_codes_match_ml_dtypes()
+
+
+@pytest.mark.parametrize("wtype", ["int2", "int3", "int4", "int8", "uint5", "uint7", "f4e2m1", "f6e3m2", "f8e4m3fn"])
+@pytest.mark.parametrize("M", [1, 3, 16])
+def test_lowbit_gemv_gpu_prelaid(wtype, M):
+    """The register path (weights pre-laid-out on the host) on ragged N and K, fresh inputs, output
+    poisoned with NaN (run() checks every output was written)."""
+    lb = load()
+    err = lb.run(M=M, N=200, K=328, wtype=wtype, G=64, BN=128, BK=64, KS=192, prelaid=True)
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("wtype,M,N,K,G,scale", [("int4", 1, 14336, 4096, 128, "float"),
+                                                 ("int4", 16, 4096, 4096, 128, "float"),
+                                                 ("int3", 1, 4096, 4096, 128, "float"),
+                                                 ("uint5", 1, 4096, 4096, 128, "float"),
+                                                 ("f4e2m1", 1, 4096, 4096, 32, "e8m0"),
+                                                 ("f4e2m1", 1, 4096, 4096, 16, "e4m3")])
+def test_lowbit_gemv_gpu_prelaid_bar_configs(wtype, M, N, K, G, scale):
+    """The configurations benchmarks/lowbit.py times for the register path (config(prelaid=True))."""
+    lb = load()
+    assert lb.run(M=M, N=N, K=K, wtype=wtype, G=G, scale=scale, prelaid=True) < 1e-2
+
+
+def test_lowbit_gemv_gpu_prelaid_matches_interpreter():
+    from helpers import on_cpu
+    lb = load()
+    rng = np.random.default_rng()
+    M, N, K = 2, 264, 320
+    X = tile.asarray(rng.standard_normal((M, K)), tile.bf16)
+    W, S, _ = lb.quantize(rng.standard_normal((K, N)), "int3", 64)
+    c = dict(lb.config(M, N, K, 3, 64, prelaid=True), G=64, BK=64, KS=128)
+    Wp, c["PRELAID"] = lb.prelay(W, c["BK"], 64, c["BN"])
+    yg = np.full((M, N), np.nan, np.float32)
+    lb.launch(X, Wp, S, yg, **c)
+    yc = np.full((M, N), np.nan, np.float32)
+    on_cpu(lb.launch, X, Wp, S, yc, **c)
+    np.testing.assert_allclose(yg, yc, rtol=1e-5, atol=1e-5 * np.abs(yc).max())

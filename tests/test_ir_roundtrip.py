@@ -59,7 +59,8 @@ KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "xcd_remap", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
-    "condition", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval"}
+    "condition", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval", "warp_specialize",
+    "setmaxnreg"}
 
 
 def cover_all_ops() -> set[str]:
@@ -379,7 +380,8 @@ class Gen:
             bars = g(TileType(dtype("i64"), (r.randint(1, 4), 1), "shared"))
             return self.new(name, [bars], [], {"count": r.randint(1, 4)} if name == "mbarrier_init" else {})
         if name == "mbarrier_arrive":
-            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared"))])
+            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared"))],
+                            attrs={"per": r.choice(["block", "warp"])} if r.random() < 0.5 else {})
         if name == "mbarrier_wait":
             return self.new(name, [g(TileType(dtype("i64"), (1,), "shared")), self.idx()])
         if name == "async_gather":
@@ -388,8 +390,12 @@ class Gen:
             s = g(TileType(t.type.dtype, (R, C), "shared"))
             rows = g(self.tile_t(self.dt("int"), (R,)))
             return self.new(name, [s, t, rows, self.idx()], [])
+        if name == "barrier" and r.random() < 0.5:           # a named barrier (a warp role's)
+            return self.new(name, attrs={"id": r.randint(1, 15), "threads": 32 * r.randint(1, 32)})
         if name in ("async_commit", "barrier"):
             return self.new(name)
+        if name == "setmaxnreg":
+            return self.new(name, attrs={"regs": 8 * r.randint(3, 32), "action": r.choice(["inc", "dec"])})
         if name == "async_wait":
             return self.new(name, attrs={"pending": r.randint(0, 3)})
         if name == "print":
@@ -404,6 +410,10 @@ class Gen:
             body = Block([ivt] + carried, [self.hint() for _ in range(len(carried) + 1)])
             self.region(body, depth, lambda: self.new("yield", [g(t) for t in carried]))
             attrs = {"stages": r.randint(1, 4)} if r.random() < 0.4 else {}
+            if r.random() < 0.2:                                  # an AMD wave schedule (schedule_amd)
+                attrs["schedule"] = r.choice(["pingpong", "interleave"])
+                if attrs["schedule"] == "pingpong":
+                    attrs["phases"] = r.randint(1, 4)
             return self.new(name, [lo, hi, step, *inits], carried, attrs, [body])
         if name == "if":
             c = g(ScalarType(I1))
@@ -414,6 +424,15 @@ class Gen:
                 self.region(blk, depth, lambda: self.new("yield", [g(t) for t in rts]))
                 regions.append(blk)
             return self.new(name, [c], rts, {}, regions)
+        if name == "warp_specialize":
+            regions = []
+            for _ in range(2):
+                blk = Block()
+                self.region(blk, depth, lambda: self.new("yield", []))
+                regions.append(blk)
+            ids = r.sample(range(1, 16), 2)
+            return self.new(name, [], [], {"producer_warps": r.choice([1, 4]), "consumer_barrier": ids[0],
+                                           "producer_barrier": ids[1]}, regions)
         if name == "while":
             carried = [self.value_t() for _ in range(r.randint(0, 2))]
             passed = [self.value_t() for _ in range(r.randint(0, 2))]
@@ -642,13 +661,17 @@ def test_gallery_kernels_roundtrip_after_every_pass(path):
     mod = cli.load_file(str(path))
     kernels = [v for v in vars(mod).values() if isinstance(v, Kernel)]
     done = 0
-    for k in kernels:
+    checked = set()             # texts already round-tripped: a pass that changed nothing (or the same
+    for k in kernels:           # target-independent pass on another target) gives the same text again
         kw = signature_kwargs(k)
         front = k.compile(target="cpu", **kw).ir
         assert print_module(parse_module(front)) == front, k.name
         for target in TARGETS:
             _, ir_after = run_pipeline(parse_module(front), target)
             for name, text in ir_after.items():
-                assert print_module(parse_module(text)) == text, f"{k.name} after {name} ({target})"
+                if text not in checked:      # (the pipeline verified it: parse only)
+                    assert print_module(parse_module(text, verify=False)) == text, \
+                        f"{k.name} after {name} ({target})"
+                    checked.add(text)
         done += 1
     assert done, f"{path.name}: no kernel compiled"

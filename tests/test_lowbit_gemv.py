@@ -120,3 +120,52 @@ def e8m0_codes_match_ml_dtypes():
 def test_e8m0_scale_decode_every_code():
     """MX scales: every e8m0 code decodes to ml_dtypes' float8_e8m0fnu value (2^-127 and NaN included)."""
     on_cpu(e8m0_codes_match_ml_dtypes)
+
+
+# ------------------------------------------------------------------ the register path (PRELAID)
+@pytest.mark.parametrize("wtype", list(LB.WEIGHT_TYPES))
+@pytest.mark.parametrize("M", [1, 16])
+def test_interpreter_prelaid_every_type(wtype, M):
+    # ragged N and K (N = 200 of BN = 128, K = 328: a partial group and K tile), 2 K slices
+    err = on_cpu(LB.run, M=M, N=200, K=328, wtype=wtype, G=64, BN=128, BK=64, KS=192, prelaid=True)
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("scale,G,z", [("e8m0", 32, False), ("e4m3", 16, False), ("float", 0, False),
+                                       ("float", 64, True)])
+def test_interpreter_prelaid_scales(scale, G, z):
+    wtype = "uint5" if z else "f4e2m1"
+    err = on_cpu(LB.run, M=3, N=136, K=256, wtype=wtype, G=G, scale=scale, zero_tensor=z, BN=128, BK=64, KS=128,
+                 prelaid=True)
+    assert err < 1e-2, err
+
+
+PRELAID_BARS = [("int4", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32)]
+
+
+@needs_ptxas
+@pytest.mark.parametrize("wtype,M,N,K,sdt,G", PRELAID_BARS, ids=[f"{b[0]}-M{b[1]}" for b in PRELAID_BARS])
+def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
+    """The register path of the benchmarked configs: no spills, the weights reach the dot without a
+    convert_layout (no shared-memory transpose of the decoded tile), at most 56 KB of shared memory
+    per block (4 blocks per SM on sm_90a), and registers for 4 such blocks (<= 128 per thread)."""
+    scale = "e8m0" if sdt == "u8" else "float"
+    bits = tile.dtype(wtype).bits
+    c = LB.config(M, N, K, bits, G, scale=scale, prelaid=True)
+    c["PRELAID"] = tile.prelayout_plan(bits, LB.sub_step(c["BK"], G), c["BN"], c.get("num_warps", 4))
+    ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G, SCALE=scale, **c)
+    ir = str(ck.ir_after["shared_memory_planning"])
+    weight_converts = [ln for ln in ir.splitlines() if "convert_layout" in ln and f"x{c['BN']}xbf16" in ln
+                       and "tile<16x" not in ln]
+    assert not weight_converts, weight_converts
+    shared = int(ir.split("shared_bytes = ")[1].split(",")[0].split("}")[0])
+    assert shared <= 56 * 1024, shared
+    src = tmp_path / "k.ptx"
+    src.write_text(ck.ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = parse_ptxas_report(r.stderr)
+    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep
+    assert rep["registers"] <= 128, rep
+    assert "mma.sync.aligned.m16n8k16" in ck.ptx and "ldmatrix.sync.aligned.m8n8.x4.trans" not in ck.ptx

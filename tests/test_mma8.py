@@ -279,6 +279,33 @@ def test_gemm_fp8_interpreter(dt, B_T):
     assert err < 4e-3, err                    # the exact sum rounded once to f32, then to bf16
 
 
+@pytest.mark.parametrize("scaling,cfg", [("rowcol", dict(BM=64, BN=64, BK=64)),
+                                         ("block", dict(BM=64, BN=128, BK=128))])
+def test_gemm_fp8_scalings_interpreter(scaling, cfg):
+    """Row/column and DeepGEMM block scales (rows of very different sizes, so a scale applied to the
+    wrong row or K block shows; K = 200 leaves a partial last K block)."""
+    err = on_cpu(G8.run_fp8, 100, 72, 200, SCALING=scaling, **cfg)
+    assert err < 4e-3, err
+
+
+def test_gemm_fp8_block_scaling_needs_128_tiles():
+    with pytest.raises(tile.TileError, match=r"gemm8\.py:\d+:\d+.*block scaling takes 128-wide K and N tiles"):
+        G8.gemm_fp8.compile(*_sig(G8.gemm_fp8, "f8e4m3fn")[:3], tile.Tensor[f32, 2], tile.Tensor[f32, 2],
+                            target="sm_90a", SCALING="block", BK=64)
+
+
+@needs_ptxas
+@pytest.mark.parametrize("scaling,cfg", [("rowcol", dict(BM=128, BN=256, BK=128, STAGES=3, num_warps=8)),
+                                         ("block", dict(BM=128, BN=128, BK=128, STAGES=4, num_warps=8))])
+def test_gemm_fp8_scalings_assemble_without_spills(scaling, cfg, tmp_path):
+    rank = 2 if scaling == "block" else 1
+    ck = G8.gemm_fp8.compile(*_sig(G8.gemm_fp8, "f8e4m3fn")[:3], tile.Tensor[f32, rank], tile.Tensor[f32, rank],
+                             target="sm_90a", SCALING=scaling, **cfg)
+    assert re.search(r"wgmma\.mma_async\.sync\.aligned\.m64n\d+k32\.f32\.e4m3\.e4m3 ", ck.ptx)
+    rep = _ptxas(ck.ptx, "sm_90a", tmp_path)
+    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, rep["log"]
+
+
 @pytest.mark.parametrize("B_T", [True, False])
 def test_gemm_int8_interpreter_exact(B_T):
     assert on_cpu(G8.run_int8, 70, 130, 200, B_T=B_T, BM=64, BN=64, BK=64) == 0

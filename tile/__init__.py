@@ -76,6 +76,9 @@ def __getattr__(name):
     if name in _LAZY_AUTOTUNE:
         import importlib
         return getattr(importlib.import_module(".autotuner", __name__), name)
+    if name in ("prelayout_weights", "unprelayout_weights", "prelayout_plan"):
+        from . import prelayout
+        return getattr(prelayout, name)
     if name == "torch_op":                # PyTorch custom ops: torch is imported only when it is called
         from .torchlib import torch_op
         return torch_op

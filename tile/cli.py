@@ -113,8 +113,10 @@ def load_file(path: str):
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
     parent = str(p.resolve().parent)
-    if parent not in sys.path:
-        sys.path.insert(0, parent)          # sibling imports of the kernel file
+    if sys.path[:1] != [parent]:            # sibling imports of the kernel file come first (a `gemm` module
+        if parent in sys.path:              # elsewhere on the path, e.g. benchmarks/gemm.py, must not win)
+            sys.path.remove(parent)
+        sys.path.insert(0, parent)
     try:
         spec.loader.exec_module(mod)
     except SystemExit as e:
@@ -214,12 +216,15 @@ def _type_from_text(pname: str, text: str):
 def signature_args(kernel, defines: dict) -> dict:
     """Keyword arguments for Kernel.compile: a signature for each runtime parameter, the constexprs."""
     from .ir.types import ScalarType, TensorType
+    from .kernel import LAUNCH_OPTIONS
     params = list(getattr(kernel, "params", []))
     names = {p.name for p in params}
-    unknown = [k for k in defines if k not in names]
+    unknown = [k for k in defines if k not in names and k not in LAUNCH_OPTIONS]
     if unknown:
-        raise CLIError(f"{kernel.name} has no parameter {unknown[0]!r}; parameters: {', '.join(p.name for p in params)}")
-    kw = {}
+        raise CLIError(f"{kernel.name} has no parameter {unknown[0]!r}; parameters: {', '.join(p.name for p in params)}"
+                       f" (launch options: {', '.join(LAUNCH_OPTIONS)})")
+    # launch options (-D num_warps=8) shape the code as constexprs do: passed to compile() the same way
+    kw = {k: parse_value(v) for k, v in defines.items() if k in LAUNCH_OPTIONS and k not in names}
     for p in params:
         given = defines.get(p.name)
         if p.kind == "constexpr":
@@ -446,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
         if defines:
             p.add_argument("-D", "--define", action="append", metavar="NAME=VALUE",
                            help="a constexpr value (int, float, true/false, dtype, none, literal, string) or a "
-                                "runtime parameter's type (tensor<?x?xbf16>, i64); repeatable")
+                                "runtime parameter's type (tensor<?x?xbf16>, i64), or a launch option "
+                                "(num_warps=8, num_stages=3); repeatable")
         p.add_argument("--dump", metavar="DIR", help="write DIR/<kernel>/NN-<pass>.tir after each pass "
                                                     "(also: env TILEC_DUMP_IR=DIR)")
 

@@ -356,16 +356,20 @@ class Kernel:
     def _cache_key(cls, b: _Bound, target) -> tuple:
         """The key of `self.cache` (compiled kernels in memory) for a binding and a target (a Target or
         its name; a restricted one, `Target.without`, is a specialization of its own). On a target with
-        TMA the tensor arguments whose strides a tensor map cannot describe are a part of it too."""
+        TMA the tensor arguments whose strides a tensor map cannot describe are a part of it too, and
+        where the pipeline specializes on it the tensor arguments that are `divisible`."""
         target = cls._target(target)
-        return (target.key, tuple(b.key), _any_strides(b, target))
+        return (target.key, tuple(b.key), _any_strides(b, target), _divisible(b, target))
 
     def _frontend(self, b: _Bound, target=None):
         """The front end for one binding: (IR module, its printed text) -- the text keys the kernel cache.
-        With a target: its `any_strides` (function attribute: those tensors are copied by cp.async)."""
-        any_strides = _any_strides(b, self._target(target)) if target is not None else ()
+        With a target: its `any_strides` (function attribute: those tensors are copied by cp.async) and
+        `divisible` (function attribute: those tensors' vector accesses need no run-time check)."""
+        t = self._target(target) if target is not None else None
+        any_strides = _any_strides(b, t) if t is not None else ()
+        divisible = _divisible(b, t) if t is not None else ()
         self._check_constexprs(b)
-        module = self._front_module(b.types, b.constexprs, b.options, any_strides)
+        module = self._front_module(b.types, b.constexprs, b.options, any_strides, divisible)
         from .ir.printer import print_module
         return module, print_module(module)
 
@@ -376,9 +380,9 @@ class Kernel:
                                             f"(a number, bool, string, dtype, None or a tuple of them), got "
                                             f"{_describe_obj(b.constexprs[p.name])}"))
 
-    def _front_module(self, types, constexprs, options, any_strides=()):
-        """The front end's Module of one specialization: launch options and `any_strides` become
-        function attributes, num_stages the depth of the loops that do not choose one."""
+    def _front_module(self, types, constexprs, options, any_strides=(), divisible=()):
+        """The front end's Module of one specialization: launch options, `any_strides` and `divisible`
+        become function attributes, num_stages the depth of the loops that do not choose one."""
         from .dsl.frontend import compile_kernel
         module = compile_kernel(self.fn, self.params, types, constexprs, self.name)
         stages = options.get("num_stages")
@@ -386,6 +390,8 @@ class Kernel:
             f.attrs.update({k: v for k, v in options.items() if k != "num_stages"})
             if any_strides:
                 f.attrs["any_strides"] = list(any_strides)
+            if divisible:
+                f.attrs["divisible"] = list(divisible)
             if stages is not None:               # the default depth of loops that do not choose one
                 for op in f.walk():
                     if op.name == "for" and op.attrs.get("stages") is None:
@@ -399,15 +405,16 @@ class Kernel:
         ck = self.cache.get(key)
         if ck is not None:
             return ck
-        any_strides = key[2]
+        any_strides, divisible = key[2], key[3]
         self._check_constexprs(b)
-        skey = self._source_key(b, target, any_strides)
+        skey = self._source_key(b, target, any_strides, divisible)
         if skey is not None:                       # in the disk cache by its source: no front end
             art = compiler.cached_by_source(skey)
             if art is not None:
                 types, consts, opts = dict(b.types), dict(b.constexprs), dict(b.options)
                 ck = CompiledKernel(self.name, target.name, None, None, None, types, consts, self.params,
-                                    make_frontend=lambda: self._front_module(types, consts, opts, any_strides))
+                                    make_frontend=lambda: self._front_module(types, consts, opts, any_strides,
+                                                                                             divisible))
                 ck.lower_target = target
                 ck.any_strides = any_strides
                 ck.artifact = art
@@ -427,10 +434,11 @@ class Kernel:
         self.cache[key] = ck
         return ck
 
-    def _source_key(self, b: _Bound, target, any_strides=()) -> str | None:
+    def _source_key(self, b: _Bound, target, any_strides=(), divisible=()) -> str | None:
         """The kernel-cache alias of this specialization computed from the Python source
         (tile/source_key.py), for GPU targets with a kernel cache; None where it does not apply. It
-        names the target by its key (restrictions included) and the tensors compiled without TMA."""
+        names the target by its key (restrictions included), the tensors compiled without TMA and the
+        tensors compiled `divisible`."""
         if not target.is_gpu or not compiler.source_keys_enabled():
             return None
         fp = self._fingerprint
@@ -441,8 +449,8 @@ class Kernel:
             return None
         from .runtime.cache import compiler_version
         from .source_key import source_key
-        return source_key(fp, (*b.key, ("any_strides", tuple(any_strides))), b.constexprs, target.key,
-                          compiler_version())
+        return source_key(fp, (*b.key, ("any_strides", tuple(any_strides)), ("divisible", tuple(divisible))),
+                          b.constexprs, target.key, compiler_version())
 
     # ------------------------------------------------------------ launch
     def run(self, grid, *args, **kwargs):
@@ -508,7 +516,7 @@ class Kernel:
         # whose strides now allow TMA, or no longer do)
         from .runtime.launch import fast_launcher
         fl = fast_launcher(ck, list(args), kwargs=kwargs, guard=compiler.target_guard(target), result=ck,
-                           any_strides=getattr(ck, "any_strides", ()))
+                           any_strides=getattr(ck, "any_strides", ()), divisible_key=_specializes_divisible(target))
         self._fast[key] = (target, ck, fl) if fl is not None else None
         if fl is not None:
             self._fast.hot = fl.fast
@@ -640,6 +648,45 @@ def _any_strides(b: _Bound, target) -> tuple:
         if lay is None or not tensor_map_ok(lay[0], lay[1], t.dtype.bits):
             out.append(name)
     return tuple(out)
+
+
+def _specializes_divisible(target) -> bool:
+    """Whether the target's pipeline uses the `divisible` facts (passes/divisibility.py): only then are
+    they a part of the specialization (elsewhere they would only split the caches)."""
+    return "divisibility" in target.pipeline
+
+
+def _divisible(b: _Bound, target) -> tuple:
+    """Where the target specializes on it: the tensor parameters whose launch argument is `divisible`
+    (ir.artifact.divisible_ok: 16-byte aligned base, unit last stride, last size and other strides
+    multiples of 16 bytes' worth of elements), read through cheap attributes (a host array is copied
+    to a fresh, aligned device allocation). A signature (no argument) promises nothing."""
+    if not _specializes_divisible(target):
+        return ()
+    from .ir.artifact import divisible_ok
+    out = []
+    for (name, t), v in zip(b.types.items(), b.runtime_args):
+        if v is None or not isinstance(t, TensorType):
+            continue
+        lay = _shape_strides(v)
+        if lay is not None and divisible_ok(_data_ptr(v), lay[0], lay[1], t.dtype.bits):
+            out.append(name)
+    return tuple(out)
+
+
+def _data_ptr(v):
+    """A tensor argument's device address, or None for a host array (or where it cannot be read
+    cheaply: then 1, which no alignment check passes)."""
+    if _is_host_array(v):
+        return None
+    if type(v).__name__ == "DeviceArray":
+        return int(v.ptr)
+    if callable(getattr(v, "data_ptr", None)):                                          # torch
+        return int(v.data_ptr())
+    try:
+        return int(v.__cuda_array_interface__["data"][0])
+    except Exception:                             # noqa: BLE001 - none, or torch bf16 raising
+        return 1
 
 
 def _shape_strides(v):
