@@ -80,6 +80,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self.shared_bytes = int(fn.attrs.get("shared_bytes", 0))
         self.word_codes = {}                     # code value -> values.WordCode (packed loads)
         self._async_loops: set = set()          # loops whose last wgmma group is waited for at the exit
+        self._wgmma_groups = 0                   # wgmma groups committed so far (in program order)
+        self._deferred_wgmma: dict = {}          # id(dot result) -> its group, not yet waited for
         self.current_op: Operation | None = None
 
     # ------------------------------------------------------------------ errors
@@ -241,6 +243,8 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         """Lower a block's ops; returns the terminator's operand values (lowered), or None."""
         for op in block.ops:
             self.current_op = op
+            if self._deferred_wgmma:
+                self.wait_deferred_wgmma(op)
             if op.name in ("yield", "condition"):
                 return op
             lower = lowering_for(self.target.family, op.name)

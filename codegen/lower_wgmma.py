@@ -31,9 +31,10 @@ import re
 import llvmlite.ir as ir
 
 from ..ir.layout import ComposedLayout
+from ..ir.ops import OPS
 from ..ir.shared_layouts import wgmma_canonical
 
-from .values import LazyFrag
+from .values import LazyFrag, RTile
 from .llvm_util import i32, i64
 
 class WgmmaLowering:
@@ -198,17 +199,53 @@ class WgmmaLowering:
                     for s, x in zip(slots, d):
                         out[s] = x
         self.tgt.wgmma_commit(b)
+        self._wgmma_groups += 1
         # (RS form: the A registers must stay untouched until the wait, so wait right here)
         loop = None if rs else self._inflight_loop()
-        if loop is not None:
+        deferred = bool(self.current_op.attrs.get("deferred"))
+        if deferred and (rs or loop is not None):
+            raise self.error("deferred = 1 needs an SS wgmma (A in shared memory) that is not inflight")
+        if deferred:
+            # no wait here: wait_deferred_wgmma waits before the first op that uses the result
+            res = self.current_op.results[0]
+            self._deferred_wgmma[id(res)] = (res, self._wgmma_groups)
+        elif loop is not None:
             # the accumulator only flows to the next iteration's wgmma: keep this group running
             # (the loop's prefetch distance leaves its operand stage untouched for one more iteration)
             self.tgt.wgmma_wait(b, 1)
             self._async_loops.add(id(loop))
         else:
             self.tgt.wgmma_wait(b, 0)
+        if not deferred:
+            self._retire_deferred(self._wgmma_groups)   # (the wait for this group covers the older ones)
         src = acc.map.dup_source()
         return [out[src[v]] for v in range(len(out))]
+
+    def wait_deferred_wgmma(self, op):
+        """Before `op`: wait for the deferred wgmma groups (attribute `deferred`) whose results it
+        uses -- all of them before an op with regions or a terminator -- leaving the groups issued
+        after them in flight; then pass their accumulators through an empty asm (CUTLASS's
+        warpgroup_fence_operand), so that no use of those registers is scheduled above the wait."""
+        pend = self._deferred_wgmma
+        used = {id(v) for x in op.walk() for v in x.operands}
+        everything = bool(op.regions) or OPS[op.name].terminator
+        hit = [g for vid, (_, g) in pend.items() if everything or vid in used]
+        if not hit:
+            return
+        newest = max(hit)
+        self.tgt.wgmma_wait(self.b, self._wgmma_groups - newest)
+        self._retire_deferred(newest)
+
+    def _retire_deferred(self, newest: int):
+        """The deferred groups up to `newest` have been waited for: fence their results' registers."""
+        pend = self._deferred_wgmma
+        for vid, (v, g) in list(pend.items()):
+            if g <= newest:
+                del pend[vid]
+                t = self.get(v)
+                uniq = {id(x): x for x in t.vals}
+                fenced = dict(zip(uniq, self.tgt.fence_operands(self.b, list(uniq.values()))))
+                self.set(v, RTile(t.map, [fenced[id(x)] for x in t.vals], t.dtype))
 
 
 def rs_fragment_slots(amap, gm: int, j: int, k0: int) -> list:

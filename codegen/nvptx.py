@@ -141,6 +141,13 @@ def raise_ptx_version(ptx: str, need: int) -> str:
     return ptx[:m.start(1)] + f"{need // 10}.{need % 10}" + ptx[m.end(2):]
 
 
+def _shared_bytes(t) -> int:
+    n = 1
+    for d in getattr(t, "shape", ()):
+        n *= int(d)
+    return (n * t.dtype.bits + 7) // 8
+
+
 def compile_function(fn: Function, target: Target | str = "sm_90a", options: dict | None = None,
                      tile_ir: str = "", ir_after: dict | None = None) -> Artifact:
     """Lower one IR function that has been through the target's passes (layouts, instruction
@@ -154,8 +161,13 @@ def compile_function(fn: Function, target: Target | str = "sm_90a", options: dic
     shared = int(fn.attrs.get("shared_bytes", 0))
     limit = target.limits.shared_bytes
     if shared > limit:
-        raise CompileError(f"needs {shared} bytes of shared memory; {target.name} allows at most "
-                           f"{limit} per block (use smaller tiles or fewer stages)", kernel=fn.name)
+        # blamed on the largest shared buffer (a pipelined loop's ring, usually): the line to change
+        allocs = [(_shared_bytes(op.results[0].type), op) for op in fn.walk() if op.name == "alloc_shared"]
+        big, op = max(allocs, key=lambda x: x[0]) if allocs else (0, None)
+        raise CompileError(f"needs {shared} bytes of shared memory; {target.name} allows at most {limit} per "
+                           f"block (use smaller tiles or fewer stages)"
+                           + (f"; the largest buffer, this one, takes {big}" if op is not None else ""),
+                           op=op, kernel=fn.name)
     opts = ("--nvptx-short-ptr",)
     job = LLVMJob(text, target.llvm_triple, target.llvm_cpu, target.llvm_features, int(options.get("opt", 3)),
                   opts, "asm", fn.name)

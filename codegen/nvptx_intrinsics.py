@@ -274,6 +274,26 @@ class NVPTXIntrinsics:
         r = b.call(asm, args + list(acc))
         return [b.extract_value(r, i) for i in range(k)]
 
+    def fence_operands(self, b, vals):
+        """vals (f32 or i32 accumulator registers) passed through one empty volatile asm that ties
+        each output to its input: the new values cannot be computed before whatever precedes the asm
+        (a wgmma.wait_group), so no use of the registers moves above it."""
+        if not vals:
+            return []
+        out = list(vals)
+        for t, c in ((f32, "=f"), (i32, "=r")):
+            idx = [i for i, x in enumerate(vals) if x.type == t]
+            for lo in range(0, len(idx), 128):          # (keeps each asm's operand list modest)
+                part = idx[lo:lo + 128]
+                k = len(part)
+                st = ir.LiteralStructType([t] * k)
+                asm = ir.InlineAsm(ir.FunctionType(st, [t] * k), "", ",".join([c] * k + [str(i) for i in range(k)]),
+                                   side_effect=True)
+                r = b.call(asm, [vals[i] for i in part])
+                for j, i in enumerate(part):
+                    out[i] = b.extract_value(r, j)
+        return out
+
     def mma_m16n8k32(self, b, a, bb, c, in_dtype: str):
         """D = A*B + C on one m16n8k32 atom of 8-bit inputs: a = 4 i32 (4 bytes each), bb = 2 i32,
         c = 4 accumulators (i32 for s8/u8: exact, wrapping like the interpreter -- no .satfinite;

@@ -284,7 +284,9 @@ ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global", "tma").opt, "box": Shape().
               "swizzle": OneOf(0, 32, 64, 128).opt, **VEC}
 SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc",
                              "ds_read.k", "ds_read.trans.k").opt}
-DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt}
+# `deferred = 1`: a wgmma whose wait is put off to the first use of its result (other work overlaps it)
+DOT_ATOM = {"atom": Str().opt, "warps": Ints().opt, "inflight": Int(min=0, max=1).opt,
+            "deferred": Int(min=0, max=1).opt}
 BUFFER_LOAD = {"copy": OneOf("buffer.load").opt}                # AMD: through a buffer resource (absent: global)
 BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
 # AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)

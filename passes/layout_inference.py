@@ -207,24 +207,28 @@ class LayoutInference:
         fit -- spilling to scratch costs more than FMA."""
         if self.dot_grid:
             return
-        sizes = []
-        for op in self.fn.walk():
-            if op.name != "dot" or not all(_is_reg(v.type) for v in op.operands):
-                continue
-            a, b, c = (v.type for v in op.operands)
-            M, K = a.shape
-            N = b.shape[1]
-            f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target, op)
-            self.dot_grid[id(op)] = f
-            if f is not None and mfma_atoms(self.target):          # (NVIDIA: ldmatrix reads k steps lazily)
-                sizes.append((mfma_live_values(f, self.target, self.num_warps), id(op)))
+        # Dots under different top-level ops (two key loops one after the other) are never live at
+        # once: the budget holds per top-level op, not for the sum over the kernel.
+        groups: dict = {}
+        for top in self.fn.body.ops:
+            for op in top.walk():
+                if op.name != "dot" or not all(_is_reg(v.type) for v in op.operands):
+                    continue
+                a, b, c = (v.type for v in op.operands)
+                M, K = a.shape
+                N = b.shape[1]
+                f = dot_fragments(M, N, K, a.dtype, c.dtype, self.num_warps, self.prefer_rows, self.target, op)
+                self.dot_grid[id(op)] = f
+                if f is not None and mfma_atoms(self.target):      # (NVIDIA: ldmatrix reads k steps lazily)
+                    groups.setdefault(id(top), []).append((mfma_live_values(f, self.target, self.num_warps), id(op)))
         budget = self.target.limits.registers // 2
-        total = sum(n for n, _ in sizes)
-        for n, key in sorted(sizes, reverse=True):
-            if total <= budget:
-                break
-            self.dot_grid[key] = None
-            total -= n
+        for sizes in groups.values():
+            total = sum(n for n, _ in sizes)
+            for n, key in sorted(sizes, reverse=True):
+                if total <= budget:
+                    break
+                self.dot_grid[key] = None
+                total -= n
 
     def _dot_layout_feeding(self, v, body: Block, shape):
         """The accumulator layout of a dot (with tensor-core fragments) in `body` whose result reaches

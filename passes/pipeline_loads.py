@@ -297,11 +297,21 @@ class _LoopPipeliner:
             if conv is not None:
                 for u in conv:
                     u.parent.ops.remove(u)
+        reads = len(head)
         k_next = mk("add", [self.iv, mk("mul", [const(D, head), step], ivt, into=head)], ivt, into=head)
         nslot = mk("rem", [mk("add", [j, const(D, head)], ivt, into=head), Sc], ivt, into=head)
         nslot32 = nslot if ivt == ScalarType(i32) else mk("cast", [nslot], ScalarType(i32), into=head)
         tail: list[Operation] = []
         issue(tail, k_next, nslot32)
+        if D == 1:
+            # one stage ahead: the next stage is issued right after the barrier (before the
+            # shared_loads, which must stay next to their dot for it to read them lazily). Issued at
+            # the end of the body, the copy would be waited for at the top of the next iteration
+            # with nothing to hide its latency behind. The stage it overwrites, (j+1) % S =
+            # (j-1) % S, was last read in iteration j-1, which every thread finished at j's barrier.
+            cut = [o.name for o in head].index("barrier") + 1
+            head[:] = head[:cut] + head[reads:] + tail + head[cut:reads]
+            tail = []
         for ld, _ in cands:
             self.body.ops.remove(ld)
         for k, o in enumerate(head):

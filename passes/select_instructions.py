@@ -10,7 +10,10 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   `fma` (a tile.PerformanceWarning says why -- dtype, shape or layout -- where the target has tensor
   cores) -- and `warps = [wm, wn]`, the warp (wave) grid
   of the fragments, for tensor-core atoms; `inflight = 1` on a wgmma whose group may stay in flight
-  across iterations of its pipelined loop (the loop's exit waits for it).
+  across iterations of its pipelined loop (the loop's exit waits for it); `deferred = 1` on an SS
+  wgmma whose result is first used later in its block, after other work: codegen waits for its
+  group there (or a later wgmma's wait covers it), not right after the issue -- attention's scores
+  of the next key block run on the tensor cores during this block's softmax.
 * `shared_load` and `convert_layout` feeding a dot: `copy` -- `smem.desc` (the wgmma reads the
   shared tile through a matrix descriptor), `ldmatrix.k` (the mma.sync dot reads fragments with
   ldmatrix one k step at a time), `ldmatrix.trans.k` (the same through the `transpose` that
@@ -226,6 +229,7 @@ class _Selector:
     def dot(self, op: Operation):
         a, b, c = op.operands
         op.attrs.pop("inflight", None)
+        op.attrs.pop("deferred", None)
         grid = None
         bits = a.type.dtype.bits if isinstance(a.type, TileType) else 0
         regs = all(_is_reg(v.type) and v.type.layout is not None for v in (a, b, c))
@@ -257,6 +261,8 @@ class _Selector:
                 la[0].attrs["copy"] = "smem.desc" if la[1] != "ldmatrix.trans.k" else la[1]
             if self.inflight(op) and wg.endswith(".ss"):
                 op.attrs["inflight"] = 1
+            elif wg.endswith(".ss") and self.deferred(op):
+                op.attrs["deferred"] = 1
             return
         op.attrs["atom"] = mma.name
         for src in (la, lb):
@@ -330,6 +336,27 @@ class _Selector:
         if [i for i, v in enumerate(y.operands) if v is res] != [blk.args.index(acc) - 1]:
             return False
         return not any(v is acc for o in blk.ops if o is not op for x in o.walk() for v in x.operands)
+
+
+    def deferred(self, op: Operation) -> bool:
+        """The dot's wait may go to the first use of its result: that use is in the same block, and
+        the ops between it and the issue have no regions (the group stays in one straight line of
+        code) and include real work (not only index or constant set-up). (SS only: the RS form's A
+        registers would have to stay untouched until the wait.)"""
+        ops = op.parent.ops
+        res = op.results[0]
+        between = []
+        for o in ops[ops.index(op) + 1:]:
+            if any(v is res for x in o.walk() for v in x.operands):
+                return any(x.name not in _SETUP for x in between)
+            if o.regions:
+                return False
+            between.append(o)
+        return False
+
+
+# ops that only set up indices, constants or views: no work to overlap a wgmma with
+_SETUP = frozenset({"constant", "splat", "full", "arange", "broadcast", "reshape", "subview"})
 
 
 def _pairs_text(target: Target) -> str:

@@ -37,7 +37,7 @@ def test_imports_and_listing_need_no_torch_triton_or_tilec():
     """)
     rc, out, err = _run([sys.executable, "-c", code])
     assert rc == 0, err
-    assert "quick mode: 41 cases" in out and "@tile.autotune over the first 2 config(s)" in out
+    assert "quick mode: 42 cases" in out and "@tile.autotune over the first 2 config(s)" in out
 
 
 def test_list_keeps_the_case_ids():

@@ -405,7 +405,7 @@ def test_fast_launcher_packs_tensor_maps_and_sends_tma_able_strides_back(fake_en
     from tile.ir.types import ScalarType, TensorType
     from tile.runtime import cuda, launch as L
     from tile.runtime.device import DeviceArray
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))   # (undone after the test: benchmarks/gemm.py must not shadow examples/gemm.py)
     import launch_overhead_mock as M
     st = cuda._state
     monkeypatch.setattr(st, "ok", True)
