@@ -279,11 +279,6 @@ def convert_values(b, vals, src: DType, dst: DType, origin=None):
         return [convert_scalar(b, v, src, dst) for v in vals]
     out = []
     shifts = {}
-    # Small floats take two shifts per pair from the words (their codes are adjacent in today's
-    # pre-layout), which costs more SASS than the byte path (f4e2m1: 12.4 vs 11.9 instructions per
-    # weight); integers gain. Floats go back to the words once the pre-layout puts a pair 16 bits apart.
-    if not src.is_int:
-        origin = None
     for k in range(0, len(vals) - 1, 2):
         o0, o1 = (origin(vals[k]), origin(vals[k + 1])) if origin else (None, None)
         if o0 is not None and o1 is not None:

@@ -685,10 +685,23 @@ class LayoutInference:
         nv = None
         if self.remat(v):
             nv = self._recompute(v, m)
+        elif self._widening_cast(v) and have is not None and _register_permutation(have, m):
+            # a permutation of each thread's registers commutes with the cast: done on the codes, the
+            # cast then converts its values in the order the consumer pairs them (a narrow-code cast
+            # makes two values per 32-bit register; a pre-laid-out weight tile is loaded in another
+            # order than its mma fragment's: tile/prelayout.py)
+            nv = self._recompute(v, m)
+            if nv is not None:
+                self._remat[id(v)] = True             # the original cast goes once nothing uses it
         if nv is None:
             nv = self._make_convert(v, m)
         self._mat[key] = nv
         return nv
+
+    def _widening_cast(self, v) -> bool:
+        o = v.owner
+        return isinstance(o, Operation) and o.name == "cast" and len(o.results) == 1 and _is_reg(o.operands[0].type) \
+            and o.operands[0].type.dtype.bits < v.type.dtype.bits
 
     def _recompute(self, v, m: ThreadMap):
         o = v.owner
@@ -878,6 +891,17 @@ def operand_contig_dim(m: ThreadMap, num_warps: int, bits: int):
     if k is not None:
         return 0 if k[0] == "a" else 1                 # stored (K, M) / (N, K)
     return None
+
+
+def _register_permutation(a: ThreadMap, b: ThreadMap) -> bool:
+    """Every thread holds the same elements in a and b, in another order (a convert_layout between
+    them moves no data between threads: codegen relabels registers)."""
+    if a.shape != b.shape or a.nthreads != b.nthreads or a.nvals != b.nvals:
+        return False
+    if not (a.tcoords() == b.tcoords()).all():
+        return False
+    have = a.value_index()
+    return all(c in have for c in b.vcoord_list())
 
 
 def _looks_mma(m: ThreadMap) -> bool:

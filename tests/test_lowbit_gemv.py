@@ -147,7 +147,7 @@ PRELAID_BARS = [("int4", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096,
 @pytest.mark.parametrize("wtype,M,N,K,sdt,G", PRELAID_BARS, ids=[f"{b[0]}-M{b[1]}" for b in PRELAID_BARS])
 def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
     """The register path of the benchmarked configs: no spills, the weights reach the dot without a
-    convert_layout (no shared-memory transpose of the decoded tile), at most 56 KB of shared memory
+    data-moving convert_layout (no shared-memory transpose of the decoded tile), at most 56 KB of shared memory
     per block (4 blocks per SM on sm_90a), and registers for 4 such blocks (<= 128 per thread)."""
     scale = "e8m0" if sdt == "u8" else "float"
     bits = tile.dtype(wtype).bits
@@ -158,6 +158,10 @@ def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
     weight_converts = [ln for ln in ir.splitlines() if "convert_layout" in ln and f"x{c['BN']}xbf16" in ln
                        and "tile<16x" not in ln]
     assert not weight_converts, weight_converts
+    # the fragment is reached up to each thread's value order (tile/prelayout.py puts a register's two
+    # codes 16 bits apart): that convert renames registers -- on the codes, before the cast, no scratch
+    code_converts = [ln for ln in ir.splitlines() if "convert_layout" in ln and f"x{c['BN']}x{wtype}," in ln]
+    assert code_converts and not [ln for ln in code_converts if "smem_scratch" in ln], code_converts
     shared = int(ir.split("shared_bytes = ")[1].split(",")[0].split("}")[0])
     assert shared <= 56 * 1024, shared
     src = tmp_path / "k.ptx"

@@ -30,14 +30,18 @@ def test_inverse_round_trips(name, SUB):
 @pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("num_warps", [4, 8])
 def test_chunks_are_the_b_fragment(bits, num_warps):
-    """Thread t's value slot j + V p of the mma B fragment is element (p, t V + j) of the pre-laid-out
-    tile, and V codes make one load chunk of the blocked layout."""
+    """Thread t's chunk p of the pre-laid-out tile (V codes, one load of the blocked layout) holds its
+    mma B fragment values V p .. V p + V - 1; the two codes of one 32-bit mma register (k, k + 1)
+    sit `pair_distance` codes apart in it -- 16 bits where the width divides 16."""
+    from tile.prelayout import pair_distance
     SUB, BN = 64, 128
     frag = mma_b(SUB, BN, 1, num_warps)
     P, TV, split, perm = tile.prelayout_plan(bits, SUB, BN, num_warps)
     T = frag.nthreads
     V = TV // T
+    d = pair_distance(bits, V)
     assert P * V == frag.nvals and V * bits <= 128 and blocked((P, TV), T, bits).vmodes[0][0] == V
+    assert d * bits == 16 if 16 % bits == 0 else d == {3: 4, 5: 4, 6: 2, 7: 2}[bits]
     rng = np.random.default_rng()
     dt = tile.dtype(f"uint{bits}") if bits < 8 else tile.u8
     codes = rng.integers(0, 1 << bits, (SUB, BN)).astype(np.uint8)
@@ -46,11 +50,21 @@ def test_chunks_are_the_b_fragment(bits, num_warps):
     # the plan's relabeling applied to the ids, as the kernel applies it to the codes
     tile_ids = np.transpose(np.arange(P * TV).reshape(split), perm).reshape(SUB, BN)
     for t in rng.integers(0, T, 8):
-        for v in rng.integers(0, frag.nvals, 8):
-            k, n = frag.coord(int(t), int(v))
-            pp, j = divmod(int(v), V)
-            assert tile_ids[k, n] == pp * TV + int(t) * V + j
-            assert pc[pp, int(t) * V + j] == codes[k, n]
+        t = int(t)
+        for v in rng.integers(0, frag.nvals // 2, 8):
+            v = 2 * int(v)                                      # the register's first value (k even)
+            pos = []
+            for u in (v, v + 1):
+                k, n = frag.coord(t, u)
+                row, col = divmod(int(tile_ids[k, n]), TV)
+                assert row == u // V and col // V == t              # in thread t's chunk u // V
+                assert pc[row, col] == codes[k, n]
+                pos.append(col % V)
+            assert frag.coord(t, v + 1)[0] == frag.coord(t, v)[0] + 1
+            assert pos[1] - pos[0] == d, (pos, d)
+        # every slot of the chunk is used once
+        ids = sorted(int(tile_ids[frag.coord(t, u)]) for u in range(frag.nvals))
+        assert ids == sorted(p * TV + t * V + j for p in range(P) for j in range(V))
 
 
 def test_threadmap_reshape_splits_a_mode_across_dims():
