@@ -35,6 +35,9 @@ WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, num_warps=8),
 # layout conversion cannot reuse the ring's memory), so 128x256 and 256x128 fit 3 stages, not 4.
 PERSISTENT_WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
+                         # 4 stages fit beside the TMA store's 32 KB staging (not beside a 64 KB conversion)
+                         dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
+                         dict(BM=256, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=128, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=4)]
 NEW_CONFIGS = WS_CONFIGS + [dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)] + PERSISTENT_WS_CONFIGS
 

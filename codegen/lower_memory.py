@@ -548,6 +548,8 @@ class MemoryLowering:
 
     @lowers("store")
     def op_store(self, op):
+        if op.attrs.get("copy") == "tma":                # Hopper: staged, bulk tensor stores
+            return self.store_tma(op)
         T, idx, val, mask = self.store_operands(op)
         m, dt = val.map, val.dtype
         if dt.bits < 8 and (self._vec_len(m, dt) * dt.bits) % 8:

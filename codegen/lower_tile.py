@@ -48,12 +48,13 @@ from .lower_reduce import ReduceLowering
 from .lower_scan import ScanLowering
 from .lower_shared import SharedLowering
 from .lower_tma import TmaLowering
+from .lower_tma_store import TmaStoreLowering
 from .lower_wgmma import WgmmaLowering
 from .lower_warp_specialize import WarpSpecializeLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
-                     WgmmaLowering, TmaLowering, BufferLowering, WarpSpecializeLowering):
+                     WgmmaLowering, TmaLowering, TmaStoreLowering, BufferLowering, WarpSpecializeLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
@@ -116,6 +117,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self.tid = self.tgt.thread_id(self.eb)
         self._bind_params()
         self.lower_block(self.fn.body)
+        self.finish_tma_stores()
         self.b.ret_void()
         self.eb.branch(body)
         return self.module

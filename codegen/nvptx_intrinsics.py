@@ -176,6 +176,24 @@ class NVPTXIntrinsics:
                     [dst_cl, bar, tmap, *coords, ir.Constant(i16, 0), ir.Constant(i64, 0), ir.Constant(i1, 0),
                      ir.Constant(i1, 0)])
 
+    def tma_store(self, b, src, tmap, coords):
+        """cp.async.bulk.tensor.<n>d.global.shared::cta.tile.bulk_group [tmap, {coords}], [src]: the
+        box at `src` in shared memory to the tensor of map `tmap` at `coords` (i32, innermost dim
+        first); elements outside the tensor are not written. Completes with this thread's bulk group."""
+        n = len(coords)
+        self.d.call(b, f"llvm.nvvm.cp.async.bulk.tensor.s2g.tile.{n}d", void,
+                    [sptr, ir.PointerType()] + [i32] * n + [i64, i1],
+                    [src, tmap, *coords, ir.Constant(i64, 0), ir.Constant(i1, 0)])
+
+    def bulk_commit(self, b):
+        """cp.async.bulk.commit_group: this thread's bulk copies issued since the last commit form a group."""
+        self.d.call(b, "llvm.nvvm.cp.async.bulk.commit.group", void, [], [])
+
+    def bulk_wait_read(self, b, pending: int):
+        """cp.async.bulk.wait_group.read n: all but the `pending` most recent bulk groups of this thread
+        have finished reading their shared-memory sources (the sources may be written again)."""
+        self.d.call(b, "llvm.nvvm.cp.async.bulk.wait.group.read", void, [i32], [ir.Constant(i32, pending)])
+
     # ------------------------------------------------------------------ tensor cores
     def ldmatrix(self, b, ptr, num: int, trans: bool):
         """ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 -> num i32 registers."""

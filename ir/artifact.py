@@ -112,12 +112,13 @@ def flatten_params(fn) -> list:
 
 def tensor_map_params(fn) -> list:
     """The `tmap` parameters of an IR function (see the module docstring): one per distinct
-    (tensor, box, swizzle) of its `async_copy {copy = "tma"}` ops, in program order."""
+    (tensor, box, swizzle) of its `async_copy {copy = "tma"}` and `store {copy = "tma"}` ops, in
+    program order (a tensor both loaded and stored with the same box and swizzle shares one map)."""
     out, seen, count = [], set(), {}
     for op in fn.walk():
-        if op.name != "async_copy" or op.attrs.get("copy") != "tma":
+        if op.name not in ("async_copy", "store") or op.attrs.get("copy") != "tma":
             continue
-        T = op.operands[1]
+        T = op.operands[1] if op.name == "async_copy" else op.operands[0]
         name = T.name or f"arg{T.index}"
         box = tuple(int(x) for x in op.attrs.get("box") or ())
         box = (1,) * (T.type.rank - len(box)) + box

@@ -292,6 +292,10 @@ BUFFER_STORE = {"copy": OneOf("buffer.store").opt}
 # AMD: how the waves of a loop overlap MFMAs with memory (passes/schedule_amd.py; ignored elsewhere)
 LOOP_SCHEDULE = {"schedule": OneOf("pingpong", "interleave").opt, "phases": Int(min=1, max=16).opt}
 LOOP_SCHEDULE_WAVES = {"pingpong": 8, "interleave": 4}      # the waves per workgroup each is made for
+# a TMA store (Hopper) of a 2-D register tile: staged through `staging` shared buffers of one `box` each
+# (whole rows x one swizzle span of columns, in the tensor map's `swizzle`), one bulk store per box
+STORE = {"copy": OneOf("buffer.store", "tma").opt, "box": Shape().opt, "swizzle": OneOf(0, 32, 64, 128).opt,
+         "staging": Int(min=1).opt, **VEC}
 
 
 # ---------------------------------------------------------------- the definitions
@@ -822,7 +826,7 @@ def _load(op):
 
 @define("store", "Store a register tile at the index operands; elements outside the tensor or masked off are "
         "not written.", operands="tensor, indices[tensor.rank], value, mask?", effects=True,
-        attrs={**VEC, **BUFFER_STORE}, infer=_none)
+        attrs=STORE, infer=_none)
 def _store(op):
     t = _tile_access(op)
     v = op.value.type
@@ -830,6 +834,14 @@ def _store(op):
     need(op, v.dtype == t.dtype, f"value dtype {v.dtype} differs from the tensor's {t.dtype} (cast first)")
     need(op, 1 <= v.rank <= t.rank, f"tile rank {v.rank} must be 1..{t.rank}")
     _mask_ok(op, op.mask, v.shape)
+    if op.attrs.get("copy") == "tma":
+        box = op.attrs.get("box")
+        need(op, op.mask is None, "a TMA store cannot take a mask (the hardware clips only at the tensor's edges)")
+        need(op, v.rank == 2 and box is not None and len(box) == 2 and box[0] == v.shape[0] and box[0] <= 256
+             and v.shape[1] % box[1] == 0, f"a TMA store of {v} needs attribute box = [rows, columns]: whole "
+             f"rows (<= 256), the columns dividing the tile's")
+        need(op, "swizzle" in op.attrs and "staging" in op.attrs,
+             "a TMA store needs attributes swizzle (bytes: 0, 32, 64 or 128) and staging (buffers)")
 
 
 @define("atomic", "Atomic read-modify-write of a tile into the tensor at the index operands; attribute `kind` "

@@ -22,7 +22,8 @@ from .layout import ComposedLayout, Layout, Swizzle, row_major
 
 __all__ = ["default_shared_layout", "ldmatrix_swizzle", "swizzled_row_major", "ldmatrix_chunk_dim",
            "wgmma_canonical", "transpose_layout", "conversion_scratch_layout", "smem_vector_elems", "leaves", "cumsum_scratch", "tma_box_swizzle", "tma_tile_layout",
-           "tma_box_plan", "same_tile_layout", "TMA_SWIZZLES", "TMA_MAX_BOX"]
+           "tma_box_plan", "same_tile_layout", "TMA_SWIZZLES", "TMA_MAX_BOX", "tma_store_box",
+           "tma_staging_layout", "tma_store_value_boxes"]
 
 
 def default_shared_layout(shape) -> Layout:
@@ -297,6 +298,64 @@ def tma_box_plan(layout, shape, bits: int):
             if same_tile_layout(str(layout), str(tma_tile_layout(shape, bits, box, sw)), shape):
                 return box, sw
     return None
+
+
+def tma_store_box(shape, bits: int):
+    """(box, swizzle) of a TMA store of a 2-D tile of `shape` staged through shared memory, or None.
+    A box holds whole rows of the tile (at most 256) and one swizzle span of columns (128 bytes:
+    64 bf16, 32 f32), fewer where the row is narrower; the swizzle is the widest mode the box row
+    fills (none for rows of 16 bytes or a span of no mode). Whole rows keep each thread's boxes
+    independent of its row (a wgmma accumulator spreads warps along M)."""
+    if len(shape) != 2 or bits not in (8, 16, 32):
+        return None
+    R, C = (int(x) for x in shape)
+    eb = bits // 8
+    if R > TMA_MAX_BOX or (C * eb) % 16:
+        return None
+    W = C if C * eb <= 128 else 128 // eb
+    if C % W:
+        return None
+    sw = W * eb if W * eb in TMA_SWIZZLES else 0
+    if C != W and (R * W * eb) % 128:
+        return None
+    return (R, W), sw
+
+
+def tma_store_value_boxes(m, W: int):
+    """For a register thread map m of a 2-D tile: the column box (of W columns) of each value slot,
+    or None if some value slot's box depends on the thread (a TMA store then cannot write each box
+    from a fixed set of registers)."""
+    tc = m.tcoords()[:, 1]
+    lo, hi = int(tc.min()), int(tc.max())
+    out = []
+    for c in m.vcoord_list():
+        a, b = (lo + c[1]) // W, (hi + c[1]) // W
+        if a != b:
+            return None
+        out.append(a)
+    return out
+
+
+def tma_staging_layout(shape, bits: int, box, swizzle: int, staging: int):
+    """The layout of a 2-D tile of `shape` over the staging buffer of a TMA store: column box j (boxes
+    of `box`, whole rows) goes to buffer j % staging, each buffer one box in TMA's layout of it
+    (`tma_tile_layout` of the box: row-major, swizzled by the tensor map's mode), the buffers one
+    after another. Boxes sharing a buffer map to the same bytes (a stride-0 mode): they are written
+    one after another, the buffer reused once the bulk store that read it is done."""
+    R, C = (int(x) for x in shape)
+    W = int(box[1])
+    n = C // W
+    vol = R * W
+    if n == 1:
+        lay = Layout((R, W), (W, 1))
+    elif staging >= n:
+        lay = Layout((R, (W, n)), (W, (1, vol)))
+    elif staging == 1:
+        lay = Layout((R, (W, n)), (W, (1, 0)))
+    else:
+        lay = Layout((R, (W, staging, n // staging)), (W, (1, vol, 0)))
+    sw = tma_box_swizzle(swizzle, bits)
+    return ComposedLayout(sw, 0, lay) if sw is not None else lay
 
 
 @lru_cache(maxsize=256)

@@ -22,7 +22,9 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
 * `load`, `store`, `gather`, `scatter`: `vec`, elements per global access (a run-time check of
   strides and alignment still guards the vector path, unless passes/divisibility.py proves it
   exact: `vec_exact`); on AMD `copy = "buffer.load"` /
-  `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py).
+  `"buffer.store"` on loads and stores (through a buffer resource: select_amd.py); on Hopper a store
+  staged in shared memory and written by bulk tensor stores: `copy = "tma", box, swizzle, staging`
+  (select_tma_store.py).
 * `async_copy`: `copy` -- `tma` (Hopper's tensor-memory accelerator: one thread copies whole boxes,
   `box = [...]`, written with the tensor map's `swizzle` (bytes), completing on the copy's mbarrier;
   see `tma_plan`), `cp.async` or `ld.global` (a synchronous copy) -- and `vec` (for the latter two;
@@ -47,6 +49,7 @@ from ..ir.types import TileType
 
 from .layout_inference import mfma_atoms
 from .select_amd import select_global_copy, select_mfma_copies
+from .select_tma_store import select_tma_store
 from .manager import register
 from .shared_memory_planning import scratch_bytes
 
@@ -80,6 +83,7 @@ class _Selector:
                 if _is_reg(v.type) and v.type.layout is not None:
                     op.attrs["vec"] = vector_elems(self.map(v.type), v.type.dtype.bits)
                 select_global_copy(self, op)             # AMD: through a buffer resource
+                select_tma_store(self, op)               # Hopper: staged in shared memory, bulk stores
             elif n in ("async_copy", "async_gather"):
                 self.async_copy(op)
             elif n == "xcd_remap":

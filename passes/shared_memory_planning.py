@@ -6,7 +6,9 @@ shared-memory buffer, reusing memory whose live ranges do not overlap.
   inside a loop that does not contain the allocation keeps it alive to the end of that loop.
 * ops that move register-tile elements between threads (convert_layout that is not a register
   permutation, reshape, slice, concat, shape-changing bitcast, transpose/broadcast whose layouts do
-  not line up, a reduce across warps, a dot on the FMA path, every cumsum) need scratch for the op itself.
+  not line up, a reduce across warps, a dot on the FMA path, every cumsum) need scratch for the op itself;
+  a TMA store's staging buffers (`store {copy = "tma"}`) live from the top-level op around it to the
+  kernel's end (its bulk copies read them asynchronously).
   `scratch_bytes(op, num_warps)` is the one definition of those sizes; the code generators read
   the offsets back and use at most that much.
 * placement: first fit by start of live range, 128-byte aligned. Results: attribute
@@ -125,6 +127,10 @@ def scratch_bytes(op: Operation, num_warps: int = 4, warp_size: int = 32) -> int
     if n == "cumsum":
         a = op.operands[0].type
         return cumsum_scratch(a.shape, int(op.attrs["axis"]), a.dtype.bits)[1]
+    if n == "store" and op.attrs.get("copy") == "tma":
+        # the staging buffers of a TMA store: `staging` boxes (select_tma_store.py)
+        box = op.attrs["box"]
+        return int(op.attrs["staging"]) * box[0] * box[1] * op.value.type.dtype.bits // 8
     if n == "dot":
         if "atom" not in op.attrs:
             raise TileError(f"{op.where()}dot has no atom: run the select_instructions pass before "
@@ -201,6 +207,13 @@ class _Planner:
                 if s:
                     i = self.index[id(op)]
                     end = i
+                    if op.name == "store":
+                        # a TMA store's bulk copies read the staging buffers after the op, until the
+                        # next TMA store or the kernel's exit waits for them: nothing may reuse them
+                        # from the outermost loop around the store (a persistent tile loop: the next
+                        # tile's ring) to the end of the kernel
+                        loops = self.parent_loops[id(op)]
+                        i, end = (self.index[id(loops[0])] if loops else i), self.pos - 1
                     if op.attrs.get("copy") in LAZY_COPIES:
                         # the dot reads the fragments from this scratch, one k step at a time:
                         # keep it alive until the last dot that uses it

@@ -109,9 +109,11 @@ def test_attention_k_v_loads_are_4d_tma(D):
     assert {(c[1], tuple(c[2]), c[3]) for c in copies} == {("tma", (64, 64), 128)}
     fn = ck.module.functions[0]
     params = [p for p in ck.meta.params if p.kind == "tmap"]
+    # the output's epilogue is a TMA store too (staged in shared memory): a third map, of O
     assert [(p.source, p.box, p.swizzle, p.dtype) for p in params] == \
-        [("K", (1, 1, 64, 64), 128, "bf16"), ("V", (1, 1, 64, 64), 128, "bf16")]
+        [("K", (1, 1, 64, 64), 128, "bf16"), ("V", (1, 1, 64, 64), 128, "bf16"), ("O", (1, 1, 64, 64), 128, "bf16")]
     assert "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes" in ck.ptx
+    assert "cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group" in ck.ptx
     assert fn.attrs["target"] == "sm_90a"
     assert {c[1] for c in _copies(_attention(D, "sm_80"))} == {"cp.async"}
 
@@ -178,6 +180,7 @@ def test_edited_copy_back_to_cp_async_compiles():
     ck = _gemm()
     text = list(ck.ir_after.values())[-1]
     edited = re.sub(r'copy = "tma", vec = 8, box = \[\d+, \d+\], swizzle = 128', 'copy = "cp.async", vec = 8', text)
+    edited = re.sub(r', copy = "tma", box = \[\d+, \d+\], swizzle = \d+, staging = \d+', '', edited)  # the store
     assert 'copy = "tma"' not in edited and edited != text
     out = tc_compile(parse_module(edited), "sm_90a")
     assert "cp.async.cg.shared.global" in out.ptx and "cp.async.bulk.tensor" not in out.ptx
@@ -194,10 +197,11 @@ def test_abi_lists_the_tensor_maps():
     ck = _gemm()
     maps = [p for p in ck.meta.params if p.kind == "tmap"]
     assert [(p.name, p.source, p.role, p.box, p.swizzle, p.dtype) for p in maps] == \
-        [("A.tmap", "A", "tmap", (128, 64), 128, "bf16"), ("B.tmap", "B", "tmap", (64, 64), 128, "bf16")]
-    assert ck.meta.params[-2:] == maps                        # after every IR parameter
+        [("A.tmap", "A", "tmap", (128, 64), 128, "bf16"), ("B.tmap", "B", "tmap", (64, 64), 128, "bf16"),
+         ("C.tmap", "C", "tmap", (128, 64), 128, "bf16")]     # C: the epilogue's TMA store
+    assert ck.meta.params[-3:] == maps                        # after every IR parameter
     offs, size = kernarg_layout(ck.meta.params)
-    assert offs[-2] % 64 == 0 and offs[-1] == offs[-2] + 128 and size == offs[-1] + 128
+    assert offs[-3] % 64 == 0 and offs[-2] == offs[-3] + 128 and offs[-1] == offs[-2] + 128 and size == offs[-1] + 128
     back = Artifact.from_json(ck.artifact.to_json())
     assert back.meta.params == ck.meta.params
 
@@ -209,8 +213,9 @@ def test_aot_artifact_carries_the_tensor_maps(tmp_path):
     assert r.returncode == 0, r.stderr
     art = Artifact.load(out)
     maps = [(p.name, p.box, p.swizzle, p.dtype) for p in art.meta.params if p.kind == "tmap"]
-    assert maps == [("A.tmap", (128, 64), 128, "bf16"), ("B.tmap", (64, 64), 128, "bf16")]
-    assert "gemm_param_19[128]" in art.ptx
+    assert maps == [("A.tmap", (128, 64), 128, "bf16"), ("B.tmap", (64, 64), 128, "bf16"),
+                    ("C.tmap", (128, 64), 128, "bf16")]
+    assert "gemm_param_19[128]" in art.ptx and "gemm_param_21[128]" in art.ptx
 
 
 # ------------------------------------------------------------------------------ the launcher (no GPU)
