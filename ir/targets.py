@@ -134,6 +134,8 @@ SMEM_DESC = CopyAtom("smem.desc", "shared", "reg", (), elem_bits=(8, 16))
 # Hopper's tensor memory accelerator: one thread copies a whole box of a tensor (described by a
 # tensor map, a kernel parameter) into shared memory, completing on an mbarrier
 TMA = CopyAtom("tma", "global", "shared", (), elem_bits=(8, 16, 32, 64))
+# ... and the other way: a staged box of shared memory to the tensor (cp.async.bulk.tensor stores)
+TMA_STORE = CopyAtom("tma.store", "shared", "global", (), elem_bits=(8, 16, 32))
 BUFFER_LOAD = CopyAtom("buffer.load", "global", "reg", (1, 2, 4, 8, 16))
 DS_READ_K = CopyAtom("ds_read.k", "shared", "reg", (2, 4, 8, 16))
 DS_READ_TRANS_K = CopyAtom("ds_read.trans.k", "shared", "reg", (2, 4, 8, 16))
@@ -257,7 +259,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("sm_90a", "nvidia", "sm_90a", 32, Limits(1024, 232448, 255),
            frozenset({"cp.async", "ldmatrix", "mma.sync", "bf16", "fp8", "wgmma", "tma", "clusters",
                       "setmaxnreg", "async_proxy"}),
-           (WGMMA, WGMMA_FP8, WGMMA_INT8, MMA_M16N8K16, MMA_M16N8K32, FMA), _NV_COPIES + (SMEM_DESC, TMA), _NV,
+           (WGMMA, WGMMA_FP8, WGMMA_INT8, MMA_M16N8K16, MMA_M16N8K32, FMA), _NV_COPIES + (SMEM_DESC, TMA, TMA_STORE), _NV,
            "sm_90a", "+ptx80",
            "NVIDIA Hopper (H100, H200), arch-specific features on", NVIDIA_PIPELINE),
     Target("gfx90a", "amd", "gfx90a", 64, Limits(1024, 65536, 512),

@@ -33,7 +33,9 @@ MAX_STAGING_BYTES = 32768     # beside a 4-stage 128x256 ring (192 KB of 227 KB)
 def select_tma_store(sel, op: Operation) -> bool:
     """Make `store` op a TMA store if it can and pays (see the module docstring); True if it did."""
     target, fn = sel.target, sel.fn
-    if op.name != "store" or not target.has("tma") or op.mask is not None or op.attrs.get("copy"):
+    # (TILEC_DISABLE=tma.store takes the stores alone away, "tma" the loads and the stores)
+    if op.name != "store" or not target.has("tma") or target.copy_atom("tma.store") is None or op.mask is not None \
+            or op.attrs.get("copy"):
         return False
     v, T = op.value, op.tensor
     t = v.type

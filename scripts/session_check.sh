@@ -1,18 +1,54 @@
 #!/usr/bin/env bash
-# One device call that checks a session's work when device time is short: the GPU tests named in
-# $TESTS (default: the gallery, low-bit, autotune, torch and TMA/serving files), the old tree beside
-# the new one on the GEMM benchmark (one round), and quick rows of the newer families. Logs under $OUT.
-#   usage (on the GPU machine): bash scripts/session_check.sh OLD_TREE
+# Device calls that check a session's work when device time is short (each part fits one 10-minute
+# call; logs and JSON under $OUT, a short table printed last).
+#   usage (on the GPU machine): bash scripts/session_check.sh PART [OLD_TREE]
+#   PART = tests   every GPU test (pytest -m gpu, junit counts, the failures listed)
+#          gemm    GEMM rows with every tilec config (warp-specialized, persistent, TMA-store candidates
+#                  included: --tune-configs 0), the 8-bit rows (fp8 per-tensor / row-wise / block scales,
+#                  int8), the compile-time and launch families
+#          serve   attention prefill (every config), low-bit (old path beside the pre-laid-out register
+#                  path), split-KV decode, the MoE layer
+#          cmp     OLD_TREE beside this tree on the GEMM rows (scripts/bench_compare.sh, one round)
 set -uo pipefail
-old=${1:-old}
+part=${1:-tests}
+old=${2:-old}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { tail -5 "$OUT/install.log"; exit 1; }
 export TILEC_CACHE_DIR=/tmp/tc PYTHONUNBUFFERED=1
-T=${TESTS:-"tests/test_gpu_gallery.py tests/test_gpu_lowbit.py tests/test_autotune.py tests/test_torch_op_gpu.py tests/test_tma.py"}
-timeout ${T_TESTS:-200} python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider --tb=line $T >"$OUT/tests.log" 2>&1
-echo "tests rc=$?"; grep -E "passed|failed|Error|FAILED" "$OUT/tests.log" | tail -12
-ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-170} bash scripts/bench_compare.sh "$old" --only ${CMP_ROWS:-gemm} >"$OUT/cmp.log" 2>&1; tail -12 "$OUT/cmp.log"
-timeout ${T_NEW:-110} python3 benchmarks/run.py --quick --only ${NEW_ROWS:-gemm8,moe_layer} --out "$OUT/new" >"$OUT/new.log" 2>&1; tail -14 "$OUT/new.log"
-timeout ${T_LOWBIT:-80} python3 benchmarks/lowbit.py --quick >"$OUT/lowbit.log" 2>&1; tail -12 "$OUT/lowbit.log"
-timeout ${T_SERVING:-60} python3 benchmarks/attention_serving.py --quick --out "$OUT/serving" >"$OUT/serving.log" 2>&1; tail -12 "$OUT/serving.log"
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+case "$part" in
+tests)
+  timeout ${T_TESTS:-500} python3 -m pytest -m gpu -q -n ${JOBS:-12} -p no:cacheprovider --tb=line \
+    --junitxml="$OUT/junit.xml" ${TESTS:-tests} >"$OUT/tests.log" 2>&1
+  echo "tests rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head -40
+  python3 - "$OUT/junit.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    s = ET.parse(sys.argv[1]).getroot(); s = s if s.tag == "testsuite" else s[0]
+    t, f, e, k = (int(s.get(x, 0)) for x in ("tests", "failures", "errors", "skipped"))
+    print(f"GPU tests: {t - f - e - k} passed, {f + e} failed, {k} skipped")
+except Exception as ex:
+    print("no junit (timed out?):", ex)
+PY
+  ;;
+gemm)
+  timeout ${T_GEMM:-330} python3 benchmarks/run.py --quick --tune-configs 0 --budget 320 \
+    --only ${ROWS:-gemm/4096x4096x4096,gemm/8192x8192x8192,gemm/4096x14336x4096,gemm8} --out "$OUT/gemm" \
+    >"$OUT/gemm.log" 2>&1
+  timeout ${T_REST:-150} python3 benchmarks/run.py --quick --only compile,launch --out "$OUT/rest" >"$OUT/rest.log" 2>&1
+  grep -hE "^(gemm|gemm8|compile|launch)" "$OUT/gemm.log" "$OUT/rest.log" | tail -30
+  ;;
+serve)
+  timeout ${T_ATT:-200} python3 benchmarks/run.py --quick --tune-configs 0 --budget 190 --only attention,moe_layer \
+    --out "$OUT/att" >"$OUT/att.log" 2>&1
+  timeout ${T_LOWBIT:-150} python3 benchmarks/lowbit.py --quick >"$OUT/lowbit.log" 2>&1
+  timeout ${T_SERVING:-100} python3 benchmarks/attention_serving.py --quick --out "$OUT/serving" >"$OUT/serving.log" 2>&1
+  grep -hE "^(attention|moe)" "$OUT/att.log" | tail -10; tail -16 "$OUT/lowbit.log"; tail -8 "$OUT/serving.log"
+  ;;
+cmp)
+  ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-500} bash scripts/bench_compare.sh "$old" --only ${CMP_ROWS:-gemm} \
+    >"$OUT/cmp.log" 2>&1; tail -14 "$OUT/cmp.log"
+  ;;
+*) echo "unknown part '$part' (tests, gemm, serve, cmp)"; exit 2 ;;
+esac

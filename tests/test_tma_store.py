@@ -117,14 +117,18 @@ def test_verifier_rejects_a_masked_or_ill_boxed_tma_store():
         verify(masked)
 
 
-@pytest.mark.parametrize("how", ["sm_80", "disabled", "odd_strides"])
+@pytest.mark.parametrize("how", ["sm_80", "disabled", "store_disabled", "odd_strides"])
 def test_where_tma_cannot_the_store_stays_vectorized(how):
-    """sm_80, TILEC_DISABLE=tma (target without tma), and C with strides a tensor map cannot describe
-    (the launch's `any_strides`, e.g. N not a multiple of 8) keep convert_layout + store {vec = 8}."""
+    """sm_80, TILEC_DISABLE=tma (target without tma) or tma.store (without the store atom: the loads
+    stay TMA), and C with strides a tensor map cannot describe (the launch's `any_strides`, e.g. N not
+    a multiple of 8) keep convert_layout + store {vec = 8}."""
     if how == "sm_80":
         fn, after = _lowered("sm_80")
     elif how == "disabled":
         fn, after = _lowered(get_target("sm_90a").without("tma"))
+    elif how == "store_disabled":
+        fn, after = _lowered(get_target("sm_90a").without("tma.store"))
+        assert after["select_instructions"].count('copy = "tma"') >= 2      # the A and B loads stay TMA
     else:
         b = GEMM.gemm.bind(SIG, {}, signature_ok=True)
         t = compiler.resolve("sm_90a")
