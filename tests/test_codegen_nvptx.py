@@ -17,6 +17,7 @@ import nvptx_kernels as NK  # noqa: E402
 
 from tile.codegen import CompileError, parse_ptxas_report, ptxas_report, run_ptxas
 from tile.compiler import compile  # noqa: E402
+from tile.ir.targets import get_target  # noqa: E402
 from tile.codegen.llvm_isolated import LLVMJob, run_llvm  # noqa: E402
 
 HAVE_PTXAS = shutil.which("ptxas") is not None
@@ -79,7 +80,7 @@ def test_input_not_modified_and_meta():
     ck = compile(m, "sm_90a")
     assert str(m) == before                       # compile() works on a copy
     kinds = [p.kind for p in ck.meta.params]
-    assert kinds == ["ptr", "i32", "i32", "i32", "i32"] * 3 + ["tmap", "tmap"]     # A and B by TMA
+    assert kinds == ["ptr", "i32", "i32", "i32", "i32"] * 3 + ["tmap"] * 3  # A and B loads, C's store by TMA
     assert ck.meta.shared_bytes >= 3 * (128 * 32 + 32 * 128) * 2
     assert "pipeline_loads" in ck.ir_after and "layout_inference" in ck.ir_after
 
@@ -148,7 +149,12 @@ def test_epilogue_stays_in_registers():
     ck = compile(NK.gemm(epilogue=True), "sm_90a")
     ir = ck.tile_ir
     tail = ir[ir.rindex("yield"):]
-    # the only conversion after the loop is the one right before the (coalesced) store
+    # no conversion after the loop: the TMA store stages the accumulator layout itself
+    assert tail.count("convert_layout") == 0 and 'copy = "tma", box' in tail
+    # without the TMA store, the only conversion is the one right before the (coalesced) store
+    ck = compile(NK.gemm(epilogue=True), get_target("sm_90a").without("tma.store"))
+    ir = ck.tile_ir
+    tail = ir[ir.rindex("yield"):]
     assert tail.count("convert_layout") == 1
     assert tail.index("convert_layout") > tail.index(" cast ")
 
