@@ -136,7 +136,7 @@ def make_weights(torch, tile, row, N, K, gen):
     if skind == "e8m0":
         S = torch.randint(120, 125, (ng, N), device="cuda", dtype=torch.uint8, generator=gen)
         sval = torch.pow(2.0, S.float() - 127)
-        Sarg = torch_to_device_array(S, tile.u8, (ng, N))
+        Sarg = torch_to_device_array(S, tile.e8m0, (ng, N))      # the uint8 codes read as e8m0
     elif skind == "e4m3":
         S = torch.randint(0x20, 0x30, (ng, N), device="cuda", dtype=torch.uint8, generator=gen)
         sval = torch.tensor(numerics.decode(np.arange(256, dtype=np.uint8), tile.dtype("f8e4m3fn")),
@@ -192,7 +192,7 @@ def tilec_consts(lb, tile, row, M, N, K, mma=True, prelaid=False):
     if M > 16 and mma:                  # beyond the decode regime: 64-row tiles, 3 stages (shared memory)
         c.update(BM=64, STAGES=3, BK=min(c["BK"], max(128, G)))
         c["KS"] = max(c["KS"], c["BK"])
-    c.update(G=G, SCALE="e8m0" if skind == "e8m0" else "float", ZERO=zero)
+    c.update(G=G, SCALE="float", ZERO=zero)                  # S's dtype says what a scale is (e8m0 too)
     if prelaid:
         c["PRELAID"] = tile.prelayout_plan(bits, lb.sub_step(c["BK"], G), c["BN"], c.get("num_warps", 4))
     return c
@@ -200,7 +200,7 @@ def tilec_consts(lb, tile, row, M, N, K, mma=True, prelaid=False):
 
 def _signature(tile, row):
     wtype, _, _, skind = ROWS[row]
-    sdt = {"f32": tile.f32, "e8m0": tile.u8, "e4m3": tile.dtype("f8e4m3fn")}[skind]
+    sdt = {"f32": tile.f32, "e8m0": tile.e8m0, "e4m3": tile.dtype("f8e4m3fn")}[skind]
     return [tile.Tensor[tile.bf16, 2], tile.Tensor[tile.dtype(wtype), 2], tile.Tensor[sdt, 2], tile.Tensor[sdt, 2],
             tile.Tensor[tile.f32, 2]]
 

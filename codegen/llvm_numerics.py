@@ -93,7 +93,7 @@ class Numerics:
             return b.fptrunc(x, f32) if x.type == f64 else x
         if dt.name == "f64":
             return b.fpext(x, f64) if x.type == f32 else x
-        if x.type == f64:
+        if x.type == f64 and not dt.is_e8m0:
             x = self.f64_to_f32_odd(b, x)
         if dt.name in ("f16", "bf16"):
             t = f16 if dt.name == "f16" else bf16
@@ -141,9 +141,44 @@ class Numerics:
             return 0x7E, 0x7F, 0x7F
         return (1 << (dt.bits - 1)) - 1, None, None
 
+    def encode_e8m0(self, b, x):
+        """f32 or f64 -> f8e8m0fnu code (i8), as ir/numerics.py `_encode_e8m0`: the leading bit's
+        exponent, plus one where the next bit is set (the nearest power of two, ties up), clamped
+        below at code 0 (2^-127); 255 (NaN) for zero, negatives, inf, NaN and codes past 254. An f64
+        is read in its own bits (no f32 step: its range is wider than e8m0's on both sides)."""
+        wide = x.type == f64
+        it = i64 if wide else i32
+        E, M = (11, 52) if wide else (8, 23)
+        bias = (1 << (E - 1)) - 1
+        C = lambda v: _ic(it, v)
+        u = b.bitcast(x, it)
+        e = b.and_(b.lshr(u, C(M)), C((1 << E) - 1))
+        next_bit = b.and_(b.lshr(u, C(M - 1)), C(1))
+        normal = b.add(b.sub(e, C(bias - 127)), next_bit)
+        if wide:                                         # f64 subnormals are far below 2^-127
+            sub_code = C(0)
+        else:                                            # f32 subnormals m * 2^-149: 1.5 * 2^-127 and up is 2^-126
+            sub_code = b.zext(b.icmp_unsigned(">=", b.and_(u, C((1 << M) - 1)), C(0x600000)), it)
+        code = b.select(b.icmp_unsigned("==", e, C(0)), sub_code, normal)
+        code = self.smax(b, code, C(0))
+        nan = b.or_(b.icmp_signed(">", code, C(254)), b.icmp_unsigned("==", e, C((1 << E) - 1)))
+        nan = b.or_(nan, b.icmp_signed("<=", u, C(0)))  # negatives (sign bit set) and +0
+        return b.trunc(b.select(nan, C(255), code), i8)
+
+    def decode_e8m0(self, b, c8):
+        """f8e8m0fnu code (i8) -> f32 (exact): the code is f32's exponent field, except 0 (2^-127,
+        an f32 subnormal: 0x00400000) and 255 (NaN: the canonical quiet NaN)."""
+        C = lambda v: _ic(i32, v)
+        c = b.zext(c8, i32)
+        v = b.select(b.icmp_unsigned("==", c, C(0)), C(0x00400000), b.shl(c, C(23)))
+        v = b.select(b.icmp_unsigned("==", c, C(255)), C(0x7FC00000), v)
+        return b.bitcast(v, f32)
+
     def encode_small(self, b, x, dt: DType):
         """f32 -> code of a small float (i8), rounding to nearest even with the type's overflow and
         NaN rules (ir/numerics.py `_encode_float`, in i32 arithmetic)."""
+        if dt.is_e8m0:
+            return self.encode_e8m0(b, x)
         if x.type == f64:
             x = self.f64_to_f32_odd(b, x)
         E, M, bits = dt.exp, dt.man, dt.bits
@@ -186,6 +221,8 @@ class Numerics:
 
     def decode_small(self, b, c8, dt: DType):
         """code (i8) of a small float -> f32 (exact)."""
+        if dt.is_e8m0:
+            return self.decode_e8m0(b, c8)
         E, M, bits = dt.exp, dt.man, dt.bits
         emin = 1 - dt.bias
         C = lambda v: _ic(i32, v)
@@ -440,6 +477,8 @@ class Numerics:
 
     def unary(self, b, name: str, x, dt: DType):
         if dt.is_float:
+            if dt.is_e8m0 and name in ("neg", "abs"):     # no sign bit: -x is NaN (255), |x| is x
+                return _ic(i8, 255) if name == "neg" else x
             if name == "neg":
                 if dt.name in ("f32", "f64", "f16", "bf16"):
                     return b.fneg(x)

@@ -24,6 +24,7 @@ f16, bf16, f32, f64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 float16, bfloat16, float32, float64 = f16, bf16, f32, f64
 f8e4m3fn, f8e5m2 = _dt.f8e4m3fn, _dt.f8e5m2
 float8_e4m3fn, float8_e5m2 = f8e4m3fn, f8e5m2
+f8e8m0fnu = e8m0 = float8_e8m0fnu = _dt.f8e8m0fnu     # the OCP MX scale type (2^(c-127), 255 = NaN)
 int1, int2, int3, int4, int5, int6, int7 = (dtype(f"int{b}") for b in range(1, 8))
 uint1, uint2, uint3, uint4, uint5, uint6, uint7 = (dtype(f"uint{b}") for b in range(1, 8))
 f6e3m2, f6e2m3, f5e2m2, f4e2m1, f3e1m1 = (dtype(n) for n in ("f6e3m2", "f6e2m3", "f5e2m2", "f4e2m1", "f3e1m1"))
@@ -32,6 +33,7 @@ f5e3m1, f7e4m2, f7e3m3 = (dtype(n) for n in ("f5e3m1", "f7e4m2", "f7e3m3"))
 DTYPE_NAMES = ("bool_", "i1", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "int8", "int16", "int32", "int64",
                "uint8", "uint16", "uint32", "uint64", "f16", "bf16", "f32", "f64", "float16", "bfloat16", "float32",
                "float64", "f8e4m3fn", "f8e5m2", "float8_e4m3fn", "float8_e5m2",
+               "f8e8m0fnu", "e8m0", "float8_e8m0fnu",
                *(f"int{b}" for b in range(1, 8)), *(f"uint{b}" for b in range(1, 8)),
                "f6e3m2", "f6e2m3", "f5e2m2", "f4e2m1", "f3e1m1", "f5e3m1", "f7e4m2", "f7e3m3")
 

@@ -29,9 +29,11 @@ built for bandwidth:
   BM = 16: the padding is free, the tensor cores are idle in this regime anyway); MMA = False is a
   broadcast multiply + reduction over K in registers (f32 FMAs, no padding: BM = 1..4).
 
-Per-channel scales: G = 0 (S is [1, N], applied once at the end of the slice). MX scales (e8m0, one
-per 32 values): S as uint8 exponent codes with SCALE = "e8m0" (2^(code - 127)). NVFP4: S as f8e4m3fn
-per 16 values (G = 16), optionally times a per-tensor f32 `gscale` applied by the caller.
+Per-channel scales: G = 0 (S is [1, N], applied once at the end of the slice). The scales' dtype is
+S's: f32, bf16, ... MX scales (one per 32 values, G = 32): S: Tensor[tile.e8m0] (f8e8m0fnu, 2^(c - 127);
+`tile.asarray(s, tile.e8m0)` or an ml_dtypes float8_e8m0fnu array); raw uint8 exponent codes work
+too with SCALE = "e8m0", which reinterprets them as e8m0. NVFP4: S as f8e4m3fn per 16 values
+(G = 16), optionally times a per-tensor f32 `gscale` applied by the caller.
 
 Run: python examples/lowbit_gemv.py
 """
@@ -97,14 +99,10 @@ def _prelaid_tile(W, kt, bn, SUB: tile.constexpr, BN: tile.constexpr, PLAN: tile
 
 @tile.inline
 def _scale(s, SCALE: tile.constexpr):
-    """Scale codes -> f32: a float type as it is; "e8m0" (OCP MX, uint8 codes): 2^(c - 127), the f32
-    whose exponent field is c; code 0 is 2^-127 (an f32 subnormal) and 255 is NaN, as in ml_dtypes'
-    float8_e8m0fnu."""
+    """Scales -> f32, a cast of S's dtype (e8m0 included: 2^(c - 127), the f32 whose exponent field is
+    c). SCALE = "e8m0" takes uint8 codes and reads them as e8m0 (a bitcast: no instruction)."""
     if SCALE == "e8m0":
-        c = s.astype(tile.i32)
-        v = (c << 23).bitcast(f32)
-        v = tile.where(c == 0, 2.0 ** -127, v)
-        return tile.where(c == 255, float("nan"), v)
+        s = s.bitcast(tile.e8m0)
     return s.astype(f32)
 
 
@@ -177,8 +175,8 @@ WEIGHT_TYPES = {"int2": 0.0, "int3": 0.0, "int4": 0.0, "int8": 0.0, "uint5": 16.
 
 def quantize(w, wtype, G, zero=0.0, scale="float"):
     """Group-wise quantization on the host: returns (packed W, S, exact dequantized float64 W).
-    scale: "float" (f32 scales), "e8m0" (MX: power-of-two scales as uint8 exponent codes) or
-    "e4m3" (NVFP4: f8e4m3fn scales)."""
+    scale: "float" (f32 scales), "e8m0" (MX: power-of-two scales, a tile.e8m0 array), "e8m0-codes"
+    (the same as uint8 exponent codes) or "e4m3" (NVFP4: f8e4m3fn scales)."""
     t = tile.dtype(wtype)
     K, N = w.shape
     g = G or K
@@ -188,10 +186,12 @@ def quantize(w, wtype, G, zero=0.0, scale="float"):
     span = max(abs(t.max_value - zero), abs(t.min_value - zero))
     amax = np.abs(pad.reshape(ng, g, N)).max(axis=1)
     amax = np.where(amax == 0, 1.0, amax)
-    if scale == "e8m0":
+    if scale in ("e8m0", "e8m0-codes"):
         e = np.ceil(np.log2(amax / span)).astype(np.int64)
-        S = tile.asarray((e + 127).astype(np.uint8), tile.u8)
         sv = np.ldexp(1.0, e)
+        S = tile.asarray(sv, tile.e8m0)                      # exact: powers of two in range
+        if scale == "e8m0-codes":
+            S = tile.asarray(S.codes(), tile.u8)
     elif scale == "e4m3":
         S = tile.asarray(amax / span, "f8e4m3fn")
         sv = S.numpy().astype(np.float64)
@@ -212,8 +212,9 @@ def run(M=3, N=200, K=384, wtype="int4", G=128, scale="float", zero_tensor=False
     zero = WEIGHT_TYPES[wtype]
     X = tile.asarray(rng.standard_normal((M, K)), bf16)
     W, S, wq = quantize(rng.standard_normal((K, N)), wtype, G, zero, scale)
-    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale=scale, prelaid=prelaid), G=G,
-             SCALE="e8m0" if scale == "e8m0" else "float")
+    mx = scale in ("e8m0", "e8m0-codes")
+    c = dict(config(M, N, K, tile.dtype(wtype).bits, G, scale="e8m0" if mx else scale, prelaid=prelaid), G=G,
+             SCALE="e8m0" if scale == "e8m0-codes" else "float")
     c.update(consts)
     if prelaid:
         W, c["PRELAID"] = prelay(W, c["BK"], G, c["BN"], c.get("num_warps", 4))

@@ -28,6 +28,13 @@ it is tested against ml_dtypes, NumPy and brute-force references in `tests/test_
   for a negative NaN). The value is 0 either way. The suffix ``fn`` is accepted and ignored
   (``f6e3m2fn`` is ``f6e3m2``). Note ``f8e3m4`` here is finite-only, unlike ml_dtypes' IEEE-like
   float8_e3m4, and ``f8e4m3`` names ``f8e4m3fn``.
+* ``f8e8m0fnu`` (``tile.e8m0``; also spelled ``e8m0``, ``f8e8m0``, ``float8_e8m0fnu``): the OCP MX
+  scale type, ml_dtypes' float8_e8m0fnu. Eight exponent bits and nothing else: code c is 2^(c-127)
+  for c in 0..254 (2^-127 .. 2^127) and 255 is NaN; no sign, no zero, no infinity. A conversion to
+  it rounds to the nearest power of two *in linear distance*, ties up (1.5 -> 2, 3 -> 4, 0.75 -> 1:
+  ml_dtypes' rule, not ties-to-even); values below 2^-127 (f32 subnormals included) become 2^-127;
+  rounding beyond 2^127 (from 1.5 * 2^127 up), +-inf, NaN, zero and every negative value become
+  NaN (255), bit-exactly as ml_dtypes.
 
 "Nearest even" means: ties go to the neighbour whose code is even (its mantissa LSB is 0; for M = 0
 formats, where only the exponent varies, its exponent LSB is 0). Every conversion rounds exactly
@@ -42,7 +49,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = ["DType", "dtype", "ALL_NAMED", "bool_", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64",
-           "f16", "bf16", "f32", "f64", "f8e4m3fn", "f8e5m2"]
+           "f16", "bf16", "f32", "f64", "f8e4m3fn", "f8e5m2", "f8e8m0fnu", "e8m0"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,19 @@ class DType:
 
     @property
     def is_signed(self) -> bool:
-        return self.kind in ("int", "float")
+        return self.kind in ("int", "float") and self.has_sign
+
+    @property
+    def has_sign(self) -> bool:
+        """False for the unsigned float f8e8m0fnu (its 8 bits are all exponent) and unsigned ints."""
+        if self.kind == "float":
+            return self.bits > self.exp + self.man
+        return self.kind == "int"
+
+    @property
+    def is_e8m0(self) -> bool:
+        """The MX scale type f8e8m0fnu: its conversions have rules of their own (see the module doc)."""
+        return self.kind == "float" and not self.has_sign
 
     @property
     def is_subbyte(self) -> bool:
@@ -94,7 +113,7 @@ class DType:
 
     @property
     def has_nan(self) -> bool:
-        return self.has_inf or self.name == "f8e4m3fn"
+        return self.has_inf or self.name in ("f8e4m3fn", "f8e8m0fnu")
 
     @property
     def is_ieee_like(self) -> bool:
@@ -109,6 +128,8 @@ class DType:
             return 0
         if self.kind == "int":
             return -(1 << (self.bits - 1))
+        if self.is_e8m0:
+            return 2.0 ** -self.bias            # no sign, no zero: the smallest value is 2^-127
         return -self.max_value
 
     @property
@@ -124,6 +145,8 @@ class DType:
         if self.is_ieee_like:
             top = (1 << e) - 2                  # the all-ones exponent is inf/NaN
             return float((2 - 2.0 ** -m) * 2.0 ** (top - b))
+        if self.is_e8m0:                        # 255 is NaN, 254 is 2^127
+            return 2.0 ** ((1 << self.exp) - 2 - self.bias)
         if self.name == "f8e4m3fn":             # S.1111.111 is NaN, so the top mantissa is 110
             return float((2 - 2.0 ** -(m - 1)) * 2.0 ** ((1 << e) - 1 - b))
         return float((2 - 2.0 ** -m) * 2.0 ** ((1 << e) - 1 - b))
@@ -142,9 +165,10 @@ f32 = _mk("f32", "float", 32, 8, 23)
 f64 = _mk("f64", "float", 64, 11, 52)
 f8e4m3fn = _mk("f8e4m3fn", "float", 8, 4, 3)
 f8e5m2 = _mk("f8e5m2", "float", 8, 5, 2)
+f8e8m0fnu = e8m0 = _mk("f8e8m0fnu", "float", 8, 8, 0)    # unsigned: bits == exp + man
 
 ALL_NAMED: dict[str, DType] = {t.name: t for t in (bool_, i8, i16, i32, i64, u8, u16, u32, u64,
-                                                 f16, bf16, f32, f64, f8e4m3fn, f8e5m2)}
+                                                 f16, bf16, f32, f64, f8e4m3fn, f8e5m2, f8e8m0fnu)}
 for _b in range(1, 8):
     ALL_NAMED[f"int{_b}"] = _mk(f"int{_b}", "int", _b)
     ALL_NAMED[f"uint{_b}"] = _mk(f"uint{_b}", "uint", _b)
@@ -152,7 +176,8 @@ for _b in range(1, 8):
 _ALIASES = {"bool": "i1", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32", "int64": "i64",
             "uint16": "u16", "uint32": "u32", "uint64": "u64", "float16": "f16", "half": "f16",
             "bfloat16": "bf16", "float32": "f32", "float64": "f64", "f8e4m3": "f8e4m3fn",
-            "float8_e4m3fn": "f8e4m3fn", "float8_e5m2": "f8e5m2"}
+            "float8_e4m3fn": "f8e4m3fn", "float8_e5m2": "f8e5m2",
+            "e8m0": "f8e8m0fnu", "f8e8m0": "f8e8m0fnu", "float8_e8m0fnu": "f8e8m0fnu"}
 _SMALL_FLOAT = re.compile(r"f(\d)e(\d)m(\d)(?:fn)?$")
 
 

@@ -152,6 +152,20 @@ def _encode_float(x: np.ndarray, t: DType) -> np.ndarray:
     return (sign | mag).astype(code_dtype(t))
 
 
+def _encode_e8m0(x: np.ndarray) -> np.ndarray:
+    """Codes of f8e8m0fnu (2^(c-127), 255 = NaN): the nearest power of two in linear distance, ties
+    up -- x in [2^k, 2^(k+1)) goes up iff x >= 1.5 * 2^k, i.e. iff the bit after the leading one is
+    set -- clamped below at 2^-127; NaN for zero, negatives, inf, NaN and anything rounding past
+    2^127 (ml_dtypes' float8_e8m0fnu, bit for bit)."""
+    neg, sig, exp2, isnan, isinf = _split(x)
+    bl = _bit_length(sig)
+    ue = bl - 1 + exp2                                  # exponent of the leading bit
+    second = np.where(bl >= 2, (sig >> np.maximum(bl - 2, 0).astype(_U64)) & _U64(1), _U64(0))
+    code = np.maximum(ue + second.astype(np.int64) + 127, 0)
+    bad = isnan | isinf | neg | (sig == 0) | (code > 254)
+    return np.where(bad, 255, np.minimum(code, 255)).astype(np.uint8)
+
+
 def _encode_int(x: np.ndarray, t: DType) -> np.ndarray:
     lo, hi = int(t.min_value), int(t.max_value)
     out_dt = np.uint64 if hi > (1 << 63) - 1 else np.int64
@@ -206,6 +220,8 @@ def encode(x, t: DType | str) -> np.ndarray:
             b = x.astype(np.float64).view(_U64)        # exact; canonicalize NaN payloads
             nan = np.isnan(x)
             return np.where(nan, (b & _U64(1 << 63)) | _U64(0x7FF8 << 48), b).astype(np.uint64)
+        if t.is_e8m0:
+            return _encode_e8m0(x)
         return _encode_float(x, t)
     return _encode_int(x, t)
 
@@ -243,6 +259,9 @@ def decode(codes, t: DType | str) -> np.ndarray:
             return c.astype(np.uint16).view(np.float16).astype(np.float64)
         if t.name == "bf16":
             return (c.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+    if t.is_e8m0:                                       # 2^(c-127); 255 is NaN
+        e = c.astype(np.int64)
+        return np.where(e == 255, np.nan, np.ldexp(1.0, e - t.bias))
     E, M, bits = t.exp, t.man, t.bits
     neg = ((c >> _U64(bits - 1)) & _U64(1)) != 0
     e = ((c >> _U64(M)) & _U64((1 << E) - 1)).astype(np.int64)

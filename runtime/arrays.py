@@ -35,13 +35,13 @@ _NATIVE = {"f16": np.float16, "f32": np.float32, "f64": np.float64,
            "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64}
 
 # NumPy / ml_dtypes dtype name -> tilec dtype name. ml_dtypes types whose semantics differ from every
-# tilec type (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz, float8_e8m0fnu, and the IEEE-like
+# tilec type (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz, and the IEEE-like
 # float8_e4m3 / float8_e3m4, which have infinities where tilec's f8e4m3/f8e3m4 do not) are refused.
 _NUMPY_NAMES = {
     "float16": "f16", "float32": "f32", "float64": "f64",
     "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
     "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "i1",
-    "bfloat16": "bf16", "float8_e4m3fn": "f8e4m3fn", "float8_e5m2": "f8e5m2",
+    "bfloat16": "bf16", "float8_e4m3fn": "f8e4m3fn", "float8_e5m2": "f8e5m2", "float8_e8m0fnu": "f8e8m0fnu",
     "float6_e3m2fn": "f6e3m2", "float6_e2m3fn": "f6e2m3", "float4_e2m1fn": "f4e2m1",
     "int4": "int4", "uint4": "uint4", "int2": "int2", "uint2": "uint2", "int1": "int1", "uint1": "uint1",
 }
@@ -276,7 +276,7 @@ def dtype_of(obj) -> DType:
 
     Array -> its dtype; NumPy arrays, scalars and dtypes: float16/32/64 -> f16/f32/f64, int8..int64 ->
     i8..i64, uint8..uint64 -> u8..u64, bool -> i1, and the ml_dtypes types by name (bfloat16 -> bf16,
-    float8_e4m3fn -> f8e4m3fn, float8_e5m2 -> f8e5m2, float6_e3m2fn -> f6e3m2, float6_e2m3fn ->
+    float8_e4m3fn -> f8e4m3fn, float8_e5m2 -> f8e5m2, float8_e8m0fnu -> f8e8m0fnu, float6_e3m2fn -> f6e3m2, float6_e2m3fn ->
     f6e2m3, float4_e2m1fn -> f4e2m1, int4/uint4/int2/uint2/int1/uint1). Python scalars: bool -> i1,
     int -> i32, float -> f32 (the language's runtime scalar types). Anything else raises TypeError."""
     if isinstance(obj, Array):

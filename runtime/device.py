@@ -83,7 +83,7 @@ _CODE_NAMES = {0: "int", 1: "uint", 2: "float", 3: "opaque handle", 4: "bfloat",
                11: "float8_e4m3fnuz", 12: "float8_e5m2", 13: "float8_e5m2fnuz", 14: "float8_e8m0fnu",
                15: "float6_e2m3fn", 16: "float6_e3m2fn", 17: "float4_e2m1fn"}
 _CODE_TO_TILEC = {(4, 16): "bf16", (10, 8): "f8e4m3fn", (12, 8): "f8e5m2", (15, 6): "f6e2m3", (16, 6): "f6e3m2",
-                  (17, 4): "f4e2m1", (2, 16): "f16", (2, 32): "f32", (2, 64): "f64", (6, 1): "i1"}
+                  (17, 4): "f4e2m1", (14, 8): "f8e8m0fnu", (2, 16): "f16", (2, 32): "f32", (2, 64): "f64", (6, 1): "i1"}
 
 
 class ByteBool(Exception):
@@ -635,7 +635,8 @@ _TORCH_TYPES: set = set()
 _TORCH_DTYPES = {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16", "torch.float64": "f64",
                  "torch.int8": "i8", "torch.int16": "i16", "torch.int32": "i32", "torch.int64": "i64",
                  "torch.uint8": "u8", "torch.uint16": "u16", "torch.uint32": "u32", "torch.uint64": "u64",
-                 "torch.float8_e4m3fn": "f8e4m3fn", "torch.float8_e5m2": "f8e5m2"}
+                 "torch.float8_e4m3fn": "f8e4m3fn", "torch.float8_e5m2": "f8e5m2",
+                 "torch.float8_e8m0fnu": "f8e8m0fnu"}
 _TORCH_DTYPE_CACHE: dict = {}
 
 
@@ -670,7 +671,8 @@ def _torch_tensor(obj, name, want):
     return obj.data_ptr(), tuple(obj.shape), tuple(obj.stride()), _torch_dtype(obj.dtype, name)
 
 
-_ML_DTYPES = {"bf16": "bfloat16", "f8e4m3fn": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+_ML_DTYPES = {"bf16": "bfloat16", "f8e4m3fn": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
+              "f8e8m0fnu": "float8_e8m0fnu"}
 
 
 def torch_host_view(obj, name: str = "argument") -> np.ndarray:

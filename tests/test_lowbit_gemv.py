@@ -49,7 +49,7 @@ def test_interpreter_zero_point_tensor(mma, G):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("scale,G", [("e8m0", 32), ("e4m3", 16)])
+@pytest.mark.parametrize("scale,G", [("e8m0", 32), ("e8m0-codes", 32), ("e4m3", 16)])
 def test_interpreter_mx_and_nvfp4_scales(scale, G):
     err = on_cpu(LB.run, M=3, N=100, K=256, wtype="f4e2m1", G=G, scale=scale, BN=64, BK=64, KS=128)
     assert err < 1e-2, err
@@ -73,13 +73,15 @@ def signature(wtype, sdt="f32"):
 # the issue's bar cases: int4 M=1 14336x4096 and 4096x4096, int4 M=16, int3 and f4e2m1 (MX) M=1
 # (int4 M=1 4096x4096 is the same kernel with BK = KS = 128; tests/test_gpu_lowbit.py runs it)
 BARS = [("int4", 1, 14336, 4096, "f32", 128), ("int4", 16, 14336, 4096, "f32", 128),
-        ("int3", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32)]
+        ("int3", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32),
+        ("f4e2m1", 1, 14336, 4096, "e8m0", 32)]
 
 
 @needs_ptxas
-@pytest.mark.parametrize("wtype,M,N,K,sdt,G", BARS, ids=[f"{b[0]}-M{b[1]}-{b[2]}x{b[3]}" for b in BARS])
+@pytest.mark.parametrize("wtype,M,N,K,sdt,G", BARS, ids=[f"{b[0]}-M{b[1]}-{b[2]}x{b[3]}-{b[4]}" for b in BARS])
 def test_bar_configs_assemble_without_spills(wtype, M, N, K, sdt, G, tmp_path):
-    c = LB.config(M, N, K, tile.dtype(wtype).bits, G, scale="e8m0" if sdt == "u8" else "float")
+    # MX scales as e8m0 tensors (SCALE "float": a cast of S's dtype) or as uint8 codes (SCALE "e8m0")
+    c = LB.config(M, N, K, tile.dtype(wtype).bits, G, scale="e8m0" if sdt in ("u8", "e8m0") else "float")
     ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G,
                                 SCALE="e8m0" if sdt == "u8" else "float", **c)
     src = tmp_path / "k.ptx"
@@ -131,7 +133,8 @@ def test_interpreter_prelaid_every_type(wtype, M):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("scale,G,z", [("e8m0", 32, False), ("e4m3", 16, False), ("float", 0, False),
+@pytest.mark.parametrize("scale,G,z", [("e8m0", 32, False), ("e8m0-codes", 32, False), ("e4m3", 16, False),
+                                       ("float", 0, False),
                                        ("float", 64, True)])
 def test_interpreter_prelaid_scales(scale, G, z):
     wtype = "uint5" if z else "f4e2m1"
@@ -140,18 +143,19 @@ def test_interpreter_prelaid_scales(scale, G, z):
     assert err < 1e-2, err
 
 
-PRELAID_BARS = [("int4", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32)]
+PRELAID_BARS = [("int4", 1, 14336, 4096, "f32", 128), ("f4e2m1", 1, 14336, 4096, "u8", 32),
+                ("f4e2m1", 1, 14336, 4096, "e8m0", 32)]
 
 
 @needs_ptxas
-@pytest.mark.parametrize("wtype,M,N,K,sdt,G", PRELAID_BARS, ids=[f"{b[0]}-M{b[1]}" for b in PRELAID_BARS])
+@pytest.mark.parametrize("wtype,M,N,K,sdt,G", PRELAID_BARS, ids=[f"{b[0]}-M{b[1]}-{b[4]}" for b in PRELAID_BARS])
 def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
     """The register path of the benchmarked configs: no spills, the weights reach the dot without a
     data-moving convert_layout (no shared-memory transpose of the decoded tile), at most 56 KB of shared memory
     per block (4 blocks per SM on sm_90a), and registers for 4 such blocks (<= 128 per thread)."""
     scale = "e8m0" if sdt == "u8" else "float"
     bits = tile.dtype(wtype).bits
-    c = LB.config(M, N, K, bits, G, scale=scale, prelaid=True)
+    c = LB.config(M, N, K, bits, G, scale="e8m0" if sdt in ("u8", "e8m0") else "float", prelaid=True)
     c["PRELAID"] = tile.prelayout_plan(bits, LB.sub_step(c["BK"], G), c["BN"], c.get("num_warps", 4))
     ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G, SCALE=scale, **c)
     ir = str(ck.ir_after["shared_memory_planning"])
