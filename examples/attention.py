@@ -61,7 +61,7 @@ def mask_scores(s, n, last, S, BN, CAUSAL):
 
 
 @tile.inline
-def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, HAS_LSE):
+def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, HAS_LSE):
     """One block: query rows bm*BM .. bm*BM+BM-1 of head (b, h) against all the keys they may see."""
     H = Q.shape[1]
     S = Q.shape[2]
@@ -87,7 +87,30 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
     else:
         hi = S
         free = S // BN * BN                                # whole key blocks: nothing to mask
-    if OVERLAP:
+    if WS:
+        # warp-specialized (Hopper): ONE pipelined loop over every visible key block, so that a producer
+        # warpgroup issues all of K/V's TMA copies in one schedule; the mask is computed only for the
+        # blocks from `free` on (a block-uniform branch), as the second loop below does
+        if OVERLAP:
+            k0 = tile.load(K, (b, hk, 0, 0), (BN, D))
+            s = tile.dot(q, k0.T) * qk_scale
+            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True):
+                if n >= free:                              # before the next block's wgmma: a branch between
+                    s = mask_scores(s, n, last, S, BN, CAUSAL)   # it and its use would end its deferred wait
+                k = tile.load(K, (b, hk, n + BN, 0), (BN, D))
+                v = tile.load(V, (b, hk, n, 0), (BN, D))
+                s_next = tile.dot(q, k.T)
+                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
+                s = s_next * qk_scale
+        else:
+            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True):
+                k = tile.load(K, (b, hk, n, 0), (BN, D))
+                v = tile.load(V, (b, hk, n, 0), (BN, D))
+                s = tile.dot(q, k.T) * qk_scale
+                if n >= free:
+                    s = mask_scores(s, n, last, S, BN, CAUSAL)
+                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
+    elif OVERLAP:
         # rotated: the scores of block n+1 are issued before the softmax of block n (the wgmma runs
         # while the exp2s do); the last iteration's scores (of keys past hi) are not used
         k0 = tile.load(K, (b, hk, 0, 0), (BN, D))
@@ -122,17 +145,18 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
 @tile.kernel
 def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[bf16, 4], O: tile.Tensor[bf16, 4],
               sm_scale: float, D: tile.constexpr = 64, BM: tile.constexpr = 64, BN: tile.constexpr = 64,
-              CAUSAL: tile.constexpr = False, STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False):
-    attention_rows(Q, K, V, O, O, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, False)
+              CAUSAL: tile.constexpr = False, STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False,
+              WS: tile.constexpr = False):
+    attention_rows(Q, K, V, O, O, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, False)
 
 
 @tile.kernel
 def attention_lse(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[bf16, 4],
                   O: tile.Tensor[bf16, 4], LSE: tile.Tensor[f32, 3], sm_scale: float, D: tile.constexpr = 64,
                   BM: tile.constexpr = 64, BN: tile.constexpr = 64, CAUSAL: tile.constexpr = False,
-                  STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False):
+                  STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False, WS: tile.constexpr = False):
     """attention, and LSE[b, h, i] = log(sum_j exp(q_i . k_j * sm_scale)) over the keys row i sees."""
-    attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, True)
+    attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, True)
 
 
 def reference(q, k, v, causal, sm_scale, lse=False):
@@ -152,7 +176,7 @@ def reference(q, k, v, causal, sm_scale, lse=False):
     return (out, (m + np.log(den))[..., 0]) if lse else out
 
 
-def run(B=1, H=4, HKV=2, S=100, D=64, causal=False, BM=64, BN=64, STAGES=2, OVERLAP=False, num_warps=4,
+def run(B=1, H=4, HKV=2, S=100, D=64, causal=False, BM=64, BN=64, STAGES=2, OVERLAP=False, WS=False, num_warps=4,
         lse=False, sm_scale=None, seed=None):
     """Launch on fresh random inputs; return the relative error against the float64 reference (with
     lse: also the largest absolute error of the log-sum-exp)."""
@@ -163,7 +187,7 @@ def run(B=1, H=4, HKV=2, S=100, D=64, causal=False, BM=64, BN=64, STAGES=2, OVER
     o = tile.asarray(np.full((B, H, S, D), np.nan), bf16)
     sm_scale = 1.0 / np.sqrt(D) if sm_scale is None else sm_scale
     grid = (tile.cdiv(S, BM), B * H)
-    consts = dict(D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES, OVERLAP=OVERLAP, num_warps=num_warps)
+    consts = dict(D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES, OVERLAP=OVERLAP, WS=WS, num_warps=num_warps)
     if lse:
         L = tile.asarray(np.full((B, H, S), np.nan), f32)
         attention_lse[grid](q, k, v, o, L, sm_scale, **consts)
