@@ -199,3 +199,29 @@ def test_gpu_ws_agrees_with_interpreter(overlap, hopper):
     assert np.isfinite(og).all() and np.isfinite(oc).all()
     assert np.abs(og - oc).max() <= 2.0 ** -6 * max(1.0, np.abs(oc).max())
     assert np.abs(lg.numpy() - lc.numpy()).max() < LSE_TOL
+
+
+# ------------------------------------------------------------------------------ refused cleanly
+@tile.kernel
+def _dot_in_a_branch(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[f32, 2]):
+    acc = tile.zeros((64, 64), f32)
+    for k in tile.range(0, A.shape[1], 32, stages=3, warp_specialize=True):
+        a = tile.load(A, (0, k), (64, 32))
+        b = tile.load(B, (k, 0), (32, 64))
+        if k > 0:
+            acc = tile.dot(a, b, acc)
+    tile.store(C, (0, 0), acc)
+
+
+def test_a_dot_in_a_branch_keeps_the_ordinary_pipeline():
+    """No last dot in program order: a located PerformanceWarning saying why, the ordinary pipeline."""
+    T2 = tile.Tensor[bf16, 2]
+    b = _dot_in_a_branch.bind((T2, T2, tile.Tensor[f32, 2]), {}, signature_ok=True)
+    t = compiler.resolve("sm_90a")
+    m, _ = _dot_in_a_branch._frontend(b, t)
+    with pytest.warns(tile.PerformanceWarning, match=r"kernel '_dot_in_a_branch' at test_attention_ws\.py:\d+:\d+: .*"
+                      r"keeps the ordinary pipeline: a dot of the loop body is inside a nested region"):
+        m, _ = compiler.lower(m, t)
+    fn = m.functions[0]
+    assert not any(o.name in ("warp_specialize", "setmaxnreg") for o in fn.walk())
+    assert any(o.name == "for" and o.attrs.get("pipelined") for o in fn.walk())
