@@ -19,7 +19,10 @@ SMOKE_CASES = [(1, 2, 256, 64, False), (1, 2, 256, 128, True)]
 # compile there and are left out by the tuner. tests/test_attention_prefill.py checks ptxas: 0 spills.
 CONFIGS = [dict(BM=128, BN=128, num_warps=8), dict(BM=64, BN=64),
            dict(BM=128, BN=128, num_warps=8, OVERLAP=True), dict(BM=128, BN=64, num_warps=8, OVERLAP=True),
-           dict(BM=128, BN=128, num_warps=8, STAGES=3), dict(BM=128, BN=64, num_warps=8)]
+           dict(BM=128, BN=128, num_warps=8, STAGES=3), dict(BM=128, BN=64, num_warps=8),
+           # warp-specialized (a TMA producer warpgroup beside the 8 consumer warps; not measured yet)
+           dict(BM=128, BN=128, num_warps=8, WS=True), dict(BM=128, BN=128, num_warps=8, WS=True, OVERLAP=True),
+           dict(BM=128, BN=64, num_warps=8, WS=True), dict(BM=128, BN=64, num_warps=8, WS=True, OVERLAP=True)]
 
 
 def cases(mode: str) -> list:

@@ -225,8 +225,8 @@ class _Selector:
                 return False
             if OPS[o.name].effects and o.name != "shared_load":
                 return False
-            if o.regions:
-                return False
+            if o.regions and any(OPS[x.name].effects for x in o.walk() if x is not o):
+                return False              # (a branch of register math only -- a mask -- writes no shared memory)
         return False
 
     # ------------------------------------------------------------------ dot

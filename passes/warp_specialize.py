@@ -6,7 +6,8 @@ Asked for by `tile.range(lo, hi, step, stages=S, warp_specialize=True)` (loop at
 `warp_specialize`). Runs after pipeline_loads (the S-stage ring, one `full` mbarrier per stage) and
 select_instructions (which copies are TMA copies). It applies where the target has `setmaxnreg` and
 `tma`, the loop was pipelined at the kernel's top level or directly in a top-level tile loop (see
-"Persistent" below), every copy it pipelined is a TMA copy, the loop body has one dot, and
+"Persistent" below), every copy it pipelined is a TMA copy, the loop body's dots are at its top
+level with the last one not `deferred` and no ring read after it ("Several dots" below), and
 `num_warps` is whole warpgroups; otherwise a tile.PerformanceWarning says why and the loop keeps the
 ordinary pipeline (the attribute is dropped).
 
@@ -50,6 +51,22 @@ way: iteration j (j = (k - lo) / step) uses stage j % S for the (j / S)-th time.
   same formula asks for parity 1 of a fresh mbarrier, which is the phase "before" its first, reported
   complete at once (try_wait.parity's rule; CUTLASS starts its producer at phase 1 the same way), so
   the first round passes without a branch.
+Several dots (attention: S = Q K^T from the K stage, wgmma .ss; the softmax in registers, a mask
+under a branch; O += P V with P from registers and V from the V stage, wgmma .rs). The release goes
+after the body's LAST dot (in program order), and is the same as for one dot: that dot's inflight
+decides "j after it" (inflight 0) or "j - 1 after it" (inflight 1). Why that is after every wgmma
+reading any buffer of the stage has completed: wgmma groups complete in order and a group's wait
+covers the groups committed before it (wgmma.wait_group N leaves only the N newest pending). Every
+read of a stage is by a dot of the iteration that waited for it (every ring read of the body is a
+shared_load of the current slot feeding a dot at or before the last one -- checked; ldmatrix reads
+finish before their dot issues), so:
+* the last dot not inflight: its `wait_group 0` completes every group of the iteration, those of
+  earlier dots included -- a `deferred` one (OVERLAP's next scores, whose wait would otherwise sit at
+  its first use) too: codegen retires deferred groups at the next non-deferred wait. Stage j is free.
+* the last dot inflight: its `wait_group 1` leaves only itself pending; every group of iteration
+  j - 1 (all committed before it) has completed. Stage j - 1 is free.
+* the last dot `deferred`: its wait is somewhere later, not at a point the pass knows: refused.
+A dot inside a nested region (a branch) is refused too (no last dot in program order).
 Deadlock freedom. Both loops run the same bounds, so they make the same number of iterations (none
 at all when lo >= hi: nobody waits). Every release the producer waits for is made: iteration j waits
 for the release of j - S <= n - 1 - S, and the consumers release every iteration up to n - 2
@@ -207,10 +224,9 @@ class _Specializer:
         if not copies or slow:
             what = ", ".join(f"{o.operands[1].name or 'a tensor'} ({o.attrs.get('copy', o.name)})" for o in slow)
             return f"not every pipelined copy is a TMA copy: {what or 'none'}"
-        dots = [o for o in self.body.walk() if o.name == "dot"]
-        if len(dots) != 1 or dots[0].parent is not self.body:
-            return f"the loop body has {len(dots)} dots; one, at the loop body's top level, is specialized"
-        self.dot = dots[0]
+        why = self._find_release_point()
+        if why:
+            return why
         self.issue = [o for o in self.body.ops if o.name == "if" and
                       any(c.name == "async_copy" for c in o.regions[0].ops)]
         waits = [o for o in self.body.ops if o.name == "mbarrier_wait"]
@@ -222,6 +238,35 @@ class _Specializer:
         if self.full_sub is None or self.full_sub.name != "subview" or fulls != {id(self.full_sub.operands[0])}:
             return "the copies do not complete on the loop's `full` mbarriers"
         self.full = self.full_sub.operands[0]
+        return None
+
+    def _find_release_point(self) -> str | None:
+        """self.dot: the last dot of the body, after whose wgmma wait every stage read of the iteration
+        has completed (module docstring, "Several dots"); None, or why there is no such point."""
+        body = self.body
+        dots = [o for o in body.walk() if o.name == "dot"]
+        if not dots:
+            return "the loop body has no dot"
+        nested = [o for o in dots if o.parent is not body]
+        if nested:
+            return f"a dot of the loop body is inside a nested region (at {nested[0].loc}); dots at the body's top level are"
+        last = dots[-1]
+        if last.attrs.get("deferred"):
+            return "the loop body's last dot has a deferred wgmma wait (no single point after which its stage is read)"
+        at = body.ops.index(last)
+        for o in body.walk():
+            if o.name != "shared_load" or not isinstance(o.operands[0].owner, Operation) or \
+                    o.operands[0].owner.name != "subview":
+                continue
+            vals = [o.results[0]]
+            for u in body.ops[body.ops.index(_top(o, body)) + 1:]:
+                if any(v is x for x in vals for y in u.walk() for v in y.operands):
+                    if body.ops.index(u) > at:
+                        return (f"a stage of the ring is read after the loop body's last dot "
+                                f"({u.name} at {u.loc}): no single release point")
+                    if u.name == "transpose":
+                        vals.append(u.results[0])
+        self.dot = last
         return None
 
     # ------------------------------------------------------------------ the rewrite
@@ -554,6 +599,13 @@ class _Specializer:
             cons.append(o)
         self._finish(cons, prod, term, nw, launch)
         return None
+
+
+def _top(op: Operation, block: Block) -> Operation:
+    """The op of block's own list that is op or holds it in a region."""
+    while op.parent is not block:
+        op = op.parent.parent
+    return op
 
 
 def _tile_loop(fn: Function, lp: Operation) -> Operation | None:
