@@ -194,6 +194,14 @@ def _defined_in(block: Block) -> set:
     return out
 
 
+def _emit(into, loc, name, operands, rtype=None, attrs=None, regions=(), hint=None):
+    """Append a new op to block (or list) `into`; its result if it has one (a type `rtype`), else the op."""
+    o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc,
+                  result_names=[hint] if rtype is not None else None)
+    into.append(o)
+    return o.results[0] if rtype is not None else o
+
+
 class _Specializer:
     def __init__(self, fn: Function, loop: Operation, target: Target):
         self.fn, self.loop, self.target = fn, loop, target
@@ -282,11 +290,8 @@ class _Specializer:
         ivt = lp.operands[0].type
         slot32 = self.full_sub.operands[1]
 
-        def mk(into, name, operands, rtype=None, attrs=None, regions=(), hint=None):
-            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc,
-                          result_names=[hint] if rtype is not None else None)
-            into.append(o)
-            return o.results[0] if rtype is not None else o
+        def mk(into, *a, **kw):
+            return _emit(into, loc, *a, **kw)
 
         # -- the producer's issue body: the loop's issue block for iteration j itself (not j + D)
         then_b: Block = self.issue[0].regions[0]
@@ -372,10 +377,8 @@ class _Specializer:
         body, loc, lo = self.body, self.loc, self.loop.operands[0]
         slot32 = self.full_sub.operands[1]
 
-        def mk(into, name, operands, rtype=None, attrs=None, regions=()):
-            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc)
-            into.append(o)
-            return o.results[0] if rtype is not None else o
+        def mk(into, *a, **kw):
+            return _emit(into, loc, *a, **kw)
 
         for o in list(body.ops):
             if o in self.issue or o.name in ("async_commit", "async_wait") or \
@@ -408,8 +411,8 @@ class _Specializer:
         """Name the consumers' barriers, build the warp_specialize op at the end of the kernel."""
         fn, top, loc = self.fn, self.fn.body, self.loc
 
-        def mk(into, name, operands):
-            into.append(Operation(name, operands, [], {}, loc=loc))
+        def mk(into, *a, **kw):
+            return _emit(into, loc, *a, **kw)
 
         for o in cons.walk():
             if o.name == "barrier" and "id" not in o.attrs:
@@ -436,11 +439,8 @@ class _Specializer:
         i32t = ScalarType(i32)
         bar_t = TileType(i64, (1,), "shared", None)
 
-        def mk(into, name, operands, rtype=None, attrs=None, regions=(), hint=None):
-            o = Operation(name, operands, [rtype] if rtype is not None else [], attrs or {}, regions, loc=loc,
-                          result_names=[hint] if rtype is not None else None)
-            into.append(o)
-            return o.results[0] if rtype is not None else o
+        def mk(into, *a, **kw):
+            return _emit(into, loc, *a, **kw)
 
         # -- the issue block of pipeline_loads (iteration j + D's copies), which the producer runs for j
         then_b: Block = self.issue[0].regions[0]
