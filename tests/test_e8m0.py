@@ -1,20 +1,18 @@
 """f8e8m0fnu (tile.e8m0), the OCP MX scale type, against ml_dtypes.float8_e8m0fnu bit for bit: the
 numerics (the interpreter's casts), the LLVM IR casts the GPUs get (JIT-compiled for the host by
 llvmlite), tile.asarray / .numpy(), and loads, stores and casts in an interpreted kernel."""
-import ctypes
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 import tile
 from tile.ir import dtypes, numerics
 
 from helpers import on_cpu
-from test_fast_convert import _jit     # the host JIT with the bf16 rounding libcall
+from host_jit import close_loop, host_function     # the host JIT with the bf16 rounding libcall
 
 E8 = ml_dtypes.float8_e8m0fnu
 T = dtypes.dtype("e8m0")
@@ -112,7 +110,6 @@ def test_asarray_and_numpy_round_trip():
 
 
 # ------------------------------------------------------------------ LLVM IR casts (the GPU's code)
-_keep = []
 
 
 def _jit_convert(src, dst, op=None):
@@ -137,18 +134,8 @@ def _jit_convert(src, dst, op=None):
     nm = Numerics(Decls(m), None)
     r = nm.convert(b, v, S, D) if op is None else op(nm, b, v)
     b.store(r, b.gep(out, [i], source_etype=dt))
-    nxt = b.add(i, ir.Constant(i64, 1))
-    i.add_incoming(nxt, loop)
-    b.cbranch(b.icmp_unsigned("<", nxt, n), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
-    eng, _ = _jit()
-    mod = llvm.parse_assembly(str(m))
-    mod.verify()
-    eng.add_module(mod)
-    eng.finalize_object()
-    _keep.append(mod)
-    return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(eng.get_function_address("conv"))
+    close_loop(b, i, 1, n, loop, done)
+    return host_function(m)
 
 
 def _run(src, dst, codes, op=None):

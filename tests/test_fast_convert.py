@@ -1,15 +1,14 @@
 """The fast dequantization tricks (codegen/fast_convert.py), JIT-compiled for the host by llvmlite
 from the same LLVM IR the GPU gets, checked bit-exactly on every code of every type against
 ml_dtypes (and against tilec's own numerics, which the rest of the suite checks against ml_dtypes)."""
-import ctypes
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from host_jit import close_loop, host_function
 from tile.codegen import fast_convert
 from tile.ir import dtypes, numerics
 
@@ -21,53 +20,6 @@ ML = {"int2": ml_dtypes.int2, "int4": ml_dtypes.int4, "uint2": ml_dtypes.uint2, 
       "f4e2m1": ml_dtypes.float4_e2m1fn, "f6e3m2": ml_dtypes.float6_e3m2fn, "f6e2m3": ml_dtypes.float6_e2m3fn,
       "f8e4m3fn": ml_dtypes.float8_e4m3fn, "f8e5m2": ml_dtypes.float8_e5m2, "i8": np.int8, "u8": np.uint8}
 NPDST = {"bf16": (ml_dtypes.bfloat16, np.uint16), "f16": (np.float16, np.uint16), "f32": (np.float32, np.uint32)}
-
-_engine = None
-
-
-def _jit():
-    global _engine
-    if _engine is None:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        # the host's own features: F16C converts f16 <-> f32 in hardware (no libcalls)
-        tm = llvm.Target.from_default_triple().create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten())
-        eng = llvm.create_mcjit_compiler(llvm.parse_assembly(_LIBCALLS), tm)
-        eng.finalize_object()
-        _engine = (eng, tm)
-    return _engine
-
-
-# f32 -> bf16 rounding (round to nearest even), the libcall LLVM makes for `fptrunc float to bfloat` on
-# a host without AVX512-BF16 -- in integer arithmetic only (no float op that would call it again)
-_LIBCALLS = """
-define bfloat @__truncsfbf2(float %x) {
-  %u = bitcast float %x to i32
-  %hi = lshr i32 %u, 16
-  %lsb = and i32 %hi, 1
-  %bias = add i32 %lsb, 32767
-  %r = add i32 %u, %bias
-  %rh = lshr i32 %r, 16
-  %abs = and i32 %u, 2147483647
-  %isnan = icmp ugt i32 %abs, 2139095040
-  %q = or i32 %hi, 64
-  %sel = select i1 %isnan, i32 %q, i32 %rh
-  %t = trunc i32 %sel to i16
-  %b = bitcast i16 %t to bfloat
-  ret bfloat %b
-}
-
-; f64 -> f16, the libcall LLVM makes for an f16 `llvm.fma` (computed in f64): through f32. Rounding
-; twice is not rounding once in general, but every fma the decoder emits has an exact result (a small
-; integer), which both roundings leave as it is.
-define half @__truncdfhf2(double %x) {
-  %f = fptrunc double %x to float
-  %h = fptrunc float %f to half
-  ret half %h
-}
-"""
-
 
 def _build(src, dst):
     """void f(u8 *codes, uN *out, i64 n): out[i] = bits of convert(codes[i]); the 16-bit destinations
@@ -103,26 +55,12 @@ def _build(src, dst):
         vs = list(fast_convert.convert_pair(b, c0, c1, S, D))
     for j, v in enumerate(vs):
         b.store(b.bitcast(v, dw), b.gep(op, [b.add(i, ir.Constant(i64, j))], source_etype=dw))
-    nxt = b.add(i, ir.Constant(i64, len(vs)))
-    i.add_incoming(nxt, loop)
-    b.cbranch(b.icmp_unsigned("<", nxt, n), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
-    eng, tm = _jit()
-    mod = llvm.parse_assembly(str(m))
-    mod.verify()
-    eng.add_module(mod)
-    eng.finalize_object()
-    addr = eng.get_function_address("conv")
-    return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(addr), mod
-
-
-_keep = []
+    close_loop(b, i, len(vs), n, loop, done)
+    return host_function(m)
 
 
 def _run(src, dst, codes):
-    f, mod = _build(src, dst)
-    _keep.append(mod)
+    f = _build(src, dst)
     codes = np.ascontiguousarray(codes, np.uint8)
     out = np.zeros(codes.size, NPDST[dst][1])
     f(codes.ctypes.data, out.ctypes.data, codes.size)
@@ -224,18 +162,8 @@ def _build_words(src, dst, wbits, s0, s1):
     for j, v in enumerate(vs):
         b.store(b.bitcast(v, i16), b.gep(op, [b.add(b.mul(i, ir.Constant(i64, 4)), ir.Constant(i64, j))],
                                          source_etype=i16))
-    nxt = b.add(i, ir.Constant(i64, 1))
-    i.add_incoming(nxt, loop)
-    b.cbranch(b.icmp_unsigned("<", nxt, n), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
-    eng, tm = _jit()
-    mod = llvm.parse_assembly(str(m))
-    mod.verify()
-    eng.add_module(mod)
-    eng.finalize_object()
-    _keep.append(mod)
-    return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(eng.get_function_address("conv"))
+    close_loop(b, i, 1, n, loop, done)
+    return host_function(m)
 
 
 WORD_CASES = [(s, d) for s, d in CASES if d != "f32"]
