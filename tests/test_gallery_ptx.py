@@ -187,3 +187,21 @@ def test_serving_attention_assembles_without_spills(case, tmp_path):
         assert not [o for o in fn.walk() if o.name == "gather"]
         assert "cp.async.cg.shared.global" in ck.ptx
         assert "mma.sync.aligned.m16n8k16" in ck.ptx or "wgmma.mma_async" in ck.ptx
+
+
+@needs_ptxas
+@pytest.mark.parametrize("step", ["up", "down"])
+def test_moe_layer_benchmark_configs_assemble_without_spills(step, tmp_path):
+    """The configs benchmarks/moe.py times the MoE layer with (moe_up's 128x128 tile holds two
+    accumulators: on 4 warps it spilled 2 KB per thread, so it takes 8)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    try:
+        from benchmarks.moe import LAYER_CONFIG
+    finally:
+        sys.path.pop(0)
+    k = getattr(load("moe"), f"moe_{step}")
+    consts = dict(LAYER_CONFIG[step], **({"F": 1024} if step == "up" else {}))
+    report = ptxas(k.compile(*signature(k), target="sm_90a", **consts).ptx, "sm_90a", tmp_path)
+    for key, v in _flatten(report):
+        if "spill" in key or "stack" in key:
+            assert v == 0, f"{key} = {v}: {report}"
