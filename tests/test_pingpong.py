@@ -195,3 +195,17 @@ def test_gpu_pingpong_against_float64(D, causal, BN, overlap, hopper):
     for S, H, HKV in ((389, 4, 2), (389, 4, 2), (1, 2, 1), (129, 2, 2)):
         err, lse_err = ATTN.run(B=2, H=H, HKV=HKV, S=S, D=D, causal=causal, lse=True, BN=BN, OVERLAP=overlap, **PP)
         assert err < TOL and lse_err < LSE_TOL, (S, err, lse_err)
+
+
+def test_a_barrier_between_the_turns_is_a_located_error():
+    """Edited IR with a consumers' barrier between the two wgmmas (the pass would have refused it):
+    code generation says where, instead of emitting a kernel that hangs."""
+    from tile.codegen import CompileError
+    from tile.ir.parser import parse_module
+    lines = _lowered(False)[1]["shared_memory_planning"].splitlines()
+    k = next(i for i, x in enumerate(lines) if " dot " in x and '.ss"' in x)
+    lines.insert(k + 1, '      barrier {id = 1, threads = 256} loc("edited.tir":1:1)')
+    m = parse_module("\n".join(lines) + "\n")
+    with pytest.raises(CompileError, match=r"attention\.py:\d+:\d+: op 'dot': pingpong: a barrier of both consumer "
+                       r"warpgroups between the loop's first and last wgmma"):
+        compiler.generate(m, compiler.resolve("sm_90a"))
