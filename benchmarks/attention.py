@@ -22,7 +22,11 @@ CONFIGS = [dict(BM=128, BN=128, num_warps=8), dict(BM=64, BN=64),
            dict(BM=128, BN=128, num_warps=8, STAGES=3), dict(BM=128, BN=64, num_warps=8),
            # warp-specialized (a TMA producer warpgroup beside the 8 consumer warps; not measured yet)
            dict(BM=128, BN=128, num_warps=8, WS=True), dict(BM=128, BN=128, num_warps=8, WS=True, OVERLAP=True),
-           dict(BM=128, BN=64, num_warps=8, WS=True), dict(BM=128, BN=64, num_warps=8, WS=True, OVERLAP=True)]
+           dict(BM=128, BN=64, num_warps=8, WS=True), dict(BM=128, BN=64, num_warps=8, WS=True, OVERLAP=True),
+           # ... with the two consumer warpgroups taking turns at the tensor cores (FA3 ping-pong; not measured yet)
+           dict(BM=128, BN=128, num_warps=8, WS=True, PINGPONG=True),
+           dict(BM=128, BN=128, num_warps=8, WS=True, OVERLAP=True, PINGPONG=True),
+           dict(BM=128, BN=64, num_warps=8, WS=True, OVERLAP=True, PINGPONG=True)]
 
 
 def cases(mode: str) -> list:

@@ -79,6 +79,8 @@ def cfg_name(cfg) -> str:
         s += f" w{cfg['num_warps']}"
     if cfg.get("WS"):
         s += " ws"                                  # + a producer warpgroup (warp_specialize)
+    if cfg.get("PINGPONG"):
+        s += " pp"                                  # the consumer warpgroups take turns (passes/pingpong.py)
     return s
 
 

@@ -51,10 +51,12 @@ from .lower_tma import TmaLowering
 from .lower_tma_store import TmaStoreLowering
 from .lower_wgmma import WgmmaLowering
 from .lower_warp_specialize import WarpSpecializeLowering
+from .lower_pingpong import PingpongLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
-                     WgmmaLowering, TmaLowering, TmaStoreLowering, BufferLowering, WarpSpecializeLowering):
+                     WgmmaLowering, TmaLowering, TmaStoreLowering, BufferLowering, WarpSpecializeLowering,
+                     PingpongLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
@@ -317,6 +319,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         # the wait sits after the join, ptxas sees the zero-trip path's register moves define
         # accumulator registers of a wgmma still in flight and serializes every wgmma (C7515).
         in_flight = any(o.name == "dot" and o.attrs.get("inflight") for o in body.ops)
+        pingpong = self.pingpong_begin(op)              # (warpgroup 1's head start; lower_pingpong.py)
         pre = b.block
         head = None if in_flight else self.llfn.append_basic_block("for.head")
         bodyb = self.llfn.append_basic_block("for.body")
@@ -377,6 +380,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             if id(op) in self._async_loops:
                 self.tgt.wgmma_wait(b, 0)
             outs = phis
+        self.pingpong_end(pingpong)                     # (warpgroup 0's drain)
         pos = 0
         for r, c in zip(op.results, carried):
             tv, pos = self.unflatten(c, outs, pos)

@@ -173,6 +173,7 @@ class WgmmaLowering:
             # every A register is written before the fence (a register written between the fence and
             # a wgmma that reads it makes ptxas inject a warpgroup.arrive there, C7519)
             a_all = {(j, k0): a_regs(j, k0) for k0 in range(0, K, kstep) for j in range(blocks_m)}
+        self.pingpong_before_issue(self.current_op)    # (this warpgroup's turn: lower_pingpong.py)
         self.tgt.wgmma_fence(b)
         for k0 in range(0, K, kstep):
             for j in range(blocks_m):
@@ -199,6 +200,7 @@ class WgmmaLowering:
                     for s, x in zip(slots, d):
                         out[s] = x
         self.tgt.wgmma_commit(b)
+        self.pingpong_after_issue(self.current_op)     # (the other warpgroup's turn)
         self._wgmma_groups += 1
         # (RS form: the A registers must stay untouched until the wait, so wait right here)
         loop = None if rs else self._inflight_loop()

@@ -47,13 +47,25 @@ class NVPTXIntrinsics:
     # barrier is then that role's named barrier, which the other role's threads never reach
     barrier_scope = None
 
+    barriers_emitted = 0            # counted, so that a ping-pong window can tell it holds none (lower_pingpong.py)
+
     def barrier(self, b):
+        self.barriers_emitted += 1
         if self.barrier_scope is not None:
             bid, n = self.barrier_scope
             self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.count", void, [i32, i32],
                         [ir.Constant(i32, bid), ir.Constant(i32, n)])
             return
         self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.all", void, [i32], [ir.Constant(i32, 0)])
+
+    def named_barrier_sync(self, b, bid, threads: int):
+        """`bar.sync bid, threads`: wait until `threads` threads (arriving or syncing) reached named barrier
+        bid (an i32 value, warp-uniform)."""
+        self.d.call(b, "llvm.nvvm.barrier.cta.sync.aligned.count", void, [i32, i32], [bid, ir.Constant(i32, threads)])
+
+    def named_barrier_arrive(self, b, bid, threads: int):
+        """`bar.arrive bid, threads`: count this warp's threads toward named barrier bid's phase, without waiting."""
+        self.d.call(b, "llvm.nvvm.barrier.cta.arrive.aligned.count", void, [i32, i32], [bid, ir.Constant(i32, threads)])
 
     def setmaxnreg(self, b, regs: int, inc: bool):
         """This warpgroup's per-thread register budget becomes `regs` (Hopper; .sync.aligned: every

@@ -34,7 +34,7 @@ class ControlFlow:
             self.assign(node.target, x, node)
             self.stmts(node.body)
 
-    def runtime_for(self, node, a, lo, hi, step, stages, warp_specialize=False, schedule=None):
+    def runtime_for(self, node, a, lo, hi, step, stages, warp_specialize=False, schedule=None, pingpong=False):
         if not isinstance(node.target, ast.Name):
             raise SemanticError("the variable of a runtime loop must be a single name", node.target)
         bounds = []
@@ -60,6 +60,8 @@ class ControlFlow:
         attrs = {"stages": stages} if stages is not None else {}
         if warp_specialize:
             attrs["warp_specialize"] = True
+        if pingpong:
+            attrs["pingpong"] = True
         if schedule is not None:
             attrs["schedule"] = schedule
         self.carried_region(node, kind="for", iv=(iv_name, ScalarType(iv_dt)), header=header, attrs=attrs)

@@ -312,11 +312,17 @@ class FrontEnd(ControlFlow, Subscripts, PyBuiltins):
                     raise a.err("warp_specialize", f"warp_specialize must be a compile-time bool, got {describe(ws)}")
                 if ws and (stages is None or stages < 2):
                     raise a.err("warp_specialize", "warp_specialize=True needs a pipelined loop (stages >= 2)")
+                pingpong = normalize_const(a.get("pingpong", False))
+                if not isinstance(pingpong, bool):
+                    raise a.err("pingpong", f"pingpong must be a compile-time bool, got {describe(pingpong)}")
+                if pingpong and not ws:
+                    raise a.err("pingpong", "pingpong=True is a schedule of warp-specialized consumer warpgroups: "
+                                            "it needs warp_specialize=True")
                 schedule = normalize_const(a.get("schedule"))
                 if schedule is not None and schedule not in LOOP_SCHEDULES:
                     raise a.err("schedule", f"schedule must be one of {', '.join(map(repr, LOOP_SCHEDULES))} "
                                             f"or None, got {describe(schedule)}")
-                self.runtime_for(node, a, lo, hi, step, stages, ws, schedule)
+                self.runtime_for(node, a, lo, hi, step, stages, ws, schedule, pingpong)
                 return
         seq = self.expr(it)
         if isinstance(seq, TensorShape):

@@ -294,9 +294,13 @@ def concat(xs, axis=0): """Concatenate tiles along axis."""
 
 
 @_builtin
-def range(lo, hi=None, step=1, stages=None, warp_specialize=False, schedule=None):
+def range(lo, hi=None, step=1, stages=None, warp_specialize=False, schedule=None, pingpong=False):
     """A runtime loop `for i in tile.range(lo, hi, step, stages=n)`; stages asks for software pipelining;
     `warp_specialize=True` (Hopper) for a producer warpgroup issuing the pipelined TMA copies.
+    `pingpong=True` (with warp_specialize=True; Hopper, num_warps = 8): the two consumer warpgroups take
+    turns issuing their wgmmas, so one's softmax runs under the other's GEMMs (FlashAttention-3;
+    passes/pingpong.py; same values, only the order of issue changes). Where it cannot apply (no
+    wgmma, one consumer warpgroup, no wgmma dot in the loop) a tile.PerformanceWarning says why.
     schedule (AMD CDNA; other targets ignore it): "pingpong" (8 waves: two groups of 4 take turns at the
     MFMAs, the other group reading LDS meanwhile) or "interleave" (4 waves: each k step's MFMAs
     interleaved with the LDS reads of the next); None: the compiler's order."""

@@ -25,9 +25,13 @@ What the kernel does on Hopper (sm_90a):
   pipelined loop, and one loop keeps one producer schedule and one stage/phase count (two loops one
   after the other would each need their own split, or a split around both with a counter carried
   from one to the other). The results are the same bits as the two-loop kernel's.
+* PINGPONG = True (with WS, BM = 128, num_warps = 8): the two consumer warpgroups take turns issuing
+  their wgmmas (named barriers around each iteration's wgmma issues: passes/pingpong.py), so that one's
+  softmax runs while the other's GEMMs do (FA3's inter-warpgroup overlap). Same values. In this loop
+  body the softmax sits between q @ k^T and p @ v, so a warpgroup's turn spans it (FA3 issues both GEMMs
+  of a turn back to back, p @ v using the previous block's p); measure before relying on a gain.
 
-What FlashAttention-3 has that this kernel does not (yet): ping-pong scheduling of two consumer
-warpgroups (one's softmax under the other's GEMMs), persistent blocks, and fp8.
+What FlashAttention-3 has that this kernel does not (yet): persistent blocks and fp8.
 
 Run: python examples/attention.py
 """
@@ -66,7 +70,7 @@ def mask_scores(s, n, last, S, BN, CAUSAL):
 
 
 @tile.inline
-def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, HAS_LSE):
+def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, PINGPONG, HAS_LSE):
     """One block: query rows bm*BM .. bm*BM+BM-1 of head (b, h) against all the keys they may see."""
     H = Q.shape[1]
     S = Q.shape[2]
@@ -99,7 +103,7 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
         if OVERLAP:
             k0 = tile.load(K, (b, hk, 0, 0), (BN, D))
             s = tile.dot(q, k0.T) * qk_scale
-            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True):
+            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True, pingpong=PINGPONG):
                 if n >= free:                              # before the next block's wgmma: a branch between
                     s = mask_scores(s, n, last, S, BN, CAUSAL)   # it and its use would end its deferred wait
                 k = tile.load(K, (b, hk, n + BN, 0), (BN, D))
@@ -108,7 +112,7 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
                 m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
                 s = s_next * qk_scale
         else:
-            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True):
+            for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True, pingpong=PINGPONG):
                 k = tile.load(K, (b, hk, n, 0), (BN, D))
                 v = tile.load(V, (b, hk, n, 0), (BN, D))
                 s = tile.dot(q, k.T) * qk_scale
@@ -151,17 +155,18 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
 def attention(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[bf16, 4], O: tile.Tensor[bf16, 4],
               sm_scale: float, D: tile.constexpr = 64, BM: tile.constexpr = 64, BN: tile.constexpr = 64,
               CAUSAL: tile.constexpr = False, STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False,
-              WS: tile.constexpr = False):
-    attention_rows(Q, K, V, O, O, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, False)
+              WS: tile.constexpr = False, PINGPONG: tile.constexpr = False):
+    attention_rows(Q, K, V, O, O, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, PINGPONG, False)
 
 
 @tile.kernel
 def attention_lse(Q: tile.Tensor[bf16, 4], K: tile.Tensor[bf16, 4], V: tile.Tensor[bf16, 4],
                   O: tile.Tensor[bf16, 4], LSE: tile.Tensor[f32, 3], sm_scale: float, D: tile.constexpr = 64,
                   BM: tile.constexpr = 64, BN: tile.constexpr = 64, CAUSAL: tile.constexpr = False,
-                  STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False, WS: tile.constexpr = False):
+                  STAGES: tile.constexpr = 2, OVERLAP: tile.constexpr = False, WS: tile.constexpr = False,
+                  PINGPONG: tile.constexpr = False):
     """attention, and LSE[b, h, i] = log(sum_j exp(q_i . k_j * sm_scale)) over the keys row i sees."""
-    attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, True)
+    attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP, WS, PINGPONG, True)
 
 
 def reference(q, k, v, causal, sm_scale, lse=False):
@@ -182,7 +187,7 @@ def reference(q, k, v, causal, sm_scale, lse=False):
 
 
 def run(B=1, H=4, HKV=2, S=100, D=64, causal=False, BM=64, BN=64, STAGES=2, OVERLAP=False, WS=False, num_warps=4,
-        lse=False, sm_scale=None, seed=None):
+        lse=False, sm_scale=None, seed=None, PINGPONG=False):
     """Launch on fresh random inputs; return the relative error against the float64 reference (with
     lse: also the largest absolute error of the log-sum-exp)."""
     rng = np.random.default_rng(seed)
@@ -192,7 +197,8 @@ def run(B=1, H=4, HKV=2, S=100, D=64, causal=False, BM=64, BN=64, STAGES=2, OVER
     o = tile.asarray(np.full((B, H, S, D), np.nan), bf16)
     sm_scale = 1.0 / np.sqrt(D) if sm_scale is None else sm_scale
     grid = (tile.cdiv(S, BM), B * H)
-    consts = dict(D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES, OVERLAP=OVERLAP, WS=WS, num_warps=num_warps)
+    consts = dict(D=D, BM=BM, BN=BN, CAUSAL=causal, STAGES=STAGES, OVERLAP=OVERLAP, WS=WS, PINGPONG=PINGPONG,
+                  num_warps=num_warps)
     if lse:
         L = tile.asarray(np.full((B, H, S), np.nan), f32)
         attention_lse[grid](q, k, v, o, L, sm_scale, **consts)

@@ -1057,11 +1057,14 @@ def _setmaxnreg(op):
         "step and the induction variable share one integer type; its region's arguments are (iv, carried...) and it "
         "ends with `yield`. Attribute `stages` asks for software pipelining of its loads (`pipelined`, `prefetch`: "
         "what pipelining did); `warp_specialize` asks for a producer warpgroup issuing its copies "
-        "(passes/warp_specialize.py). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
+        "(passes/warp_specialize.py); `pingpong` (with it, Hopper) asks for the two consumer warpgroups to take turns "
+        "issuing their wgmmas, through named barriers `pingpong_barrier` and `pingpong_barrier` + 1 (what "
+        "passes/pingpong.py decided). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
         "a wave schedule of its MFMAs (passes/schedule_amd.py; other targets ignore it).", operands="lo, hi, step, inits*",
         regions=1,
         attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt,
-               "warp_specialize": Bool().opt, **LOOP_SCHEDULE},
+               "warp_specialize": Bool().opt, "pingpong": Bool().opt,
+               "pingpong_barrier": Int(min=1, max=14).opt, **LOOP_SCHEDULE},
         infer=lambda t, a: list(t.inits))
 def _for(op):
     lo = op.lo.type
@@ -1076,6 +1079,8 @@ def _for(op):
          "region arguments must be (iv, carried values)")
     need(op, body.args[0].type == lo, f"the induction variable must have the bounds' type {lo}, got {body.args[0].type}")
     _yield_matches(op, body, inits)
+    need(op, "pingpong_barrier" not in op.attrs or op.attrs.get("pingpong"),
+         "pingpong_barrier without pingpong = true (the barriers of a ping-pong nobody asked for)")
 
 
 @define("if", "`if(c)`: region 0 when the i1 scalar c is true, else region 1; each ends with `yield` of the "

@@ -236,11 +236,12 @@ class Target:
 # The pass pipelines, by family: what runs between the front end and code generation.
 CPU_PIPELINE = ("canonicalize", "dce")
 NVIDIA_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
-                   "select_instructions", "warp_specialize", "divisibility", "shared_memory_planning")
+                   "select_instructions", "warp_specialize", "pingpong", "divisibility", "shared_memory_planning")
 # on AMD pipeline_loads stages the next iteration's loads in registers (no asynchronous copies:
-# passes/pipeline_registers.py); schedule_amd checks the loops' wave schedules (ping-pong, interleave)
+# passes/pipeline_registers.py); schedule_amd checks the loops' wave schedules (ping-pong, interleave);
+# pingpong (Hopper's warpgroup turns) only warns there that it does not apply
 AMD_PIPELINE = ("canonicalize", "dce", "fold_dot_accumulator", "layout_inference", "pipeline_loads",
-                "select_instructions", "schedule_amd", "shared_memory_planning")
+                "select_instructions", "schedule_amd", "pingpong", "shared_memory_planning")
 
 _NV_COPIES = (LD_GLOBAL, LD_SHARED, CP_ASYNC, LDMATRIX, LDMATRIX_T)
 _NV = "nvptx64-nvidia-cuda"

@@ -1,0 +1,211 @@
+"""FA3's ping-pong of the two consumer warpgroups (issue 9): examples/attention.py with WS=True,
+PINGPONG=True; passes/pingpong.py records `pingpong_barrier` on the consumers' key loop and
+codegen/lower_pingpong.py issues `bar.sync` / `bar.arrive` around each iteration's wgmma issues.
+
+CPU: the loop attributes after the pass and their round trip; the verifier, the front end and the
+pass refusing what cannot apply (a located CompileError without warp_specialize, a located
+PerformanceWarning on sm_80 and with one consumer warpgroup); the PTX (the head start, the drain, one
+sync before the first wgmma's fence and one arrive after the last wgmma's commit, in the loop) with
+ptxas 0 spills and no warning; the interpreter giving the same bits with and without the attribute.
+GPU (`-m gpu`): against float64 at ragged shapes, causal and not, plain and rotated (OVERLAP)."""
+import functools
+import re
+
+import numpy as np
+import pytest
+
+import tile
+from tile import bf16, f32, compiler
+from helpers import load_example
+
+
+class _Lazy:
+    """examples/attention.py, loaded at first use (see tests/test_attention_prefill.py)."""
+    def __getattr__(self, name):
+        return getattr(load_example("attention"), name)
+
+
+ATTN = _Lazy()
+T4 = tile.Tensor[bf16, 4]
+TOL, LSE_TOL = 2e-2, 1e-3
+PP = dict(BM=128, num_warps=8, WS=True, PINGPONG=True)     # the FA3 tile, taking turns
+
+
+def _lower(target="sm_90a", **kw):
+    """(module after the target's pipeline, IR text after every pass) of examples/attention.py."""
+    consts = dict(D=64, BN=64, CAUSAL=True, OVERLAP=False, STAGES=2)
+    consts.update(kw)
+    b = ATTN.attention.bind((T4, T4, T4, T4, f32), consts, signature_ok=True)
+    t = compiler.resolve(target)
+    m, _ = ATTN.attention._frontend(b, t)
+    return compiler.lower(m, t)
+
+
+@functools.lru_cache(maxsize=None)
+def _lowered(overlap, pingpong=True, causal=True):
+    return _lower(OVERLAP=overlap, CAUSAL=causal, **dict(PP, PINGPONG=pingpong))
+
+
+def _key_loop(fn):
+    ws = next(o for o in fn.body.ops if o.name == "warp_specialize")
+    return ws, next(o for o in ws.regions[1].walk() if o.name == "for" and o.attrs.get("pipelined"))
+
+
+# ------------------------------------------------------------------------------ the IR
+def test_attribute_recorded_on_the_consumers_loop_and_round_trips():
+    from tile.ir.parser import parse_module
+    from tile.ir.printer import print_module
+    m, after = _lowered(False)
+    ws, loop = _key_loop(m.functions[0])
+    assert loop.attrs["pingpong"] is True
+    # ids distinct from the consumers' and the producer's barriers (1, 2): 3 and 4
+    assert loop.attrs["pingpong_barrier"] == 3
+    assert {ws.attrs["consumer_barrier"], ws.attrs["producer_barrier"]}.isdisjoint({3, 4})
+    assert not [o for o in ws.regions[0].walk() if o.attrs.get("pingpong")]          # not the producer's loop
+    assert "pingpong = true" in after["canonicalize"] and "pingpong_barrier" not in after["warp_specialize"]
+    text = after["pingpong"]
+    assert "pingpong = true" in text and "pingpong_barrier = 3" in text
+    assert print_module(parse_module(text)) == text
+
+
+def test_verifier_refuses_barriers_without_pingpong():
+    """Edited IR keeping the barriers but not the request: refused at the loop's line (parse verifies)."""
+    from tile.ir.errors import ParseError
+    from tile.ir.parser import parse_module
+    text = _lowered(False)[1]["pingpong"].replace("pingpong = true, ", "")
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "pingpong_barrier = 3" in x)
+    with pytest.raises(ParseError, match=rf"line {line}, .*attention\.py:\d+:\d+: op 'for': pingpong_barrier "
+                       r"without pingpong = true"):
+        parse_module(text)
+
+
+@tile.kernel
+def _pingpong_without_ws(A: tile.Tensor[bf16, 2], C: tile.Tensor[f32, 2]):
+    acc = tile.zeros((64, 64), f32)
+    for k in tile.range(0, A.shape[1], 64, stages=2, pingpong=True):
+        a = tile.load(A, (0, k), (64, 64))
+        acc = tile.dot(a, a.T, acc)
+    tile.store(C, (0, 0), acc)
+
+
+def test_without_warp_specialize_is_a_located_error():
+    with pytest.raises(tile.CompileError, match=r"test_pingpong\.py:\d+.*it needs warp_specialize=True"):
+        _pingpong_without_ws.compile(tile.Tensor[bf16, 2], tile.Tensor[f32, 2], target="sm_90a")
+
+
+@pytest.mark.parametrize("target,kw,why", [
+    ("sm_80", PP, "the target sm_80 has no wgmma"),
+    ("sm_90a", dict(PP, BM=64, num_warps=4), r"exactly 2 consumer warpgroups \(num_warps = 8\), got num_warps = 4"),
+], ids=["sm_80", "one-warpgroup"])
+def test_refused_with_a_located_warning(target, kw, why):
+    with pytest.warns(tile.PerformanceWarning, match=r"kernel 'attention' at attention\.py:\d+:\d+: the loop asked for "
+                      r"pingpong=True but its consumer warpgroups do not take turns: (it needs )?" + why):
+        m, _ = _lower(target, **kw)
+    assert not [o for o in m.functions[0].walk() if "pingpong" in o.attrs or "pingpong_barrier" in o.attrs]
+
+
+# ------------------------------------------------------------------------------ the PTX
+def _instructions(ptx):
+    return [ln.strip() for ln in ptx.splitlines()
+            if ln.strip() and not ln.strip().startswith(("//", "$L")) and not ln.strip().endswith("{")]
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
+def test_ptx_turns_around_the_wgmma_issues(overlap):
+    from tile.codegen import ptxas_report
+    D, BN = (128, 128) if not overlap else (128, 64)
+    ck = ATTN.attention.compile(T4, T4, T4, T4, f32, target="sm_90a", D=D, BN=BN, CAUSAL=True, OVERLAP=overlap, **PP)
+    ins = _instructions(ck.ptx)
+    # the head start (warpgroup 1 -> barrier 3) and the drain (warpgroup 0 on barrier 3): once each
+    assert ins.count("bar.arrive \t3, 256;") == 1 and ins.count("bar.sync \t3, 256;") == 1
+    assert ins.index("bar.arrive \t3, 256;") < ins.index("bar.sync \t3, 256;")
+    syncs = [i for i, x in enumerate(ins) if re.fullmatch(r"bar\.sync \t%r\d+, 256;", x)]
+    arrives = [i for i, x in enumerate(ins) if re.fullmatch(r"bar\.arrive \t%r\d+, 256;", x)]
+    assert len(syncs) == 1 and len(arrives) == 1
+    mine, other = ins[syncs[0]].split()[1][:-1], ins[arrives[0]].split()[1][:-1]
+    wg = re.search(r"shr\.u32 \t(%r\d+), %r\d+, 7;", ck.ptx).group(1)      # thread id / 128
+    assert f"add.s32 \t{mine}, {wg}, 3;" in ins and f"sub.s32 \t{other}, 4, {wg};" in ins
+    # the sync right before a wgmma.fence whose group is q @ k^T (SS: two descriptors); the arrive
+    # right after the commit of p @ v (RS: A from registers), before that group's wait
+    assert ins[syncs[0] + 1] == "wgmma.fence.sync.aligned;"
+    first = next(x for x in ins[syncs[0]:] if "wgmma.mma_async" in x)
+    assert first.count("{%r") == 1                  # SS: the accumulator's registers, then two descriptors
+    assert ins[arrives[0] - 1] == "wgmma.commit_group.sync.aligned;"
+    last = next(x for x in reversed(ins[:arrives[0]]) if "wgmma.mma_async" in x)
+    assert last.count("{%r") == 2 and ins[arrives[0] + 1].startswith("wgmma.wait_group")     # RS: A's registers too
+    # inside the loop: between the head start and the drain
+    assert ins.index("bar.arrive \t3, 256;") < min(syncs + arrives) and max(syncs + arrives) < ins.index("bar.sync \t3, 256;")
+    rep = ptxas_report(ck.artifact)
+    assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep["log"]
+    assert "warning" not in rep["log"].lower(), rep["log"]                  # "Performance Loss", C7515 ...
+
+
+# ------------------------------------------------------------------------------ the interpreter
+def test_same_ir_but_the_attributes():
+    """The pass changes nothing but the loop's attributes: the IR after the pipeline, without them, is
+    the WS kernel's without PINGPONG (so every value is the same; the interpreter ignores them)."""
+    with_pp, without = _lowered(True, True, False)[1], _lowered(True, False, False)[1]
+    last = "shared_memory_planning"
+    assert "pingpong_barrier = 3" in with_pp[last]
+    stripped = re.sub(r"pingpong = true, |, pingpong_barrier = 3", "", with_pp[last])
+    assert stripped.replace("PINGPONG = true", "PINGPONG = false", 1) == without[last]    # (the constexpr)
+
+
+def test_interpreter_same_bits_with_and_without():
+    """Causal, S = 77 (one query block, a ragged key tail): the specialized IR with ping-pong in the
+    interpreter (two host threads), bit for bit the WS kernel without it, and close to float64."""
+    import ml_dtypes
+    from tile.ir.parser import parse_module
+    from tile.runtime.interpreter import run
+    rng = np.random.default_rng()
+    B, H, HKV, S, D = 1, 2, 1, 77, 64
+    q, k, v = (rng.standard_normal(s).astype(ml_dtypes.bfloat16) for s in ((B, H, S, D), (B, HKV, S, D), (B, HKV, S, D)))
+    outs = []
+    for pp in (True, False):
+        fn = parse_module(_lowered(False, pp)[1]["shared_memory_planning"]).functions[0]
+        assert bool([o for o in fn.walk() if o.attrs.get("pingpong")]) == pp
+        o = np.full((B, H, S, D), np.nan, ml_dtypes.bfloat16)
+        run(fn, (tile.cdiv(S, 128), B * H), [q, k, v, o, float(1.0 / np.sqrt(D))])
+        outs.append(o)
+    assert not np.isnan(outs[0].astype(np.float32)).any()
+    assert np.array_equal(outs[0].view(np.uint16), outs[1].view(np.uint16))
+    ref = ATTN.reference(q, k, v, True, float(1.0 / np.sqrt(D)))
+    assert np.linalg.norm(outs[0].astype(np.float64) - ref) / np.linalg.norm(ref) < TOL
+
+
+# ------------------------------------------------------------------------------ GPU
+@pytest.fixture
+def hopper(monkeypatch):
+    from tile.compiler import gpu_arch
+    if gpu_arch() != "sm_90a":
+        pytest.skip("needs a Hopper GPU (sm_90a)")
+    monkeypatch.delenv("TILEC_TARGET", raising=False)
+
+
+GPU = [(128, False, 128, False), (128, True, 128, False), (128, True, 128, True), (128, False, 64, True),
+       (64, True, 128, True), (64, False, 64, False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D,causal,BN,overlap", GPU, ids=[
+    f"D{d}{'-causal' if c else ''}-BN{n}{'-overlap' if o else ''}" for d, c, n, o in GPU])
+def test_gpu_pingpong_against_float64(D, causal, BN, overlap, hopper):
+    """Ragged lengths (several key blocks, a ragged tail; an odd number of query blocks), GQA, LSE,
+    fresh inputs twice; S = 1 (one key block); S = 129 (the second query block's rows past S)."""
+    for S, H, HKV in ((389, 4, 2), (389, 4, 2), (1, 2, 1), (129, 2, 2)):
+        err, lse_err = ATTN.run(B=2, H=H, HKV=HKV, S=S, D=D, causal=causal, lse=True, BN=BN, OVERLAP=overlap, **PP)
+        assert err < TOL and lse_err < LSE_TOL, (S, err, lse_err)
+
+
+def test_a_barrier_between_the_turns_is_a_located_error():
+    """Edited IR with a consumers' barrier between the two wgmmas (the pass would have refused it):
+    code generation says where, instead of emitting a kernel that hangs."""
+    from tile.codegen import CompileError
+    from tile.ir.parser import parse_module
+    lines = _lowered(False)[1]["shared_memory_planning"].splitlines()
+    k = next(i for i, x in enumerate(lines) if " dot " in x and '.ss"' in x)
+    lines.insert(k + 1, '      barrier {id = 1, threads = 256} loc("edited.tir":1:1)')
+    m = parse_module("\n".join(lines) + "\n")
+    with pytest.raises(CompileError, match=r"attention\.py:\d+:\d+: op 'dot': pingpong: a barrier of both consumer "
+                       r"warpgroups between the loop's first and last wgmma"):
+        compiler.generate(m, compiler.resolve("sm_90a"))
