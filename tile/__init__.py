@@ -22,10 +22,20 @@ an AOT artifact with neither the front end, the passes, the code generator nor l
 """
 from __future__ import annotations
 
+import os as _os
 import sys as _sys
 import types as _types
 
-from .ir.errors import PerformanceWarning, TileError
+# In a source tree the layers (dsl/, ir/, passes/, codegen/, runtime/) are folders beside tile/, mapped
+# to tile.<layer> by the install (pyproject's package-dir). Python run from the repository root finds
+# this tile/ before any installed finder, with no install at all or with an editable install of another
+# checkout: the repository root on the package path lets tile.ir & co. resolve here all the same. (An
+# installed copy has them inside tile/; nothing is added there.)
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "ir")) and _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")):
+    __path__.append(_root)
+
+from .ir.errors import PerformanceWarning, TileError  # noqa: E402
 from .aot import LoadedKernel, load_compiled
 
 _SHADOWS_PYTHON = {"sum", "max", "min", "abs", "pow", "range"}
