@@ -29,3 +29,11 @@ class ParseError(TileError):
 class PerformanceWarning(UserWarning):
     """A compiled kernel will run, but slower than it should: register spills reported by ptxas
     (`tile.PerformanceWarning`; filter it with the `warnings` module)."""
+
+
+def warn_performance(fn, op, message: str, stacklevel: int = 2) -> None:
+    """A PerformanceWarning about a choice a pass could not make (or made for the worse) at `op`:
+    "tilec: kernel 'name' at file:line:col: message" -- the kernel and the source line to change."""
+    import warnings
+    where = f" at {op.loc}" if getattr(op, "loc", None) is not None else ""
+    warnings.warn(f"tilec: kernel '{fn.name}'{where}: {message}", PerformanceWarning, stacklevel=stacklevel + 1)

@@ -612,8 +612,7 @@ class LayoutInference:
 
     def warn_replicated(self):
         """One PerformanceWarning per kernel, at the first op that makes such a tile."""
-        import warnings
-        from ..ir.errors import PerformanceWarning
+        from ..ir.errors import warn_performance
         hits = []
         for op in self.fn.walk():
             for r in op.results:
@@ -625,14 +624,12 @@ class LayoutInference:
         if not hits:
             return
         op, t, m = hits[0]
-        where = f" at {op.loc}" if op.loc is not None else ""
         pad = "x".join(str(1 << (s - 1).bit_length()) for s in t.shape)
         more = f" (and {len(hits) - 1} more tiles after it)" if len(hits) > 1 else ""
         shape = "x".join(map(str, t.shape))
-        warnings.warn(f"tilec: kernel '{self.fn.name}'{where}: {op.name} makes a {shape} {t.dtype} tile, not a "
-                      f"power of two in every dim, so every thread holds all of it ({m.nvals} values each){more}; a {pad} "
-                      f"tile with masked loads and stores is spread over the threads", PerformanceWarning,
-                      stacklevel=2)
+        warn_performance(self.fn, op, f"{op.name} makes a {shape} {t.dtype} tile, not a power of two in every dim, so "
+                                      f"every thread holds all of it ({m.nvals} values each){more}; a {pad} tile with "
+                                      f"masked loads and stores is spread over the threads", stacklevel=2)
 
     def _users(self, v):
         if not hasattr(self, "_user_index"):

@@ -41,10 +41,9 @@ releases of earlier iterations only (passes/warp_specialize.py, "Deadlock freedo
 """
 from __future__ import annotations
 
-import warnings
 
 from ..ir.core import Function, Module, Operation
-from ..ir.errors import PerformanceWarning
+from ..ir.errors import warn_performance
 from ..ir.targets import Target, get_target
 
 from .manager import register
@@ -86,9 +85,8 @@ def _why_not(fn: Function, lp: Operation, target: Target) -> str | None:
 
 
 def _warn(fn: Function, loop: Operation, why: str):
-    where = f" at {loop.loc}" if loop.loc is not None else ""
-    warnings.warn(f"tilec: kernel '{fn.name}'{where}: the loop asked for pingpong=True but its consumer warpgroups "
-                  f"do not take turns: {why}", PerformanceWarning, stacklevel=3)
+    warn_performance(fn, loop, f"the loop asked for pingpong=True but its consumer warpgroups do not take turns: {why}",
+                     stacklevel=3)
 
 
 def pingpong_function(fn: Function, target: Target | None = None) -> Function:

@@ -410,13 +410,11 @@ def warn_fma(op: Operation, fn: Function, target: Target, reason: str | None):
     naming the kernel, the dot's source line and why."""
     if reason is None:
         return
-    import warnings
-    from ..ir.errors import PerformanceWarning
+    from ..ir.errors import warn_performance
     a, b, c = (v.type for v in op.operands)
-    where = f" at {op.loc}" if op.loc is not None else ""
-    warnings.warn(f"tilec: kernel '{fn.name}'{where}: dot {a.dtype}[{a.shape[0]}x{a.shape[1]}] @ "
-                  f"{b.dtype}[{b.shape[0]}x{b.shape[1]}] -> {c.dtype} runs on scalar FMA, not on the "
-                  f"tensor cores of {target.name}: {reason}", PerformanceWarning, stacklevel=2)
+    warn_performance(fn, op, f"dot {a.dtype}[{a.shape[0]}x{a.shape[1]}] @ {b.dtype}[{b.shape[0]}x{b.shape[1]}] -> "
+                             f"{c.dtype} runs on scalar FMA, not on the tensor cores of {target.name}: {reason}",
+                     stacklevel=2)
 
 
 def select_function(fn: Function, target: Target) -> Function:

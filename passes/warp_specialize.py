@@ -133,11 +133,10 @@ consumer warpgroups, 240 for one.
 """
 from __future__ import annotations
 
-import warnings
 
 from ..ir.core import Block, Function, Module, Operation, Value
 from ..ir.dtypes import bool_, i32, i64
-from ..ir.errors import PerformanceWarning
+from ..ir.errors import warn_performance
 from ..ir.targets import Target, get_target
 from ..ir.types import ScalarType, TileType
 
@@ -288,22 +287,14 @@ class _Specializer:
         launch, p_regs, c_regs = register_budget(nw)
         lo, hi, step = lp.operands[:3]
         ivt = lp.operands[0].type
-        slot32 = self.full_sub.operands[1]
 
         def mk(into, *a, **kw):
             return _emit(into, loc, *a, **kw)
 
         # -- the producer's issue body: the loop's issue block for iteration j itself (not j + D)
-        then_b: Block = self.issue[0].regions[0]
-        copies = [o for o in then_b.walk() if o.name == "async_copy"]
-        k_next, bar_next = self.issue[0].cond.owner.operands[0], copies[0].bar
-        nslot = [o.operands[1] for o in then_b.ops if o.name == "subview"]
-        inside = _defined_in(then_b)
-        body_defs = _defined_in(body) | {id(a) for a in body.args}
-        free = {id(v): v for o in then_b.walk() for v in o.operands if id(v) not in inside and id(v) in body_defs}
-        known = {id(k_next), id(bar_next)} | {id(v) for v in nslot}
-        if set(free) - known:
-            names = ", ".join(str(v.name or "?") for k, v in free.items() if k not in known)
+        then_b, k_next, bar_next, nslot, _, bad = self._issue_block(body)
+        if bad:
+            names = ", ".join(dict.fromkeys(str(v.name or "?") for v in bad))
             return f"the copies' indices use values of the loop body other than the next k: {names}"
 
         init_full = next((o for o in top.ops if o.name == "mbarrier_init" and o.operands[0] is self.full), None)
@@ -371,6 +362,23 @@ class _Specializer:
                 cons.append(Operation("mbarrier_inval", [empty], [], {}, loc=loc))
         self._finish(cons, prod, term, nw, launch)
         return None
+
+    def _issue_block(self, body: Block):
+        """pipeline_loads' issue block (the copies of iteration j + D), which the producer runs for
+        iteration j: (its block, the next k, its mbarrier, the ring slots it writes, the values it reads
+        from outside the loop, the values it reads from the loop body other than those -- which the
+        producer cannot have)."""
+        then_b: Block = self.issue[0].regions[0]
+        copies = [o for o in then_b.walk() if o.name == "async_copy"]
+        k_next, bar_next = self.issue[0].cond.owner.operands[0], copies[0].bar
+        nslot = [o.operands[1] for o in then_b.ops if o.name == "subview"]
+        inside = _defined_in(then_b)
+        body_defs = _defined_in(body) | {id(a) for a in body.args}
+        known = {id(k_next), id(bar_next)} | {id(v) for v in nslot}
+        reads = [v for o in then_b.walk() for v in o.operands if id(v) not in inside]
+        outside = [v for v in reads if id(v) not in body_defs]
+        bad = [v for v in reads if id(v) in body_defs and id(v) not in known]
+        return then_b, k_next, bar_next, nslot, outside, bad
 
     def _consume(self, empty: Value, bar_t, S: int):
         """The consumers' loop: no issue, no cp.async wait, no block barrier; a release after the dot."""
@@ -443,18 +451,9 @@ class _Specializer:
             return _emit(into, loc, *a, **kw)
 
         # -- the issue block of pipeline_loads (iteration j + D's copies), which the producer runs for j
-        then_b: Block = self.issue[0].regions[0]
-        copies = [o for o in then_b.walk() if o.name == "async_copy"]
-        k_next, bar_next = self.issue[0].cond.owner.operands[0], copies[0].bar
-        nslot = [o.operands[1] for o in then_b.ops if o.name == "subview"]
-        inside = _defined_in(then_b)
-        body_defs = _defined_in(body) | {id(a) for a in body.args}
-        known = {id(k_next), id(bar_next)} | {id(v) for v in nslot}
-        bad = [v for o in then_b.walk() for v in o.operands
-               if id(v) not in inside and id(v) in body_defs and id(v) not in known]
+        then_b, k_next, bar_next, nslot, ext, bad = self._issue_block(body)
         if bad:
             return f"the copies' indices use values of the loop body other than the next k: {bad[0].name or '?'}"
-        ext = [v for o in then_b.walk() for v in o.operands if id(v) not in inside and id(v) not in body_defs]
 
         init_full = next((o for o in home.ops if o.name == "mbarrier_init" and o.operands[0] is self.full), None)
         if init_full is None:
@@ -617,9 +616,8 @@ def _tile_loop(fn: Function, lp: Operation) -> Operation | None:
 
 
 def _warn(fn: Function, loop: Operation, why: str):
-    where = f" at {loop.loc}" if loop.loc is not None else ""
-    warnings.warn(f"tilec: kernel '{fn.name}'{where}: the loop asked for warp_specialize=True but keeps the "
-                  f"ordinary pipeline: {why}", PerformanceWarning, stacklevel=3)
+    warn_performance(fn, loop, f"the loop asked for warp_specialize=True but keeps the ordinary pipeline: {why}",
+                     stacklevel=3)
 
 
 def warp_specialize_function(fn: Function, target: Target | None = None) -> Function:
