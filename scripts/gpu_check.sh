@@ -15,13 +15,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   par=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12")
   timeout 420 python3 -m pytest -m gpu -q --tb=line -rs $par -p no:cacheprovider --junitxml="$OUT/junit.xml" tests \
     2>&1 | grep -v PytestBenchmarkWarning | tee "$OUT/gpu_tests.log" | tail -40
-  python3 - "$OUT/junit.xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-s = ET.parse(sys.argv[1]).getroot()
-s = s if s.tag == "testsuite" else s[0]
-t, f, e, k = (int(s.get(x, 0)) for x in ("tests", "failures", "errors", "skipped"))
-print(f"GPU tests: {t - f - e - k} passed, {f + e} failed, {k} skipped")
-PY
+  python3 scripts/junit_counts.py "$OUT/junit.xml"
   mkdir -p /tmp/sass && python3 scripts/sass_check.py /tmp/sass 2>&1 | tail -3
   for e in gemm attention lowbit_gemm moe; do timeout 120 python3 examples/$e.py 2>&1 | tail -4; done | tee "$OUT/gallery.log"
 fi

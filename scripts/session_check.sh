@@ -22,15 +22,7 @@ tests)
   timeout ${T_TESTS:-500} python3 -m pytest -m gpu -q -n ${JOBS:-12} -p no:cacheprovider --tb=line \
     --junitxml="$OUT/junit.xml" ${TESTS:-tests} >"$OUT/tests.log" 2>&1
   echo "tests rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head -40
-  python3 - "$OUT/junit.xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    s = ET.parse(sys.argv[1]).getroot(); s = s if s.tag == "testsuite" else s[0]
-    t, f, e, k = (int(s.get(x, 0)) for x in ("tests", "failures", "errors", "skipped"))
-    print(f"GPU tests: {t - f - e - k} passed, {f + e} failed, {k} skipped")
-except Exception as ex:
-    print("no junit (timed out?):", ex)
-PY
+  python3 scripts/junit_counts.py "$OUT/junit.xml"
   ;;
 gemm)
   timeout ${T_GEMM:-330} python3 benchmarks/run.py --quick --tune-configs 0 --budget 320 \
