@@ -50,19 +50,7 @@ def prelayout_plan(bits: int, SUB: int, BN: int, num_warps: int = 4):
     if NV % V:
         raise ValueError(f"prelayout: {NV} values per thread do not split into chunks of {V}")
     # the chunk: the first value modes, V values exactly (a mode that straddles it is split in two)
-    vm, chunk, n = list(frag.vmodes), [], 1
-    while n < V:
-        s, cs = vm.pop(0)
-        if n * s > V:
-            a = V // n
-            if s % a:
-                raise ValueError(f"prelayout: a fragment mode of {s} values straddles a chunk of {V}")
-            chunk.append((a, cs))
-            vm.insert(0, (s // a, tuple(c * a for c in cs)))
-            n = V
-        else:
-            chunk.append((s, cs))
-            n *= s
+    chunk, vm = _split_off(frag.vmodes, V)
     chunk = _pair_apart(chunk, bits)
     dims = list(reversed(vm)) + list(reversed(frag.tmodes)) + list(reversed(chunk))
     for s, cs in dims:
