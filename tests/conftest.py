@@ -1,6 +1,24 @@
 """Session-wide settings for the test suite."""
 import os
 import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _installed_tile() -> tuple:
+    """(tile/__init__.py, error): where `import tile` leads a Python started outside this checkout (as
+    the suite's subprocesses, autotune workers and CLI runs are), or why it fails there."""
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", "import tile, sys; sys.stdout.write(tile.__file__)"],
+                           cwd=d, capture_output=True, text=True, timeout=120)
+    err = (r.stderr.strip().splitlines() or ["?"])[-1]
+    return (r.stdout.strip(), "") if r.returncode == 0 else ("", err)
 
 
 def pytest_configure(config):
@@ -10,3 +28,13 @@ def pytest_configure(config):
     # launches check only the last pass's IR; the suite checks every pass, so a pass that breaks the
     # IR is named (passes/manager.py run_pipeline verify="final")
     os.environ.setdefault("TILEC_VERIFY", "each")
+    # The tests' own imports find this checkout (its root is on sys.path); the processes they start do
+    # not. If those would import another tilec (none installed, or an install of another checkout),
+    # half the suite would test other code: say so once, with the fix, instead.
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        found, err = _installed_tile()
+        if Path(found or "/").resolve() != ROOT / "tile" / "__init__.py":
+            why = f"the installed tilec is {Path(found).parent}" if found else \
+                f"`import tile` fails outside this checkout ({err})"
+            raise pytest.UsageError(f"{why}: the suite's subprocesses would not test this checkout ({ROOT}). "
+                                    f"Install it first: python3 -m pip install -e '.[test]'")
