@@ -38,6 +38,8 @@ def gemm_fp8(A: tile.Tensor[2], B: tile.Tensor[2], C: tile.Tensor[bf16, 2],
     bm = tile.block_id(0)
     bn = tile.block_id(1)
     acc = tile.zeros((BM, BN), f32)
+    tile.static_assert(SCALING == "tensor" or SCALING == "rowcol" or SCALING == "block",
+                       "SCALING is one of 'tensor', 'rowcol', 'block'")
     if SCALING == "block":
         tile.static_assert(BK == 128 and BN == 128, "block scaling takes 128-wide K and N tiles (one scale each)")
     for k in tile.range(0, K, BK, stages=STAGES):

@@ -288,6 +288,11 @@ def test_gemm_fp8_scalings_interpreter(scaling, cfg):
     assert err < 4e-3, err
 
 
+def test_gemm_fp8_unknown_scaling_is_a_located_error():
+    with pytest.raises(tile.TileError, match=r"gemm8\.py:\d+:\d+.*SCALING is one of 'tensor', 'rowcol', 'block'"):
+        G8.gemm_fp8.compile(*_sig(G8.gemm_fp8, "f8e4m3fn"), target="sm_90a", SCALING="rowwise")
+
+
 def test_gemm_fp8_block_scaling_needs_128_tiles():
     with pytest.raises(tile.TileError, match=r"gemm8\.py:\d+:\d+.*block scaling takes 128-wide K and N tiles"):
         G8.gemm_fp8.compile(*_sig(G8.gemm_fp8, "f8e4m3fn")[:3], tile.Tensor[f32, 2], tile.Tensor[f32, 2],

@@ -78,3 +78,12 @@ def test_threadmap_reshape_splits_a_mode_across_dims():
             assert v.coord(t, s) == (r, c // 1024, c // 128 % 8, c // 32 % 4, c % 32)
     # a mode that cannot be split along the new dims still gives no view
     assert ThreadMap((8, 6), [(2, (0, 3))], [(3, (0, 1)), (8, (1, 0))]).reshape((8, 3, 2)) is None
+
+
+def test_bad_arguments_are_named():
+    """A tile the fragments cannot split and codes that are not an integer matrix: one clear ValueError."""
+    with pytest.raises(ValueError, match=r"\[SUB=16, BN=100\] weight tile on 4 warps has no mma.m16n8k16"):
+        tile.prelayout_weights(np.zeros((64, 100), np.uint8), "int4", 16, 100)
+    for bad in (np.zeros(100, np.uint8), np.zeros((8, 8))):
+        with pytest.raises(ValueError, match=r"codes must be a \[K, N\] matrix of integer codes"):
+            tile.prelayout_weights(bad, "int4")

@@ -108,6 +108,16 @@ def _tiles(K, N, SUB, BN):
     return -(-K // SUB), -(-N // BN)
 
 
+def _plan(bits, SUB, BN, num_warps):
+    """prelayout_plan, with a tile that the mma fragments cannot split named as the caller's mistake."""
+    from .ir.layout import LayoutError
+    try:
+        return prelayout_plan(bits, SUB, BN, num_warps)
+    except LayoutError as e:
+        raise ValueError(f"prelayout: a [SUB={SUB}, BN={BN}] weight tile on {num_warps} warps has no mma.m16n8k16 "
+                         f"B fragment layout ({e}); SUB a multiple of 16, BN of 8 * num_warps") from None
+
+
 def prelayout_weights(codes, dtype, SUB: int = 128, BN: int = 128, num_warps: int = 4):
     """[K, N] quantized weights (a `tile.Array` of `dtype`, or integer codes) -> the pre-laid-out,
     packed `tile.Array` of shape [cdiv(K, SUB) * P, cdiv(N, BN) * T * V] (see the module docstring)."""
@@ -115,8 +125,11 @@ def prelayout_weights(codes, dtype, SUB: int = 128, BN: int = 128, num_warps: in
     from .ir.dtypes import dtype as to_dtype
     dt = to_dtype(dtype)
     c = codes.codes() if isinstance(codes, Array) else np.asarray(codes)
+    if c.ndim != 2 or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"prelayout_weights: codes must be a [K, N] matrix of integer codes (or a tile.Array), "
+                         f"got {c.dtype} of shape {c.shape}")
     K, N = c.shape
-    P, TV, split, perm = prelayout_plan(dt.bits, SUB, BN, num_warps)
+    P, TV, split, perm = _plan(dt.bits, SUB, BN, num_warps)
     kt, nt = _tiles(K, N, SUB, BN)
     pad = np.zeros((kt * SUB, nt * BN), c.dtype)
     pad[:K, :N] = c
@@ -140,7 +153,7 @@ def unprelayout_weights(prelaid, K: int, N: int, SUB: int = 128, BN: int = 128, 
     from .runtime.arrays import from_codes
     dt = prelaid.dtype
     c = prelaid.codes()
-    P, TV, split, perm = prelayout_plan(dt.bits, SUB, BN, num_warps)
+    P, TV, split, perm = _plan(dt.bits, SUB, BN, num_warps)
     kt, nt = _tiles(K, N, SUB, BN)
     nP = _n_p_dims(split, P)
     t = c.reshape(kt, *split[:nP], nt, *split[nP:])
