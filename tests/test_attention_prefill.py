@@ -17,19 +17,9 @@ import pytest
 
 import tile
 from tile import bf16, f32
-from helpers import assemble, load_example, on_cpu
+from helpers import LazyExample, assemble, on_cpu
 
-
-
-class _Lazy:
-    """examples/attention.py, loaded at first use, not at collection: load_example puts examples/ on
-    sys.path, and at collection that would land it behind the benchmarks/ folder other test files
-    put there (whose gemm.py would then shadow the gallery's for examples/torch_custom_op.py)."""
-    def __getattr__(self, name):
-        return getattr(load_example("attention"), name)
-
-
-ATTN = _Lazy()
+ATTN = LazyExample("attention")
 T4 = tile.Tensor[bf16, 4]
 TOL, LSE_TOL = 2e-2, 1e-3
 

@@ -17,16 +17,10 @@ import pytest
 
 import tile
 from tile import bf16, f32, compiler
-from helpers import load_example
+from helpers import LazyExample
 
 
-class _Lazy:
-    """examples/attention.py, loaded at first use (see tests/test_attention_prefill.py)."""
-    def __getattr__(self, name):
-        return getattr(load_example("attention"), name)
-
-
-ATTN = _Lazy()
+ATTN = LazyExample("attention")
 T4 = tile.Tensor[bf16, 4]
 TOL, LSE_TOL = 2e-2, 1e-3
 BIG = dict(BM=128, num_warps=8, WS=True)      # the FA3 tile: 2 consumer warpgroups + the producer
