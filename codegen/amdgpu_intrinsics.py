@@ -29,6 +29,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from .errors import CompileError
+from . import fast_convert
 from .llvm_util import Decls, bf16, f16, f32, i1, i8, i16, i32, i64, void
 
 cptr = ir.PointerType(addrspace=4)          # constant address space (kernel arguments)
@@ -96,6 +97,10 @@ class AMDGPUIntrinsics:
         return b.bitcast(r, f32) if v.type == f32 else r
 
     # ------------------------------------------------------------------ math
+    def and_xor(self, b, x, mask: int, c: int):
+        """(x & mask) ^ c: plain IR (the AMDGPU back end selects v_and_b32 / v_xor_b32 or a bfi)."""
+        return fast_convert.plain_and_xor(b, x, mask, c)
+
     def exp2_approx(self, b, x):
         return self.d.call(b, "llvm.amdgcn.exp2.f32", f32, [f32], [x])
 

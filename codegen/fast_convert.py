@@ -35,7 +35,8 @@ bits (sub-byte signed integers sign-extended); the functions here mask what they
 vector load left packed (`values.WordCode`: the word and the code's offset in it) are decoded from
 the words (`convert_pair_words`): the pair register is cut from the word with one shift (shared by
 the pairs of a word where it can be) and one mask -- fused by ptxas with the magic number and the
-signed codes' xor into one `lop3` -- then one `sub`/`fma` on the pair. The cost per weight then
+signed codes' xor into one `lop3` (an `and_xor` the target gives: ptxas leaves an and and an xor
+with two immediates as two instructions) -- then one `sub`/`fma` on the pair. The cost per weight then
 depends on where the two codes of a pair sit in the word: 16 bits apart, one shift serves both (the
 pre-laid-out weights put them there: `tile/prelayout.py`).
 """
@@ -139,14 +140,23 @@ def convert_pair(b, c0, c1, src: DType, dst: DType):
     return _pair_tail(b, b.or_(x0, b.shl(x1, _c(16))), 0, 0, x0, x1, src, dst)
 
 
-def convert_pair_words(b, o0, o1, src: DType, dst: DType, shifts=None):
+def plain_and_xor(b, x, mask: int, c: int):
+    """(x & mask) ^ c in plain LLVM IR: the default `and_xor` (a target's intrinsics object may give
+    one instruction for it, see convert_pair_words)."""
+    return b.xor(b.and_(x, _c(mask)), _c(c))
+
+
+def convert_pair_words(b, o0, o1, src: DType, dst: DType, shifts=None, and_xor=None):
     """Two codes given by where they sit in packed words (`values.WordCode`: an integer register
     value and the bit offset of the code) -> two values of `dst` (bf16 or f16), without unpacking
     the codes one per byte: the pair register is made from the words directly -- one shift of the
     word shared by both codes where their offsets are 16 apart (within the half's free mantissa
     bits: the mask, magic number and bias of the trick are moved to where the codes already are,
     and the lane's power of two folded into the bias `fma`), else one shift per code. `shifts`
-    (a dict, word -> set of shift amounts already made) lets pairs of one word share shifts."""
+    (a dict, word -> set of shift amounts already made) lets pairs of one word share shifts.
+    `and_xor(b, x, mask, c)` = (x & mask) ^ c: the mask that cuts the pair from the shifted word and
+    the magic number's xor in one call -- ptxas keeps an `and` and an `xor` with two immediates as
+    two `LOP3`s, so NVPTX gives one `lop3.b32` here (NVPTXIntrinsics.and_xor); default: plain IR."""
     _check_pair(src, dst)
     bits = src.bits
     shifts = {} if shifts is None else shifts
@@ -170,16 +180,16 @@ def convert_pair_words(b, o0, o1, src: DType, dst: DType, shifts=None):
         shifts.setdefault(id(w0), set()).add(r)
         p0, p1 = s0 - r, s1 - 16 - r
         m = _mask(bits)
-        w = b.and_(x, _c((m << p0) | (m << (16 + p1))))
+        w, mask = x, (m << p0) | (m << (16 + p1))           # masked in _pair_tail (with the magic xor)
     else:
         p0 = p1 = 0
         m = _mask(bits)
-        w = b.or_(b.and_(_shr(b, w0, s0), _c(m)), b.and_(_shr(b, w1, s1 - 16), _c(m << 16)))
+        w, mask = b.or_(b.and_(_shr(b, w0, s0), _c(m)), b.and_(_shr(b, w1, s1 - 16), _c(m << 16))), None
     x0 = x1 = None
     if how == "magic32hi" or _special_codes(src):
         x0 = b.and_(_shr(b, w0, s0), _c(_mask(bits)))
         x1 = b.and_(_shr(b, w1, s1), _c(_mask(bits)))
-    return _pair_tail(b, w, p0, p1, x0, x1, src, dst)
+    return _pair_tail(b, w, p0, p1, x0, x1, src, dst, mask, and_xor)
 
 
 def _check_pair(src, dst):
@@ -218,12 +228,15 @@ def _word32(b, o, bits, cache):
     return cache[key], s - base
 
 
-def _pair_tail(b, w, p0, p1, x0, x1, src: DType, dst: DType):
-    """The pair register `w` (code 0 at bits p0.., code 1 at bits 16 + p1.., other bits 0; for
-    "magic32hi" and the inf/NaN codes also the codes x0, x1 as i32) -> (v0, v1)."""
+def _pair_tail(b, w, p0, p1, x0, x1, src: DType, dst: DType, mask=None, and_xor=None):
+    """The pair register `w` (code 0 at bits p0.., code 1 at bits 16 + p1.., other bits 0 -- or, where
+    `mask` is given, the bits of `w & mask`; for "magic32hi" and the inf/NaN codes also the codes
+    x0, x1 as i32) -> (v0, v1)."""
     how = choose(src, dst)
     t, dE, dM, dbias = _DST[dst.name]
     vt = ir.VectorType(t, 2)
+    if mask is not None and how != "magic":
+        w = b.and_(w, _c(mask))
     if how == "magic32hi":
         halves = []
         for x in (x0, x1):
@@ -242,7 +255,8 @@ def _pair_tail(b, w, p0, p1, x0, x1, src: DType, dst: DType):
         e = 10 if dst.name == "f16" else 7
         pm = (0x6400 if dst.name == "f16" else 0x4300)
         h = (1 << (src.bits - 1)) if src.kind == "int" else 0
-        w = b.xor(w, _c(pm | (pm << 16) | (h << p0) | (h << (16 + p1))))
+        c = pm | (pm << 16) | (h << p0) | (h << (16 + p1))
+        w = (and_xor or plain_and_xor)(b, w, mask, c) if mask is not None else b.xor(w, _c(c))
         v = b.bitcast(w, vt)
         if p0 == p1 == 0:
             off = float(2 ** e + h)
@@ -271,10 +285,11 @@ def _pair_tail(b, w, p0, p1, x0, x1, src: DType, dst: DType):
     return outs[0], outs[1]
 
 
-def convert_values(b, vals, src: DType, dst: DType, origin=None):
+def convert_values(b, vals, src: DType, dst: DType, origin=None, and_xor=None):
     """A thread's list of code values -> converted values, pairwise for 16-bit destinations (an odd
     last value converts alone). `origin(value)`: its `values.WordCode` or None -- pairs whose codes
-    both have one are decoded from the packed words (`convert_pair_words`)."""
+    both have one are decoded from the packed words (`convert_pair_words`, with the target's
+    `and_xor`)."""
     if dst.name == "f32":
         return [convert_scalar(b, v, src, dst) for v in vals]
     out = []
@@ -282,7 +297,7 @@ def convert_values(b, vals, src: DType, dst: DType, origin=None):
     for k in range(0, len(vals) - 1, 2):
         o0, o1 = (origin(vals[k]), origin(vals[k + 1])) if origin else (None, None)
         if o0 is not None and o1 is not None:
-            out.extend(convert_pair_words(b, o0, o1, src, dst, shifts))
+            out.extend(convert_pair_words(b, o0, o1, src, dst, shifts, and_xor))
             continue
         out.extend(convert_pair(b, vals[k], vals[k + 1], src, dst))
     if len(vals) % 2:

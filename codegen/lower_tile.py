@@ -655,7 +655,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
                 dup = x.map.dup_source()
                 uniq = [v for v in range(x.map.nvals) if dup[v] == v]
                 conv = dict(zip(uniq, fast_convert.convert_values(self.b, [x.vals[v] for v in uniq], src, dst,
-                                                                       self.word_codes.get)))
+                                                                       self.word_codes.get, self.tgt.and_xor)))
                 self.set(op.results[0], RTile(x.map, [conv[dup[v]] for v in range(x.map.nvals)], dst))
                 return
             if not isinstance(rt, TileType):

@@ -82,6 +82,15 @@ class NVPTXIntrinsics:
                            [ir.Constant(i32, -1), v, ir.Constant(i32, lane_mask), ir.Constant(i32, 0x1F)])
 
     # ------------------------------------------------------------------ math
+    def and_xor(self, b, x, mask: int, c: int):
+        """(x & mask) ^ c as one `lop3.b32` (LUT 0x6a = (a & b) ^ c): the dequantization's pair cut
+        and magic number (codegen/fast_convert.py). Written as and + xor, ptxas keeps two LOP3s --
+        an instruction takes one immediate -- where one lop3 with the second constant in a register
+        (made once per kernel) does both, as Marlin's decode does."""
+        asm = ir.InlineAsm(ir.FunctionType(i32, [i32]), f"lop3.b32 $0, $1, {mask & 0xFFFFFFFF:#x}, "
+                           f"{c & 0xFFFFFFFF:#x}, 0x6a;", "=r,r")
+        return b.call(asm, [x])
+
     def exp2_approx(self, b, x):
         return self.d.call(b, "llvm.nvvm.ex2.approx.f", f32, [f32], [x])
 

@@ -177,3 +177,18 @@ def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep
     assert rep["registers"] <= 128, rep
     assert "mma.sync.aligned.m16n8k16" in ck.ptx and "ldmatrix.sync.aligned.m8n8.x4.trans" not in ck.ptx
+
+
+def test_prelaid_int4_pairs_are_cut_and_biased_by_one_lop3():
+    """The register path's int4 decode on sm_90a: each pair register is cut from its shifted word and
+    given the magic number (with the signed codes' xor) by ONE lop3.b32 (LUT 0x6a: (a & b) ^ c) --
+    written as and + xor, ptxas keeps two LOP3s -- then one bias sub/fma: a 128x128 K tile on 4 warps is
+    64 pairs per thread, so 64 fused lop3s and no xor left with the magic number."""
+    c = LB.config(1, 14336, 4096, 4, 128, prelaid=True)
+    c["PRELAID"] = tile.prelayout_plan(4, LB.sub_step(c["BK"], 128), c["BN"], c.get("num_warps", 4))
+    ptx = LB.lowbit_gemv.compile(*signature("int4", "f32"), target="sm_90a", G=128, SCALE="float", **c).ptx
+    magic = "0x43084308"                                   # bf16 128.0 in both halves, xor the sign bit 8
+    pairs = c["BK"] * c["BN"] // (32 * c.get("num_warps", 4)) // 2
+    fused = [ln for ln in ptx.splitlines() if "lop3.b32" in ln and ln.rstrip().endswith("0x6a;")]
+    assert len(fused) == pairs and all(magic in ln for ln in fused), (len(fused), fused[:2])
+    assert not [ln for ln in ptx.splitlines() if "xor.b32" in ln and str(int(magic, 16)) in ln]
