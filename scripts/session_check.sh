@@ -9,6 +9,9 @@
 #          serve   attention prefill (every config), low-bit (old path beside the pre-laid-out register
 #                  path), split-KV decode, the MoE layer
 #          cmp     OLD_TREE beside this tree on the GEMM rows (scripts/bench_compare.sh, one round)
+#          first   when one call is all there is: the GPU tests of the paths never run before (T_TESTS),
+#                  then GEMM 4096^3 and attention S2048 D128 (causal and not) over every config, and
+#                  the low-bit bar cases (old path beside the pre-laid-out one)
 set -uo pipefail
 part=${1:-tests}
 old=${2:-old}
@@ -38,9 +41,21 @@ serve)
   timeout ${T_SERVING:-100} python3 benchmarks/attention_serving.py --quick --out "$OUT/serving" >"$OUT/serving.log" 2>&1
   grep -hE "^(attention|moe)" "$OUT/att.log" | tail -10; tail -16 "$OUT/lowbit.log"; tail -8 "$OUT/serving.log"
   ;;
+first)
+  NEW_TESTS="tests/test_tma_store.py tests/test_warp_specialize.py tests/test_persistent_ws.py tests/test_pingpong.py
+    tests/test_attention_ws.py tests/test_divisibility.py tests/test_e8m0.py tests/test_launch_fast.py"
+  timeout ${T_TESTS:-240} python3 -m pytest -m gpu -q -n ${JOBS:-12} -p no:cacheprovider --tb=line \
+    --junitxml="$OUT/junit.xml" ${TESTS:-$NEW_TESTS} >"$OUT/tests.log" 2>&1
+  echo "tests rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head -20
+  python3 scripts/junit_counts.py "$OUT/junit.xml"
+  timeout ${T_GEMM:-150} python3 benchmarks/run.py --quick --tune-configs 0 --budget 140 \
+    --only gemm/4096x4096x4096,attention/B8-H16-S2048-D128 --out "$OUT/gemm" >"$OUT/gemm.log" 2>&1
+  timeout ${T_LOWBIT:-90} python3 benchmarks/lowbit.py --quick >"$OUT/lowbit.log" 2>&1
+  grep -hE "^(gemm|attention)" "$OUT/gemm.log" | tail -8; tail -16 "$OUT/lowbit.log"
+  ;;
 cmp)
   ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-500} bash scripts/bench_compare.sh "$old" --only ${CMP_ROWS:-gemm} \
     >"$OUT/cmp.log" 2>&1; tail -14 "$OUT/cmp.log"
   ;;
-*) echo "unknown part '$part' (tests, gemm, serve, cmp)"; exit 2 ;;
+*) echo "unknown part '$part' (tests, gemm, serve, cmp, first)"; exit 2 ;;
 esac
