@@ -11,12 +11,26 @@ torch's current stream, which is what CUDA-graph capture needs. tilec itself nev
 this file does (inside its functions, so the gallery's tests can load it without torch).
 """
 import functools
+import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import tile
-from gemm import gemm, reference          # the gallery kernel and its float64 reference
+
+
+def _gallery(name):
+    """examples/<name>.py loaded by its path: a module called `gemm` elsewhere on sys.path (the
+    benchmark package has one) must not stand in for the gallery's."""
+    spec = importlib.util.spec_from_file_location(f"tilec_gallery_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_gemm = _gallery("gemm")
+gemm, reference = _gemm.gemm, _gemm.reference            # the gallery kernel and its float64 reference
 
 
 @functools.lru_cache(maxsize=None)

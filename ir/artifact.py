@@ -164,8 +164,13 @@ def divisible_ok(ptr, shape, strides, bits: int) -> bool:
     """The facts a `divisible` tensor parameter promises (function attribute `divisible`, KernelMeta
     .divisible): a 16-byte aligned base address (`ptr`; None: a host array, copied to an aligned
     allocation), a unit last stride, and its last size and every other stride multiples of 16 bytes'
-    worth of elements (`divisible_elems`). Code compiled for them has vector accesses without a
-    run-time check (passes/divisibility.py); the launchers refuse arguments without them."""
+    worth of elements (`divisible_elems`). A tensor with no elements has them all: nothing of it is
+    accessed, and its strides are whatever the array library chose -- (0, 1) for a 64 x 0 NumPy
+    array, (1, 1) for its device copy, which made a K = 0 GEMM launch refuse its own specialization.
+    Code compiled for them has vector accesses without a run-time check (passes/divisibility.py);
+    the launchers refuse arguments without them."""
+    if shape and 0 in shape:
+        return True
     e = divisible_elems(bits)
     if (ptr is not None and ptr % DIVISIBLE_BYTES) or not shape or strides[-1] != 1 or shape[-1] % e:
         return False

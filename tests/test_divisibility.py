@@ -217,6 +217,21 @@ def test_fast_launcher_takes_the_specialization_its_facts_select(driver):  # noq
     assert driver[2][2][:3] == [0x7F0000200000, 1001, 1]
 
 
+def test_divisible_facts_of_shapes_and_strides():
+    """ir.artifact.divisible_ok: 16-byte aligned base, unit last stride, last size and other strides
+    multiples of 16 bytes of elements -- and a tensor with no elements has every fact, whatever
+    strides its library gave it (the NumPy 64 x 0 array's (0, 1) and its device copy's (1, 1) must
+    select the same specialization: a K = 0 GEMM launch once refused its own)."""
+    from tile.ir.artifact import divisible_ok
+    assert divisible_ok(0x1000, (64, 64), (64, 1), 16) and divisible_ok(None, (3, 8), (8, 1), 16)
+    assert not divisible_ok(0x1008, (64, 64), (64, 1), 16)            # 8-byte aligned
+    assert not divisible_ok(0x1000, (64, 60), (60, 1), 16)            # 60 bf16 = 120 bytes
+    assert not divisible_ok(0x1000, (64, 64), (72, 2), 16)            # not a unit last stride
+    assert divisible_ok(0x1000, (64, 32), (32, 1), 4) and not divisible_ok(0x1000, (64, 16), (16, 1), 4)
+    for strides in ((0, 1), (1, 1), (1, 0)):
+        assert divisible_ok(0x1000, (64, 0), strides, 16) and divisible_ok(0x1008, (0, 5), strides, 16)
+
+
 def test_fast_launcher_checks_the_compiled_facts(driver):  # noqa: F811
     """A FastLauncher built for a divisible specialization returns None (launching nothing) for
     arguments without the facts, whoever built it."""

@@ -265,7 +265,10 @@ def test_gpu_warp_specialized_gemm(cfg, M, N, K):
     """Each config against float64 at ragged shapes: M, N, K not multiples of the tile, K shorter than
     the stages (K = 40: one partial tile; K = 0: no iteration, the output is the epilogue of zeros),
     and a longer K (16 tiles: the ring wraps four times). bf16 output: relative error < 1e-2; every
-    element written (poisoned with NaN first); bias and gelu in the epilogue."""
+    element written (poisoned with NaN first); bias and gelu in the epilogue. The producer warpgroup
+    is there where TMA can read both operands (row strides of whole 16-byte units: N and K multiples
+    of 8); B with N = 129 or 300 takes cp.async, and the loop keeps the ordinary pipeline (with a
+    PerformanceWarning) -- right all the same."""
     _hopper()
     BM, BN, BK, nw, S = CONFIGS[cfg]
     rng = np.random.default_rng()
@@ -275,7 +278,8 @@ def test_gpu_warp_specialized_gemm(cfg, M, N, K):
     C = tile.asarray(np.full((M, N), np.nan), bf16)
     ck = GEMM.gemm[(tile.cdiv(M, BM), tile.cdiv(N, BN))](A, B, C, bias, 1.5, HAS_BIAS=True, ACT="gelu",
                                                            **_kw(cfg))
-    assert ck.artifact.meta.num_threads == 32 * nw + 128
+    tma = N % 8 == 0 and K % 8 == 0
+    assert ck.artifact.meta.num_threads == 32 * nw + (128 if tma else 0)
     ref = GEMM.reference(A.numpy(), B.numpy(), bias, 1.5, "gelu")
     out = C.numpy().astype(np.float64)
     assert np.isfinite(out).all(), "some outputs were not written"
