@@ -20,27 +20,28 @@ def configs(M) -> list:
     if M <= 256:
         return [dict(BM=64, BN=128, BK=64, STAGES=4), dict(BM=128, BN=128, BK=64, STAGES=3),
                 dict(BM=64, BN=64, BK=64, STAGES=4)]
-    # (128x256 on 4 warps spills 3.8 KB per thread on sm_90a: 8 warps, each warpgroup 64x256)
-    return [dict(BM=128, BN=128, BK=64, STAGES=3), dict(BM=128, BN=256, BK=64, STAGES=3, num_warps=8),
-            dict(BM=128, BN=128, BK=32, STAGES=4), dict(BM=64, BN=128, BK=64, STAGES=4)] + NEW_CONFIGS
+    # measured order (H100, 4096^3, 2026-12-06, BENCHMARKS.md): persistent warp-specialized 128x256
+    # first (719 TF/s), then warp-specialized, then the cp.async pipelines (128x128 s3: 626). Quick mode
+    # tunes the first two. (128x256 on 4 warps spills 3.8 KB per thread on sm_90a: 8 warps.)
+    return PERSISTENT_WS_CONFIGS + WS_CONFIGS + [
+        dict(BM=128, BN=128, BK=64, STAGES=3), dict(BM=128, BN=256, BK=64, STAGES=3, num_warps=8),
+        dict(BM=128, BN=128, BK=32, STAGES=4), dict(BM=64, BN=128, BK=64, STAGES=4),
+        dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)]
 
 
-# Last in the list (full mode only) until they have been measured on an H100:
 # warp-specialized (Hopper; passes/warp_specialize.py): a TMA producer warpgroup beside num_warps / 4
-# consumer warpgroups; persistent: one block per SM looping over the tiles in grouped order.
+# consumer warpgroups (elsewhere the loop keeps the cp.async pipeline, with a PerformanceWarning).
 WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, num_warps=8),
               dict(BM=256, BN=128, BK=64, STAGES=4, WS=True, num_warps=8),
               dict(BM=128, BN=128, BK=64, STAGES=4, WS=True, num_warps=4)]
-# persistent + warp-specialized (CUTLASS's "persistent warp-specialized" kernel): the producer issues
-# the next tile's copies during this tile's epilogue. The ring lives through the epilogue there (its
-# layout conversion cannot reuse the ring's memory), so 128x256 and 256x128 fit 3 stages, not 4.
+# persistent + warp-specialized (CUTLASS's "persistent warp-specialized" kernel): one block per SM
+# looping over the tiles in grouped order; the producer issues the next tile's copies during this
+# tile's epilogue. The ring lives through the epilogue (with the TMA store's 32 KB staging beside it).
 PERSISTENT_WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
-                         dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
-                         # 4 stages fit beside the TMA store's 32 KB staging (not beside a 64 KB conversion)
                          dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=256, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
+                         dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=128, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=4)]
-NEW_CONFIGS = WS_CONFIGS + [dict(BM=128, BN=128, BK=64, STAGES=4, PERSISTENT=True)] + PERSISTENT_WS_CONFIGS
 
 
 def cases(mode: str) -> list:
