@@ -185,10 +185,12 @@ def rel_err(torch, out, ref):
     return float(torch.linalg.vector_norm(o - ref) / torch.linalg.vector_norm(ref))
 
 
-def tilec_consts(lb, tile, row, M, N, K, mma=True, prelaid=False):
+def tilec_consts(lb, tile, row, M, N, K, mma=True, prelaid=False, ks=None):
     wtype, zero, G, skind = ROWS[row]
     bits = tile.dtype(wtype).bits
     c = lb.config(M, N, K, bits, G, mma=mma, scale=skind, prelaid=prelaid)
+    if ks:
+        c["KS"] = ks
     if M > 16 and mma:                  # beyond the decode regime: 64-row tiles, 3 stages (shared memory)
         c.update(BM=64, STAGES=3, BK=min(c["BK"], max(128, G)))
         c["KS"] = max(c["KS"], c["BK"])
@@ -218,12 +220,12 @@ def _compile_one(job):
         return row, consts, time.perf_counter() - t0, f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def precompile(lb, tile, cases, arch, jobs):
+def precompile(lb, tile, cases, arch, jobs, ks=None):
     """Compile the distinct kernels of `cases` [(row, M, N, K, (mma, prelaid))] in parallel processes, so that
     the launches find them in the disk cache. Prints any failure (the case itself reports it too)."""
     import concurrent.futures as cf
     import multiprocessing as mp
-    todo = sorted({(row, tuple(sorted(tilec_consts(lb, tile, row, M, N, K, mma, pre).items())), arch)
+    todo = sorted({(row, tuple(sorted(tilec_consts(lb, tile, row, M, N, K, mma, pre, ks).items())), arch)
                    for row, M, N, K, (mma, pre) in cases})
     with cf.ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=mp.get_context("spawn")) as ex:
         for row, consts, secs, err in ex.map(_compile_one, todo):
@@ -240,6 +242,8 @@ def main(argv=None):
     ap.add_argument("--shapes", help="comma-separated NxK, e.g. 14336x4096")
     ap.add_argument("--fma", action="store_true", help="also time the FMA (non-tensor-core) path for M <= 4")
     ap.add_argument("--no-prelaid", action="store_true", help="skip the register path (pre-laid-out weights)")
+    ap.add_argument("--ks", type=int, default=None,
+                    help="K slice of every tilec launch instead of config()'s (a multiple of its BK)")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--json", help="write the rows to this file")
     ap.add_argument("--jobs", type=int, default=8, help="processes compiling the kernels up front (1: none)")
@@ -269,7 +273,7 @@ def main(argv=None):
     if args.jobs > 1:
         t0 = time.perf_counter()
         n = precompile(lb, tile, [(r, m, n, k, p) for r, m, n, k in cases for p in paths_of(args, m)],
-                       tcuda.device().arch, args.jobs)
+                       tcuda.device().arch, args.jobs, args.ks)
         print(f"compiled {n} kernels in {time.perf_counter() - t0:.1f} s ({args.jobs} processes)")
     F = torch.nn.functional
     gen = torch.Generator(device="cuda")
@@ -305,7 +309,7 @@ def main(argv=None):
         for mma, pre in paths_of(args, M):
             tag = PATH_TAG[(mma, pre)]
             try:
-                c = tilec_consts(lb, tile, row, M, N, K, mma, pre)
+                c = tilec_consts(lb, tile, row, M, N, K, mma, pre, args.ks)
                 Y = torch.empty((M, N), device="cuda", dtype=torch.float32)
                 grid = lb.grid(M, N, K, **c)
                 kern = lb.lowbit_gemv
@@ -389,9 +393,9 @@ def bars(rows, bw):
 
 def _print(r, bw):
     nbytes = r["weight_bytes"] + r["scale_bytes"] + r["act_bytes"]
-    cfg = r.get("config") or {}
-    cs = " ".join(f"{k}={cfg[k]}" for k in ("BM", "BN", "BK", "KS") if k in cfg)
     for tag in ("", "_pre", "_fma"):
+        cfg = r.get("config" + tag) or {}                  # each path's own (the register path's BK differs)
+        cs = " ".join(f"{k}={cfg[k]}" for k in ("BM", "BN", "BK", "KS") if k in cfg)
         if tag and ("tilec_us" + tag) not in r and ("error" + tag) not in r:
             continue
         name = r["row"] + {"": "", "_pre": "(pre)", "_fma": "(fma)"}[tag]

@@ -9,8 +9,9 @@ kernel is specialized on W's dtype. Where the time goes at M = 1 is reading W, s
 built for bandwidth:
 
 * split-K: grid (cdiv(N, BN), cdiv(K, KS), cdiv(M, BM)). Each block reduces one K slice of KS rows
-  and adds its partial sums into Y with `tile.atomic_add` (f32 `red.global.add`). 14336 x 4096 with
-  BN = 128, KS = 512 is 112 x 8 = 896 blocks (6.8 per SM on 132 SMs); `config()` picks these.
+  and adds its partial sums into Y with `tile.atomic_add` (f32 `red.global.add`). `config()` picks
+  the split so that every block is resident at once (one wave): 14336 x 4096 on the register path
+  (4 blocks per SM) is BN = 128, KS = 1024: 112 x 4 = 448 blocks of 8 K tiles.
   Why atomics and not a workspace reduced by a second kernel: both need a second launch-sized step
   on the timeline (zeroing Y, ~1-2 us, or the reduction kernel, ~2 us) and both move a few hundred
   KB at most (SPLIT x M x N x 4 bytes; 8 x 14336 x 4 = 459 KB at M = 1: 0.15 us of HBM time, and
@@ -106,18 +107,24 @@ def _scale(s, SCALE: tile.constexpr):
     return s.astype(f32)
 
 
-def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float", prelaid=False):
+def config(M, N, K, bits, G=128, mma=None, sms=132, resident=None, scale="float", prelaid=False):
     """Launch constants for a problem: BN = 128 columns; a K tile BK of 256 rows for widths <= 4 bits
-    (16 KB of int4 codes per tile) or 128 (16 KB of int8), halved when the problem is too small for
-    `waves` waves of blocks otherwise; the K slice KS (a multiple of BK) as LONG as still gives
-    >= `waves` x `sms` blocks, so that each block has as many K tiles to pipeline as possible.
+    (16 KB of int4 codes per tile) or 128 (16 KB of int8), halved when the problem is too small to fill
+    the GPU otherwise; and the K slice KS (a multiple of BK): the SHORTEST whose grid still fits in one
+    wave of resident blocks -- `resident` per SM (default 4 on the register path: 51 KB rings; 2 on the
+    shared-memory path: 102 KB) times `sms` -- so that every block streams its slice from the start and
+    none waits for another to finish. Why: on an H100 (BENCHMARKS.md, 2026-12-06) the longest KS that
+    still gave >= 4 x 132 blocks made 896 blocks of 4 K tiles for 14336 x 4096 (1.7 waves at 4 per SM:
+    17.8 us, 1.65 TB/s) and 1024 blocks of ONE tile for 4096 x 4096 (9.2 us for 8 MB): each wave paid
+    the memory latency again and the tail ran on part of the GPU. (This rule is not measured yet;
+    `benchmarks/lowbit.py --ks 512` times the old split of 14336 x 4096 for comparison.)
     MMA (tensor cores, M padded to 16: its loads are software-pipelined through cp.async) unless
     mma=False is asked; then BM = M rounded up to 1, 2 or 4 (the FMA path)."""
     mma = True if mma is None else mma
     BM = 16 if mma else min(4, 1 << (M - 1).bit_length())
     BN = 128
     nb = tile.cdiv(N, BN) * tile.cdiv(M, BM)
-    want = waves * sms
+    want = (resident or (4 if prelaid else 2)) * sms
     # prelaid (the register path): K tiles of at most 128 rows. Its blocks need no shared scratch to
     # transpose the weights, so smaller rings (4 stages x 12.5 KB = 51 KB at BK = 128, against 102 KB
     # at 256) fit 4 blocks per SM instead of 2 -- 4 x 2 prefetched x 8 KB = 64 KB of int4 in flight
@@ -130,7 +137,7 @@ def config(M, N, K, bits, G=128, mma=None, sms=132, waves=4, scale="float", prel
     if G and BK % G and G % BK:
         BK = G
     KS = BK
-    while KS < K and nb * tile.cdiv(K, 2 * KS) >= want:
+    while KS < K and nb * tile.cdiv(K, KS) > want:
         KS *= 2
     out = dict(BM=BM, BN=BN, BK=BK, KS=KS, MMA=mma)
     if scale == "e8m0" and mma and not prelaid:        # 4 warps: 255 registers and a 4-byte spill on sm_90a (TMA copies)

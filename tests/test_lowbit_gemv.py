@@ -55,12 +55,20 @@ def test_interpreter_mx_and_nvfp4_scales(scale, G):
     assert err < 1e-2, err
 
 
-def test_config_gives_enough_blocks():
+@pytest.mark.parametrize("prelaid", [False, True])
+def test_config_fills_one_wave_of_resident_blocks(prelaid):
+    """The split-K grid of the bar shapes: every SM busy, every block resident at once (4 per SM on
+    the register path, 2 on the shared-memory path: one wave), and the K slice the shortest that fits
+    -- half of it would need a second wave."""
+    resident = 4 if prelaid else 2
     for N, K in ((14336, 4096), (4096, 4096), (4096, 14336)):
         for bits in (2, 3, 4, 8):
-            c = LB.config(1, N, K, bits)
+            c = LB.config(1, N, K, bits, prelaid=prelaid)
             g = LB.grid(1, N, K, **c)
-            assert g[0] * g[1] * g[2] >= 4 * 132, (N, K, bits, c, g)
+            blocks = g[0] * g[1] * g[2]
+            assert 132 <= blocks <= resident * 132, (N, K, bits, c, g)
+            half = g[0] * g[2] * tile.cdiv(K, c["KS"] // 2)
+            assert c["KS"] == c["BK"] or half > resident * 132, (N, K, bits, c, half)
             assert c["KS"] % c["BK"] == 0 and c["BK"] % 128 == 0
             assert c["BK"] * c["BN"] * bits // 8 >= 4096          # >= 4 KB of packed weights per K tile
 
