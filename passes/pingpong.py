@@ -19,6 +19,15 @@ What codegen does (codegen/lower_pingpong.py), for consumer warpgroup w (0 or 1;
                                                           (before its wait: the other one may issue)
     after the loop:   w == 0: bar.sync B, 256            (the drain)
 
+Measured limit (H100, 2026-12-06, BENCHMARKS.md): with the window from the first wgmma (q k^T) to the
+last (p v), the softmax between them lies inside a warpgroup's turn, so the turns serialize the two
+warpgroups instead of overlapping one's softmax with the other's GEMMs: WS + PINGPONG ran at 295
+TF/s against WS alone at 398 (S2048 D128). FlashAttention-3 syncs before p v of iteration j and
+arrives after q k^T of iteration j + 1 is issued (the softmax outside every turn). Moving the window
+there needs the wait on the next stage's `full` barrier taken out of it first (FA3 waits for K
+before its sync): inside it, with 2 stages and an in-flight p v, the producer can wait for the other
+warpgroup's release while that warpgroup waits for this one's turn to end.
+
 Counting. A named barrier's phase completes when 256 threads (the count, = the two consumer
 warpgroups' 128 + 128) have arrived at it, by bar.arrive (not waiting) or bar.sync (waiting). Barrier
 B (warpgroup 0's turn): warpgroup 1 arrives once before the loop and once per iteration; warpgroup 0
