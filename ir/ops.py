@@ -1058,13 +1058,15 @@ def _setmaxnreg(op):
         "ends with `yield`. Attribute `stages` asks for software pipelining of its loads (`pipelined`, `prefetch`: "
         "what pipelining did); `warp_specialize` asks for a producer warpgroup issuing its copies "
         "(passes/warp_specialize.py); `pingpong` (with it, Hopper) asks for the two consumer warpgroups to take turns "
-        "issuing their wgmmas, through named barriers `pingpong_barrier` and `pingpong_barrier` + 1 (what "
-        "passes/pingpong.py decided). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
+        "issuing their wgmmas, through named barriers `pingpong_barrier` and `pingpong_barrier` + 1, a turn "
+        "spanning `pingpong_window` = \"between\" (the last wgmma of one iteration to the first of the next) or "
+        "\"within\" (an iteration's first wgmma to its last) (what passes/pingpong.py decided). Attribute `schedule` (AMD: \"pingpong\" / \"interleave\", `phases`) asks for "
         "a wave schedule of its MFMAs (passes/schedule_amd.py; other targets ignore it).", operands="lo, hi, step, inits*",
         regions=1,
         attrs={"stages": Int(min=1).opt, "pipelined": Int(min=0).opt, "prefetch": Int(min=0).opt,
                "warp_specialize": Bool().opt, "pingpong": Bool().opt,
-               "pingpong_barrier": Int(min=1, max=14).opt, **LOOP_SCHEDULE},
+               "pingpong_barrier": Int(min=1, max=14).opt, "pingpong_window": OneOf("between", "within").opt,
+               **LOOP_SCHEDULE},
         infer=lambda t, a: list(t.inits))
 def _for(op):
     lo = op.lo.type
@@ -1081,6 +1083,8 @@ def _for(op):
     _yield_matches(op, body, inits)
     need(op, "pingpong_barrier" not in op.attrs or op.attrs.get("pingpong"),
          "pingpong_barrier without pingpong = true (the barriers of a ping-pong nobody asked for)")
+    need(op, "pingpong_window" not in op.attrs or "pingpong_barrier" in op.attrs,
+         "pingpong_window without pingpong_barrier (a turn without its barriers)")
 
 
 @define("if", "`if(c)`: region 0 when the i1 scalar c is true, else region 1; each ends with `yield` of the "

@@ -5,30 +5,43 @@ its softmax (exp2, max, sum: SFU and ALU work), so the GEMMs of one overlap the 
 Asked for by `tile.range(..., warp_specialize=True, pingpong=True)` (loop attribute `pingpong`; the
 front end refuses it without warp_specialize). Runs after warp_specialize. It applies where the
 target has `wgmma`, the loop is the consumers' loop of a `warp_specialize` op (region 1) with exactly
-two consumer warpgroups (`num_warps = 8`), its body has at least one wgmma dot at its top level, and
-no explicit `barrier` lies between its first and its last wgmma dot; then it records the named
-barriers to use, `pingpong_barrier = B` (B = one past the op's consumer and producer barriers: ids B
-and B + 1). Otherwise a tile.PerformanceWarning says why and the attribute is dropped (the same
-kernel, without the turns). The values are unchanged: only the order in which the warpgroups issue
-their wgmmas is; the interpreter ignores the attribute.
+two consumer warpgroups (`num_warps = 8`) and its body has at least one wgmma dot at its top level;
+then it records the named barriers to use, `pingpong_barrier = B` (B = one past the op's consumer and
+producer barriers: ids B and B + 1), and the window of a turn, `pingpong_window`. Otherwise a
+tile.PerformanceWarning says why and the attribute is dropped (the same kernel, without the turns).
+The values are unchanged: only the order in which the warpgroups issue their wgmmas is; the
+interpreter ignores the attributes.
 
-What codegen does (codegen/lower_pingpong.py), for consumer warpgroup w (0 or 1; thread id / 128):
-    before the loop:  w == 1: bar.arrive B, 256          (warpgroup 0's head start)
-    each iteration:   bar.sync  B + w, 256               before the first wgmma dot's wgmma.fence
-                      bar.arrive B + 1 - w, 256          after the last wgmma dot's commit_group
-                                                          (before its wait: the other one may issue)
-    after the loop:   w == 0: bar.sync B, 256            (the drain)
+The window. FlashAttention-3's turn lies "between" iterations: from before p v of iteration j to
+after q k^T of iteration j + 1 is issued, so each warpgroup's softmax is outside every turn and
+overlaps the other's GEMMs. (The first version's window, "within" -- an iteration's first wgmma to
+its last -- put the softmax inside the turn and serialized the warpgroups: WS + PINGPONG ran at 295
+TF/s against WS alone at 398 on an H100, S2048 D128, BENCHMARKS.md 2026-12-06.) "between" is chosen
+where the body has two or more top-level wgmma dots, no explicit `barrier` before the first or after
+the last (those lie in a turn), and the stage wait inside the turn cannot deadlock (below); else
+"within" where no barrier lies between the first and the last wgmma (a one-dot body: the two are
+the same turn); else the ping-pong is refused.
 
-Measured limit (H100, 2026-12-06, BENCHMARKS.md): with the window from the first wgmma (q k^T) to the
-last (p v), the softmax between them lies inside a warpgroup's turn, so the turns serialize the two
-warpgroups instead of overlapping one's softmax with the other's GEMMs: WS + PINGPONG ran at 295
-TF/s against WS alone at 398 (S2048 D128). FlashAttention-3 syncs before p v of iteration j and
-arrives after q k^T of iteration j + 1 is issued (the softmax outside every turn). Moving the window
-there needs the wait on the next stage's `full` barrier taken out of it first (FA3 waits for K
-before its sync): inside it, with 2 stages and an in-flight p v, the producer can wait for the other
-warpgroup's release while that warpgroup waits for this one's turn to end.
+What codegen does (codegen/lower_pingpong.py), for consumer warpgroup w (0 or 1; thread id / 128),
+all barriers with 256 threads:
+    "within"                                               "between"
+    before the loop:  w == 1: bar.arrive B                 w == 1: bar.arrive B; then bar.sync B + w
+    each iteration:   bar.sync B + w before the first      bar.arrive B + 1 - w after the FIRST wgmma's
+                      wgmma's fence; bar.arrive B + 1 - w  commit; bar.sync B + w before the LAST
+                      after the last wgmma's commit        wgmma's fence
+    after the loop:   w == 0: bar.sync B (the drain)       bar.arrive B + 1 - w; w == 0: bar.sync B
+"between" counts: each warpgroup syncs n + 1 times on its own barrier and arrives n + 1 times on the
+other's; with warpgroup 1's head start and warpgroup 0's drain, B sees n + 2 arrives and n + 2 syncs,
+B + 1 n + 1 and n + 1 (n = 0 included). The phases alternate as in "within" (below).
 
-Counting. A named barrier's phase completes when 256 threads (the count, = the two consumer
+Deadlock freedom of "between". A turn holds the next iteration's wait on its `full` stage: warpgroup
+w waits there, in its turn, for the producer; the producer waits for every consumer warp's release of
+iteration j + 1 - S (S = the ring's stages); the other warpgroup meanwhile waits at its sync before
+p v of iteration j, having released every iteration up to j - 1 (its last dot not in flight: released
+after that dot) or j - 2 (in flight: released one iteration later). So j + 1 - S <= j - 1 needs S >= 2,
+and S >= 3 where the last dot stays in flight: the pass checks it and takes "within" otherwise.
+
+Counting ("within"). A named barrier's phase completes when 256 threads (the count, = the two consumer
 warpgroups' 128 + 128) have arrived at it, by bar.arrive (not waiting) or bar.sync (waiting). Barrier
 B (warpgroup 0's turn): warpgroup 1 arrives once before the loop and once per iteration; warpgroup 0
 syncs once per iteration and once after the loop. Barrier B + 1 (warpgroup 1's turn): warpgroup 0
@@ -84,13 +97,26 @@ def _why_not(fn: Function, lp: Operation, target: Target) -> str | None:
     nw = int(fn.attrs.get("num_warps", 4))
     if nw != 4 * CONSUMER_WARPGROUPS:
         return f"it needs exactly {CONSUMER_WARPGROUPS} consumer warpgroups (num_warps = 8), got num_warps = {nw}"
+    return _window(lp)[1]
+
+
+def _window(lp: Operation) -> tuple:
+    """("between" | "within", None), or (None, why not) -- see "The window" in the module docstring."""
     body = lp.regions[0].ops
     dots = [i for i, o in enumerate(body) if o.name == "dot" and str(o.attrs.get("atom", "")).startswith("wgmma")]
     if not dots:
-        return "the loop body has no wgmma dot at its top level"
-    if any(o.name == "barrier" for o in body[dots[0]:dots[-1]]):
-        return "a barrier lies between the loop's first and last wgmma (the other warpgroup waits for its turn there)"
-    return None
+        return None, "the loop body has no wgmma dot at its top level"
+    first, last = dots[0], dots[-1]
+
+    def barrier_in(ops):
+        return any(o.name == "barrier" for o in ops)
+    if first != last and not barrier_in(body[:first]) and not barrier_in(body[last + 1:]):
+        stages = int(lp.attrs.get("pipelined") or 0)
+        if stages >= (3 if body[last].attrs.get("inflight") else 2):
+            return "between", None
+    if barrier_in(body[first:last]):
+        return None, "a barrier lies between the loop's first and last wgmma (the other warpgroup waits for its turn there)"
+    return "within", None
 
 
 def _warn(fn: Function, loop: Operation, why: str):
@@ -110,12 +136,14 @@ def pingpong_function(fn: Function, target: Target | None = None) -> Function:
             continue
         ws = _consumer_region_of(lp)
         lp.attrs["pingpong_barrier"] = max(int(ws.attrs["consumer_barrier"]), int(ws.attrs["producer_barrier"])) + 1
+        lp.attrs["pingpong_window"] = _window(lp)[0]
     return fn
 
 
 @register("pingpong")
 def pingpong(m: Module, target: Target) -> Module:
-    """Record the named barriers of a `pingpong = true` consumer loop, or drop the attribute with a warning."""
+    """Record the named barriers and the turn's window of a `pingpong = true` consumer loop, or drop the
+    attribute with a warning."""
     for fn in m.functions:
         pingpong_function(fn, target)
     return m

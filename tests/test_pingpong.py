@@ -4,9 +4,10 @@ codegen/lower_pingpong.py issues `bar.sync` / `bar.arrive` around each iteration
 
 CPU: the loop attributes after the pass and their round trip; the verifier, the front end and the
 pass refusing what cannot apply (a located CompileError without warp_specialize, a located
-PerformanceWarning on sm_80 and with one consumer warpgroup); the PTX (the head start, the drain, one
-sync before the first wgmma's fence and one arrive after the last wgmma's commit, in the loop) with
-ptxas 0 spills and no warning; the interpreter giving the same bits with and without the attribute.
+PerformanceWarning on sm_80 and with one consumer warpgroup); the turn's window (FA3's "between":
+each warpgroup's turn from p v of one iteration to q k^T of the next, its softmax outside) and the PTX
+(the head start, the drain, the first turn before the loop and the last after it, in the loop one
+sync before p v's fence and one arrive after q k^T's commit) with ptxas 0 spills and no warning; the interpreter giving the same bits with and without the attribute.
 GPU (`-m gpu`): against float64 at ragged shapes, causal and not, plain and rotated (OVERLAP)."""
 import functools
 import re
@@ -105,33 +106,68 @@ def _instructions(ptx):
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
-def test_ptx_turns_around_the_wgmma_issues(overlap):
+def test_ptx_turns_between_iterations(overlap):
+    """FA3's turns: a warpgroup's turn runs from p v (RS: A from registers) of one iteration to q k^T
+    (SS: two descriptors) of the next, so its softmax lies outside every turn."""
     from tile.codegen import ptxas_report
     D, BN = (128, 128) if not overlap else (128, 64)
     ck = ATTN.attention.compile(T4, T4, T4, T4, f32, target="sm_90a", D=D, BN=BN, CAUSAL=True, OVERLAP=overlap, **PP)
+    assert 'pingpong_window = "between"' in str(ck.ir_after["pingpong"])
     ins = _instructions(ck.ptx)
     # the head start (warpgroup 1 -> barrier 3) and the drain (warpgroup 0 on barrier 3): once each
     assert ins.count("bar.arrive \t3, 256;") == 1 and ins.count("bar.sync \t3, 256;") == 1
-    assert ins.index("bar.arrive \t3, 256;") < ins.index("bar.sync \t3, 256;")
+    head, drain = ins.index("bar.arrive \t3, 256;"), ins.index("bar.sync \t3, 256;")
     syncs = [i for i, x in enumerate(ins) if re.fullmatch(r"bar\.sync \t%r\d+, 256;", x)]
     arrives = [i for i, x in enumerate(ins) if re.fullmatch(r"bar\.arrive \t%r\d+, 256;", x)]
-    assert len(syncs) == 1 and len(arrives) == 1
+    assert len(syncs) == 2 and len(arrives) == 2, (syncs, arrives)
     mine, other = ins[syncs[0]].split()[1][:-1], ins[arrives[0]].split()[1][:-1]
+    assert {ins[i].split()[1][:-1] for i in syncs} == {mine} and {ins[i].split()[1][:-1] for i in arrives} == {other}
     wg = re.search(r"shr\.u32 \t(%r\d+), %r\d+, 7;", ck.ptx).group(1)      # thread id / 128
     assert f"add.s32 \t{mine}, {wg}, 3;" in ins and f"sub.s32 \t{other}, 4, {wg};" in ins
-    # the sync right before a wgmma.fence whose group is q @ k^T (SS: two descriptors); the arrive
-    # right after the commit of p @ v (RS: A from registers), before that group's wait
-    assert ins[syncs[0] + 1] == "wgmma.fence.sync.aligned;"
-    first = next(x for x in ins[syncs[0]:] if "wgmma.mma_async" in x)
-    assert first.count("{%r") == 1                  # SS: the accumulator's registers, then two descriptors
-    assert ins[arrives[0] - 1] == "wgmma.commit_group.sync.aligned;"
-    last = next(x for x in reversed(ins[:arrives[0]]) if "wgmma.mma_async" in x)
-    assert last.count("{%r") == 2 and ins[arrives[0] + 1].startswith("wgmma.wait_group")     # RS: A's registers too
-    # inside the loop: between the head start and the drain
-    assert ins.index("bar.arrive \t3, 256;") < min(syncs + arrives) and max(syncs + arrives) < ins.index("bar.sync \t3, 256;")
+    # (the PTX's block order is LLVM's, not the program's: each barrier is found by its neighbours)
+    # one sync right before the fence of p v (RS: A from registers too): its turn opens there
+    turn = [i for i in syncs if ins[i + 1] == "wgmma.fence.sync.aligned;"]
+    assert len(turn) == 1
+    pv = [x for x in ins[turn[0] + 2:turn[0] + 12] if "wgmma.mma_async" in x]
+    assert pv and all(x.count("{%r") == 2 for x in pv)
+    # nothing but p v's wgmmas from that sync to their commit: no softmax in the turn
+    commit = ins.index("wgmma.commit_group.sync.aligned;", turn[0])
+    assert all("wgmma" in x or x.startswith("{") for x in ins[turn[0] + 1:commit]), ins[turn[0]:commit]
+    # one arrive right after the commit of q k^T (SS: the accumulator's registers, then two
+    # descriptors), before that group's wait: the turn closes there
+    close = [i for i in arrives if ins[i - 1] == "wgmma.commit_group.sync.aligned;"]
+    assert len(close) == 1
+    qk = next(x for x in reversed(ins[:close[0]]) if "wgmma.mma_async" in x)
+    assert qk.count("{%r") == 1
+    # the first turn opens before the loop, after the head start; the last closes after the loop,
+    # right before the drain
+    first = next(i for i in syncs if i not in turn)
+    last = next(i for i in arrives if i not in close)
+    assert head < first < min(turn + close) and max(turn + close) < last < drain
+    assert all(x.startswith(("@", "bra", "setp", "bar.")) for x in ins[last:drain]), ins[last:drain + 1]
     rep = ptxas_report(ck.artifact)
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep["log"]
     assert "warning" not in rep["log"].lower(), rep["log"]                  # "Performance Loss", C7515 ...
+
+
+def test_one_wgmma_or_a_deadlock_risk_takes_the_window_within_an_iteration():
+    """"between" needs two wgmma dots and a ring the turn's stage wait cannot deadlock on (S >= 2, or
+    S >= 3 when the last dot stays in flight); otherwise the turn is the iteration's first to last
+    wgmma, as before."""
+    from tile.passes.pingpong import _window
+    from tile.ir.parser import parse_module
+    text = _lowered(False)[1]["pingpong"]
+    assert 'pingpong_window = "between"' in text
+    fn = parse_module(text).functions[0]
+    _, loop = _key_loop(fn)
+    assert _window(loop) == ("between", None)
+    dots = [o for o in loop.regions[0].ops if o.name == "dot"]
+    dots[-1].attrs["inflight"] = 1                  # p v in flight on a 2-stage ring: the release comes late
+    assert _window(loop) == ("within", None)
+    loop.attrs["pipelined"] = 3
+    assert _window(loop) == ("between", None)
+    dots[0].attrs["atom"] = "mma.m16n8k16"           # one wgmma dot left
+    assert _window(loop) == ("within", None)
 
 
 # ------------------------------------------------------------------------------ the interpreter
@@ -141,7 +177,7 @@ def test_same_ir_but_the_attributes():
     with_pp, without = _lowered(True, True, False)[1], _lowered(True, False, False)[1]
     last = "shared_memory_planning"
     assert "pingpong_barrier = 3" in with_pp[last]
-    stripped = re.sub(r"pingpong = true, |, pingpong_barrier = 3", "", with_pp[last])
+    stripped = re.sub(r"pingpong = true, |, pingpong_barrier = 3|, pingpong_window = \"between\"", "", with_pp[last])
     assert stripped.replace("PINGPONG = true", "PINGPONG = false", 1) == without[last]    # (the constexpr)
 
 
@@ -198,8 +234,8 @@ def test_a_barrier_between_the_turns_is_a_located_error():
     from tile.ir.parser import parse_module
     lines = _lowered(False)[1]["shared_memory_planning"].splitlines()
     k = next(i for i, x in enumerate(lines) if " dot " in x and '.ss"' in x)
-    lines.insert(k + 1, '      barrier {id = 1, threads = 256} loc("edited.tir":1:1)')
+    lines.insert(k, '      barrier {id = 1, threads = 256} loc("edited.tir":1:1)')     # before q k^T: in a turn
     m = parse_module("\n".join(lines) + "\n")
     with pytest.raises(CompileError, match=r"attention\.py:\d+:\d+: op 'dot': pingpong: a barrier of both consumer "
-                       r"warpgroups between the loop's first and last wgmma"):
+                       r"warpgroups inside a turn"):
         compiler.generate(m, compiler.resolve("sm_90a"))
