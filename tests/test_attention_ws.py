@@ -151,14 +151,6 @@ def test_interpreter_specialized_ir_same_bits_as_plain_kernel(H, HKV, S, causal,
 
 
 # ------------------------------------------------------------------------------ GPU
-@pytest.fixture
-def hopper(monkeypatch):
-    from tile.compiler import gpu_arch
-    if gpu_arch() != "sm_90a":
-        pytest.skip("needs a Hopper GPU (sm_90a)")
-    monkeypatch.delenv("TILEC_TARGET", raising=False)
-
-
 GPU = [(128, False, 128, False), (128, True, 128, False), (128, True, 128, True), (128, False, 64, True),
        (128, True, 64, False), (64, False, 128, True), (64, True, 128, False), (64, True, 64, True)]
 

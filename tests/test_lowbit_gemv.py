@@ -4,14 +4,12 @@ scale kind), and the PTX of the issue's bar configurations through ptxas for sm_
 and the bit-trick decode in it. The same checks on the GPU are in tests/test_gpu_lowbit.py."""
 import importlib.util
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import on_cpu
+from helpers import assemble, on_cpu
 
 import tile
-from tile.codegen import parse_ptxas_report
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not found on PATH")
@@ -92,12 +90,7 @@ def test_bar_configs_assemble_without_spills(wtype, M, N, K, sdt, G, tmp_path):
     c = LB.config(M, N, K, tile.dtype(wtype).bits, G, scale="e8m0" if sdt in ("u8", "e8m0") else "float")
     ck = LB.lowbit_gemv.compile(*signature(wtype, sdt), target="sm_90a", G=G,
                                 SCALE="e8m0" if sdt == "u8" else "float", **c)
-    src = tmp_path / "k.ptx"
-    src.write_text(ck.ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    rep = parse_ptxas_report(r.stderr)
+    rep = assemble(ck.ptx, "sm_90a", tmp_path)
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep
     assert "cp.async" in ck.ptx                                        # the weights are prefetched
     assert "red.global.add.f32" in ck.ptx or "atom.global.add.f32" in ck.ptx    # split-K partial sums
@@ -176,12 +169,7 @@ def test_prelaid_bar_configs_registers_only(wtype, M, N, K, sdt, G, tmp_path):
     assert code_converts and not [ln for ln in code_converts if "smem_scratch" in ln], code_converts
     shared = int(ir.split("shared_bytes = ")[1].split(",")[0].split("}")[0])
     assert shared <= 56 * 1024, shared
-    src = tmp_path / "k.ptx"
-    src.write_text(ck.ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    rep = parse_ptxas_report(r.stderr)
+    rep = assemble(ck.ptx, "sm_90a", tmp_path)
     assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0 and rep["stack"] == 0, rep
     assert rep["registers"] <= 128, rep
     assert "mma.sync.aligned.m16n8k16" in ck.ptx and "ldmatrix.sync.aligned.m8n8.x4.trans" not in ck.ptx

@@ -30,8 +30,9 @@ import types as _types
 # to tile.<layer> by the install (pyproject's package-dir). Python run from the repository root finds
 # this tile/ before any installed finder, with no install at all or with an editable install of another
 # checkout: the repository root on the package path lets tile.ir & co. resolve here all the same. (An
-# installed copy has them inside tile/; nothing is added there.)
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+# installed copy has them inside tile/; nothing is added there. realpath: tile/ reached through a link,
+# as the test suite's PYTHONPATH folder does, still finds its checkout.)
+_root = _os.path.dirname(_os.path.dirname(_os.path.realpath(__file__)))
 if not _os.path.isdir(_os.path.join(__path__[0], "ir")) and _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")):
     __path__.append(_root)
 
