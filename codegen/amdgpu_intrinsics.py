@@ -104,6 +104,17 @@ class AMDGPUIntrinsics:
     def exp2_approx(self, b, x):
         return self.d.call(b, "llvm.amdgcn.exp2.f32", f32, [f32], [x])
 
+    def round_pair(self, b, lo, hi, dst: str):
+        """Two f32 rounded to bf16 / f16 (nearest even); LLVM pairs them where the chip can."""
+        t = bf16 if dst == "bf16" else f16
+        return [b.fptrunc(lo, t), b.fptrunc(hi, t)]
+
+    def exp2_approx_ftz(self, b, x):
+        """exp2 with results below 2^-126 flushed to +0 (the op's `ftz`), whatever the wave's
+        denormal mode: a compare and a select after v_exp_f32."""
+        r = self.exp2_approx(b, x)
+        return b.select(b.fcmp_ordered("<", r, ir.Constant(f32, 2.0 ** -126)), ir.Constant(f32, 0.0), r)
+
     # ------------------------------------------------------------------ global memory
     @staticmethod
     def _guard(b, pred, what: str):

@@ -375,6 +375,10 @@ class Numerics:
         """IEEE 754-2019 maximumNumber / minimumNumber: a NaN operand is ignored (NaN only if both
         are), and max(-0, +0) = +0, min(-0, +0) = -0 in either order (llvm.maxnum leaves the sign of
         an equal pair unspecified: fixed up with the AND / OR of the two bit patterns)."""
+        if getattr(self.tm, "minmax_orders_zeros", False):
+            # one max.f32 / min.f32: the target's instruction is maximumNumber itself (LLVM's NVPTX
+            # back end maps llvm.maximumnum to it, and llvm.maximum to max.NaN, with no zero fix-up)
+            return self.fintr2(b, "maximumnum" if name == "max" else "minimumnum", x, y)
         r = self.fintr2(b, "maxnum" if name == "max" else "minnum", x, y)
         it = i64 if x.type == f64 else i32
         bx, by = b.bitcast(x, it), b.bitcast(y, it)
@@ -475,7 +479,8 @@ class Numerics:
             raise CompileError(f"integer op '{name}' is not supported")
         return self.norm_int(b, r, dt)
 
-    def unary(self, b, name: str, x, dt: DType):
+    def unary(self, b, name: str, x, dt: DType, ftz: bool = False):
+        """`ftz` (exp2 only): results below 2^-126 are +0 (the ir op's attribute)."""
         if dt.is_float:
             if dt.is_e8m0 and name in ("neg", "abs"):     # no sign bit: -x is NaN (255), |x| is x
                 return _ic(i8, 255) if name == "neg" else x
@@ -488,7 +493,7 @@ class Numerics:
                     return self.fintr(b, "fabs", x)
                 return b.and_(x, _ic(i8, (1 << (dt.bits - 1)) - 1))
             w = self.to_work(b, x, dt)
-            r = self.float_unary(b, name, w)
+            r = self.float_unary(b, name, w, ftz)
             return self.from_work(b, r, dt)
         t = x.type
         if name == "neg":
@@ -521,7 +526,7 @@ class Numerics:
     def _back(self, b, r, was64):
         return b.fpext(r, f64) if was64 else r
 
-    def float_unary(self, b, name, x):
+    def float_unary(self, b, name, x, ftz: bool = False):
         if name in ("floor", "ceil"):
             return self.fintr(b, name, x)
         if name == "round":
@@ -531,6 +536,8 @@ class Numerics:
         if name == "rsqrt":
             return b.fdiv(ir.Constant(x.type, 1.0), self.fintr(b, "sqrt", x))
         x32, w = self._as32(b, x)
+        if name == "exp2" and ftz:
+            return self._back(b, self.tm.exp2_approx_ftz(b, x32), w)
         f = {"exp": self.exp, "exp2": self.exp2, "log": self.log, "log2": self.log2, "sin": self.sin,
              "cos": self.cos, "tanh": self.tanh, "erf": self.erf, "sigmoid": self.sigmoid}.get(name)
         if f is None:
@@ -543,6 +550,13 @@ class Numerics:
         for c in reversed(coeffs[:-1]):
             acc = self.fma(b, acc, x, _fc(c))
         return acc
+
+    def fma_op(self, b, xs, dt: DType):
+        """The `fma` op: in the working type (f32, f64 for f64), one rounding, then to dt."""
+        w = [self.to_work(b, x, dt) for x in xs]
+        t = w[0].type
+        sfx = "f64" if t == f64 else "f32"
+        return self.from_work(b, self.d.call(b, f"llvm.fma.{sfx}", t, [t, t, t], w), dt)
 
     def fma(self, b, a, x, c):
         return self.d.call(b, "llvm.fma.f32", f32, [f32, f32, f32], [a, x, c])

@@ -633,7 +633,13 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         if op.name in BINARY:
             self._elementwise(op, lambda xs: self.num.binary(b, op.name, xs[0], xs[1], dt))
         else:
-            self._elementwise(op, lambda xs: self.num.unary(b, op.name, xs[0], dt))
+            ftz = bool(op.attrs.get("ftz"))
+            self._elementwise(op, lambda xs: self.num.unary(b, op.name, xs[0], dt, ftz))
+
+    @lowers("fma")
+    def op_fma(self, op):
+        dt = op.results[0].type.dtype
+        self._elementwise(op, lambda xs: self.num.fma_op(self.b, xs, dt))
 
     @lowers("cmp")
     def op_cmp(self, op):
@@ -660,6 +666,19 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
                 return
             if not isinstance(rt, TileType):
                 self.set(op.results[0], fast_convert.convert_values(self.b, [x], src, dst)[0])
+                return
+        if op.attrs.get("nan") == "any":
+            x = self.get(op.operands[0])
+            rt = op.results[0].type
+            if isinstance(x, RTile) and isinstance(rt, TileType) and x.map.same(self.tmap(rt)):
+                # only tensor cores read it (instruction selection): two roundings per instruction
+                vals = list(x.vals)
+                out = []
+                for k in range(0, len(vals) - 1, 2):
+                    out.extend(self.tgt.round_pair(self.b, vals[k], vals[k + 1], dst.name))
+                if len(vals) % 2:
+                    out.append(self.tgt.round_pair(self.b, vals[-1], vals[-1], dst.name)[0])
+                self.set(op.results[0], RTile(x.map, out, dst))
                 return
         self._elementwise(op, lambda xs: self.num.convert(self.b, xs[0], src, dst))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from .errors import CompileError
-from .llvm_util import Decls, f16, f32, gptr, i1, i8, i16, i32, i64, sptr, void
+from .llvm_util import Decls, bf16, f16, f32, gptr, i1, i8, i16, i32, i64, sptr, void
 
 _CONSTRAINT = {16: "h", 32: "r", 64: "l"}
 # tilec dtype name -> PTX type of a tensor-core operand
@@ -22,6 +22,9 @@ class NVPTXIntrinsics:
     """The NVPTX side of the lowering interface used by codegen/lower_tile.py."""
 
     name = "nvptx"
+    # PTX max/min order -0 < +0 and return the other operand of a NaN: IEEE 754-2019 maximumNumber /
+    # minimumNumber in one instruction (tests/test_math_gpu.py checks the signs of zero on the GPU)
+    minmax_orders_zeros = True
 
     def __init__(self, decls: Decls, target):
         self.d = decls
@@ -93,6 +96,22 @@ class NVPTXIntrinsics:
 
     def exp2_approx(self, b, x):
         return self.d.call(b, "llvm.nvvm.ex2.approx.f", f32, [f32], [x])
+
+    def round_pair(self, b, lo, hi, dst: str):
+        """Two f32 rounded to bf16 / f16 (nearest even) by one cvt.rn.{bf16x2,f16x2}.f32 (sm_80+; the
+        instruction takes the high half first). A NaN comes out as the hardware's NaN: only for
+        values whose NaN bits nobody reads (a cast with nan = "any")."""
+        t = bf16 if dst == "bf16" else f16
+        if not self.target.has("bf16"):            # the paired cvt is sm_80's, as bf16 is
+            return [b.fptrunc(lo, t), b.fptrunc(hi, t)]
+        name = "llvm.nvvm.ff2bf16x2.rn" if dst == "bf16" else "llvm.nvvm.ff2f16x2.rn"
+        v = self.d.call(b, name, ir.VectorType(t, 2), [f32, f32], [hi, lo])
+        return [b.extract_element(v, ir.Constant(i32, 0)), b.extract_element(v, ir.Constant(i32, 1))]
+
+    def exp2_approx_ftz(self, b, x):
+        """ex2.approx.ftz.f32: one MUFU.EX2 (the non-ftz form adds a compare and two predicated
+        multiplies that keep subnormal results)."""
+        return self.d.call(b, "llvm.nvvm.ex2.approx.ftz.f", f32, [f32], [x])
 
     # ------------------------------------------------------------------ global memory
     def pred_load(self, b, ptr, bits: int, n: int, pred, others):

@@ -207,14 +207,21 @@ class Arith:
         rt = a.type.with_(dtype=bool_) if isinstance(a.type, TileType) else ScalarType(bool_)
         return self.b.value("cmp", [a, b], rt, {"pred": pred})
 
-    def unary(self, op: str, a) -> Value:
+    def fma(self, a, b, c) -> Value:
+        dt = self.result_dtype(a, b, c)
+        if not dt.is_float:
+            dt = f32
+        a, b, c = self.unify(a, b, c, dtype=dt)
+        return self.b.value("fma", [a, b, c], a.type)
+
+    def unary(self, op: str, a, attrs=None) -> Value:
         (a,) = self.unify(a)
         dt = a.type.dtype
         if op in FLOAT_MATH and not dt.is_float:
             a = self.cast(a, f32)
         if op == "not" and not dt.is_int:
             raise SemanticError(f"~ needs an integer or mask operand, got {describe(a)}")
-        return self.b.value(op, [a], a.type)
+        return self.b.value(op, [a], a.type, attrs or None)
 
     def truth(self, c, what="a condition") -> Value:
         """c as an i1 (an integer compares != 0)."""
@@ -273,10 +280,17 @@ def fold_binary(op: str, a, b):
 FOLD_UNARY = tuple(n for n in folding.PY_UNARY if n not in ("round", "not"))
 
 
-def fold_unary(op: str, x):
+def fold_fma(x, y, z):
+    try:
+        return folding.fold("fma", None, float(x), float(y), float(z))
+    except folding.FoldError as e:
+        raise SemanticError(f"cannot evaluate fma({x!r}, {y!r}, {z!r}) at compile time: {e.detail}") from None
+
+
+def fold_unary(op: str, x, attrs=None):
     try:
         if op not in FOLD_UNARY:
             raise KeyError(op)
-        return folding.fold(op, None, x)
+        return folding.fold(op, None, x, attrs=attrs)
     except folding.FoldError as e:
         raise SemanticError(f"cannot evaluate {op}({x!r}) at compile time: {e.detail}") from None

@@ -13,7 +13,7 @@ from ..ir.core import Value
 from ..ir.dtypes import DType, bool_, f32, i32
 from ..ir.types import ScalarType, TileType
 from . import language as L
-from .arith import const_attr, default_dtype, fold_binary, fold_unary
+from .arith import const_attr, default_dtype, fold_binary, fold_fma, fold_unary
 from .errors import SemanticError
 from .values import describe, is_number, is_scalar, is_shared, is_tensor, is_tile, normalize_const
 
@@ -432,10 +432,19 @@ UNARY_BUILTINS = ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "
 @builtin(*UNARY_BUILTINS)
 def _unary(fe, a: Args):
     x = normalize_const(a["x"])
+    attrs = {}
+    if a.name == "exp2":
+        ftz = normalize_const(a["ftz"])
+        if type(ftz) is int and ftz in (0, 1):
+            ftz = bool(ftz)
+        if not isinstance(ftz, bool):
+            raise a.err("ftz", f"ftz must be a compile-time bool (True/False), got {describe(ftz)}")
+        if ftz:
+            attrs["ftz"] = True
     if is_number(x):
-        return fold_unary(a.name, x)
+        return fold_unary(a.name, x, attrs)
     try:
-        return fe.arith.unary(a.name, x)
+        return fe.arith.unary(a.name, x, attrs)
     except SemanticError as e:
         raise a.err("x", f"{e.msg}") from None
 
@@ -447,6 +456,17 @@ def _binary(fe, a: Args):
     if is_number(x) and is_number(y):
         return fold_binary(op, x, y)
     return fe.arith.binary(op, x, y)
+
+
+@builtin("fma")
+def _fma(fe, a: Args):
+    x, y, z = (normalize_const(a[k]) for k in ("a", "b", "c"))
+    if is_number(x) and is_number(y) and is_number(z):
+        return fold_fma(x, y, z)
+    try:
+        return fe.arith.fma(x, y, z)
+    except SemanticError as e:
+        raise a.err(None, e.msg) from None
 
 
 @builtin("where")

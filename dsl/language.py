@@ -238,7 +238,9 @@ def cumsum(x, axis, exclusive=False):
 @_builtin
 def exp(x): """e**x elementwise."""
 @_builtin
-def exp2(x): """2**x elementwise."""
+def exp2(x, ftz=False):
+    """2**x elementwise. ftz=True: results below 2**-126 (f32's smallest normal) are +0 -- one
+    instruction on NVIDIA (ex2.approx.ftz) instead of four; what a softmax's exp2(s - max) wants."""
 @_builtin
 def log(x): """Natural log elementwise."""
 @_builtin
@@ -273,6 +275,9 @@ def maximum(a, b): """Elementwise maximum with broadcasting."""
 def minimum(a, b): """Elementwise minimum with broadcasting."""
 @_builtin
 def where(cond, a, b): """a where cond else b, elementwise with broadcasting."""
+@_builtin
+def fma(a, b, c):
+    """a * b + c rounded once (fused multiply-add), elementwise with broadcasting; floats."""
 
 
 @_builtin

@@ -46,13 +46,17 @@ NEG_INF = float("-inf")
 
 
 @tile.inline
-def online_softmax(s, v, m_i, l_i, acc):
+def online_softmax(s, v, m_i, l_i, acc, qk_scale):
     """Fold one key block into the running row max m_i, row sum l_i and output acc: s holds the block's
-    scores in the log2 domain (-inf where masked; every row has seen a key by its first block, so
-    m_new is finite), v its values."""
-    m_new = tile.maximum(m_i, tile.max(s, axis=1))
-    p = tile.exp2(s - m_new[:, None])
-    alpha = tile.exp2(m_i - m_new)
+    raw scores q k^T (-inf where masked; every row has seen a key by its first block, so m_new is
+    finite), v its values; qk_scale = sm_scale * log2(e) > 0 takes them to the log2 domain. The row
+    max is taken before scaling (the same number: rounding x * qk_scale keeps the order) and the
+    scaling is fused into the exponent's subtraction (one fma per score, as FlashAttention does)."""
+    m_new = tile.maximum(m_i, tile.max(s, axis=1) * qk_scale)
+    # ftz: a p below 2^-126 is +0 instead of a subnormal -- invisible beside the row's 1, and one
+    # instruction per exponential instead of four
+    p = tile.exp2(tile.fma(s, qk_scale, -m_new[:, None]), ftz=True)
+    alpha = tile.exp2(m_i - m_new, ftz=True)
     l_i = l_i * alpha + tile.sum(p, axis=1)
     acc = acc * alpha[:, None] + tile.dot(p.astype(bf16), v)
     return m_new, l_i, acc
@@ -102,50 +106,50 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
         # blocks from `free` on (a block-uniform branch), as the second loop below does
         if OVERLAP:
             k0 = tile.load(K, (b, hk, 0, 0), (BN, D))
-            s = tile.dot(q, k0.T) * qk_scale
+            s = tile.dot(q, k0.T)
             for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True, pingpong=PINGPONG):
                 if n >= free:                              # before the next block's wgmma: a branch between
                     s = mask_scores(s, n, last, S, BN, CAUSAL)   # it and its use would end its deferred wait
                 k = tile.load(K, (b, hk, n + BN, 0), (BN, D))
                 v = tile.load(V, (b, hk, n, 0), (BN, D))
                 s_next = tile.dot(q, k.T)
-                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
-                s = s_next * qk_scale
+                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc, qk_scale)
+                s = s_next
         else:
             for n in tile.range(0, hi, BN, stages=STAGES, warp_specialize=True, pingpong=PINGPONG):
                 k = tile.load(K, (b, hk, n, 0), (BN, D))
                 v = tile.load(V, (b, hk, n, 0), (BN, D))
-                s = tile.dot(q, k.T) * qk_scale
+                s = tile.dot(q, k.T)
                 if n >= free:
                     s = mask_scores(s, n, last, S, BN, CAUSAL)
-                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
+                m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc, qk_scale)
     elif OVERLAP:
         # rotated: the scores of block n+1 are issued before the softmax of block n (the wgmma runs
         # while the exp2s do); the last iteration's scores (of keys past hi) are not used
         k0 = tile.load(K, (b, hk, 0, 0), (BN, D))
-        s = tile.dot(q, k0.T) * qk_scale
+        s = tile.dot(q, k0.T)
         for n in tile.range(0, free, BN, stages=STAGES):
             k = tile.load(K, (b, hk, n + BN, 0), (BN, D))
             v = tile.load(V, (b, hk, n, 0), (BN, D))
             s_next = tile.dot(q, k.T)
-            m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
-            s = s_next * qk_scale
+            m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc, qk_scale)
+            s = s_next
         for n in tile.range(free, hi, BN, stages=STAGES):  # the diagonal block(s) and the ragged tail
             k = tile.load(K, (b, hk, n + BN, 0), (BN, D))
             v = tile.load(V, (b, hk, n, 0), (BN, D))
             s_next = tile.dot(q, k.T)
-            m_i, l_i, acc = online_softmax(mask_scores(s, n, last, S, BN, CAUSAL), v, m_i, l_i, acc)
-            s = s_next * qk_scale
+            m_i, l_i, acc = online_softmax(mask_scores(s, n, last, S, BN, CAUSAL), v, m_i, l_i, acc, qk_scale)
+            s = s_next
     else:
         for n in tile.range(0, free, BN, stages=STAGES):   # K/V tiles through a TMA ring
             k = tile.load(K, (b, hk, n, 0), (BN, D))
             v = tile.load(V, (b, hk, n, 0), (BN, D))
-            m_i, l_i, acc = online_softmax(tile.dot(q, k.T) * qk_scale, v, m_i, l_i, acc)
+            m_i, l_i, acc = online_softmax(tile.dot(q, k.T), v, m_i, l_i, acc, qk_scale)
         for n in tile.range(free, hi, BN, stages=STAGES):  # the diagonal block(s) and the ragged tail
             k = tile.load(K, (b, hk, n, 0), (BN, D))
             v = tile.load(V, (b, hk, n, 0), (BN, D))
-            s = mask_scores(tile.dot(q, k.T) * qk_scale, n, last, S, BN, CAUSAL)
-            m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc)
+            s = mask_scores(tile.dot(q, k.T), n, last, S, BN, CAUSAL)
+            m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc, qk_scale)
     tile.store(O, (b, h, bm * BM, 0), (acc / l_i[:, None]).astype(bf16))
     if HAS_LSE:
         tile.store(LSE, (b, h, bm * BM), (m_i + tile.log2(l_i)) * LN2)

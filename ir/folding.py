@@ -268,9 +268,15 @@ UNARY_FLOAT = {"exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "
                "sigmoid": _sigmoid, "floor": np.floor, "ceil": np.ceil, "round": np.rint}
 
 
-def _unary(name, x, dt):
+TINY_F32 = 2.0 ** -126          # f32's smallest normal: exp2(..., ftz) flushes results below it to +0
+
+
+def _unary(name, x, dt, attrs=None):
     if name in UNARY_FLOAT:
-        return round_float(UNARY_FLOAT[name](_f(x, dt)), dt)
+        r = UNARY_FLOAT[name](_f(x, dt))
+        if name == "exp2" and (attrs or {}).get("ftz"):
+            r = np.where(np.abs(r) < TINY_F32, np.zeros_like(r), r)
+        return round_float(r, dt)
     if name == "neg":
         return round_float(-_f(x, dt), dt) if dt.is_float else wrap_int(-np.asarray(x), dt)
     if name == "abs":
@@ -316,13 +322,49 @@ def _bitcast(x, src: DType, dst: DType, shape=None) -> np.ndarray:
     return from_codes(numerics.unpack(packed, dst.bits, n).reshape(shape), dst)
 
 
+def fma_f32(a, b, c) -> np.ndarray:
+    """float32 a * b + c rounded once (IEEE fma): the product is exact in float64 (24 + 24 bits), the
+    sum is rounded to odd in float64 (TwoSum's error sets the last bit), and rounding that to float32
+    is then the correctly rounded result (53 >= 24 + 2 bits)."""
+    a, b, c = (np.asarray(v, np.float64) for v in (a, b, c))
+    with np.errstate(all="ignore"):
+        p = a * b
+        s = p + c
+        bb = s - p
+        err = (p - (s - bb)) + (c - bb)
+        u = np.ascontiguousarray(s).view(np.uint64)
+        fix = np.isfinite(s) & (err != 0) & ((u & np.uint64(1)) == 0)
+        away = (err > 0) == (s > 0)                      # the exact value lies beyond |s|
+        u = np.where(fix, np.where(away, u + np.uint64(1), u - np.uint64(1)), u)
+        return u.view(np.float64).astype(np.float32)
+
+
+def fma_f64(a, b, c) -> np.ndarray:
+    """float64 a * b + c rounded once, element by element in exact rationals (specials by IEEE)."""
+    from fractions import Fraction
+
+    def one(x, y, z):
+        x, y, z = float(x), float(y), float(z)
+        if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)):
+            return x * y + z                            # inf/NaN: no rounding question
+        r = Fraction(x) * Fraction(y) + Fraction(z)
+        if r == 0:
+            return (x * y) + z                           # the sign of an exact zero, as IEEE gives it
+        return float(r)                                  # Fraction -> float rounds to nearest even
+    a, b, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, c)))
+    return np.vectorize(one, otypes=[np.float64])(a, b, c)
+
+
 def _fold_typed(name, dt: DType, values, attrs):
+    if name == "fma":
+        a, b, c = (_f(v, dt) for v in values)
+        return round_float(fma_f64(a, b, c) if dt.bits == 64 else fma_f32(a, b, c), dt)
     if name in BINARY_IMPL:
         a, b = values
         return BINARY_IMPL[name](np.asarray(a), np.asarray(b), dt)
     if name in UNARY_FLOAT or name in ("neg", "abs", "not"):
         (a,) = values
-        return _unary(name, np.asarray(a), dt)
+        return _unary(name, np.asarray(a), dt, attrs)
     if name == "cmp":
         a, b = values
         return CMP[attrs["pred"]](a, b).astype(np.int64)
@@ -403,8 +445,11 @@ def _fold_python(name, values, attrs):
     try:
         if name in PY_BINARY:
             return PY_BINARY[name](*values)
+        if name == "fma":
+            return float(fma_f64(*values))
         if name in PY_UNARY:
-            return PY_UNARY[name](*values)
+            r = PY_UNARY[name](*values)
+            return 0.0 if name == "exp2" and attrs.get("ftz") and abs(r) < TINY_F32 else r
         if name == "cmp":
             return PY_CMP[attrs["pred"]](*values)
         if name == "select":

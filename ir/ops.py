@@ -565,8 +565,21 @@ for _n in BINARY:
     define(_n, f"Elementwise `{_n}` of two operands of one type (scalars or tiles).", operands="a, b",
            infer=_infer_first, tags=("elementwise", "binary"))(_verify_elementwise)
 for _n in UNARY:
-    define(_n, f"Elementwise `{_n}`.", operands="x", infer=_infer_first, tags=("elementwise", "unary"))(
-        _verify_elementwise)
+    if _n != "exp2":
+        define(_n, f"Elementwise `{_n}`.", operands="x", infer=_infer_first, tags=("elementwise", "unary"))(
+            _verify_elementwise)
+# `ftz = true`: results below 2^-126 (f32's smallest normal; exp2 computes in f32) are +0 -- one MUFU.EX2
+# on NVIDIA instead of four instructions that keep the subnormals (a softmax's p = 2^(s - max) loses
+# nothing: such a p is below every rounding of the row sum, which is >= 1)
+define("exp2", "Elementwise `exp2`; `ftz = true` flushes subnormal results to +0.", operands="x",
+       attrs={"ftz": Bool().opt}, infer=_infer_first, tags=("elementwise", "unary"))(_verify_elementwise)
+
+
+@define("fma", "Elementwise `a * b + c` rounded once (fused multiply-add; floats: the product is not rounded "
+        "before the sum). Operands of one type.", operands="a, b, c", infer=_infer_first, tags=("elementwise",))
+def _fma(op):
+    same_operand_types(op)
+    need(op, op.operands[0].type.dtype.is_float, f"needs float operands, got {op.operands[0].type.dtype}")
 
 
 def _with_dtype(t, dt):
@@ -591,9 +604,11 @@ def _select(op):
     need(op, is_value_type(a) and _same_shape_dtype(a, b), f"both choices must have one type: {a}, {b}")
 
 
+# `nan = "any"` (instruction selection): only tensor-core dots read the result, so a NaN may have any
+# bit pattern (codegen then rounds two values per instruction without rebuilding the canonical NaN)
 @define("cast", "Value conversion to another element type (round to nearest even, saturating as the "
         "type's definition says; bit-exact for every low-bit type). Same shape.", operands="x",
-        tags=("elementwise",))
+        attrs={"nan": OneOf("any").opt}, tags=("elementwise",))
 def _cast(op):
     n_results(op, 1)
     a, r = op.x.type, op.results[0].type

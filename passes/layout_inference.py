@@ -29,7 +29,7 @@ from __future__ import annotations
 from ..ir.core import Block, Function, Module, Operation, Value
 from ..ir.errors import TileError, VerifyError
 from ..ir.layout import ComposedLayout, Layout
-from ..ir.ops import BINARY, UNARY
+from ..ir.ops import OPS
 from ..ir.register_layout import TVLayout
 from ..ir.targets import Target, get_target
 from ..ir.types import TileType
@@ -42,7 +42,7 @@ from ..ir.thread_maps import mfma_dot_grid
 
 __all__ = ["layout_inference", "LayoutConflictError", "infer_function", "mma_warp_grid"]
 
-ELEMENTWISE = set(BINARY) | set(UNARY) | {"cmp", "select", "cast"}
+ELEMENTWISE = {n for n, d in OPS.items() if "elementwise" in d.tags}      # as ir/ops.py declares them
 
 
 class LayoutConflictError(TileError):

@@ -114,7 +114,10 @@ def test_sm90a_benchmark_configs_no_spills(D, cfg, tmp_path):
     assert all(o.attrs["atom"].startswith("wgmma.m64") and o.attrs["warps"] == [8, 1] for o in dots)
     deferred = [o for o in dots if o.attrs.get("deferred")]
     if not cfg.get("OVERLAP"):
-        assert not deferred
+        # without OVERLAP only the masked blocks' scores wait late: the mask's index work runs under them
+        for o in deferred:
+            users = [u for u in o.parent.ops if any(v is o.results[0] for x in u.walk() for v in x.operands)]
+            assert users and users[0].name in ("select", "if"), (o, users[:1])
         return
     assert len(deferred) == 2 and all(o.attrs["atom"].endswith(".ss") for o in deferred)   # one per key loop
     # in the PTX of each loop: the deferred group's commit, then exp2s, then p @ v's wgmmas and the wait
@@ -129,14 +132,14 @@ def test_sm90a_benchmark_configs_no_spills(D, cfg, tmp_path):
 
 
 def test_deferred_is_in_the_ir_and_round_trips():
-    """`deferred = 1` is printed and parses back; without OVERLAP no dot is deferred."""
+    """`deferred = 1` is printed and parses back; without OVERLAP only the masked loop's scores are."""
     from tile.ir.parser import parse_module
     from tile.ir.printer import print_module
     D, overlap, plain = PTXAS[0][0], PTXAS[0][1], PTXAS[1][1]
     text = _sm90a(D, tuple(overlap.items())).ir_after["select_instructions"]
     assert text.count("deferred = 1") == 2
     assert print_module(parse_module(text)) == text
-    assert "deferred" not in _sm90a(D, tuple(plain.items())).ir_after["select_instructions"]
+    assert _sm90a(D, tuple(plain.items())).ir_after["select_instructions"].count("deferred = 1") == 1
 
 
 # ------------------------------------------------------------------ GPU

@@ -60,7 +60,8 @@ def test_roles_release_after_the_last_wgmma(overlap):
     body = loop.regions[0].ops
     dots = [o for o in body if o.name == "dot"]
     assert [d.attrs["atom"][-2:] for d in dots] == ["ss", "rs"]
-    assert bool(dots[0].attrs.get("deferred")) == overlap and not dots[1].attrs.get("deferred")
+    # with OVERLAP the next block's scores wait until p @ v; without, at most the branch to the mask
+    assert (overlap <= bool(dots[0].attrs.get("deferred"))) and not dots[1].attrs.get("deferred")
     assert not any(d.attrs.get("inflight") for d in dots)     # p @ v waits at once: the stage is free after it
     rel = [o for o in loop.regions[0].walk() if o.name == "mbarrier_arrive"]
     assert len(rel) == 1 and rel[0].attrs == {"per": "warp"} and rel[0].parent is loop.regions[0]

@@ -55,7 +55,7 @@ FLOAT_SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1.5, -2.2
 # The ops Gen.op knows how to make. A new op in ir/ops.py fails test_generator_covers_every_op until
 # it is added to Gen.op and here.
 KNOWN = set(O.BINARY) | set(O.UNARY) | {
-    "cmp", "select", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
+    "cmp", "select", "fma", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
     "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "xcd_remap", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
@@ -227,7 +227,11 @@ class Gen:
         if name in O.UNARY:
             kind = "int" if name == "not" else "float" if name in O.FLOAT_ONLY else "any"
             t = self.value_t(kind)
-            return self.new(name, [g(t)], [t])
+            attrs = {"ftz": True} if name == "exp2" and r.random() < 0.5 else None
+            return self.new(name, [g(t)], [t], attrs)
+        if name == "fma":
+            t = self.value_t("float")
+            return self.new(name, [g(t), g(t), g(t)], [t])
         if name == "cmp":
             t = self.value_t()
             rt = ScalarType(I1) if isinstance(t, ScalarType) else TileType(I1, t.shape)
@@ -239,7 +243,7 @@ class Gen:
         if name == "cast":
             t = self.value_t()
             rt = ScalarType(self.dt()) if isinstance(t, ScalarType) else t.with_(dtype=self.dt())
-            return self.new(name, [g(t)], [rt])
+            return self.new(name, [g(t)], [rt], {"nan": "any"} if r.random() < 0.2 else None)
         if name == "bitcast":
             if r.random() < 0.5:
                 a = self.dt()
