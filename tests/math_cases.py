@@ -293,6 +293,91 @@ def cast_inputs(src: str) -> np.ndarray:
     return round_to(np.array(v), src)
 
 
+# ---------------------------------------------------------------- exp2(x, ftz=True) and fma: attention's softmax ops
+@tile.kernel
+def fused_kernel(X, Z, W, E, F, N: int, BLOCK: tile.constexpr = BLOCK):
+    i = tile.block_id(0) * BLOCK + tile.arange(0, BLOCK)
+    m = i < N
+    x = tile.load(X, (tile.block_id(0) * BLOCK,), (BLOCK,), mask=m)
+    z = tile.load(Z, (tile.block_id(0) * BLOCK,), (BLOCK,), mask=m)
+    w = tile.load(W, (tile.block_id(0) * BLOCK,), (BLOCK,), mask=m)
+    tile.store(E, (tile.block_id(0) * BLOCK,), tile.exp2(x, ftz=True), mask=m)
+    tile.store(F, (tile.block_id(0) * BLOCK,), tile.fma(x, z, w), mask=m)
+
+
+FUSED_TYPES = ("f32", "bf16")
+
+
+def fused_inputs(dt: str, n: int, rng):
+    """(x, z, w): the special pairs with w a special or -round(x * z) (there fma and mul + add differ
+    the most: the product's rounding error is all that is left), then random triples of every
+    magnitude with w = -round(x * z) * (1 + tiny) for half of them; exp2 also gets x around -126,
+    where ftz starts."""
+    s = specials(dt)
+    a, b = np.repeat(s, len(s)), np.tile(s, len(s))
+    with np.errstate(all="ignore"):
+        c = np.where(np.arange(a.size) % 2 == 0, -round_to(a * b, dt), np.tile(s, len(s) + 1)[: a.size][::-1])
+    x, z, w = (inputs(dt, n, rng)[len(s):] for _ in range(3))
+    with np.errstate(all="ignore"):
+        near = -round_to(x * z * (1 + rng.standard_normal(n) * 2.0 ** -20), dt)
+    w = np.where(rng.random(n) < 0.5, near, w)
+    x[: n // 8] = round_to(rng.uniform(-130.0, -120.0, n // 8), dt)
+    return np.concatenate([a, x]), np.concatenate([b, z]), np.concatenate([c, w])
+
+
+def run_fused(dt, args):
+    n = len(args[0])
+    ins = [to_device_array(a, dt) for a in args]
+    e, f = poisoned(n, dt), poisoned(n, dt)
+    fused_kernel[(tile.cdiv(n, BLOCK),)](*ins, e, f, n)
+    return values(e), values(f)
+
+
+def fma_reference(x, z, w, dt: str) -> np.ndarray:
+    """x * z + w exact (rationals), rounded once to f32 (nearest, ties to even; by looking at the
+    float32 neighbours of the float64 rounding), then to dt."""
+    from fractions import Fraction
+    out = np.empty(len(x))
+    for i, (a, b, c) in enumerate(zip(x, z, w)):
+        if not (np.isfinite(a) and np.isfinite(b) and np.isfinite(c)):
+            with np.errstate(all="ignore"):
+                out[i] = a * b + c
+            continue
+        r = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+        if r == 0:
+            out[i] = (a * b) + c                        # an exact zero: IEEE's sign rule (x*z and w exact)
+            continue
+        with np.errstate(over="ignore"):
+            v = np.float32(float(r))
+        if not np.isfinite(v):
+            out[i] = float(v)
+            continue
+        cands = [np.nextafter(v, np.float32(-np.inf)), v, np.nextafter(v, np.float32(np.inf))]
+        best = min(cands, key=lambda u: (abs(Fraction(float(u)) - r) if np.isfinite(u) else Fraction(10 ** 40),
+                                         int(np.float32(u).view(np.uint32)) & 1))
+        out[i] = float(best)
+    return round_to(out, dt)
+
+
+def check_fused(dt, args, e, f, what):
+    """fma: bit for bit the correctly rounded result (NaN positions, zero signs); exp2 with ftz: +0
+    where 2^x is below 2^-126 (either +0 or the exp2 bound right at it), else exp2's ulp bound."""
+    x, z, w = args
+    ref = fma_reference(x, z, w, dt)
+    same = (f == ref) & (np.signbit(f) == np.signbit(ref)) | (np.isnan(f) & np.isnan(ref))
+    assert same.all(), (f"{dt} fma {what}: " + "; ".join(f"fma({x[i]!r}, {z[i]!r}, {w[i]!r}) = {f[i]!r}, exact "
+                                                          f"{ref[i]!r}" for i in np.flatnonzero(~same)[:6]))
+    with np.errstate(all="ignore"):
+        r = np.exp2(x)
+    tiny = 2.0 ** -126
+    low, high = r < tiny * (1 - 2.0 ** -19), r > tiny * (1 + 2.0 ** -19)
+    assert (e[low] == 0).all() and not np.signbit(e[low]).any(), \
+        f"{dt} exp2 ftz {what}: not +0 below 2^-126 at x = {x[low][e[low] != 0][:6]}"
+    edge = ~low & ~high & ~np.isnan(x)
+    assert ((e[edge] == 0) | (np.abs(e[edge] - r[edge]) <= tiny * 2.0 ** -18)).all(), f"{dt} exp2 ftz {what}: at 2^-126"
+    check("exp2", dt, e[high | np.isnan(x)], r[high | np.isnan(x)], f"{what} (ftz)", [x[high | np.isnan(x)]])
+
+
 # ---------------------------------------------------------------- softmax
 SOFTMAX_ULP = 8          # per element, f32 ulps of the float64 softmax + |x - rowmax| (see check_softmax)
 
@@ -362,8 +447,10 @@ def run_casts():
 
 
 def compile_others(target):
-    """The softmax and every cast kernel for `target`."""
+    """The softmax, the exp2(ftz) / fma kernel and every cast kernel for `target`."""
     from tile.ir.dtypes import dtype
+    T = tile.Tensor[tile.f32, 1]
+    yield fused_kernel.compile(T, T, T, T, T, int, target=target)
     yield softmax_kernel.compile(tile.Tensor[tile.f32, 2], tile.Tensor[tile.i32, 1], tile.Tensor[tile.f32, 2], int,
                                  target=target, BLOCK=128)
     for src in CAST_TYPES:

@@ -44,6 +44,17 @@ def test_math_gpu_vs_interpreter_vs_float64(op, dt):
         assert same.all(), f"{op} {dt}: GPU != interpreter at {np.flatnonzero(~same)[:8]}"
 
 
+@pytest.mark.parametrize("dt", M.FUSED_TYPES)
+def test_fma_and_exp2_ftz_gpu_vs_interpreter(dt):
+    """fma.rn and ex2.approx.ftz on the GPU: fma bit for bit the exact rounding (and the interpreter's);
+    exp2 with ftz flushes below 2^-126 exactly as the interpreter does (away from the edge)."""
+    args = M.fused_inputs(dt, 20000, np.random.default_rng())
+    e, f = M.run_fused(dt, args)
+    M.check_fused(dt, args, e, f, "GPU")
+    ce, cf = _on_cpu(M.run_fused, dt, args)
+    assert ((f == cf) | (np.isnan(f) & np.isnan(cf))).all()
+
+
 def test_masked_softmax_gpu():
     rng = np.random.default_rng()
     M.check_softmax(M.run_softmax(rng))

@@ -32,6 +32,26 @@ def test_softmax_interpreter(cpu):
     M.check_softmax(M.run_softmax(np.random.default_rng()))
 
 
+@pytest.mark.parametrize("dt", M.FUSED_TYPES)
+def test_fma_and_exp2_ftz_interpreter(dt, cpu):
+    """fma bit-exact against exact rationals (the interpreter rounds to odd in f64 first); exp2 with
+    ftz: +0 below 2^-126, exp2's bound above."""
+    args = M.fused_inputs(dt, 3000, np.random.default_rng())
+    e, f = M.run_fused(dt, args)
+    M.check_fused(dt, args, e, f, "interpreter")
+
+
+def test_fma_exp2_ftz_and_max_are_one_instruction_each():
+    """The PTX of the softmax's ops: one ex2.approx.ftz, one fma.rn, and maximum as one max.f32
+    (PTX's max is maximumNumber: no signed-zero fix-up)."""
+    T = tile.Tensor[tile.f32, 1]
+    ptx = M.fused_kernel.compile(T, T, T, T, T, int, target="sm_90a").ptx
+    n = ptx.count("ex2.approx.ftz.f32")      # once per code path (vector and element-wise)
+    assert n >= 1 and "ex2.approx.f32" not in ptx and ptx.count("fma.rn.f32") == n, ptx
+    ptx = M.binary_kernel.compile(T, T, T, int, target="sm_90a", OP="max").ptx
+    assert ptx.count("max.f32") >= 1 and not any(f"setp.{p}.f32" in ptx for p in ("eq", "equ", "ne", "neu", "nan")), ptx
+
+
 def test_casts_interpreter_run(cpu):
     """The cast harness of the GPU test runs (the interpreter's casts are bit-exact vs ml_dtypes:
     tests/test_numerics.py); float -> float casts of the special values keep NaN and inf."""

@@ -184,3 +184,52 @@ def test_8bit_dots_select_8bit_atoms(dt, acc, target, atom):
     assert bool(warned) == (atom == "fma")
     if atom.startswith("wgmma"):
         assert 'copy = "smem.desc"' in text
+
+
+@tile.kernel
+def _p_at_v(X, V, Y, P, STORE_P: tile.constexpr = False):
+    """softmax-like: p rounded to bf16 for a tensor-core dot (and, with STORE_P, also stored)."""
+    x = tile.load(X, (0, 0), (64, 64))
+    p = tile.exp2(x - tile.max(x, axis=1)[:, None]).astype(bf16)
+    tile.store(Y, (0, 0), tile.dot(p, tile.load(V, (0, 0), (64, 64))))
+    if STORE_P:
+        tile.store(P, (0, 0), p)
+
+
+@pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
+def test_rounding_only_tensor_cores_read_is_paired(arch):
+    """A f32 -> bf16 cast read only by a tensor-core dot gets nan = "any" (its NaN bits cannot be seen)
+    and rounds two values per cvt.rn.bf16x2.f32; stored as well, it keeps the exact NaN rebuild."""
+    T = tile.Tensor
+    sig = (T[f32, 2], T[bf16, 2], T[f32, 2], T[bf16, 2])
+    ck = _p_at_v.compile(*sig, target=arch)
+    casts = [o for o in ck.module.functions[0].walk() if o.name == "cast"]
+    assert [o.attrs.get("nan") for o in casts] == ["any"]
+    assert 'nan = "any"' in ck.ir_after["select_instructions"]
+    assert "cvt.rn.bf16x2.f32" in ck.ptx and "cvt.rn.bf16.f32" not in ck.ptx
+    ck = _p_at_v.compile(*sig, target=arch, STORE_P=True)
+    casts = [o for o in ck.module.functions[0].walk() if o.name == "cast"]
+    assert [o.attrs.get("nan") for o in casts] == [None]
+    assert "cvt.rn.bf16x2.f32" not in ck.ptx
+
+
+def _run_p_at_v(x, v):
+    y = np.full((64, 64), np.nan, np.float32)
+    _p_at_v[(1,)](x, v, y, tile.asarray(np.zeros((64, 64), np.float32), "bf16"))
+    return y
+
+
+@pytest.mark.gpu
+def test_rounding_for_tensor_cores_gpu_vs_interpreter(hopper):
+    """The paired rounding (GPU, nan = "any") is the interpreter's rounding: both within bf16's
+    rounding of the float64 reference, and a NaN row stays a NaN row."""
+    from helpers import on_cpu
+    rng = np.random.default_rng()
+    x = rng.standard_normal((64, 64)).astype(np.float32) * 4
+    x[3, 5] = np.nan
+    v = tile.asarray(rng.standard_normal((64, 64)).astype(np.float32), "bf16")
+    p = np.exp2(x.astype(np.float64) - np.nanmax(x, axis=1)[:, None])
+    ref = np.asarray(tile.asarray(p.astype(np.float32), "bf16").numpy(), np.float64) @ np.asarray(v.numpy(), np.float64)
+    for y in (_run_p_at_v(x, v), on_cpu(_run_p_at_v, x, v)):
+        assert np.isnan(y[3]).all() and not np.isnan(np.delete(y, 3, 0)).any()
+        np.testing.assert_allclose(np.delete(y, 3, 0), np.delete(ref, 3, 0), rtol=1e-2, atol=1e-2)
