@@ -84,8 +84,8 @@ def split_kv_attention(Q, K, V, block_table, seqlens, O, O_part, L_part, sm_scal
         s = tile.where(pos[None, :] < lim[:, None], s, NEG_INF)
         m_new = tile.maximum(m_i, tile.max(s, axis=1))
         m_use = tile.where(m_new == NEG_INF, 0.0, m_new)    # a row that has seen no key yet: no -inf - -inf
-        p = tile.exp2(s - m_use[:, None])
-        alpha = tile.exp2(m_i - m_use)
+        p = tile.exp2(s - m_use[:, None], ftz=True)
+        alpha = tile.exp2(m_i - m_use, ftz=True)
         l_i = l_i * alpha + tile.sum(p, axis=1)
         acc = acc * alpha[:, None] + tile.dot(p.astype(bf16), v)
         m_i = m_new

@@ -63,8 +63,8 @@ def varlen_attention(Q: tile.Tensor[bf16, 2], K: tile.Tensor[bf16, 2], V: tile.T
                 valid = kpos[None, :] <= last[:, None]      # (one compare: last < L)
             s = tile.where(valid, s, NEG_INF)
             m_new = tile.maximum(m_i, tile.max(s, axis=1))
-            p = tile.exp2(s - m_new[:, None])               # every row sees key 0 of the first tile: m_new finite
-            alpha = tile.exp2(m_i - m_new)
+            p = tile.exp2(s - m_new[:, None], ftz=True)               # every row sees key 0 of the first tile: m_new finite
+            alpha = tile.exp2(m_i - m_new, ftz=True)
             l_i = l_i * alpha + tile.sum(p, axis=1)
             acc = acc * alpha[:, None] + tile.dot(p.astype(bf16), v)
             m_i = m_new
