@@ -96,14 +96,9 @@ class Numerics:
         if x.type == f64 and not dt.is_e8m0:
             x = self.f64_to_f32_odd(b, x)
         if dt.name in ("f16", "bf16"):
-            t = f16 if dt.name == "f16" else bf16
-            r = b.fptrunc(x, t)
-            # canonical quiet NaN with the input's sign (what ir/numerics.py gives)
-            isnan = b.fcmp_unordered("uno", x, x)
-            sign = b.and_(b.lshr(b.bitcast(x, i32), _ic(i32, 16)), _ic(i32, 0x8000))
-            qn = 0x7E00 if dt.name == "f16" else 0x7FC0
-            nanbits = b.trunc(b.or_(sign, _ic(i32, qn)), i16)
-            return b.select(isnan, b.bitcast(nanbits, t), r)
+            # a NaN stays a NaN, with the hardware's bits (its payload is not part of the semantics,
+            # docs/language.md): one cvt.rn, not a NaN test and a rebuild per value
+            return b.fptrunc(x, f16 if dt.name == "f16" else bf16)
         return self.encode_small(b, x, dt)
 
     def f64_to_f32_odd(self, b, x):

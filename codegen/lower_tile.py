@@ -667,11 +667,11 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
             if not isinstance(rt, TileType):
                 self.set(op.results[0], fast_convert.convert_values(self.b, [x], src, dst)[0])
                 return
-        if op.attrs.get("nan") == "any":
+        if src.name == "f32" and dst.name in ("bf16", "f16"):
             x = self.get(op.operands[0])
             rt = op.results[0].type
             if isinstance(x, RTile) and isinstance(rt, TileType) and x.map.same(self.tmap(rt)):
-                # only tensor cores read it (instruction selection): two roundings per instruction
+                # two roundings per instruction where the target has one (cvt.rn.bf16x2.f32)
                 vals = list(x.vals)
                 out = []
                 for k in range(0, len(vals) - 1, 2):

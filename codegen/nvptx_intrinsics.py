@@ -99,8 +99,8 @@ class NVPTXIntrinsics:
 
     def round_pair(self, b, lo, hi, dst: str):
         """Two f32 rounded to bf16 / f16 (nearest even) by one cvt.rn.{bf16x2,f16x2}.f32 (sm_80+; the
-        instruction takes the high half first). A NaN comes out as the hardware's NaN: only for
-        values whose NaN bits nobody reads (a cast with nan = "any")."""
+        instruction takes the high half first). A NaN comes out as the hardware's NaN (payloads are
+        not part of the semantics)."""
         t = bf16 if dst == "bf16" else f16
         if not self.target.has("bf16"):            # the paired cvt is sm_80's, as bf16 is
             return [b.fptrunc(lo, t), b.fptrunc(hi, t)]

@@ -604,11 +604,9 @@ def _select(op):
     need(op, is_value_type(a) and _same_shape_dtype(a, b), f"both choices must have one type: {a}, {b}")
 
 
-# `nan = "any"` (instruction selection): only tensor-core dots read the result, so a NaN may have any
-# bit pattern (codegen then rounds two values per instruction without rebuilding the canonical NaN)
 @define("cast", "Value conversion to another element type (round to nearest even, saturating as the "
         "type's definition says; bit-exact for every low-bit type). Same shape.", operands="x",
-        attrs={"nan": OneOf("any").opt}, tags=("elementwise",))
+        tags=("elementwise",))
 def _cast(op):
     n_results(op, 1)
     a, r = op.x.type, op.results[0].type

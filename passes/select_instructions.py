@@ -31,8 +31,6 @@ Attributes written (values are the target's atom names, `ir/targets.py`):
   kept on a TMA copy so that an edit back to cp.async compiles). `async_gather`: `cp.async` or
   `ld.global`, and `vec`.
 * `xcd_remap`: `xcds`, the target's XCD count (1 on NVIDIA: the identity) unless the kernel gave one.
-* `cast` (f32 -> bf16/f16 of a register tile read only by tensor-core dots): `nan = "any"` -- the NaN
-  bit pattern of the result cannot be observed, so codegen rounds pairs with one instruction.
 
 The choice follows the layouts layout inference gave (an MMA atom needs its fragment layouts) and
 what the target offers; a choice edited by hand that the target or the layouts cannot honour is a
@@ -99,31 +97,6 @@ class _Selector:
         for op in list(self.fn.walk()):
             if op.name == "shared_load" and "copy" not in op.attrs:
                 op.attrs["copy"] = self.eager_copy(op)
-            elif op.name == "cast":
-                self.cast(op)
-
-    # ------------------------------------------------------------------ roundings
-    def cast(self, op: Operation):
-        """`nan = "any"` on an f32 -> bf16/f16 rounding of a register tile that only tensor-core dots
-        read (through layout conversions): a NaN's bits there cannot be seen -- the dot's result is
-        the hardware's NaN whatever they are -- so codegen rounds two values with one instruction
-        (cvt.rn.bf16x2.f32) instead of rounding each and rebuilding its NaN (attention's p)."""
-        op.attrs.pop("nan", None)
-        r = op.results[0]
-        if op.x.type.dtype.name != "f32" or r.type.dtype.name not in ("bf16", "f16") or not _is_reg(r.type):
-            return
-        if self._read_only_by_tensor_cores(r):
-            op.attrs["nan"] = "any"
-
-    def _read_only_by_tensor_cores(self, v) -> bool:
-        users = self.users.get(id(v), [])
-        for u in users:
-            if u.name == "convert_layout":
-                if not self._read_only_by_tensor_cores(u.results[0]):
-                    return False
-            elif u.name != "dot" or u.acc is v or u.attrs.get("atom", "fma") == "fma":
-                return False
-        return bool(users)
 
     # ------------------------------------------------------------------ copies
     def async_copy(self, op: Operation):

@@ -243,7 +243,7 @@ class Gen:
         if name == "cast":
             t = self.value_t()
             rt = ScalarType(self.dt()) if isinstance(t, ScalarType) else t.with_(dtype=self.dt())
-            return self.new(name, [g(t)], [rt], {"nan": "any"} if r.random() < 0.2 else None)
+            return self.new(name, [g(t)], [rt])
         if name == "bitcast":
             if r.random() < 0.5:
                 a = self.dt()

@@ -197,20 +197,15 @@ def _p_at_v(X, V, Y, P, STORE_P: tile.constexpr = False):
 
 
 @pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
-def test_rounding_only_tensor_cores_read_is_paired(arch):
-    """A f32 -> bf16 cast read only by a tensor-core dot gets nan = "any" (its NaN bits cannot be seen)
-    and rounds two values per cvt.rn.bf16x2.f32; stored as well, it keeps the exact NaN rebuild."""
+def test_rounding_to_bf16_goes_two_values_per_instruction(arch):
+    """An f32 -> bf16 cast of a register tile rounds two values per cvt.rn.bf16x2.f32, for the dot and
+    for the store alike, with no NaN test: a NaN stays a NaN with the hardware's bits (payloads are
+    not part of the semantics, docs/language.md)."""
     T = tile.Tensor
     sig = (T[f32, 2], T[bf16, 2], T[f32, 2], T[bf16, 2])
-    ck = _p_at_v.compile(*sig, target=arch)
-    casts = [o for o in ck.module.functions[0].walk() if o.name == "cast"]
-    assert [o.attrs.get("nan") for o in casts] == ["any"]
-    assert 'nan = "any"' in ck.ir_after["select_instructions"]
-    assert "cvt.rn.bf16x2.f32" in ck.ptx and "cvt.rn.bf16.f32" not in ck.ptx
-    ck = _p_at_v.compile(*sig, target=arch, STORE_P=True)
-    casts = [o for o in ck.module.functions[0].walk() if o.name == "cast"]
-    assert [o.attrs.get("nan") for o in casts] == [None]
-    assert "cvt.rn.bf16x2.f32" not in ck.ptx
+    for store in (False, True):
+        ptx = _p_at_v.compile(*sig, target=arch, STORE_P=store).ptx
+        assert "cvt.rn.bf16x2.f32" in ptx and "cvt.rn.bf16.f32" not in ptx and "setp.nan" not in ptx
 
 
 def _run_p_at_v(x, v):
@@ -221,8 +216,8 @@ def _run_p_at_v(x, v):
 
 @pytest.mark.gpu
 def test_rounding_for_tensor_cores_gpu_vs_interpreter(hopper):
-    """The paired rounding (GPU, nan = "any") is the interpreter's rounding: both within bf16's
-    rounding of the float64 reference, and a NaN row stays a NaN row."""
+    """The paired rounding (GPU) is the interpreter's rounding: both within bf16's rounding of the
+    float64 reference, and a NaN row stays a NaN row."""
     from helpers import on_cpu
     rng = np.random.default_rng()
     x = rng.standard_normal((64, 64)).astype(np.float32) * 4
