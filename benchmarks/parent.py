@@ -40,6 +40,8 @@ def run_parent(args, registry: dict, cases: list, weights: dict) -> int:
     seed = args.seed if args.seed is not None else int(start) % 1_000_000
     shared_cache = args.cache_dir or os.path.join(work, "tilec-cache")
     child_args = [] if args.tune_configs is None else ["--tune-configs", str(args.tune_configs)]
+    if args.configs:
+        child_args += ["--configs", args.configs]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TILEC_CACHE_DIR=shared_cache)
     print(f"tilec benchmarks, {mode_name} mode, {len(cases)} cases, budget {budget:.0f} s, seed {seed}, "
           f"out {out_dir}", flush=True)

@@ -94,6 +94,9 @@ def parse_args(argv=None):
     ap.add_argument("--tune-configs", type=int, metavar="N",
                     help="how many of each case's tilec configs @tile.autotune searches, 0 for all (default: 2 quick, "
                          "all full, 1 smoke); the full list of a case is in --dry-run")
+    ap.add_argument("--configs", metavar="I,J,...",
+                    help="search exactly these of each case's tilec configs (indices into its list, as --dry-run "
+                         "shows them; indices past a case's list are skipped); overrides --tune-configs")
     ap.add_argument("--child", choices=sorted(FAMILIES), help=argparse.SUPPRESS)
     ap.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--results", help=argparse.SUPPRESS)

@@ -44,6 +44,8 @@ class BaseCtx:
         self.mode = dict(MODES[args.mode])
         if getattr(args, "tune_configs", None) is not None:           # --tune-configs N (0: all)
             self.mode["tune_configs"] = args.tune_configs or None
+        if getattr(args, "configs", None):                             # --configs I,J: exactly these
+            self.mode["config_indices"] = [int(i) for i in args.configs.split(",") if i.strip()]
         self.deadline = args.deadline
         self._noted = set()
 
@@ -231,7 +233,11 @@ class Ctx(BaseCtx):
 
 # =============================================================================== tilec, autotuned
 def tuning_configs(ctx, configs) -> list:
-    """The configs this mode lets @tile.autotune search (quick: the first two, smoke: the first)."""
+    """The configs this mode lets @tile.autotune search (quick: the first two, smoke: the first;
+    --configs: the ones named by index)."""
+    idx = ctx.mode.get("config_indices")
+    if idx:
+        return [configs[i] for i in idx if i < len(configs)]
     n = ctx.mode["tune_configs"]
     return list(configs if n is None else configs[:n])
 

@@ -9,6 +9,9 @@
 #          serve   attention prefill (every config), low-bit (old path beside the pre-laid-out register
 #                  path), split-KV decode, the MoE layer
 #          cmp     OLD_TREE beside this tree on the GEMM rows (scripts/bench_compare.sh, one round)
+#          attn    OLD_TREE beside this tree on attention S2048 / S8192 D128 (the first 3 configs each), then
+#                  the GPU tests of TESTS (default: math, attention, ping-pong, select_instructions, fuzz),
+#                  the ping-pong configs alone, and the low-bit bar cases
 #          first   when one call is all there is: the GPU tests of the paths never run before (T_TESTS),
 #                  then GEMM 4096^3 and attention S2048 D128 (causal and not) over every config, and
 #                  the low-bit bar cases (old path beside the pre-laid-out one)
@@ -57,5 +60,17 @@ cmp)
   ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-500} bash scripts/bench_compare.sh "$old" --only ${CMP_ROWS:-gemm} \
     >"$OUT/cmp.log" 2>&1; tail -14 "$OUT/cmp.log"
   ;;
-*) echo "unknown part '$part' (tests, gemm, serve, cmp, first)"; exit 2 ;;
+attn)
+  ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-260} bash scripts/bench_compare.sh "$old" --tune-configs 3 \
+    --only ${CMP_ROWS:-attention/B8-H16-S2048-D128,attention/B2-H16-S8192-D128} >"$OUT/cmp.log" 2>&1
+  tail -8 "$OUT/cmp.log"; grep -h "autotune" "$OUT"/cmp/bench-*.log | tail -12
+  timeout ${T_TESTS:-150} python3 -m pytest -m gpu -q -n ${JOBS:-12} -p no:cacheprovider --tb=line \
+    --junitxml="$OUT/junit.xml" ${TESTS:-tests/test_math_gpu.py tests/test_attention_prefill.py tests/test_attention_ws.py
+    tests/test_pingpong.py tests/test_select_instructions.py tests/test_fuzz_cpu.py} >"$OUT/tests.log" 2>&1
+  echo "tests rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head -20; python3 scripts/junit_counts.py "$OUT/junit.xml"
+  timeout ${T_PP:-70} python3 benchmarks/run.py --quick --configs 10,11 --budget 60 --only attention/B8-H16-S2048-D128 \
+    --out "$OUT/pp" >"$OUT/pp.log" 2>&1; grep -hE "^attention|autotune" "$OUT/pp.log" | tail -6
+  timeout ${T_LOWBIT:-80} python3 benchmarks/lowbit.py --quick >"$OUT/lowbit.log" 2>&1; tail -12 "$OUT/lowbit.log"
+  ;;
+*) echo "unknown part '$part' (tests, gemm, serve, cmp, first, attn)"; exit 2 ;;
 esac
