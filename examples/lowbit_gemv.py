@@ -83,7 +83,7 @@ def lowbit_gemv(X: tile.Tensor[bf16, 2], W: tile.Tensor[2], S: tile.Tensor[2], Z
             if G == 0:
                 acc = acc + part
             else:
-                acc = acc + part * _scale(tile.load(S, (kk // G, n0), (1, BN)), SCALE)
+                acc = tile.fma(part, _scale(tile.load(S, (kk // G, n0), (1, BN)), SCALE), acc)
     if G == 0:
         acc = acc * _scale(tile.load(S, (0, n0), (1, BN)), SCALE)
     tile.atomic_add(Y, (m0, n0), acc)
