@@ -35,9 +35,10 @@ def grouped_tile(pid, nm, nn, GROUP: tile.constexpr):
 @tile.inline
 def epilogue(acc, bias, scale, n0, HAS_BIAS: tile.constexpr, ACT: tile.constexpr):
     """act(scale * acc + bias[n0:n0 + BN]) on the f32 accumulator tile."""
-    acc = acc * scale
     if HAS_BIAS:
-        acc = acc + tile.load(bias, (n0,), (acc.shape[1],))[None, :]
+        acc = tile.fma(acc, scale, tile.load(bias, (n0,), (acc.shape[1],))[None, :])    # one fma per value
+    else:
+        acc = acc * scale
     if ACT == "relu":
         acc = tile.maximum(acc, 0.0)
     if ACT == "silu":

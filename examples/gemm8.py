@@ -53,7 +53,7 @@ def gemm_fp8(A: tile.Tensor[2], B: tile.Tensor[2], C: tile.Tensor[bf16, 2],
             # sum (the scales differ per slice, so they cannot wait for the epilogue)
             sa = tile.load(scale_a, (bm * BM, k // 128), (BM, 1))     # [BM, 1]: one per row and K block
             sb = tile.load(scale_b, (bn, k // 128), (1, 1))           # one per 128x128 block of B
-            acc = acc + tile.dot(a, b) * (sa * sb)
+            acc = tile.fma(tile.dot(a, b), sa * sb, acc)               # one fma per value
         else:
             acc = tile.dot(a, b, acc)
     if SCALING == "tensor":
