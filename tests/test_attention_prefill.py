@@ -131,6 +131,21 @@ def test_sm90a_benchmark_configs_no_spills(D, cfg, tmp_path):
     assert overlapped == 2, overlapped
 
 
+def test_softmax_is_one_instruction_per_step():
+    """The key loop's softmax in the PTX: one ex2.approx.ftz per score (no subnormal handling), the
+    scale fused into the exponent's subtraction (fma.rn), p rounded to bf16 two values at a time
+    (cvt.rn.bf16x2), no NaN tests (a NaN's bits are not semantics) and no signed-zero fix-up of the
+    row max (PTX max is maximumNumber)."""
+    ptx = _sm90a(128, tuple(PTXAS[1][1].items())).ptx
+    assert "ex2.approx.ftz.f32" in ptx and "ex2.approx.f32" not in ptx
+    assert "fma.rn.f32" in ptx and "cvt.rn.bf16x2.f32" in ptx and "cvt.rn.bf16.f32" not in ptx
+    assert not any(f"setp.{p}.f32" in ptx for p in ("nan", "num", "equ", "eq"))
+    exps = ptx.count("ex2.approx.ftz.f32")
+    # per thread and key block: 64 scores of 2 rows (the m64n128 fragment) and the 2 rows' rescale
+    # factors, in each of the two key loops; 32 paired roundings
+    assert exps == 2 * (64 + 2) and ptx.count("cvt.rn.bf16x2.f32") >= 2 * 32, (exps, ptx.count("cvt.rn.bf16x2.f32"))
+
+
 def test_deferred_is_in_the_ir_and_round_trips():
     """`deferred = 1` is printed and parses back; without OVERLAP only the masked loop's scores are."""
     from tile.ir.parser import parse_module
