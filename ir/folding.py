@@ -350,7 +350,10 @@ def fma_f64(a, b, c) -> np.ndarray:
         r = Fraction(x) * Fraction(y) + Fraction(z)
         if r == 0:
             return (x * y) + z                           # the sign of an exact zero, as IEEE gives it
-        return float(r)                                  # Fraction -> float rounds to nearest even
+        try:
+            return float(r)                              # Fraction -> float rounds to nearest even
+        except OverflowError:                            # beyond float64: rounds to the infinity
+            return math.inf if r > 0 else -math.inf
     a, b, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, c)))
     return np.vectorize(one, otypes=[np.float64])(a, b, c)
 
