@@ -106,3 +106,19 @@ def test_exp_guards_infinities():
     b.ret(Numerics(d, Prov(d)).exp(b, fn.args[0]))
     text = str(m)
     assert "0x7ff0000000000000" in text and text.count("select") >= 2, text
+
+
+def test_fma_f64_interpreter_exact():
+    """f64 fma in the interpreter: exact rationals rounded once (the float64 mul + add differs from it
+    on these inputs), an overflowing result is the infinity of its sign, specials as IEEE says."""
+    from fractions import Fraction
+    from tile.ir.folding import fma_f64
+    rng = np.random.default_rng()
+    a, b = rng.standard_normal(500), rng.standard_normal(500)
+    c = -(a * b) * (1 + rng.standard_normal(500) * 1e-12)
+    got = fma_f64(a, b, c)
+    want = [float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(a, b, c)]
+    assert (got == np.array(want)).all()
+    assert (got != a * b + c).any()
+    big = fma_f64(np.array([1e308, 1e308, np.inf, 0.0]), np.array([10.0, -10.0, 0.0, -1.0]), np.array([-1.0, 1.0, 1.0, 0.0]))
+    assert big[0] == np.inf and big[1] == -np.inf and np.isnan(big[2]) and big[3] == 0 and not np.signbit(big[3])
