@@ -42,6 +42,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(REPO))                  # a script: the benchmarks package beside it
+from benchmarks.timing import Timer as EventTimer  # noqa: E402
 
 DECODE_BARS = [dict(B=16, H=32, HKV=8, S=4096, D=128, LQ=1), dict(B=4, H=32, HKV=8, S=16384, D=128, LQ=1),
                dict(B=64, H=32, HKV=8, S=1024, D=128, LQ=1)]
@@ -76,45 +78,16 @@ def _err(e, limit=300):
 
 # ---------------------------------------------------------------------------------------- timing
 class Timer:
-    """GPU time of one call, median of `reps` after `warmup` calls: each call between its own pair of
-    CUDA events, a chunk of calls queued behind torch.cuda._sleep long enough to cover the host's
-    enqueue time, so launch overhead stays out (it is reported separately as host_us)."""
+    """GPU time of one call (the benchmark package's CUDA-event Timer: median of `reps` after `warmup`,
+    launch overhead kept out and reported as host_us), in microseconds."""
 
     def __init__(self, torch, reps, warmup):
-        self.torch, self.reps, self.warmup = torch, reps, warmup
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(10_000)
-        torch.cuda.synchronize()
-        s.record()
-        torch.cuda._sleep(4_000_000)
-        e.record()
-        e.synchronize()
-        self.cycles_per_ms = 4_000_000 / max(s.elapsed_time(e), 1e-3)
+        self.t = EventTimer(torch, {"reps": reps, "warmup": warmup, "warm_s": 0.0})
 
     def __call__(self, fn):
-        torch = self.torch
-        host = []
-        for _ in range(self.warmup):
-            h = time.perf_counter()
-            fn()
-            host.append(time.perf_counter() - h)
-        torch.cuda.synchronize()
-        host_ms = sorted(host)[len(host) // 2] * 1e3
-        per_chunk = max(1, min(self.reps, int(24.0 / (host_ms * 1.5 + 0.02))))
-        times = []
-        while len(times) < self.reps:
-            n = min(per_chunk, self.reps - len(times))
-            evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-            torch.cuda._sleep(int(self.cycles_per_ms * min(25.0, 0.3 + n * (host_ms * 1.5 + 0.02))))
-            for s, e in evs:
-                s.record()
-                fn()
-                e.record()
-            torch.cuda.synchronize()
-            times.extend(s.elapsed_time(e) for s, e in evs)
-        times.sort()
-        return {"us": 1e3 * times[len(times) // 2], "min_us": 1e3 * times[0], "max_us": 1e3 * times[-1],
-                "reps": len(times), "host_us": 1e3 * host_ms}
+        r = self.t.measure(lambda i: fn())
+        return {"us": 1e3 * r["ms"], "min_us": 1e3 * r["min_ms"], "max_us": 1e3 * r["max_ms"],
+                "reps": r["reps"], "host_us": r["host_us"]}
 
 
 # ---------------------------------------------------------------------------------------- context

@@ -34,6 +34,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))                  # a script: the benchmarks package beside it
+from benchmarks.timing import Timer as EventTimer  # noqa: E402
 
 SHAPES = ((14336, 4096), (4096, 4096), (4096, 14336))
 MS = (1, 4, 16, 64, 256)
@@ -61,41 +63,10 @@ def load_gallery():
     return mod
 
 
-class Timer:
-    def __init__(self, torch, reps=50, warmup=10):
-        self.torch, self.reps, self.warmup = torch, reps, warmup
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(10_000)
-        s.record()
-        torch.cuda._sleep(2_000_000)
-        e.record()
-        e.synchronize()
-        self.cycles_per_ms = 2_000_000 / max(s.elapsed_time(e), 1e-3)
-
-    def __call__(self, fn):
-        """Median ms of fn() over the reps (CUDA events), after warm-up."""
-        torch = self.torch
-        for _ in range(self.warmup):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        host_ms = (time.perf_counter() - t0) * 1e3
-        times = []
-        chunk = max(1, min(self.reps, int(20.0 / max(host_ms, 0.01))))
-        while len(times) < self.reps:
-            n = min(chunk, self.reps - len(times))
-            evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-            torch.cuda._sleep(int(self.cycles_per_ms * min(25.0, 0.2 + n * host_ms * 1.5)))
-            for s, e in evs:
-                s.record()
-                fn()
-                e.record()
-            torch.cuda.synchronize()
-            times.extend(s.elapsed_time(e) for s, e in evs)
-        times.sort()
-        return times[len(times) // 2]
+def make_timer(torch, reps, warmup):
+    """Median ms of fn() (CUDA events, after warm-up): the benchmark package's Timer, one input set."""
+    t = EventTimer(torch, {"reps": reps, "warmup": warmup, "warm_s": 0.0})
+    return lambda fn: t.measure(lambda i: fn())["ms"]
 
 
 def copy_bandwidth(torch, timer, nbytes=1 << 30):
@@ -258,7 +229,7 @@ def main(argv=None):
     import os
     os.environ.setdefault("TILEC_TARGET", tcuda.device().arch)
     lb = load_gallery()
-    timer = Timer(torch, reps=args.reps or (30 if args.quick else 50), warmup=5 if args.quick else 10)
+    timer = make_timer(torch, reps=args.reps or (30 if args.quick else 50), warmup=5 if args.quick else 10)
     bw = copy_bandwidth(torch, timer, (1 << 29) if args.quick else (1 << 30))
     print(f"device {torch.cuda.get_device_name()} | copy bandwidth {bw:.2f} TB/s (read + write) | target "
           f"{tile.current_target()}")
