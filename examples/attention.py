@@ -150,7 +150,9 @@ def attention_rows(Q, K, V, O, LSE, sm_scale, D, BM, BN, CAUSAL, STAGES, OVERLAP
             v = tile.load(V, (b, hk, n, 0), (BN, D))
             s = mask_scores(tile.dot(q, k.T), n, last, S, BN, CAUSAL)
             m_i, l_i, acc = online_softmax(s, v, m_i, l_i, acc, qk_scale)
-    tile.store(O, (b, h, bm * BM, 0), (acc / l_i[:, None]).astype(bf16))
+    # one division per row, then a multiply per value (64 IEEE divisions per thread cost ~7% of a
+    # 2k-key row block)
+    tile.store(O, (b, h, bm * BM, 0), (acc * (1.0 / l_i)[:, None]).astype(bf16))
     if HAS_LSE:
         tile.store(LSE, (b, h, bm * BM), (m_i + tile.log2(l_i)) * LN2)
 

@@ -68,7 +68,7 @@ def varlen_attention(Q: tile.Tensor[bf16, 2], K: tile.Tensor[bf16, 2], V: tile.T
             l_i = l_i * alpha + tile.sum(p, axis=1)
             acc = acc * alpha[:, None] + tile.dot(p.astype(bf16), v)
             m_i = m_new
-        tile.store(O, (start + bm * BM, h * D), (acc / l_i[:, None]).astype(bf16), mask=live)
+        tile.store(O, (start + bm * BM, h * D), (acc * (1.0 / l_i)[:, None]).astype(bf16), mask=live)
 
 
 def varlen_attn(q, k, v, cu_seqlens, max_seqlen=None, causal=False, sm_scale=None, BM=64, BN=64, STAGES=2,
