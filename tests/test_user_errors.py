@@ -208,3 +208,28 @@ def test_device_print_on_the_gpu(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = sorted(line for line in r.stdout.splitlines() if line.startswith("[block"))
     assert lines == ["[block (0, 0, 0)] n = 3 s=0.500 i=0", "[block (1, 0, 0)] n = 3 s=0.500 i=1"], r.stdout
+
+
+@tile.kernel
+def _ftz_runtime(X, Y, F: int):
+    tile.store(Y, (0,), tile.exp2(tile.load(X, (0,), (16,)), ftz=F))
+
+
+@tile.kernel
+def _fma_ints(X, Y):
+    x = tile.load(X, (0,), (16,))
+    tile.store(Y, (0,), tile.fma(x, 3, 1))
+
+
+def test_exp2_ftz_must_be_a_constant_and_fma_promotes_ints(monkeypatch):
+    """exp2's ftz is a compile-time bool (the error names it, at the call's line); fma of integers
+    computes in f32, as the other float math does."""
+    T = tile.Tensor
+    with pytest.raises(Exception, match=r"ftz must be a compile-time bool") as ei:
+        _ftz_runtime.compile(T[tile.f32, 1], T[tile.f32, 1], int, target="cpu")
+    assert "test_user_errors.py" in str(ei.value)
+    monkeypatch.setenv("TILEC_TARGET", "cpu")
+    x = np.arange(16, dtype=np.int32)
+    y = np.zeros(16, np.float32)
+    _fma_ints[(1,)](x, y)
+    assert (y == 3.0 * x + 1).all()
