@@ -27,9 +27,15 @@ What the kernel does on Hopper (sm_90a):
   from one to the other). The results are the same bits as the two-loop kernel's.
 * PINGPONG = True (with WS, BM = 128, num_warps = 8): the two consumer warpgroups take turns issuing
   their wgmmas (named barriers around each iteration's wgmma issues: passes/pingpong.py), so that one's
-  softmax runs while the other's GEMMs do (FA3's inter-warpgroup overlap). Same values. In this loop
-  body the softmax sits between q @ k^T and p @ v, so a warpgroup's turn spans it (FA3 issues both GEMMs
-  of a turn back to back, p @ v using the previous block's p); measure before relying on a gain.
+  softmax runs while the other's GEMMs do (FA3's inter-warpgroup overlap). Same values. A turn runs
+  from one block's p @ v to the next block's q @ k^T (FA3's window: the softmax outside every turn),
+  where the pass can prove it safe (`pingpong_window = "between"` in the IR); measure before relying
+  on a gain.
+* the softmax costs about one instruction per score per step: the row max is taken on the raw
+  scores and the scale fused into the exponent's subtraction (`tile.fma`), `exp2(..., ftz=True)` is
+  one MUFU.EX2, p goes to bf16 two values per cvt, and the output divides once per row. The key loop
+  is ~420 SASS instructions per thread per 128-key block (it was ~1220: non-ftz exp2, per-value NaN
+  rebuilds of the bf16 rounding and signed-zero fix-ups of the max); sm_scale must be positive.
 
 What FlashAttention-3 has that this kernel does not (yet): persistent blocks and fp8.
 
