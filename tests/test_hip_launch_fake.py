@@ -251,6 +251,6 @@ def test_rocm_tensors_are_accepted_with_the_nvidia_checks(rocm):
         _axpy[(2,)](_TorchOnRocm(0x7000_0000_0102, (300,), (1,)), Y, 1.0)
     with pytest.raises(ValueError, match="parameter 'Y': the tensor is on cpu; a kernel needs GPU memory"):
         _axpy[(2,)](X, _TorchOnRocm(0x1000, (300,), (1,), device="cpu"), 1.0)
-    with pytest.raises(ValueError, match="parameter 'a' = 1e\+300 overflows f32"):
+    with pytest.raises(ValueError, match=r"parameter 'a' = 1e\+300 overflows f32"):
         _axpy[(2,)](X, Y, 1e300)
     assert rocm.launch is None
