@@ -52,6 +52,9 @@ class AMDGPUIntrinsics:
     """The AMDGPU side of the lowering interface used by codegen/lower_tile.py."""
 
     name = "amdgpu"
+    # max/min keep llvm.maxnum plus the signed-zero fix-up (codegen/llvm_numerics.py fminmax): no
+    # instruction here is known to order -0 < +0
+    minmax_orders_zeros = False
 
     def __init__(self, decls: Decls, target):
         self.d = decls

@@ -87,6 +87,16 @@ def const_int(a: Args, k, what=None, value=None) -> int:
     return v
 
 
+def const_bool(a: Args, k) -> bool:
+    """A compile-time bool argument (True/False, or 0/1)."""
+    v = normalize_const(a[k])
+    if type(v) is int and v in (0, 1):
+        v = bool(v)
+    if not isinstance(v, bool):
+        raise a.err(k, f"{k} must be a compile-time bool (True/False), got {describe(v)}")
+    return v
+
+
 def const_shape(a: Args, k, what="shape") -> tuple:
     s = normalize_const(a[k])
     if isinstance(s, int) and not isinstance(s, bool):
@@ -416,11 +426,7 @@ def _cumsum(fe, a: Args):
     if x.type.dtype == bool_:
         raise a.err("x", "x is a boolean tile (i1): convert it first (.astype(tile.i32))")
     ax = axis_arg(a, "axis", x.type.rank)
-    ex = normalize_const(a["exclusive"])
-    if type(ex) is int and ex in (0, 1):
-        ex = bool(ex)
-    if not isinstance(ex, bool):
-        raise a.err("exclusive", f"exclusive must be a compile-time bool (True/False), got {describe(ex)}")
+    ex = const_bool(a, "exclusive")
     return fe.b.value("cumsum", [x], TileType(x.type.dtype, x.type.shape), {"axis": ax, "exclusive": ex})
 
 
@@ -432,15 +438,7 @@ UNARY_BUILTINS = ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "
 @builtin(*UNARY_BUILTINS)
 def _unary(fe, a: Args):
     x = normalize_const(a["x"])
-    attrs = {}
-    if a.name == "exp2":
-        ftz = normalize_const(a["ftz"])
-        if type(ftz) is int and ftz in (0, 1):
-            ftz = bool(ftz)
-        if not isinstance(ftz, bool):
-            raise a.err("ftz", f"ftz must be a compile-time bool (True/False), got {describe(ftz)}")
-        if ftz:
-            attrs["ftz"] = True
+    attrs = {"ftz": True} if a.name == "exp2" and const_bool(a, "ftz") else {}
     if is_number(x):
         return fold_unary(a.name, x, attrs)
     try:

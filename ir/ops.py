@@ -564,15 +564,13 @@ def _infer_first(t, a):
 for _n in BINARY:
     define(_n, f"Elementwise `{_n}` of two operands of one type (scalars or tiles).", operands="a, b",
            infer=_infer_first, tags=("elementwise", "binary"))(_verify_elementwise)
+# exp2's `ftz = true`: results below 2^-126 (f32's smallest normal; exp2 computes in f32) are +0 -- one
+# MUFU.EX2 on NVIDIA instead of four instructions that keep the subnormals (a softmax's p = 2^(s - max)
+# loses nothing: such a p is below every rounding of the row sum, which is >= 1)
+UNARY_ATTRS = {"exp2": {"ftz": Bool().opt}}
 for _n in UNARY:
-    if _n != "exp2":
-        define(_n, f"Elementwise `{_n}`.", operands="x", infer=_infer_first, tags=("elementwise", "unary"))(
-            _verify_elementwise)
-# `ftz = true`: results below 2^-126 (f32's smallest normal; exp2 computes in f32) are +0 -- one MUFU.EX2
-# on NVIDIA instead of four instructions that keep the subnormals (a softmax's p = 2^(s - max) loses
-# nothing: such a p is below every rounding of the row sum, which is >= 1)
-define("exp2", "Elementwise `exp2`; `ftz = true` flushes subnormal results to +0.", operands="x",
-       attrs={"ftz": Bool().opt}, infer=_infer_first, tags=("elementwise", "unary"))(_verify_elementwise)
+    define(_n, f"Elementwise `{_n}`.", operands="x", attrs=UNARY_ATTRS.get(_n), infer=_infer_first,
+           tags=("elementwise", "unary"))(_verify_elementwise)
 
 
 @define("fma", "Elementwise `a * b + c` rounded once (fused multiply-add; floats: the product is not rounded "

@@ -200,18 +200,13 @@ def _ints(vals) -> tuple:
 
 
 # ---- elementwise: ir/folding.fold on the operand values
-for _name in (*BINARY_IMPL, "neg", "abs", "not", *UNARY_FLOAT):
+for _name in (*BINARY_IMPL, "neg", "abs", "not", *UNARY_FLOAT, "fma"):
     RULES[_name] = (lambda n: lambda ctx, op, args: fold(n, _rdt(op), *args, attrs=op.attrs))(_name)
 
 
 @rule("cmp")
 def _r_cmp(ctx, op, args):
     return fold("cmp", op.a.type.dtype, *args, attrs=op.attrs)
-
-
-@rule("fma")
-def _r_fma(ctx, op, args):
-    return fold("fma", _rdt(op), *args)
 
 
 @rule("select")
