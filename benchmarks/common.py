@@ -81,6 +81,11 @@ def cfg_name(cfg) -> str:
         s += " ws"                                  # + a producer warpgroup (warp_specialize)
     if cfg.get("PINGPONG"):
         s += " pp"                                  # the consumer warpgroups take turns (passes/pingpong.py)
+    if cfg.get("PERSISTENT"):
+        s += " persistent"
+    c = cfg.get("cluster")
+    if c not in (None, 1) and tuple(c if isinstance(c, (list, tuple)) else (c,)) not in ((1,), (1, 1, 1)):
+        s += f" cluster{'x'.join(map(str, c)) if isinstance(c, (list, tuple)) else c}"
     return s
 
 

@@ -37,7 +37,12 @@ WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, num_warps=8),
 # persistent + warp-specialized (CUTLASS's "persistent warp-specialized" kernel): one block per SM
 # looping over the tiles in grouped order; the producer issues the next tile's copies during this
 # tile's epilogue. The ring lives through the epilogue (with the TMA store's 32 KB staging beside it).
-PERSISTENT_WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
+# cluster=2 (first: not yet measured): two blocks along M share each B tile through TMA multicast
+# (CUTLASS's 2x1 cluster), halving B's L2 traffic.
+PERSISTENT_WS_CONFIGS = [dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8, cluster=2),
+                         dict(BM=128, BN=256, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),
+                         dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8, cluster=2),
+                         dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8, cluster=2),
                          dict(BM=128, BN=256, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=256, BN=128, BK=64, STAGES=4, WS=True, PERSISTENT=True, num_warps=8),
                          dict(BM=256, BN=128, BK=64, STAGES=3, WS=True, PERSISTENT=True, num_warps=8),

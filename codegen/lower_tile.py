@@ -52,11 +52,12 @@ from .lower_tma_store import TmaStoreLowering
 from .lower_wgmma import WgmmaLowering
 from .lower_warp_specialize import WarpSpecializeLowering
 from .lower_pingpong import PingpongLowering
+from .lower_cluster import ClusterLowering
 
 
 class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowering, DotLowering, MfmaLowering,
                      WgmmaLowering, TmaLowering, TmaStoreLowering, BufferLowering, WarpSpecializeLowering,
-                     PingpongLowering):
+                     PingpongLowering, ClusterLowering):
     """Lowers one IR function to an LLVM module holding one kernel."""
 
     def __init__(self, fn: Function, target: Target, backend, options: dict | None = None):
@@ -117,6 +118,7 @@ class KernelLowering(MemoryLowering, SharedLowering, ReduceLowering, ScanLowerin
         self.eb = ir.IRBuilder(entry)              # hoisted thread-invariant computations
         self.b = ir.IRBuilder(body)
         self.tid = self.tgt.thread_id(self.eb)
+        self.check_cluster()
         self._bind_params()
         self.lower_block(self.fn.body)
         self.finish_tma_stores()

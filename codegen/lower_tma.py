@@ -80,6 +80,17 @@ class TmaLowering:
     def op_mbarrier_arrive(self, op):
         self._need_tma_target()
         bar, = self._mbarriers(op.bar)
+        ncta = int(op.attrs.get("cluster", 1))
+        if ncta > 1:
+            # lane r < ncta of every warp arrives on this mbarrier of the cluster's block r (lower_cluster.py)
+            if op.attrs.get("per") != "warp" or ncta != self.cluster_size():
+                raise self.error(f"mbarrier_arrive {{cluster = {ncta}}} needs per = \"warp\" and the launch's cluster "
+                                 f"of {ncta} blocks (it is {list(self.cluster_dims())})")
+            lane = self.b.urem(self.tid, ir.Constant(i32, self.target.warp_size))
+            endb = self._guarded(self.b.icmp_unsigned("<", lane, ir.Constant(i32, ncta)))
+            self.tgt.mbarrier_arrive_remote(self.b, bar, lane)
+            self._end_guard(endb)
+            return
         if op.attrs.get("per") == "warp":             # lane 0 of every warp (the mbarrier counts warps)
             lane0 = self.b.icmp_unsigned("==", self.b.urem(self.tid, ir.Constant(i32, self.target.warp_size)),
                                          ir.Constant(i32, 0))
@@ -154,9 +165,14 @@ class TmaLowering:
         bar, = self._mbarriers(op.bar)
         lead = T.type.rank - len(shape)
         grid = [d // x for d, x in zip(shape, box)]
+        ncta = int(op.attrs.get("cluster", 1))       # multicast: this block issues boxes n % ncta == its rank
+        nbox = prod(grid)
+        if ncta > 1 and (nbox % ncta or ncta != self.cluster_size()):
+            raise self.error(f"a TMA copy multicast over cluster = {ncta} needs the launch's cluster of {ncta} blocks "
+                             f"(it is {list(self.cluster_dims())}) and a number of boxes ({nbox}) it divides")
         endb = self._guarded(self._thread0())
-        self.tgt.mbarrier_expect_tx(b, bar, prod(shape) * eb)
-        for n in range(prod(grid)):
+        self.tgt.mbarrier_expect_tx(b, bar, prod(shape) * eb)     # every block receives the whole tile
+        for n in range(nbox):
             g, rest = [], n
             for d in reversed(grid):
                 g.append(rest % d)
@@ -167,5 +183,10 @@ class TmaLowering:
                 c = idx[lead + k]
                 coords.append(c if g[k] == 0 else b.add(c, ir.Constant(i32, g[k] * box[k])))
             dst = self.sptr(self._i(self._add(sv.off, n * box_bytes)))
-            self.tgt.tma_load(b, dst, bar, tmap, list(reversed(coords)))
+            if ncta > 1:
+                mine = self._guarded(b.icmp_unsigned("==", self.cluster_rank(), ir.Constant(i32, n % ncta)))
+                self.tgt.tma_load(b, dst, bar, tmap, list(reversed(coords)), multicast=(1 << ncta) - 1)
+                self._end_guard(mine)
+            else:
+                self.tgt.tma_load(b, dst, bar, tmap, list(reversed(coords)))
         self._end_guard(endb)

@@ -173,7 +173,7 @@ def compile_function(fn: Function, target: Target | str = "sm_90a", options: dic
                   opts, "asm", fn.name)
     res = run_llvm(job, timeout=float(options.get("llvm_timeout", 600)))
     meta = KernelMeta(name=fn.name, target=target.name, num_threads=low.launch_threads, shared_bytes=shared,
-                      params=flatten_params(fn), align=low.align,
+                      params=flatten_params(fn), align=low.align, cluster=low.cluster_dims(),
                       divisible=tuple(fn.attrs.get("divisible") or ()))     # the launch checks these facts
     ptx = raise_ptx_version(res["asm"], getattr(low.tgt, "ptx_isa_needed", 0))
     return Artifact(meta=meta, ptx=ptx, signature=signature_of_function(fn), llvm_ir=text,

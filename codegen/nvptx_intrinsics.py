@@ -46,6 +46,22 @@ class NVPTXIntrinsics:
     def num_blocks(self, b, axis: int):
         return self.sreg(b, "nctaid." + "xyz"[axis])
 
+    _CLUSTER_SREGS = {"cluster_id": "clusterid.", "num_clusters": "nclusterid.", "block_in_cluster": "cluster.ctaid.",
+                      "cluster_shape": "cluster.nctaid."}
+
+    def cluster_sreg(self, b, what: str, axis: int):
+        """%clusterid / %nclusterid / %cluster_ctaid / %cluster_nctaid along axis, or (what =
+        "cluster_rank") %cluster_ctarank, this block's linear rank in its cluster."""
+        if what == "cluster_rank":
+            return self.sreg(b, "cluster.ctarank")
+        return self.sreg(b, self._CLUSTER_SREGS[what] + "xyz"[axis])
+
+    def cluster_barrier(self, b):
+        """barrier.cluster.arrive (release) + barrier.cluster.wait (acquire), .aligned: every thread of
+        every block of the cluster."""
+        self.d.call(b, "llvm.nvvm.barrier.cluster.arrive.aligned", void, [], [])
+        self.d.call(b, "llvm.nvvm.barrier.cluster.wait.aligned", void, [], [])
+
     # (id, threads) while a warp_specialize role is lowered (codegen/lower_warp_specialize.py): every
     # barrier is then that role's named barrier, which the other role's threads never reach
     barrier_scope = None
@@ -194,6 +210,15 @@ class NVPTXIntrinsics:
         """mbarrier.arrive.shared.b64 _, [bar] (release): one arrival on the current phase."""
         self.d.call(b, "llvm.nvvm.mbarrier.arrive.shared", i64, [sptr], [bar])
 
+    def mbarrier_arrive_remote(self, b, bar, rank):
+        """mapa.shared::cluster + mbarrier.arrive.release.cluster.shared::cluster.b64 _, [addr], 1: one
+        arrival on mbarrier `bar` (an offset in this block's shared memory) of the cluster's block `rank`
+        (i32; this block's own rank works too)."""
+        cl = ir.PointerType(addrspace=7)
+        remote = self.d.call(b, "llvm.nvvm.mapa.shared.cluster", cl, [sptr, i32], [bar, rank])
+        self.d.call(b, "llvm.nvvm.mbarrier.arrive.scope.cluster.space.cluster", void, [cl, i32],
+                    [remote, ir.Constant(i32, 1)])
+
     def mbarrier_try_wait_parity(self, b, bar, phase):
         """mbarrier.try_wait.parity.shared.b64 (acquire): i1, whether the phase of parity `phase`
         (i32, 0 or 1) has completed (waits a while in hardware before answering false)."""
@@ -204,17 +229,19 @@ class NVPTXIntrinsics:
         """mbarrier.inval.shared.b64 [bar]: its memory may then be used for something else."""
         self.d.call(b, "llvm.nvvm.mbarrier.inval.shared", void, [sptr], [bar])
 
-    def tma_load(self, b, dst, bar, tmap, coords):
+    def tma_load(self, b, dst, bar, tmap, coords, multicast: int = 0):
         """cp.async.bulk.tensor.<n>d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
         [dst], [tmap, {coords}], [bar]: the box of tensor map `tmap` (a generic pointer to the
         grid-constant kernel parameter) at `coords` (i32, innermost dim first; outside the tensor
-        reads zeros) into shared memory at `dst`, its bytes completing on mbarrier `bar`."""
+        reads zeros) into shared memory at `dst`, its bytes completing on mbarrier `bar`. `multicast`: a
+        mask of cluster ranks (.multicast::cluster): the box lands at `dst` in each of those blocks, its
+        bytes completing on each one's mbarrier at `bar`."""
         n = len(coords)
         dst_cl = b.addrspacecast(dst, ir.PointerType(addrspace=7))        # shared::cluster
         self.d.call(b, f"llvm.nvvm.cp.async.bulk.tensor.g2s.tile.{n}d", void,
                     [ir.PointerType(addrspace=7), sptr, ir.PointerType()] + [i32] * n + [i16, i64, i1, i1],
-                    [dst_cl, bar, tmap, *coords, ir.Constant(i16, 0), ir.Constant(i64, 0), ir.Constant(i1, 0),
-                     ir.Constant(i1, 0)])
+                    [dst_cl, bar, tmap, *coords, ir.Constant(i16, multicast), ir.Constant(i64, 0),
+                     ir.Constant(i1, 1 if multicast else 0), ir.Constant(i1, 0)])
 
     def tma_store(self, b, src, tmap, coords):
         """cp.async.bulk.tensor.<n>d.global.shared::cta.tile.bulk_group [tmap, {coords}], [src]: the

@@ -202,7 +202,7 @@ def value_for_tensor(fe, a: Args, t: Value, k="value"):
 
 
 # ---------------------------------------------------------------- grid
-@builtin("block_id", "num_blocks")
+@builtin("block_id", "num_blocks", "cluster_id", "num_clusters", "block_in_cluster", "cluster_shape")
 def _grid(fe, a: Args):
     ax = const_int(a, "axis")
     if ax not in (0, 1, 2):
@@ -257,6 +257,8 @@ def _load(fe, a: Args):
     attrs = {"shape": list(shape)}
     if nonzero(other):
         attrs["other"] = other
+    if a["multicast"] is not None and const_bool(a, "multicast"):
+        attrs["multicast"] = True
     return fe.b.value("load", [t, *idx] + ([mask] if mask is not None else []), TileType(t.type.dtype, shape), attrs)
 
 

@@ -179,6 +179,17 @@ def block_id(axis): """This block's index along axis 0, 1 or 2 (i32)."""
 @_builtin
 def num_blocks(axis): """The grid's size along axis 0, 1 or 2 (i32)."""
 @_builtin
+def cluster_id(axis):
+    """This block's cluster's index along axis 0, 1 or 2 (i32): block_id(axis) // cluster_shape(axis). A
+    launch with `cluster=(x, y, z)` (NVIDIA sm_90) groups the grid's blocks into clusters that run at
+    once; without one every block is its own cluster (cluster_id = block_id)."""
+@_builtin
+def num_clusters(axis): """The number of clusters along axis 0, 1 or 2 (i32): num_blocks(axis) // cluster_shape(axis)."""
+@_builtin
+def block_in_cluster(axis): """This block's index within its cluster along axis 0, 1 or 2 (i32); 0 without clusters."""
+@_builtin
+def cluster_shape(axis): """The launch's cluster extent along axis 0, 1 or 2 (i32); 1 without clusters."""
+@_builtin
 def xcd_remap(pid, num_pids, num_xcds=None):
     """Block id `pid` of `num_pids` renumbered so that the blocks one XCD (AMD chiplet, own L2) runs
     get consecutive ids; num_xcds None: the target's (8 on MI300X/MI355X, 1 -- the identity -- on
@@ -186,8 +197,14 @@ def xcd_remap(pid, num_pids, num_xcds=None):
 
 
 @_builtin
-def load(T, offsets, shape, mask=None, other=0):
-    """The tile of `shape` whose first element is T[offsets]; outside T or where mask is false reads `other`."""
+def load(T, offsets, shape, mask=None, other=0, multicast=False):
+    """The tile of `shape` whose first element is T[offsets]; outside T or where mask is false reads `other`.
+
+    `multicast=True` promises that every block of the cluster loads this same tile here (a GEMM's B tile
+    in a cluster of blocks along M). In a warp-specialized TMA loop launched with `cluster=(n, 1, 1)`,
+    each block then fetches 1/n of it and the hardware writes it into all n blocks' shared memory (TMA
+    multicast): n times less L2 traffic for that operand. Elsewhere it changes nothing; the interpreter
+    checks the promise (a block reading another tile is an error)."""
 
 
 @_builtin

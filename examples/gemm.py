@@ -10,6 +10,10 @@ Variants (constexpr options of `gemm`; `grid()` gives the launch grid of each):
   consumers run tile t's epilogue), the ring and its mbarriers are set up once per block. The ring
   stays live through the epilogue, so the epilogue's shared memory comes on top of it (128x256 and
   256x128 tiles: 3 stages).
+* launch option cluster=(c, 1, 1) (Hopper, with WS): the c blocks of a cluster compute c row tiles of
+  one column tile, so they read the same B tiles; each fetches 1/c of every B tile and TMA multicasts
+  it into all c blocks (`load(..., multicast=True)`): c times less L2 traffic for B (CUTLASS's 2x1
+  cluster). `grid(..., cluster=c)` sizes the grid for it.
 
 Run: python examples/gemm.py [M N K]   (on the GPU if there is one, else in the interpreter)
 """
@@ -54,18 +58,24 @@ def gemm(A: tile.Tensor[bf16, 2], B: tile.Tensor[bf16, 2], C: tile.Tensor[bf16, 
          STAGES: tile.constexpr = 3, HAS_BIAS: tile.constexpr = False, ACT: tile.constexpr = "none",
          GROUP: tile.constexpr = 8, PERSISTENT: tile.constexpr = False, WS: tile.constexpr = False,
          SCHEDULE: tile.constexpr = None):
+    # The unit of work is a cluster's: cs consecutive row tiles of one column tile (cs = 1 without a
+    # `cluster` launch, and every block is its own cluster); block r of the cluster takes row tile r.
+    cs = tile.cluster_shape(0)
+    nm = tile.cdiv(tile.cdiv(A.shape[0], BM), cs)
+    nn = tile.cdiv(B.shape[1], BN)
     if PERSISTENT:
-        # grid: (min(#SMs, #tiles),): each block loops over the output tiles t = block, block + #blocks, ...
-        nm = tile.cdiv(A.shape[0], BM)
-        nn = tile.cdiv(B.shape[1], BN)
-        for t in tile.range(tile.block_id(0), nm * nn, tile.num_blocks(0)):
+        # grid: (cs * min(#SMs / cs, #work units),): each cluster loops over the work units
+        # t = cluster, cluster + #clusters, ...
+        for t in tile.range(tile.cluster_id(0), nm * nn, tile.num_clusters(0)):
             bm, bn = grouped_tile(t, nm, nn, GROUP)
-            output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
+            output_tile(A, B, C, bias, scale, bm * cs + tile.block_in_cluster(0), bn, BM, BN, BK, STAGES,
+                        HAS_BIAS, ACT, WS, SCHEDULE)
     else:
-        # grid: (cdiv(M, BM), cdiv(N, BN)), axis 0 fastest
-        pid = tile.block_id(1) * tile.num_blocks(0) + tile.block_id(0)
-        bm, bn = grouped_tile(pid, tile.num_blocks(0), tile.num_blocks(1), GROUP)
-        output_tile(A, B, C, bias, scale, bm, bn, BM, BN, BK, STAGES, HAS_BIAS, ACT, WS, SCHEDULE)
+        # grid: (cs * nm, nn), axis 0 fastest
+        pid = tile.block_id(1) * tile.num_clusters(0) + tile.cluster_id(0)
+        bm, bn = grouped_tile(pid, nm, nn, GROUP)
+        output_tile(A, B, C, bias, scale, bm * cs + tile.block_in_cluster(0), bn, BM, BN, BK, STAGES, HAS_BIAS,
+                    ACT, WS, SCHEDULE)
 
 
 @tile.inline
@@ -79,17 +89,21 @@ def output_tile(A, B, C, bias, scale, bm, bn, BM: tile.constexpr, BN: tile.const
     # SCHEDULE (AMD): "pingpong" with num_warps=8, "interleave" with 4 (AMD_CONFIGS); NVIDIA ignores it
     for k in tile.range(0, A.shape[1], BK, stages=STAGES, warp_specialize=WS, schedule=SCHEDULE):
         a = tile.load(A, (bm * BM, k), (BM, BK))           # out-of-bounds elements read 0
-        b = tile.load(B, (k, bn * BN), (BK, BN))
+        b = tile.load(B, (k, bn * BN), (BK, BN), multicast=True)    # the same in every block of the cluster
         acc = tile.dot(a, b, acc)
     # The epilogue runs on the accumulator in registers, fused before the store.
     tile.store(C, (bm * BM, bn * BN), epilogue(acc, bias, scale, bn * BN, HAS_BIAS, ACT).astype(bf16))
 
 
-def grid(M, N, BM, BN, PERSISTENT=False, sms=132, **_):
-    """The launch grid of `gemm` for a config: one block per output tile, or (PERSISTENT) one per SM
-    at most, each looping over the tiles."""
-    tiles = (tile.cdiv(M, BM), tile.cdiv(N, BN))
-    return (min(sms, tiles[0] * tiles[1]),) if PERSISTENT else tiles
+def grid(M, N, BM, BN, PERSISTENT=False, sms=132, cluster=1, **_):
+    """The launch grid of `gemm` for a config: one block per output tile (the row tiles rounded up to
+    whole clusters of `cluster` blocks), or (PERSISTENT) one per SM at most, in whole clusters, each
+    looping over the tiles."""
+    cluster = cluster if isinstance(cluster, int) else cluster[0]      # an autotune config's meta: (x, y, z)
+    units = (tile.cdiv(tile.cdiv(M, BM), cluster), tile.cdiv(N, BN))
+    if PERSISTENT:
+        return (cluster * min(sms // cluster, units[0] * units[1]),)
+    return (cluster * units[0], units[1])
 
 
 # ---- AMD CDNA (MI300X gfx942, MI355X gfx950): the wave schedules of HipKittens, as configs of `gemm`.
@@ -154,7 +168,7 @@ def reference(a, b, bias, scale, act):
 
 
 def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, seed=None, GROUP=8, SPLIT=1,
-        PERSISTENT=False, sms=132, STAGES=3, WS=False, SCHEDULE=None, num_warps=4):
+        PERSISTENT=False, sms=132, STAGES=3, WS=False, SCHEDULE=None, num_warps=4, cluster=1):
     """Launch on fresh random inputs; return the relative error against the float64 reference."""
     rng = np.random.default_rng(seed)
     A = tile.asarray(rng.standard_normal((M, K)), bf16)
@@ -163,9 +177,10 @@ def run(M=100, N=72, K=80, act="gelu", with_bias=True, BM=128, BN=128, BK=64, se
     C = tile.asarray(np.full((M, N), np.nan), bf16)          # poisoned: every element must be written
     scale = 1.5
     if SPLIT == 1:
-        gemm[grid(M, N, BM, BN, PERSISTENT, sms)](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK, HAS_BIAS=with_bias,
-                                                   ACT=act, GROUP=GROUP, PERSISTENT=PERSISTENT, STAGES=STAGES,
-                                                   WS=WS, SCHEDULE=SCHEDULE, num_warps=num_warps)
+        gemm[grid(M, N, BM, BN, PERSISTENT, sms, cluster)](A, B, C, bias, scale, BM=BM, BN=BN, BK=BK,
+                                                            HAS_BIAS=with_bias, ACT=act, GROUP=GROUP,
+                                                            PERSISTENT=PERSISTENT, STAGES=STAGES, WS=WS,
+                                                            SCHEDULE=SCHEDULE, num_warps=num_warps, cluster=cluster)
     else:                                                   # poisoned partials: every one must be written
         part = np.full((SPLIT, tile.cdiv(M, BM) * BM, tile.cdiv(N, BN) * BN), np.nan, np.float32)
         gemm_splitk[(tile.cdiv(M, BM), tile.cdiv(N, BN), SPLIT)](A, B, part, BM=BM, BN=BN, BK=BK)

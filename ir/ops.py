@@ -282,6 +282,10 @@ ASYNC_GATHER = {"copy": OneOf("cp.async", "ld.global").opt, **VEC}
 # kernel parameter per distinct (tensor, box, swizzle) (ir/artifact.py)
 ASYNC_COPY = {"copy": OneOf("cp.async", "ld.global", "tma").opt, "box": Shape().opt,
               "swizzle": OneOf(0, 32, 64, 128).opt, **VEC}
+# `multicast`: the load it came from is the same tile in every block of the cluster (the user's
+# promise, `tile.load(..., multicast=True)`); `cluster = n` (passes/warp_specialize.py's decision): a
+# TMA copy each of the cluster's n blocks issues 1/n of the boxes of, multicast to all n of them
+ASYNC_COPY.update({"multicast": Bool().opt, "cluster": Int(min=2, max=16).opt})
 SHARED_COPY = {"copy": OneOf("ld.shared", "ldmatrix", "ldmatrix.k", "ldmatrix.trans.k", "smem.desc",
                              "ds_read.k", "ds_read.trans.k").opt}
 # `deferred = 1`: a wgmma whose wait is put off to the first use of its result (other work overlaps it)
@@ -781,6 +785,23 @@ def _block_id(op):
 
 
 define("num_blocks", "The grid's size along attribute `axis`.", attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
+# thread-block clusters (NVIDIA sm_90: the launch's `cluster` shape, function attribute `cluster`): the grid
+# is cut into clusters of that many blocks per axis, whose blocks run at once and share shared memory
+define("cluster_id", "This block's cluster's index along attribute `axis` (block_id // the cluster's extent).",
+       attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
+define("num_clusters", "The number of clusters along attribute `axis`.", attrs={"axis": Int(min=0, max=2)},
+       infer=_i32)(_block_id)
+define("block_in_cluster", "This block's index within its cluster along attribute `axis` (block_id % the "
+       "cluster's extent).", attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
+define("cluster_shape", "The cluster's extent (blocks) along attribute `axis`; 1 without clusters.",
+       attrs={"axis": Int(min=0, max=2)}, infer=_i32)(_block_id)
+
+
+@define("cluster_barrier", "Every thread of every block of the cluster waits here until all have arrived "
+        "(release / acquire at cluster scope); without clusters, the block's barrier.", effects=True,
+        infer=lambda t, a: [])
+def _cluster_barrier(op):
+    pass
 
 
 @define("xcd_remap", "`xcd_remap(pid, n)`: block ids 0..n-1 renumbered so that the blocks one XCD runs get "
@@ -826,7 +847,7 @@ def _none(t, a):
         "the tensor, or where the optional mask is false, read attribute `other` (default 0). A tile of lower "
         "rank than the tensor drops the leading dims (attribute `shape` is right-aligned).",
         operands="tensor, indices[tensor.rank], mask?", attrs={"shape": Shape(), "other": Number(of="tensor").opt, **VEC,
-                                                               **BUFFER_LOAD},
+                                                               **BUFFER_LOAD, "multicast": Bool().opt},
         infer=lambda t, a: [TileType(t.tensor.dtype, tuple(a["shape"]))])
 def _load(op):
     t = _tile_access(op)
@@ -982,8 +1003,12 @@ def _mbarrier_init(op):
 @define("mbarrier_arrive", "`mbarrier_arrive(bar)`: the block's copy-issuing thread (the one that issues its TMA "
         "copies, after them) arrives on mbarrier `bar`: the current phase completes when the bytes those copies "
         "expect have landed too. Attribute `per = \"warp\"`: lane 0 of every warp executing it arrives instead "
-        "(the mbarrier's count is then the number of those warps; a warp-specialized consumer releasing a stage).",
-        operands="bar", effects=True, attrs={"per": OneOf("block", "warp").opt}, infer=_none)
+        "(the mbarrier's count is then the number of those warps; a warp-specialized consumer releasing a stage). "
+        "Attribute `cluster = n` (with per = \"warp\"): lane r < n of every warp arrives on the same mbarrier of "
+        "the cluster's block r instead (a stage that is multicast into all n blocks is free when all of them "
+        "have released it).",
+        operands="bar", effects=True, attrs={"per": OneOf("block", "warp").opt, "cluster": Int(min=2, max=16).opt},
+        infer=_none)
 def _mbarrier_arrive(op):
     mbarrier_operand(op, op.bar.type, "operand 'bar'", single=True)
 

@@ -224,7 +224,8 @@ class _LoopPipeliner:
                     then_b.append(Operation("async_gather", [sv.results[0], ld.operands[0], *idx], [], {}, loc=ld.loc))
                 else:
                     then_b.append(Operation("async_copy", [sv.results[0], ld.operands[0], *idx] +
-                                            ([bar] if bar is not None else []), [], {}, loc=ld.loc))
+                                            ([bar] if bar is not None else []), [],
+                                            {"multicast": True} if ld.attrs.get("multicast") else {}, loc=ld.loc))
             then_b.append(Operation("yield", [], [], {}, loc=loc))
             else_b.append(Operation("yield", [], [], {}, loc=loc))
             into.append(Operation("if", [c], [], {}, [then_b, else_b], loc=loc))

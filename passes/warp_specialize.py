@@ -126,6 +126,27 @@ leave their loop and invalidate the mbarriers. Shared memory: the ring is used i
 tile loop, so shared_memory_planning keeps it live to that loop's end (the epilogue's scratch cannot
 alias it: the producer writes it meanwhile).
 
+Clusters (launch option `cluster`, function attribute `cluster`, n blocks in all). Where a copy of the
+loop loads a tile every block of the cluster loads too (`load(..., multicast=True)`, the user's
+promise, which the interpreter checks) and its TMA boxes split evenly over the n blocks, the copy gets
+`cluster = n`: each block issues 1/n of its boxes, multicast into all n blocks' shared memory at the
+same offsets, completing on each block's own `full` mbarrier of the stage (each still expects the whole
+tile's bytes: every box lands in every block). A stage may then be overwritten only when every block's
+consumers are done with it, since any block's producer writes into all of them: `empty` counts
+num_warps * n arrivals and each consumer warp's release arrives on that stage's `empty` in every block
+of the cluster (`mbarrier_arrive {per = "warp", cluster = n}`). Phases and deadlock freedom are the
+argument above with "the consumers" read as all n blocks' consumers: every block runs the same loops
+(the same tile loop bounds and K bounds: a cluster's blocks share the work unit, examples/gemm.py), so
+the producer's iteration c in any block waits for releases of c - S that need only iterations <= c - 1
+of every block's consumers, whose `full` phases all producers issued before c. A remote block's copy
+may land on `full[s]` before this block's producer has added the phase's expected bytes: the count of
+pending bytes goes below zero for a while and the phase cannot complete before this producer's own
+arrival, after its expect_tx of the whole tile. Around the roles, two `cluster_barrier`s: one after the
+mbarriers are initialized (no block multicasts into or arrives on another's mbarriers before they
+exist) and one after both roles (no block exits, or invalidates its mbarriers, while another may still
+write into its ring or arrive on them); the mbarriers are invalidated after it, so they stay allocated
+-- out of the epilogue's scratch -- to the end.
+
 Registers. The launch budget is function attribute `maxnreg` (65536 registers over the launch's
 threads, at most 168: ptxas needs a fixed count at entry for setmaxnreg); the producer drops to
 `PRODUCER_REGS`, the consumers take what is left: 128 * 40 + 256 * 232 = 64512 <= 65536 for two
@@ -133,6 +154,7 @@ consumer warpgroups, 240 for one.
 """
 from __future__ import annotations
 
+from math import prod
 
 from ..ir.core import Block, Function, Module, Operation, Value
 from ..ir.dtypes import bool_, i32, i64
@@ -206,6 +228,8 @@ class _Specializer:
         self.fn, self.loop, self.target = fn, loop, target
         self.body: Block = loop.regions[0]
         self.loc = loop.loc
+        self.ncta = prod(int(x) for x in (fn.attrs.get("cluster") or (1,)))   # blocks per cluster
+        self.multicast = False          # some copy is multicast over the cluster ("Clusters" above)
 
     # ------------------------------------------------------------------ can it be done?
     def why_not(self) -> str | None:
@@ -313,10 +337,11 @@ class _Specializer:
         bar_t = TileType(i64, (1,), "shared", None)
         empty_alloc = Operation("alloc_shared", [], [TileType(i64, (S, 1), "shared", None)], {}, loc=loc,
                                 result_names=["empty"])
-        empty = empty_alloc.results[0]
+        empty = self.empty = empty_alloc.results[0]
         at = top.ops.index(init_full) + 1
         top.insert(at, empty_alloc)
-        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw}, loc=loc))
+        self._plan_multicast(then_b)
+        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw * self._arrivals()}, loc=loc))
         for o in prologue:
             top.ops.remove(o)
 
@@ -402,21 +427,46 @@ class _Specializer:
             then = Block()
             prev = mk(then, "rem", [mk(then, "add", [slot32, mk(then, "constant", [], i32t, {"value": S - 1})], i32t),
                                     mk(then, "constant", [], i32t, {"value": S})], i32t)
-            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, prev], bar_t)], attrs={"per": "warp"})
+            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, prev], bar_t)], attrs=self._release_attrs())
             mk(then, "yield", [])
             els = Block()
             mk(els, "yield", [])
             c = mk(rel, "cmp", [body.args[0], lo], ScalarType(bool_), {"pred": "gt"})
             mk(rel, "if", [c], regions=[then, els])
         else:
-            mk(rel, "mbarrier_arrive", [mk(rel, "subview", [empty, slot32], bar_t)], attrs={"per": "warp"})
+            mk(rel, "mbarrier_arrive", [mk(rel, "subview", [empty, slot32], bar_t)], attrs=self._release_attrs())
         k = body.ops.index(self.dot) + 1
         for o in rel:
             body.insert(k, o)
             k += 1
 
+    def _plan_multicast(self, issue: Block):
+        """Clusters: the TMA copies of `issue` that load the same tile in every block of the cluster
+        (`multicast`) and whose boxes split evenly over its blocks get `cluster = n` (each block issues
+        1/n of the boxes, multicast to all: codegen/lower_cluster.py); the others stay per block."""
+        if self.ncta <= 1:
+            return
+        for o in issue.walk():
+            if o.name == "async_copy" and o.attrs.get("multicast") and o.attrs.get("copy") == "tma":
+                boxes = prod(d // b for d, b in zip(o.dst.type.shape, o.attrs["box"]))
+                if boxes % self.ncta:
+                    warn_performance(self.fn, o, f"this multicast load is {boxes} TMA boxes, which do not split "
+                                     f"over the cluster's {self.ncta} blocks: every block loads it whole", stacklevel=4)
+                    continue
+                o.attrs["cluster"] = self.ncta
+                self.multicast = True
+
+    def _arrivals(self) -> int:
+        """Arrivals per consumer warp on an `empty` mbarrier: one from each block of the cluster where a
+        stage is multicast into all of them, else one."""
+        return self.ncta if self.multicast else 1
+
+    def _release_attrs(self) -> dict:
+        return {"per": "warp", "cluster": self.ncta} if self.multicast else {"per": "warp"}
+
     def _finish(self, cons: Block, prod: Block, term, nw: int, launch: int):
-        """Name the consumers' barriers, build the warp_specialize op at the end of the kernel."""
+        """Name the consumers' barriers, build the warp_specialize op at the end of the kernel (with a
+        multicast: between cluster barriers, the mbarriers invalidated after the second)."""
         fn, top, loc = self.fn, self.fn.body, self.loc
 
         def mk(into, *a, **kw):
@@ -425,10 +475,20 @@ class _Specializer:
         for o in cons.walk():
             if o.name == "barrier" and "id" not in o.attrs:
                 o.attrs.update({"id": CONSUMER_BARRIER, "threads": 32 * nw})
+        invals = [o for o in cons.ops if o.name == "mbarrier_inval" and
+                  any(o.operands[0] is x for x in (self.full, self.empty))]
+        if self.multicast:
+            for o in invals:
+                cons.ops.remove(o)
+            mk(top, "cluster_barrier", [])       # every block's mbarriers initialized before any remote use
         mk(cons, "yield", [])
         ws = Operation("warp_specialize", [], [], {"producer_warps": 4, "consumer_barrier": CONSUMER_BARRIER,
                                                    "producer_barrier": PRODUCER_BARRIER}, [prod, cons], loc=loc)
         top.append(ws)
+        if self.multicast:
+            mk(top, "cluster_barrier", [])       # no block leaves while another may still write or arrive in it
+            for o in invals:
+                top.append(o)
         if term is not None:
             top.append(term)
         fn.attrs["maxnreg"] = launch
@@ -497,9 +557,10 @@ class _Specializer:
             at += 1
         empty_alloc = Operation("alloc_shared", [], [TileType(i64, (S, 1), "shared", None)], {}, loc=loc,
                                 result_names=["empty"])
-        empty = empty_alloc.results[0]
+        empty = self.empty = empty_alloc.results[0]
         top.insert(at, empty_alloc)
-        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw}, loc=loc))
+        self._plan_multicast(then_b)
+        top.insert(at + 1, Operation("mbarrier_init", [empty], [], {"count": nw * self._arrivals()}, loc=loc))
         for o in prologue:
             home.ops.remove(o)
         k = home.ops.index(lp) + 1
@@ -568,7 +629,7 @@ class _Specializer:
             then = Block()
             last = mk(then, "rem", [mk(then, "sub", [c_end, mk(then, "constant", [], i32t, {"value": 1})], i32t),
                                     mk(then, "constant", [], i32t, {"value": S})], i32t)
-            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, last], bar_t)], attrs={"per": "warp"})
+            mk(then, "mbarrier_arrive", [mk(then, "subview", [empty, last], bar_t)], attrs=self._release_attrs())
             mk(then, "yield", [])
             els = Block()
             mk(els, "yield", [])

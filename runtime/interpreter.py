@@ -344,6 +344,35 @@ def _r_num_blocks(ctx, op, args):
     return np.asarray(ctx.grid[op.attrs["axis"]], np.int64)
 
 
+def cluster_dims(fn) -> tuple:
+    """The launch's cluster shape (function attribute `cluster`, padded to 3; (1, 1, 1) without)."""
+    c = tuple(int(x) for x in (fn.attrs.get("cluster") or ()))
+    return c + (1,) * (3 - len(c))
+
+
+@rule("cluster_id")
+def _r_cluster_id(ctx, op, args):
+    ax = op.attrs["axis"]
+    return np.asarray(ctx.block[ax] // ctx.cluster[ax], np.int64)
+
+
+@rule("num_clusters")
+def _r_num_clusters(ctx, op, args):
+    ax = op.attrs["axis"]
+    return np.asarray(ctx.grid[ax] // ctx.cluster[ax], np.int64)
+
+
+@rule("block_in_cluster")
+def _r_block_in_cluster(ctx, op, args):
+    ax = op.attrs["axis"]
+    return np.asarray(ctx.block[ax] % ctx.cluster[ax], np.int64)
+
+
+@rule("cluster_shape")
+def _r_cluster_shape(ctx, op, args):
+    return np.asarray(ctx.cluster[op.attrs["axis"]], np.int64)
+
+
 @rule("xcd_remap")
 def _r_xcd_remap(ctx, op, args):
     from ..ir.grid import xcd_remap          # no `xcds` yet (before select_instructions): the identity
@@ -407,8 +436,27 @@ def _check_exact(ctx, op, last_index) -> None:
 def _r_load(ctx, op, args):
     t, offs, _, mask = _tile_access(op, args, False)
     _check_exact(ctx, op, offs[-1])
+    if op.attrs.get("multicast"):
+        _check_multicast(ctx, op, t, offs)
     other = to_value(op.attrs.get("other", 0), t.dtype)
     return _load_tile(t, offs, tuple(op.attrs["shape"]), other, mask)
+
+
+def _check_multicast(ctx, op, t: Tensor, offs) -> None:
+    """`load(..., multicast=True)` promises the same tile in every block of the cluster (the GPU may fetch
+    it once for all of them): the n-th execution of this load in each block of a cluster must read the
+    same tensor at the same indices as in the cluster's first block, or it is an error here."""
+    seen = ctx.multicast_seen
+    cl = tuple(b // c for b, c in zip(ctx.block, ctx.cluster))
+    n = ctx.multicast_count.get(id(op), 0)
+    ctx.multicast_count[id(op)] = n + 1
+    key = (cl, id(op), n)
+    got = (t.name, tuple(int(o) for o in offs))
+    first = seen.setdefault(key, (ctx.block, got))
+    if first[1] != got:
+        raise InterpreterError(f"a multicast load must read the same tile in every block of a cluster: block "
+                               f"{first[0]} read {first[1][0]} at {list(first[1][1])}, this block reads {got[0]} at "
+                               f"{list(got[1])} (execution {n} of this load)", op, ctx.block)
 
 
 def _update(t: Tensor, offs, value, mask, combine=None):
@@ -543,7 +591,7 @@ def _r_async_gather(ctx, op, args):
     s.buf[...] = out
 
 
-@rule("async_commit", "async_wait", "barrier", "mbarrier_inval", "setmaxnreg")
+@rule("async_commit", "async_wait", "barrier", "mbarrier_inval", "setmaxnreg", "cluster_barrier")
 def _r_nop(ctx, op, args):
     return None
 
@@ -637,6 +685,12 @@ class Interpreter:
         if not 1 <= len(grid) <= 3 or any(g < 0 for g in grid):
             raise ValueError(f"grid must be 1 to 3 non-negative ints, got {grid}")
         self.grid = grid + (1,) * (3 - len(grid))
+        self.cluster = cluster_dims(fn)
+        if any(g % c for g, c in zip(self.grid, self.cluster)):
+            raise ValueError(f"kernel '{fn.name}': grid {self.grid} must be a multiple of the cluster shape "
+                             f"{self.cluster}")
+        self.multicast_seen: dict = {}          # (cluster, load, n-th execution) -> (first block, what it read)
+        self.multicast_count: dict = {}
         self.block = (0, 0, 0)
         self.out = out
         self.tensors: list[Tensor] = []
@@ -696,6 +750,7 @@ class Interpreter:
     def run_block(self, block) -> None:
         """Run one block of the grid (its coordinates padded to 3)."""
         self.block = tuple(block) + (0,) * (3 - len(block))
+        self.multicast_count = {}
         self._env = dict(zip(self.fn.args, self.params))
         self._exec(self.fn.body, self._env)
 

@@ -11,8 +11,9 @@
 
 The shape of Triton's `triton.autotune` (stacked on the kernel; `grid` may be a function of the
 chosen config's meta-parameters). A config (`tile.Config`) holds constexpr values and the launch
-options `num_warps` and `num_stages` (the default pipeline depth of `tile.range` loops that do not
-give `stages=`; `stages=` is accepted for it too). The config's values must not also be passed at
+options `num_warps`, `num_stages` (the default pipeline depth of `tile.range` loops that do not
+give `stages=`; `stages=` is accepted for it too) and `cluster` (thread-block cluster shape; the
+grid function sees it in `meta["cluster"]`, as (x, y, z)). The config's values must not also be passed at
 the launch.
 
 The key: a list of argument names (a scalar's value; a tensor's shape and dtype), of tensor
@@ -72,7 +73,7 @@ from pathlib import Path
 
 from . import compiler
 from .ir.errors import PerformanceWarning, TileError
-from .kernel import LAUNCH_OPTIONS, CompiledKernel, Kernel, _is_user_error, _user_error
+from .kernel import LAUNCH_OPTIONS, CompiledKernel, Kernel, _is_user_error, _user_error, cluster_dims
 
 __all__ = ["Config", "autotune", "Autotuner", "Trial"]
 
@@ -88,10 +89,10 @@ class Config:
         tile.Config({"BM": 128, "stages": 2})     # a dict for constexprs named like an option
     """
 
-    __slots__ = ("kwargs", "num_warps", "num_stages", "_kw")
+    __slots__ = ("kwargs", "num_warps", "num_stages", "cluster", "_kw")
 
     def __init__(self, kwargs: dict | None = None, *, num_warps: int | None = None, num_stages: int | None = None,
-                 stages: int | None = None, **constexprs):
+                 stages: int | None = None, cluster=None, **constexprs):
         if stages is not None and num_stages is not None and stages != num_stages:
             raise ValueError(f"tile.Config: stages={stages} and num_stages={num_stages} disagree (they are one option)")
         self.kwargs = dict(kwargs or {})
@@ -106,10 +107,16 @@ class Config:
                                   or (name == "num_warps" and v & (v - 1))):
                 raise ValueError(f"tile.Config: {name} must be a positive "
                                  f"{'power of two' if name == 'num_warps' else 'int'}, got {v!r}")
+        try:
+            self.cluster = tuple(cluster_dims(cluster)) if cluster is not None else None
+        except ValueError as e:
+            raise ValueError(f"tile.Config: {e}") from None
         bad = [k for k in self.kwargs if k in LAUNCH_OPTIONS or k == "stream"]
         if bad:
-            raise ValueError(f"tile.Config: pass {bad[0]} as a keyword of its own (num_warps=, num_stages=)")
+            raise ValueError(f"tile.Config: pass {bad[0]} as a keyword of its own (num_warps=, num_stages=, cluster=)")
         d = dict(self.kwargs)
+        if self.cluster is not None and self.cluster != (1, 1, 1):
+            d["cluster"] = self.cluster
         if self.num_warps is not None:
             d["num_warps"] = self.num_warps
         if self.num_stages is not None:

@@ -12,8 +12,9 @@ launcher so far; `_launch` is the seam where the GPU launch goes, and TILEC_TARG
 from __future__ import annotations
 
 import functools
-import os
 import inspect
+import os
+from math import prod
 
 from .ir.dtypes import DType, bool_, f32, i32
 from .ir.targets import UnknownTargetError, get_target
@@ -175,7 +176,19 @@ class _Bound:
 
 # keyword arguments of a launch (and of compile()) that are not kernel parameters: the warps per block,
 # and the pipeline depth of the kernel's `tile.range` loops that do not give `stages=` themselves
-LAUNCH_OPTIONS = ("num_warps", "num_stages")
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "cluster")
+MAX_CLUSTER = 8                 # blocks per cluster a launch may ask for on every sm_90 GPU (the portable limit)
+
+
+def cluster_dims(v) -> list:
+    """Launch option `cluster` as [x, y, z]: an int n (n blocks along axis 0) or 1 to 3 positive ints, at
+    most MAX_CLUSTER blocks in all (ValueError otherwise)."""
+    dims = [v] if isinstance(v, int) and not isinstance(v, bool) else list(v) if isinstance(v, (tuple, list)) else None
+    if not dims or len(dims) > 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims) \
+            or prod(dims) > MAX_CLUSTER:
+        raise ValueError(f"launch option 'cluster' must be a positive int or 1 to 3 positive ints with at most "
+                         f"{MAX_CLUSTER} blocks in all, got {v!r}")
+    return dims + [1] * (3 - len(dims))
 
 
 def _is_user_error(e) -> bool:
@@ -252,6 +265,13 @@ class Kernel:
             b.runtime_args.append(rt)
             b.key.append(("t", p.name, str(t)))
         for k, v in sorted(options.items()):
+            if k == "cluster":
+                v = self._cluster_option(v)
+                if v == [1, 1, 1]:
+                    continue                     # no cluster: the same specialization as without the option
+                b.options[k] = v
+                b.key.append(("o", k, tuple(v)))
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or (k == "num_warps" and v & (v - 1)):
                 raise _user_error(ValueError(f"{self.name}(): launch option '{k}' must be a positive "
                                              f"{'power of two' if k == 'num_warps' else 'int'}, got {v!r}"))
@@ -259,6 +279,12 @@ class Kernel:
             b.key.append(("o", k, v))
         b.stream = b_stream
         return b
+
+    def _cluster_option(self, v) -> list:
+        try:
+            return cluster_dims(v)
+        except ValueError as e:
+            raise _user_error(ValueError(f"{self.name}(): {e}")) from None
 
     def _err(self, p: Param, got: str, cls=TypeError):
         return _user_error(cls(f"{self.name}(): argument '{p.name}' expects {p.describe()}, got {got}"))
