@@ -12,6 +12,9 @@
 #          attn    OLD_TREE beside this tree on attention S2048 / S8192 D128 (the first 3 configs each), then
 #                  the GPU tests of TESTS (default: math, attention, ping-pong, select_instructions, fuzz),
 #                  the ping-pong configs alone, and the low-bit bar cases
+#          cluster the GPU tests of clusters and the softmax work, GEMM 4096^3 on CONFIGS (default 0,1,2: the
+#                  2-block-cluster persistent WS configs beside the best one without), OLD_TREE beside this
+#                  tree on attention S2048 D128
 #          first   when one call is all there is: the GPU tests of the paths never run before (T_TESTS),
 #                  then GEMM 4096^3 and attention S2048 D128 (causal and not) over every config, and
 #                  the low-bit bar cases (old path beside the pre-laid-out one)
@@ -72,5 +75,17 @@ attn)
     --out "$OUT/pp" >"$OUT/pp.log" 2>&1; grep -hE "^attention|autotune" "$OUT/pp.log" | tail -6
   timeout ${T_LOWBIT:-80} python3 benchmarks/lowbit.py --quick >"$OUT/lowbit.log" 2>&1; tail -12 "$OUT/lowbit.log"
   ;;
-*) echo "unknown part '$part' (tests, gemm, serve, cmp, first, attn)"; exit 2 ;;
+cluster)
+  timeout ${T_TESTS:-200} python3 -m pytest -m gpu -q -n ${JOBS:-12} -p no:cacheprovider --tb=line \
+    --junitxml="$OUT/junit.xml" ${TESTS:-tests/test_cluster.py tests/test_math_gpu.py tests/test_attention_prefill.py
+    tests/test_attention_ws.py tests/test_pingpong.py tests/test_select_instructions.py} >"$OUT/tests.log" 2>&1
+  echo "tests rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head -20; python3 scripts/junit_counts.py "$OUT/junit.xml"
+  timeout ${T_GEMM:-110} python3 benchmarks/run.py --quick --configs ${CONFIGS:-0,1,2} --budget 100 \
+    --only gemm/4096x4096x4096 --out "$OUT/gemm" >"$OUT/gemm.log" 2>&1
+  grep -hE "^gemm|autotune" "$OUT/gemm.log" | tail -8
+  ROUNDS=1 OUT="$OUT/cmp" timeout ${T_CMP:-200} bash scripts/bench_compare.sh "$old" --tune-configs 3 \
+    --only ${CMP_ROWS:-attention/B8-H16-S2048-D128} >"$OUT/cmp.log" 2>&1
+  tail -6 "$OUT/cmp.log"; grep -h "autotune" "$OUT"/cmp/bench-*.log | tail -8
+  ;;
+*) echo "unknown part '$part' (tests, gemm, serve, cmp, first, attn, cluster)"; exit 2 ;;
 esac
