@@ -9,9 +9,9 @@ decides where):
   on its own mbarrier of the stage (the same shared-memory offsets in every block), and expects the
   whole tile's bytes there as before;
 * `mbarrier_arrive {per = "warp", cluster = n}` (a consumer releasing a stage that is multicast into
-  all n blocks): lane r < n of each warp arrives on that mbarrier in block r (`mapa` + a remote arrive,
-  release at cluster scope), so a stage's `empty` mbarrier completes when every block's consumers are
-  done with it -- only then may any block's producer multicast into it again.
+  all n blocks): lane r < n of each warp arrives on that mbarrier in block r (`mapa` + a remote arrive),
+  so a stage's `empty` mbarrier completes when every block's consumers are done with it -- only then
+  may any block's producer multicast into it again.
 
 Targets without clusters (sm_80, AMD) lower the ids as a cluster of one block (cluster_id = block_id)
 and refuse a launch that asks for a cluster larger than one block.

@@ -211,12 +211,15 @@ class NVPTXIntrinsics:
         self.d.call(b, "llvm.nvvm.mbarrier.arrive.shared", i64, [sptr], [bar])
 
     def mbarrier_arrive_remote(self, b, bar, rank):
-        """mapa.shared::cluster + mbarrier.arrive.release.cluster.shared::cluster.b64 _, [addr], 1: one
-        arrival on mbarrier `bar` (an offset in this block's shared memory) of the cluster's block `rank`
-        (i32; this block's own rank works too)."""
+        """mapa.shared::cluster + mbarrier.arrive.shared::cluster.b64 _, [addr], 1 (release at CTA scope, the
+        default -- CUTLASS's ClusterBarrier::arrive(cta_id)): one arrival on mbarrier `bar` (an offset in
+        this block's shared memory) of the cluster's block `rank` (i32; this block's own rank works too).
+        What it must order is this warp's reads of the stage, finished by its wgmma wait, before the TMA
+        writes the other block's producer issues after the phase completes. `.release.cluster` orders the
+        same at a price measured on the H100: 2-block-cluster GEMM 4096^3 300 us against 179 us."""
         cl = ir.PointerType(addrspace=7)
         remote = self.d.call(b, "llvm.nvvm.mapa.shared.cluster", cl, [sptr, i32], [bar, rank])
-        self.d.call(b, "llvm.nvvm.mbarrier.arrive.scope.cluster.space.cluster", void, [cl, i32],
+        self.d.call(b, "llvm.nvvm.mbarrier.arrive.scope.cta.space.cluster", void, [cl, i32],
                     [remote, ir.Constant(i32, 1)])
 
     def mbarrier_try_wait_parity(self, b, bar, phase):

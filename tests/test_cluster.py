@@ -257,7 +257,7 @@ def test_ptx(tmp_path, persistent):
     assert art.meta.cluster == (2, 1, 1)
     assert ptx.count(".multicast::cluster") == 4
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global") == 5
-    assert "mapa.shared::cluster" in ptx and "mbarrier.arrive.release.cluster.shared::cluster.b64" in ptx
+    assert "mapa.shared::cluster" in ptx and "mbarrier.arrive.shared::cluster.b64" in ptx
     assert ptx.count("barrier.cluster.arrive.aligned") == 2 and ptx.count("barrier.cluster.wait.aligned") == 2
     assert "%cluster_ctarank" in ptx and "%clusterid.x" in ptx
     rep = assemble(ptx, "sm_90a", tmp_path)
