@@ -795,12 +795,17 @@ class Function:
         last one is kept, so a launch on the same stream builds nothing); it returns a tuple whose
         first item is nonzero on failure, which `check(result)` turns into the CudaError naming the
         kernel.
-        Grid sizes must be valid (the caller checks them). Cluster launches are not eligible
+        Grid sizes must be valid (the caller checks them; with a cluster, multiples of its shape too).
+        A cluster launch's `call` has the same signature: it writes the grid and the stream into a
+        CUlaunchConfig built here once (block, shared memory, the cluster attribute) and calls
+        cuLaunchKernelEx. Clusters the general path would have to allow first (more than 8 blocks: the
+        non-portable attribute) or cannot launch (before compute capability 9.0) are not eligible
         (ValueError)."""
         cu = _cu()
         b = _dims3(block, "block")
-        if tuple(cluster) != (1, 1, 1):
-            raise ValueError("cluster launches take the general path")
+        c = _dims3(cluster, "cluster")
+        if c != (1, 1, 1) and (_state.device.cc[0] < 9 or c[0] * c[1] * c[2] > 8):
+            raise ValueError("this cluster launch takes the general path (which reports or allows it)")
         if b[0] * b[1] * b[2] > self.attributes["max_threads_per_block"]:
             raise ValueError("too many threads: the general path reports it")
         shared_bytes = int(shared_bytes or 0)
@@ -808,9 +813,24 @@ class Function:
         name = self.name
         CUstream = cu.CUstream
         last = [0, None]                          # the last non-default stream handle and its CUstream
+        launch = cu.cuLaunchKernel
+        if c != (1, 1, 1):
+            cfg = cu.CUlaunchConfig()
+            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = b
+            cfg.sharedMemBytes = shared_bytes
+            at = cu.CUlaunchAttribute()
+            at.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+            at.value.clusterDim.x, at.value.clusterDim.y, at.value.clusterDim.z = c
+            cfg.attrs = [at]
+            cfg.numAttrs = 1
+            launch_ex = cu.cuLaunchKernelEx
+
+            def launch(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra, cfg=cfg):
+                cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.hStream = gx, gy, gz, stream
+                return launch_ex(cfg, handle, params, extra)
 
         def check(res):
-            _check(res, "cuLaunchKernel", name)
+            _check(res, "cuLaunchKernelEx" if c != (1, 1, 1) else "cuLaunchKernel", name)
 
         def stream_of(h):
             if h == last[0]:
@@ -818,7 +838,7 @@ class Function:
             s = CUstream(h)
             last[1], last[0] = s, h
             return s
-        return {"call": cu.cuLaunchKernel, "handle": self.handle, "block": b, "shared": shared_bytes,
+        return {"call": launch, "handle": self.handle, "block": b, "shared": shared_bytes,
                 "stream": _cu_stream(None), "stream_of": stream_of, "check": check}
 
     def launch(self, grid, block, args, shared_bytes: int = 0, stream=None, cluster=(1, 1, 1)) -> None:

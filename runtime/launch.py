@@ -670,6 +670,8 @@ class FastLauncher:
             env.update(genv)
             lines.append(f"    if not ({expr}): return None")
         lines.append(_GRID_CODE.rstrip("\n"))
+        if cluster != (1, 1, 1):                 # whole clusters, else the general path's named error
+            lines.append(f"    if gx % {cluster[0]} or gy % {cluster[1]} or gz % {cluster[2]}: return None")
         lines.append(f"    {', '.join(f'a{j}' for j in range(len(args)))}{',' if len(args) == 1 else ''} = args"
                      if args else "    pass")
         multi = _cuda._state.device_count > 1
@@ -799,7 +801,7 @@ def fast_launcher(compiled, args, types=None, names=None, *, kwargs=None, guard=
                   any_strides=(), divisible_key=False):
     """A FastLauncher for these arguments (the call signature of a launch that just went through
     the general path), or None where the fast path does not apply (host arrays, other tensor kinds,
-    a cluster launch, no driver)."""
+    a cluster launch the general path must allow first, no driver)."""
     if not _cuda._state.ok:
         return None
     try:

@@ -192,6 +192,18 @@ def test_fast_grids_and_their_limits(driver):
         n = len(driver)
 
 
+def test_cluster_launches_take_the_fast_path(driver):
+    """A kernel launched with cluster=2 gets a fast launcher too (the driver's call is cuLaunchKernelEx
+    behind the same signature); a grid that is not whole clusters goes to the general path, which names
+    the problem."""
+    x, y = T(1000, 0x7F0000000000), T(1000, 0x7F0000100000)
+    add1[(4,)](x, y, 1000, cluster=2)
+    add1[(6,)](x, y, 1000, cluster=2)
+    assert [k for k, _, _ in driver] == ["general", "fast"] and driver[-1][1] == (6, 1, 1)
+    add1[(5,)](x, y, 1000, cluster=2)
+    assert driver[-1][:2] == ("general", (5, 1, 1))
+
+
 def test_scalar_checks_on_the_fast_path(driver):
     @tile.kernel
     def scale(X: tile.Tensor[f32], s: float, k: i32, BLOCK: tile.constexpr = 64):
