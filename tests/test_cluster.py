@@ -305,3 +305,21 @@ def test_gpu_gemm_with_multicast(hopper, M, N, K, persistent, sms):
                    cluster=2)
     assert not np.isnan(c2.astype(np.float32)).any()
     assert np.array_equal(c1.view(np.uint16), c2.view(np.uint16))
+
+
+@pytest.mark.gpu
+def test_gpu_cluster_fast_launch(hopper):
+    """Torch tensors: the second launch of a call signature with cluster=2 takes the fast path
+    (cuLaunchKernelEx behind a per-signature CUlaunchConfig) and gives the same ids for each grid; a grid
+    that is not whole clusters is the general path's named error."""
+    torch = pytest.importorskip("torch")
+    for grid in ((6, 2), (8, 2), (4, 3)):
+        Y = torch.full((grid[0] * grid[1], 8), -1, dtype=torch.int32, device="cuda")
+        for _ in range(2):
+            Y.fill_(-1)
+            ids[grid](Y, cluster=2)
+            torch.cuda.synchronize()
+            np.testing.assert_array_equal(Y.cpu().numpy(), _expected_ids(grid, (2, 1)))
+    assert any(v is not None for v in ids._fast.values())
+    with pytest.raises(ValueError, match="multiple of the cluster"):
+        ids[(5, 2)](torch.zeros((10, 8), dtype=torch.int32, device="cuda"), cluster=2)
