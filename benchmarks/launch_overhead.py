@@ -39,10 +39,9 @@ GALLERY = ("gemm", "attention", "lowbit_gemm", "moe")
 # ----------------------------------------------------------------------------------- 1. per launch
 def tile_kernels():
     import tile
-    from tile import f32
 
-    @tile.kernel
-    def tile_add1(X: tile.Tensor[f32], Y: tile.Tensor[f32], n: int, BLOCK: tile.constexpr = 1024):
+    @tile.kernel            # (string annotations: they may use only `tile`, a name of the kernel's closure)
+    def tile_add1(X: tile.Tensor[tile.f32], Y: tile.Tensor[tile.f32], n: int, BLOCK: tile.constexpr = 1024):
         i = tile.block_id(0) * BLOCK
         tile.store(Y, (i,), tile.load(X, (i,), (BLOCK,)) + 1.0)
     return tile_add1

@@ -51,10 +51,24 @@ class Param:
         return "a tensor or a scalar"
 
 
+def _closure_names(fn) -> dict:
+    """The names of fn's closure and their values: string annotations (`from __future__ import
+    annotations`) of a kernel defined inside a function may use the enclosing function's names (those
+    the kernel's body uses, which are all a closure holds)."""
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
+    out = {}
+    for name, cell in zip(code.co_freevars if code is not None else (), cells):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:                        # a cell not yet assigned
+            pass
+    return out
+
+
 def parse_params(fn) -> list[Param]:
     """The parameters of a kernel function; raises TypeError for a parameter the language cannot take."""
     try:
-        sig = inspect.signature(fn, eval_str=True)
+        sig = inspect.signature(fn, eval_str=True, locals=_closure_names(fn))
     except NameError as e:
         raise TypeError(f"{fn.__name__}(): cannot evaluate a parameter annotation: {e}") from None
     out = []

@@ -621,3 +621,18 @@ def test_annotate_wrong_shape_is_located():
     with pytest.raises(tile.CompileError) as e:
         bad.compile(np.zeros((32, 64), np.float32), target="cpu")
     assert "annotate: the layout is for a (64, 64) tile" in str(e.value) and "^" in str(e.value)
+
+
+def test_string_annotations_may_use_the_closure():
+    """`from __future__ import annotations` (this file) with a kernel defined inside a function: its
+    annotations may use names of the enclosing function that the kernel's body uses (its closure)."""
+    def make():
+        import tile as t
+
+        @t.kernel
+        def k(X: t.Tensor[t.f32, 1], n: int):
+            t.store(X, (0,), t.load(X, (0,), (4,)) + 1.0)
+        return k
+    k = make()
+    assert [(p.name, p.kind, p.dtype, p.rank) for p in k.params] == [("X", "tensor", tile.f32, 1),
+                                                                     ("n", "scalar", tile.i32, None)]
