@@ -33,6 +33,7 @@ from tile import compiler
 from tile.runtime import cuda, launch as L
 compiler._GPU_ARCH[:] = ["sm_90a"]
 cuda._state.ok, cuda._state.ctx_int, cuda._state.device_count = True, 1, 1
+cuda.encode_tensor_map = lambda *a, **k: bytes(128)      # TMA descriptors (sm_90a's default): the driver's work
 hit = []
 
 
