@@ -56,11 +56,11 @@ FLOAT_SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1.5, -2.2
 # it is added to Gen.op and here.
 KNOWN = set(O.BINARY) | set(O.UNARY) | {
     "cmp", "select", "fma", "cast", "bitcast", "constant", "full", "splat", "arange", "broadcast", "reshape", "transpose",
-    "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "xcd_remap", "dim", "stride", "load", "store",
+    "slice", "concat", "convert_layout", "reduce", "cumsum", "dot", "block_id", "num_blocks", "cluster_id", "num_clusters", "block_in_cluster", "cluster_shape", "xcd_remap", "dim", "stride", "load", "store",
     "atomic", "load_scalar", "store_scalar", "gather", "scatter", "alloc_shared", "subview", "shared_load",
     "shared_store", "async_copy", "async_gather", "async_commit", "async_wait", "barrier", "print", "for", "if", "while", "yield",
     "condition", "mbarrier_init", "mbarrier_arrive", "mbarrier_wait", "mbarrier_inval", "warp_specialize",
-    "setmaxnreg"}
+    "setmaxnreg", "cluster_barrier"}
 
 
 def cover_all_ops() -> set[str]:
@@ -320,7 +320,7 @@ class Gen:
                 ab, acc = self.dt("int"), I32
             c = self.tile_t(acc, (M, N))
             return self.new(name, [g(self.tile_t(ab, (M, K))), g(self.tile_t(ab, (K, N))), g(c)], [c])
-        if name in ("block_id", "num_blocks"):
+        if name in ("block_id", "num_blocks", "cluster_id", "num_clusters", "block_in_cluster", "cluster_shape"):
             return self.new(name, [], [ScalarType(I32)], {"axis": r.randint(0, 2)})
         if name == "xcd_remap":
             x = self.get(ScalarType(I32))
@@ -338,6 +338,8 @@ class Gen:
                 attrs = {"shape": list(shp)}
                 if r.random() < 0.4:
                     attrs["other"] = self.scalar_value(t.type.dtype)
+                if r.random() < 0.2:
+                    attrs["multicast"] = True
                 return self.new(name, [t, *idx, *mask], [self.tile_t(t.type.dtype, shp)], attrs)
             v = g(self.tile_t(t.type.dtype, shp))
             attrs = {"kind": r.choice(["add", "max", "min"])} if name == "atomic" else {}
@@ -379,13 +381,17 @@ class Gen:
                     attrs = {"copy": "tma", "box": [max(1, d // r.choice([1, 2])) if d % 2 == 0 else d
                                                     for d in s.type.shape],
                              "swizzle": r.choice([0, 32, 64, 128])}
+                    if r.random() < 0.3:
+                        attrs.update({"multicast": True, "cluster": r.choice([2, 4])})
             return self.new(name, [s, t, *[self.idx() for _ in range(t.type.rank)], *bar], [], attrs)
         if name in ("mbarrier_init", "mbarrier_inval"):
             bars = g(TileType(dtype("i64"), (r.randint(1, 4), 1), "shared"))
             return self.new(name, [bars], [], {"count": r.randint(1, 4)} if name == "mbarrier_init" else {})
         if name == "mbarrier_arrive":
-            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared"))],
-                            attrs={"per": r.choice(["block", "warp"])} if r.random() < 0.5 else {})
+            attrs = {"per": r.choice(["block", "warp"])} if r.random() < 0.5 else {}
+            if attrs.get("per") == "warp" and r.random() < 0.4:
+                attrs["cluster"] = r.choice([2, 4, 8])
+            return self.new(name, [g(TileType(dtype("i64"), (1,), "shared"))], attrs=attrs)
         if name == "mbarrier_wait":
             return self.new(name, [g(TileType(dtype("i64"), (1,), "shared")), self.idx()])
         if name == "async_gather":
@@ -396,7 +402,7 @@ class Gen:
             return self.new(name, [s, t, rows, self.idx()], [])
         if name == "barrier" and r.random() < 0.5:           # a named barrier (a warp role's)
             return self.new(name, attrs={"id": r.randint(1, 15), "threads": 32 * r.randint(1, 32)})
-        if name in ("async_commit", "barrier"):
+        if name in ("async_commit", "barrier", "cluster_barrier"):
             return self.new(name)
         if name == "setmaxnreg":
             return self.new(name, attrs={"regs": 8 * r.randint(3, 32), "action": r.choice(["inc", "dec"])})
