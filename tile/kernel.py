@@ -175,7 +175,8 @@ class _Bound:
 
 
 # keyword arguments of a launch (and of compile()) that are not kernel parameters: the warps per block,
-# and the pipeline depth of the kernel's `tile.range` loops that do not give `stages=` themselves
+# the pipeline depth of the kernel's `tile.range` loops that do not give `stages=` themselves, and the
+# thread-block cluster shape (NVIDIA sm_90; function attribute `cluster`)
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "cluster")
 MAX_CLUSTER = 8                 # blocks per cluster a launch may ask for on every sm_90 GPU (the portable limit)
 
