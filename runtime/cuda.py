@@ -735,6 +735,20 @@ def _func_attr(name):
     return getattr(_state.cu.CUfunction_attribute, name)
 
 
+def _cluster_config(cu, block, cluster, shared_bytes: int):
+    """A CUlaunchConfig for cuLaunchKernelEx with the block, dynamic shared memory and the cluster-dimension
+    attribute set; the caller writes the grid and the stream."""
+    cfg = cu.CUlaunchConfig()
+    cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = block
+    cfg.sharedMemBytes = shared_bytes
+    at = cu.CUlaunchAttribute()
+    at.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+    at.value.clusterDim.x, at.value.clusterDim.y, at.value.clusterDim.z = cluster
+    cfg.attrs = [at]
+    cfg.numAttrs = 1
+    return cfg
+
+
 class Function:
     """A kernel in a loaded Module."""
 
@@ -815,14 +829,7 @@ class Function:
         last = [0, None]                          # the last non-default stream handle and its CUstream
         launch = cu.cuLaunchKernel
         if c != (1, 1, 1):
-            cfg = cu.CUlaunchConfig()
-            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = b
-            cfg.sharedMemBytes = shared_bytes
-            at = cu.CUlaunchAttribute()
-            at.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-            at.value.clusterDim.x, at.value.clusterDim.y, at.value.clusterDim.z = c
-            cfg.attrs = [at]
-            cfg.numAttrs = 1
+            cfg = _cluster_config(cu, b, c, shared_bytes)
             launch_ex = cu.cuLaunchKernelEx
 
             def launch(handle, gx, gy, gz, bx, by, bz, shared, stream, params, extra, cfg=cfg):
@@ -885,16 +892,9 @@ class Function:
             _check(cu.cuFuncSetAttribute(self.handle, _func_attr("CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED"),
                                          1), "cuFuncSetAttribute(NON_PORTABLE_CLUSTER_SIZE_ALLOWED)", self.name)
             self._nonportable = True
-        cfg = cu.CUlaunchConfig()
+        cfg = _cluster_config(cu, b, c, shared_bytes)
         cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = g
-        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = b
-        cfg.sharedMemBytes = shared_bytes
         cfg.hStream = hstream
-        at = cu.CUlaunchAttribute()
-        at.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        at.value.clusterDim.x, at.value.clusterDim.y, at.value.clusterDim.z = c
-        cfg.attrs = [at]
-        cfg.numAttrs = 1
         _check(cu.cuLaunchKernelEx(cfg, self.handle, params, 0), "cuLaunchKernelEx", self.name,
                detail=f"(cluster {c}, grid {g}, block {b})")
 

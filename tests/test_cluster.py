@@ -11,10 +11,8 @@ around the roles, the mbarriers invalidated after the second) and its round trip
 copies, mapa + remote arrives, cluster barriers; ptxas: no spills); the targets without clusters refuse
 them in one line. GPU (marked gpu): the same GEMMs on the H100 against float64 and bit for bit against
 the kernel without clusters; the cluster ids on the GPU equal the interpreter's."""
-import importlib.util
 import shutil
 import warnings
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -27,22 +25,14 @@ from tile.ir.parser import parse_module
 from tile.ir.printer import print_module
 from tile.runtime.interpreter import InterpreterError, run
 
-from helpers import assemble
+from helpers import LazyExample, assemble
 
-ROOT = Path(__file__).resolve().parent.parent
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
 T2 = tile.Tensor[bf16, 2]
 SIG = (T2, T2, T2, tile.Tensor[f32, 1], f32)
 
 
-def _gallery(name):
-    spec = importlib.util.spec_from_file_location(f"gallery_{name}_cluster", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-GEMM = _gallery("gemm")
+GEMM = LazyExample("gemm")
 
 
 @tile.kernel
