@@ -94,8 +94,9 @@ def test_gpu_and_interpreter_agree_gemm():
 @pytest.mark.parametrize("cfg", [dict(),                                            # TMA-store epilogue
                                  dict(WS=True, STAGES=4, BN=256, num_warps=8),
                                  dict(PERSISTENT=True, STAGES=4),
-                                 dict(PERSISTENT=True, WS=True, STAGES=4, BN=256, num_warps=8)],
-                         ids=["default", "ws", "persistent", "persistent-ws"])
+                                 dict(PERSISTENT=True, WS=True, STAGES=4, BN=256, num_warps=8),
+                                 dict(PERSISTENT=True, WS=True, STAGES=3, BN=256, num_warps=8, cluster=2)],
+                         ids=["default", "ws", "persistent", "persistent-ws", "persistent-ws-cluster"])
 def test_gpu_and_interpreter_agree_on_special_values(cfg):
     """The new GEMM paths on +-inf, NaN, +-0 and subnormal inputs, with ragged tails: every output's
     class (NaN, +inf, -inf, finite) is the interpreter's, and the finite ones agree."""
@@ -112,7 +113,8 @@ def test_gpu_and_interpreter_agree_on_special_values(cfg):
     C = tile.asarray(np.full((M, N), np.nan), bf16)
     bias = np.zeros(N, np.float32)
     BM, BN = 128, cfg.get("BN", 128)
-    [(cg, cc)] = _both(g.gemm, g.grid(M, N, BM, BN, cfg.get("PERSISTENT", False), sms=7), [A, B, C, bias, 1.0], [2],
+    grid = g.grid(M, N, BM, BN, cfg.get("PERSISTENT", False), sms=7, cluster=cfg.get("cluster", 1))
+    [(cg, cc)] = _both(g.gemm, grid, [A, B, C, bias, 1.0], [2],
                        BM=BM, BK=64, **cfg)
     G, I = cg.numpy().astype(np.float64), cc.numpy().astype(np.float64)
     for cls in (np.isnan, np.isposinf, np.isneginf):
