@@ -503,6 +503,10 @@ class Kernel:
             target = compiler.resolve()
             ck = self._compile(b, target)
             g = _grid(self.name, grid, b.values)
+            cl = b.options.get("cluster")
+            if cl is not None and any(gi % ci for gi, ci in zip(tuple(g) + (1,) * (3 - len(g)), cl)):
+                raise _user_error(ValueError(f"kernel '{self.name}': grid {tuple(g)} must be a multiple of the "
+                                             f"cluster shape {tuple(cl)}"))
             if 0 not in g:
                 _launch(ck, g, b.runtime_args, b.stream)
                 if b.stream is None and not callable(grid) and ck.artifact is not None:
